@@ -1,0 +1,43 @@
+# Shared settings for the project's scripts. Sourced, not run.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${RVIOMMU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rviommu}
+QEMU_PKG_VERSION=1:10.2.2+ds-1
+QEMU_SRC_DIRNAME=qemu-10.2.2+ds
+SRC_DIR=$CACHE/src/$QEMU_SRC_DIRNAME          # pristine unpacked Debian source (read-only by convention)
+# The two trees sit at the same relative place to their build directories, so
+# that ccache (CCACHE_BASEDIR) shares every object the two builds have in common.
+TREE_RS=$CACHE/rs/qemu                          # pristine + wrap fixes + overlay + patches
+BUILD_RS=$CACHE/rs/build                        # build of TREE_RS (Rust intel-iommu)
+TREE_REF=$CACHE/ref/qemu                        # pristine + wrap fixes only
+BUILD_REF=$CACHE/ref/build                      # build of TREE_REF (C intel-iommu)
+TARGETS=x86_64-softmmu,aarch64-softmmu
+JOBS=${JOBS:-$(nproc)}
+export CCACHE_DIR=${CCACHE_DIR:-$CACHE/ccache}
+export CCACHE_BASEDIR=$CACHE
+export CCACHE_NOHASHDIR=1
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/cargo-target}
+
+STEP_NAME=""
+step() { STEP_NAME="$*"; echo "==> [$(date +%H:%M:%S)] $*"; }
+info() { echo "    $*"; }
+die() { echo "ERROR: step '${STEP_NAME:-?}' failed: $*" >&2; exit 1; }
+trap 'rc=$?; if [ $rc -ne 0 ]; then echo "ERROR: step \"${STEP_NAME:-?}\" failed (exit $rc); see the output above" >&2; fi' EXIT
+
+need_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Print a ninja build's output compactly: every failure and compiler message,
+# and one progress line per 5% of the edges.
+ninja_progress() {
+    awk '
+      /^\[[0-9]+\/[0-9]+\]/ {
+          split(substr($1, 2), a, "/"); n = a[1] + 0; t = a[2] + 0;
+          pct = (t > 0) ? int(n * 20 / t) : 0;
+          if (pct != last || n == t) { last = pct; printf("    ninja %s %s\n", $1, $NF); fflush(); }
+          next
+      }
+      { print; fflush() }'
+}

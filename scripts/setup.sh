@@ -1,0 +1,201 @@
+#!/bin/bash
+# Build QEMU 10.2.2 (Debian source 1:10.2.2+ds-1) with this overlay: our Rust
+# intel-iommu replaces the C one.  Idempotent and incremental; everything that
+# is built or downloaded lives under $CACHE (outside the clone).
+#
+#   scripts/setup.sh            deps, source, tree, configure, build (Rust build)
+#   scripts/setup.sh ref        the same for the pristine reference build (C device)
+#   scripts/setup.sh deps       only install the host packages
+. "$(dirname "$0")/common.sh"
+
+WHAT=${1:-rs}
+
+APT_PACKAGES="ninja-build pkg-config libglib2.0-dev libpixman-1-dev flex bison libclang-dev
+  bindgen libfdt-dev zlib1g-dev libslirp-dev dpkg-dev ccache busybox-static cpio xz-utils zstd
+  libelf-dev bc python3-venv git seabios qemu-utils"
+PIP_PACKAGES="meson==1.12.1 pycotap==1.3.1"
+
+install_deps() {
+    step "host packages (apt)"
+    local missing=()
+    for p in $APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        info "installing: ${missing[*]}"
+        need_root apt-get update -qq || die "apt-get update failed"
+        need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
+            >"$CACHE/apt-install.log" 2>&1 || { tail -20 "$CACHE/apt-install.log"; die "apt-get install failed"; }
+    else
+        info "all present"
+    fi
+    step "python packages (pip)"
+    if python3 -c 'import sys, mesonbuild.coredata as c, pycotap
+v = tuple(int(x) for x in c.version.split(".")[:2]); sys.exit(0 if v >= (1, 5) else 1)' 2>/dev/null \
+        && command -v meson >/dev/null; then
+        info "meson $(meson --version), pycotap present"
+    else
+        python3 -m pip install -q $PIP_PACKAGES 2>&1 | grep -v "Running pip as the 'root'" || true
+        command -v meson >/dev/null || die "pip did not install meson"
+    fi
+    step "Rust toolchain"
+    command -v cargo >/dev/null && command -v rustc >/dev/null || die "cargo/rustc not found (rustup is expected on this machine)"
+    info "$(rustc --version)"
+}
+
+fetch_source() {
+    step "QEMU source: Debian qemu $QEMU_PKG_VERSION"
+    if [ -f "$SRC_DIR/.rviommu-unpacked" ]; then
+        info "already unpacked in $SRC_DIR"; return
+    fi
+    local apt="$CACHE/apt"
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/sources.list.d" "$CACHE/src"
+    # A deb-src entry for sid on the mirror this machine already uses.
+    local uri
+    uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+    [ -n "$uri" ] || uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' \
+                        /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$uri" ] || die "cannot find the machine's Debian mirror in /etc/apt/sources.list{,.d}"
+    echo "deb-src $uri sid main" > "$apt/sources.list"
+    local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=$apt/sources.list.d"
+                -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o "APT::Sandbox::User=root")
+    info "apt-get update (private lists, deb-src sid from $uri)"
+    apt-get "${opts[@]}" update -qq || die "apt-get update of the private deb-src list failed"
+    info "apt-get source qemu=$QEMU_PKG_VERSION"
+    rm -rf "$SRC_DIR"
+    (cd "$CACHE/src" && apt-get "${opts[@]}" source -qq "qemu=$QEMU_PKG_VERSION" >/dev/null) \
+        || die "apt-get source qemu=$QEMU_PKG_VERSION failed"
+    [ -f "$SRC_DIR/VERSION" ] || die "unpacked source not found at $SRC_DIR"
+    grep -q '^10\.2\.2' "$SRC_DIR/VERSION" || die "unexpected QEMU version $(cat "$SRC_DIR/VERSION")"
+    touch "$SRC_DIR/.rviommu-unpacked"
+}
+
+# Copy the pristine source to a tree of ours once; later runs only touch what changed.
+make_tree() {
+    local tree=$1
+    if [ ! -f "$tree/.rviommu-tree" ]; then
+        info "copying pristine source to $tree"
+        rm -rf "$tree"; mkdir -p "$(dirname "$tree")"
+        cp -a "$SRC_DIR" "$tree"
+        touch "$tree/.rviommu-tree"
+    fi
+}
+
+prepare_rust_wraps() {
+    local tree=$1 pkgfiles=$2
+    step "QEMU's Rust crates (cargo -> subprojects/packagecache, method = cargo wraps)"
+    python3 "$REPO/scripts/prepare-wraps.py" "$tree" "$pkgfiles" "$CACHE/cargo-fetch" \
+        || die "preparing the Rust wraps failed"
+}
+
+# Overlay files are copied when their content differs; files that left the overlay
+# are restored from the pristine source (or removed).
+sync_overlay() {
+    local tree=$1
+    step "overlay -> $tree"
+    local manifest="$tree/.rviommu-overlay-files" new changed=0
+    new=$(cd "$REPO" && find rust hw include tests docs subprojects -type f \
+            ! -path "rust/target/*" ! -name "*.orig" ! -name "*~" 2>/dev/null | LC_ALL=C sort || true)
+    # Root-level files of ours that are not QEMU's are never copied (README, Cargo.toml, meson.build).
+    while IFS= read -r f; do
+        [ -n "$f" ] || continue
+        if ! cmp -s "$REPO/$f" "$tree/$f"; then
+            mkdir -p "$(dirname "$tree/$f")"; cp "$REPO/$f" "$tree/$f"; changed=$((changed + 1))
+        fi
+    done <<< "$new"
+    if [ -f "$manifest" ]; then
+        while IFS= read -r f; do
+            [ -n "$f" ] || continue
+            grep -qxF "$f" <<< "$new" && continue
+            if [ -f "$SRC_DIR/$f" ]; then cp "$SRC_DIR/$f" "$tree/$f"; else rm -f "$tree/$f"; fi
+            changed=$((changed + 1))
+        done < "$manifest"
+    fi
+    echo "$new" > "$manifest"
+    info "$changed file(s) updated"
+}
+
+# Patches are applied exactly once.  The applied series is remembered in the
+# tree; when the series changes, the old one is reverted before the new one goes on.
+apply_patches() {
+    local tree=$1
+    step "patches -> $tree"
+    local applied="$tree/.rviommu-applied"
+    local want have
+    want=$(cd "$REPO/patches" && cat $(ls *.patch 2>/dev/null | LC_ALL=C sort) 2>/dev/null | sha256sum | cut -d' ' -f1)
+    have=$(cat "$applied/series.sha256" 2>/dev/null || true)
+    if [ "$want" = "$have" ]; then info "series unchanged"; return; fi
+    if [ -d "$applied" ]; then
+        for p in $(ls "$applied"/*.patch 2>/dev/null | LC_ALL=C sort -r); do
+            info "reverting $(basename "$p")"
+            patch -d "$tree" -p1 -R -s --no-backup-if-mismatch < "$p" || die "reverting $(basename "$p") failed"
+        done
+        rm -rf "$applied"
+    fi
+    mkdir -p "$applied"
+    for p in $(ls "$REPO/patches"/*.patch 2>/dev/null | LC_ALL=C sort); do
+        info "applying $(basename "$p")"
+        patch -d "$tree" -p1 -s --no-backup-if-mismatch --dry-run < "$p" >/dev/null \
+            || die "$(basename "$p") does not apply to QEMU $QEMU_PKG_VERSION"
+        patch -d "$tree" -p1 -s --no-backup-if-mismatch < "$p"
+        cp "$p" "$applied/"
+    done
+    echo "$want" > "$applied/series.sha256"
+}
+
+configure_build() {
+    local tree=$1 build=$2; shift 2
+    local args=(--target-list=$TARGETS --disable-docs --disable-user --disable-tools
+                --disable-guest-agent --enable-slirp --disable-install-blobs --disable-werror
+                "--cc=ccache gcc" "--cxx=ccache g++" "$@")
+    local sig
+    sig=$(printf '%s\n' "${args[@]}" | sha256sum | cut -d' ' -f1)
+    step "configure $(basename "$build")"
+    if [ -f "$build/build.ninja" ] && [ "$(cat "$build/.rviommu-configure" 2>/dev/null)" = "$sig" ]; then
+        info "configured already (meson regenerates by itself when meson.build files change)"
+        return
+    fi
+    rm -rf "$build"; mkdir -p "$build"
+    (cd "$build" && "$tree/configure" "${args[@]}" > configure.log 2>&1) \
+        || { tail -30 "$build/configure.log"; die "configure failed, log: $build/configure.log"; }
+    echo "$sig" > "$build/.rviommu-configure"
+    info "done"
+}
+
+build_qemu() {
+    local build=$1
+    step "build $(basename "$build") (ninja -j$JOBS; a fresh build takes 10-15 min on 2 cores)"
+    set -o pipefail
+    ninja -C "$build" -j"$JOBS" qemu-system-x86_64 qemu-system-aarch64 2>&1 | ninja_progress \
+        || die "ninja failed in $build"
+    info "$(ls -la "$build/qemu-system-x86_64" | awk '{print $6, $7, $8, $9}')"
+}
+
+mkdir -p "$CACHE"
+case "$WHAT" in
+    deps) install_deps ;;
+    rs)
+        install_deps
+        fetch_source
+        step "tree for the Rust build"
+        make_tree "$TREE_RS"
+        sync_overlay "$TREE_RS"
+        prepare_rust_wraps "$TREE_RS" "$TREE_RS/subprojects/packagefiles"
+        apply_patches "$TREE_RS"
+        configure_build "$TREE_RS" "$BUILD_RS" --enable-rust
+        build_qemu "$BUILD_RS"
+        ;;
+    ref)
+        install_deps
+        fetch_source
+        step "tree for the reference build (pristine, C intel-iommu)"
+        make_tree "$TREE_REF"
+        prepare_rust_wraps "$TREE_REF" "$TREE_REF/subprojects/packagefiles"
+        # Rust stays enabled (Rust HPET/PL011, as in our build) so that the two
+        # builds differ only in the intel-iommu and share ccache objects.
+        configure_build "$TREE_REF" "$BUILD_REF" --enable-rust
+        build_qemu "$BUILD_REF"
+        ;;
+    *) die "unknown target '$WHAT' (rs, ref, deps)" ;;
+esac
+step "done"
