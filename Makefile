@@ -1,0 +1,39 @@
+# Front end.  Everything built or downloaded goes to $(RVIOMMU_CACHE)
+# (default ~/.cache/rviommu), outside the clone; re-runs are incremental.
+#
+#   make            build QEMU with the Rust intel-iommu and run the main job
+#   make check      the whole test suite (what CI runs)
+#   make ref        the pristine reference QEMU (C intel-iommu), for comparisons
+#   make unit       cargo tests of the QEMU-free crates only
+
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eo pipefail -c
+.PHONY: all qemu ref kit demo check unit functional clean-cache
+
+all: demo
+
+qemu:
+	scripts/setup.sh rs
+
+ref:
+	scripts/setup.sh ref
+
+kit:
+	scripts/guest/kit.sh
+
+demo: qemu kit
+	scripts/demo.sh
+
+unit:
+	scripts/unit.sh
+
+functional: qemu kit
+	tests/functional/run.sh
+
+check: unit qemu kit functional
+	@echo "==> all tests passed"
+
+clean-cache:
+	@echo "removing $${RVIOMMU_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/rviommu}"
+	rm -rf "$${RVIOMMU_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/rviommu}"

@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+
+//! The `intel-iommu` QOM type: properties, configuration checks, the
+//! register window and translation, on top of `vtd_core`.
+//!
+//! Locking: the architectural state (`vtd_core::Vtd`) sits behind a mutex
+//! of its own, because IOMMU `translate` runs without the BQL.  Effects that
+//! reach other devices (interrupts, log lines) are carried out after the
+//! mutex is released.  A thread-local flag refuses re-entry: a guest that
+//! points a table at a region whose access would come back into this device
+//! gets an error instead of a deadlock.
+
+use std::{
+    cell::Cell,
+    sync::{Mutex, PoisonError},
+};
+
+use hwcore::{DeviceImpl, ResetType, ResettablePhasesImpl, SysBusDeviceImpl};
+use migration::{VMStateDescription, VMStateDescriptionBuilder};
+use qom::{prelude::*, ObjectImpl, ParentField, ParentInit};
+use system::{hwaddr, MemoryRegion, MemoryRegionOps, MemoryRegionOpsBuilder};
+use util::{
+    log::Log,
+    log_mask_ln, Error, Result,
+};
+use vtd_core::{Config, Effects, Request, Vtd};
+
+use crate::ffi::{self, AddressSpaces, SystemMemory, X86IommuState};
+
+/// qdev's `OnOffAuto` property type (0 auto, 1 on, 2 off).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OnOffAuto(pub u32);
+
+// SAFETY: qdev_prop_on_off_auto stores a C enum (int-sized), as this type.
+unsafe impl hwcore::QDevProp for OnOffAuto {
+    const BASE_INFO: *const hwcore::bindings::PropertyInfo =
+        std::ptr::addr_of!(hwcore::bindings::qdev_prop_on_off_auto);
+}
+
+/// Result of a successful translation, in QEMU's terms.
+#[derive(Clone, Copy, Debug)]
+pub struct Mapping {
+    pub iova: u64,
+    pub phys: u64,
+    pub mask: u64,
+    pub read: bool,
+    pub write: bool,
+}
+
+thread_local! {
+    static IN_VTD: Cell<bool> = const { Cell::new(false) };
+}
+
+#[repr(C)]
+#[derive(qom::Object, hwcore::Device)]
+pub struct IntelIommuState {
+    parent_obj: ParentField<X86IommuState>,
+    iomem: MemoryRegion,
+
+    /// Kept for command-line compatibility; unused, as in the C device.
+    #[property(rename = "version", default = 0)]
+    version: u32,
+    /// x2APIC (extended interrupt mode); only meaningful with intremap.
+    #[property(rename = "eim", default = 0)]
+    eim: OnOffAuto,
+    #[property(rename = "x-buggy-eim", default = false)]
+    buggy_eim: bool,
+    #[property(rename = "aw-bits", default = 48)]
+    aw_bits: u8,
+    #[property(rename = "caching-mode", default = false)]
+    caching_mode: bool,
+    #[property(rename = "x-scalable-mode", default = false)]
+    scalable_mode: bool,
+    #[property(rename = "x-flts", default = false)]
+    flts: bool,
+    #[property(rename = "snoop-control", default = false)]
+    snoop_control: bool,
+    #[property(rename = "x-pasid-mode", default = false)]
+    pasid: bool,
+    #[property(rename = "dma-drain", default = true)]
+    dma_drain: bool,
+    #[property(rename = "stale-tm", default = false)]
+    stale_tm: bool,
+    #[property(rename = "fs1gp", default = true)]
+    fs1gp: bool,
+
+    core: Mutex<Option<Vtd>>,
+    spaces: AddressSpaces,
+}
+
+qom_isa!(IntelIommuState: X86IommuState, hwcore::SysBusDevice, hwcore::DeviceState, Object);
+
+// SAFETY: the type name is the C device's, and the class struct is that of
+// its parent (the device declares no class struct of its own).
+unsafe impl ObjectType for IntelIommuState {
+    type Class = <X86IommuState as ObjectType>::Class;
+    const TYPE_NAME: &'static std::ffi::CStr = crate::TYPE_INTEL_IOMMU;
+}
+
+impl ObjectImpl for IntelIommuState {
+    type ParentType = X86IommuState;
+    const INSTANCE_INIT: Option<unsafe fn(ParentInit<Self>)> = Some(Self::init);
+    const CLASS_INIT: fn(&mut Self::Class) = ffi::class_init;
+}
+
+impl DeviceImpl for IntelIommuState {
+    // Realize is wired through x86-iommu (see ffi::class_init).
+    const VMSTATE: Option<VMStateDescription<Self>> = Some(VMSTATE_VTD);
+}
+
+impl ResettablePhasesImpl for IntelIommuState {
+    // As the C device: reset in the exit phase, once DMA has quiesced.
+    const EXIT: Option<fn(&Self, ResetType)> = Some(Self::reset_exit);
+}
+
+impl SysBusDeviceImpl for IntelIommuState {}
+
+/// Migration of the Rust device is not implemented yet: block it rather
+/// than lose the guest's IOMMU state silently.
+const VMSTATE_VTD: VMStateDescription<IntelIommuState> =
+    VMStateDescriptionBuilder::<IntelIommuState>::new()
+        .name(c"iommu-intel")
+        .unmigratable()
+        .build();
+
+static VTD_MMIO_OPS: MemoryRegionOps<IntelIommuState> =
+    MemoryRegionOpsBuilder::<IntelIommuState>::new()
+        .read(&IntelIommuState::mmio_read)
+        .write(&IntelIommuState::mmio_write)
+        .little_endian()
+        .valid_sizes(4, 8)
+        .impl_sizes(4, 8)
+        .build();
+
+impl IntelIommuState {
+    unsafe fn init(mut this: ParentInit<Self>) {
+        MemoryRegion::init_io(
+            &mut uninit_field_mut!(*this, iomem),
+            &VTD_MMIO_OPS,
+            "intel_iommu",
+            Vtd::MMIO_SIZE,
+        );
+        uninit_field_mut!(*this, core).write(Mutex::new(None));
+        uninit_field_mut!(*this, spaces).write(AddressSpaces::default());
+    }
+
+    pub(crate) fn address_spaces(&self) -> &AddressSpaces {
+        &self.spaces
+    }
+
+    /// The architectural configuration implied by the properties, or a
+    /// clear error for what the user asked and this device cannot do.
+    fn decide_config(&self) -> Result<Config> {
+        let x86 = self.x86_props();
+        if self.eim.0 == ffi::ON_OFF_AUTO_ON && x86.intremap != ffi::ON_OFF_AUTO_ON {
+            return Err(Error::msg("eim=on cannot be selected without intremap=on"));
+        }
+        if !self.scalable_mode && self.flts {
+            return Err(Error::msg("x-flts is only available in scalable mode"));
+        }
+        if self.pasid && !self.scalable_mode {
+            return Err(Error::msg("Need to set scalable mode for PASID"));
+        }
+        if self.aw_bits != 39 && self.aw_bits != 48 {
+            return Err(Error::format(format_args!(
+                "Legacy mode: supported values for aw-bits are: 39, 48 (aw-bits={} given)",
+                self.aw_bits
+            )));
+        }
+        let unsupported = |what: &str| {
+            Err(Error::format(format_args!(
+                "intel-iommu: {what} is not supported yet by the Rust intel-iommu \
+                 (see docs/rviommu/intel-iommu.rst)"
+            )))
+        };
+        if self.scalable_mode {
+            return unsupported("x-scalable-mode=on");
+        }
+        if self.caching_mode {
+            return unsupported("caching-mode=on");
+        }
+        if x86.device_iotlb {
+            return unsupported("device-iotlb=on");
+        }
+        if !x86.dma_translation {
+            return unsupported("dma-translation=off");
+        }
+        let cfg = Config {
+            aw_bits: self.aw_bits,
+            pass_through: x86.pt,
+            snoop_control: self.snoop_control,
+            dma_drain: self.dma_drain,
+            caching_mode: self.caching_mode,
+            ..Config::default()
+        };
+        cfg.validate().map_err(|e| Error::format(format_args!("intel-iommu: {e}")))?;
+        Ok(cfg)
+    }
+
+    pub(crate) fn realize(&self) -> Result<()> {
+        let cfg = self.decide_config()?;
+        *self.core.lock().unwrap_or_else(PoisonError::into_inner) = Some(Vtd::new(cfg));
+        ffi::map_registers(&self.iomem);
+        ffi::setup_pci_iommu(self)?;
+        Ok(())
+    }
+
+    fn reset_exit(&self, _type: ResetType) {
+        let _ = self.with_core(|vtd| {
+            vtd.reset();
+            Effects::default()
+        });
+    }
+
+    /// Run `f` on the architectural state, then carry out its effects with
+    /// the lock released.  `None` when re-entered from our own memory access.
+    fn with_core<R>(&self, f: impl FnOnce(&mut Vtd) -> (R, Effects)) -> Option<R> {
+        if IN_VTD.with(Cell::get) {
+            log_mask_ln!(
+                Log::GuestError,
+                "intel-iommu: re-entrant access (a table or descriptor address points \
+                 back into the IOMMU) refused"
+            );
+            return None;
+        }
+        IN_VTD.with(|c| c.set(true));
+        let out = {
+            let mut guard = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+            guard.as_mut().map(f)
+        };
+        IN_VTD.with(|c| c.set(false));
+        let (r, effects) = out?;
+        for msg in &effects.guest_errors {
+            log_mask_ln!(Log::GuestError, "intel-iommu: {msg}");
+        }
+        for msi in &effects.interrupts {
+            ffi::send_msi(msi.address, msi.data);
+        }
+        Some(r)
+    }
+
+    fn mmio_read(&self, addr: hwaddr, size: u32) -> u64 {
+        self.with_core(|vtd| (vtd.read_reg(addr, size), Effects::default()))
+            .unwrap_or(0)
+    }
+
+    fn mmio_write(&self, addr: hwaddr, value: u64, size: u32) {
+        let _ = self.with_core(|vtd| ((), vtd.write_reg(addr, size, value, &SystemMemory)));
+    }
+
+    /// Translate a DMA request of source id `sid`; `None` means the access
+    /// faults (the fault is recorded by the core as architected).
+    pub(crate) fn translate(&self, sid: u16, iova: u64, write: bool) -> Option<Mapping> {
+        let req = Request { sid, iova, write };
+        self.with_core(|vtd| {
+            let (result, effects) = vtd.translate(&req, &SystemMemory);
+            (result.ok(), effects)
+        })
+        .flatten()
+        .map(|t| Mapping {
+            iova: t.iova,
+            phys: t.phys,
+            mask: t.page_mask,
+            read: t.perm.read,
+            write: t.perm.write,
+        })
+    }
+}

@@ -1,0 +1,572 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+
+//! Every raw call into QEMU's C API made by the Rust `intel-iommu`.
+//!
+//! The rest of the crate is safe code.  Conventions:
+//! * pointers handed to C (`AddressSpace`, `IOMMUMemoryRegion`, the
+//!   device itself) point into allocations that live as long as the
+//!   device: per-device address spaces are boxed and never freed, exactly
+//!   like the C device's (a vIOMMU is not hot-unpluggable);
+//! * C callbacks recover their Rust context from the pointer they get
+//!   (`opaque`, or a `#[repr(C)]` container whose first field is the C
+//!   object), never from globals.
+
+use std::{
+    collections::HashMap,
+    ffi::{c_int, c_void, CStr, CString},
+    mem::{offset_of, size_of},
+    ptr::{addr_of, addr_of_mut, null_mut, NonNull},
+    sync::{Mutex, OnceLock, PoisonError},
+};
+
+use common::Opaque;
+use hwcore::{DeviceState, SysBusDevice};
+use qom::{prelude::*, qom_isa, ObjectType};
+use vtd_core::{GuestMemory, MemError};
+
+use crate::{bindings, device::IntelIommuState};
+
+// ---------------------------------------------------------------------------
+// The abstract parent type, `x86-iommu`, seen from Rust.
+
+/// `X86IOMMUState`, the C parent of `intel-iommu` (also of `amd-iommu`).
+#[repr(transparent)]
+#[derive(Debug, common::Wrapper)]
+pub struct X86IommuState(Opaque<bindings::X86IOMMUState>);
+
+// SAFETY: like `SysBusDevice`, a QOM object whose C fields are only touched
+// under the BQL (properties, realize).
+unsafe impl Send for X86IommuState {}
+// SAFETY: see `Send`.
+unsafe impl Sync for X86IommuState {}
+
+// SAFETY: the name and class struct are those of hw/i386/x86-iommu.c, and the
+// wrapper is `repr(transparent)` over the C instance struct.
+unsafe impl ObjectType for X86IommuState {
+    type Class = bindings::X86IOMMUClass;
+    const TYPE_NAME: &'static CStr = c"x86-iommu";
+}
+
+qom_isa!(X86IommuState: SysBusDevice, DeviceState, Object);
+
+/// The `x86-iommu` properties that the subclass must honour.
+#[derive(Clone, Copy, Debug)]
+pub struct X86IommuProps {
+    /// `intremap`: `OnOffAuto` (0 auto, 1 on, 2 off)
+    pub intremap: u32,
+    /// `device-iotlb`
+    pub device_iotlb: bool,
+    /// `pt`
+    pub pt: bool,
+    /// `dma-translation`
+    pub dma_translation: bool,
+}
+
+pub const ON_OFF_AUTO_AUTO: u32 = bindings::ON_OFF_AUTO_AUTO as u32;
+pub const ON_OFF_AUTO_ON: u32 = bindings::ON_OFF_AUTO_ON as u32;
+pub const ON_OFF_AUTO_OFF: u32 = bindings::ON_OFF_AUTO_OFF as u32;
+
+fn x86_props_raw(dev: *mut bindings::X86IOMMUState) -> X86IommuProps {
+    // SAFETY: `dev` is a live x86-iommu instance (callers get it from QOM);
+    // its qdev properties are plain fields set before realize.
+    unsafe {
+        X86IommuProps {
+            intremap: (*dev).intr_supported as u32,
+            device_iotlb: (*dev).dt_supported,
+            pt: (*dev).pt_supported,
+            dma_translation: (*dev).dma_translation,
+        }
+    }
+}
+
+impl IntelIommuState {
+    fn x86_ptr(&self) -> *mut bindings::X86IOMMUState {
+        // The device struct starts with its `x86-iommu` parent.
+        self.as_mut_ptr::<IntelIommuState>().cast()
+    }
+
+    /// The properties inherited from `x86-iommu`.
+    pub fn x86_props(&self) -> X86IommuProps {
+        x86_props_raw(self.x86_ptr())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Class initialisation: realize goes through x86-iommu's realize (which sets
+// the machine's default IOMMU and resolves `intremap=auto`) and then through
+// `X86IOMMUClass::realize`, as for the C device.
+
+type RealizeFn = unsafe extern "C" fn(*mut bindings::DeviceState, *mut *mut bindings::Error);
+static PARENT_REALIZE: OnceLock<Option<RealizeFn>> = OnceLock::new();
+
+/// Fill in the class: the generic device/sysbus parts come from QEMU's Rust
+/// `DeviceImpl` machinery; the realize chain is wired by hand.
+pub fn class_init(klass: &mut bindings::X86IOMMUClass) {
+    klass.parent.class_init::<IntelIommuState>();
+    let dc = &mut klass.parent.parent_class;
+    let _ = PARENT_REALIZE.set(dc.realize);
+    dc.realize = Some(vtd_realize_outer);
+    dc.hotpluggable = false;
+    dc.desc = c"Intel IOMMU (VT-d) DMA Remapping device (Rust)".as_ptr();
+    klass.realize = Some(vtd_realize_inner);
+}
+
+/// `DeviceClass::realize`: decide `intremap=auto` before x86-iommu's realize
+/// turns it into `on` (interrupt remapping is not implemented yet).
+unsafe extern "C" fn vtd_realize_outer(
+    dev: *mut bindings::DeviceState,
+    errp: *mut *mut bindings::Error,
+) {
+    let x86: *mut bindings::X86IOMMUState = dev.cast();
+    match x86_props_raw(x86).intremap {
+        ON_OFF_AUTO_ON => {
+            let err = util::Error::msg(
+                "intel-iommu: intremap=on is not supported yet by the Rust intel-iommu \
+                 (interrupt remapping is not implemented); use intremap=off",
+            );
+            // SAFETY: errp comes from qdev's realize and is valid for propagation.
+            unsafe { err.propagate(errp.cast()) };
+            return;
+        }
+        ON_OFF_AUTO_AUTO => {
+            // SAFETY: `x86` is the instance being realized; properties are
+            // only written under the BQL, which realize holds.
+            unsafe { (*x86).intr_supported = bindings::ON_OFF_AUTO_OFF };
+        }
+        _ => {}
+    }
+    if let Some(Some(parent)) = PARENT_REALIZE.get() {
+        // SAFETY: the parent's realize (x86_iommu_realize) with our arguments.
+        unsafe { parent(dev, errp) };
+    }
+}
+
+/// `X86IOMMUClass::realize`.
+unsafe extern "C" fn vtd_realize_inner(
+    dev: *mut bindings::DeviceState,
+    errp: *mut *mut bindings::Error,
+) {
+    // SAFETY: QOM calls this only for instances of our type.
+    let state = unsafe { NonNull::new(dev).unwrap().cast::<IntelIommuState>().as_ref() };
+    let result = state.realize();
+    // SAFETY: errp comes from qdev's realize.
+    unsafe { util::Error::ok_or_propagate(result, errp.cast()) };
+}
+
+// ---------------------------------------------------------------------------
+// Guest memory (for root/context/page tables, descriptors, status writes).
+
+/// System memory as seen by the IOMMU's own table walks and writes.
+pub struct SystemMemory;
+
+fn unspecified_attrs() -> bindings::MemTxAttrs {
+    let mut attrs = bindings::MemTxAttrs::default();
+    attrs.set_unspecified(1);
+    attrs
+}
+
+impl GuestMemory for SystemMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        // SAFETY: address_space_memory is QEMU's global system address space;
+        // buf is a valid, exclusively borrowed buffer of buf.len() bytes.
+        let r = unsafe {
+            bindings::address_space_rw(
+                addr_of_mut!(bindings::address_space_memory),
+                addr,
+                unspecified_attrs(),
+                buf.as_mut_ptr().cast(),
+                buf.len() as u64,
+                false,
+            )
+        };
+        if r == bindings::MEMTX_OK {
+            Ok(())
+        } else {
+            Err(MemError)
+        }
+    }
+
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
+        // SAFETY: as for read; with is_write the buffer is only read by C.
+        let r = unsafe {
+            bindings::address_space_rw(
+                addr_of_mut!(bindings::address_space_memory),
+                addr,
+                unspecified_attrs(),
+                buf.as_ptr().cast_mut().cast(),
+                buf.len() as u64,
+                true,
+            )
+        };
+        if r == bindings::MEMTX_OK {
+            Ok(())
+        } else {
+            Err(MemError)
+        }
+    }
+}
+
+/// Deliver an MSI (fault event, invalidation event) to the interrupt
+/// controller, as a 32-bit write to the MSI address in system memory.
+pub fn send_msi(address: u64, data: u32) {
+    let mut result: bindings::MemTxResult = bindings::MEMTX_OK;
+    // SAFETY: a plain store through QEMU's global system address space.
+    unsafe {
+        bindings::address_space_stl_le(
+            addr_of_mut!(bindings::address_space_memory),
+            address,
+            data,
+            unspecified_attrs(),
+            &mut result,
+        );
+    }
+    if result != bindings::MEMTX_OK {
+        util::log_mask_ln!(
+            util::log::Log::GuestError,
+            "intel-iommu: interrupt write to {address:#x} (data {data:#x}) failed"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Register window.
+
+/// Map the register window at the address the q35 machine reserves for the
+/// DMA remapping unit (also what the DMAR table tells the guest).
+pub fn map_registers(iomem: &system::MemoryRegion) {
+    // SAFETY: iomem is initialised in instance_init and lives with the
+    // device; get_system_memory() is the global root region.
+    unsafe {
+        bindings::memory_region_add_subregion(
+            bindings::get_system_memory(),
+            u64::from(bindings::Q35_HOST_BRIDGE_IOMMU_ADDR),
+            iomem.as_mut_ptr(),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-device DMA address spaces.
+
+/// Interrupt window of VT-d: DMA writes to 0xFEEx_xxxx are interrupt
+/// requests, never translated.
+const INTERRUPT_ADDR_FIRST: u64 = 0xfee0_0000;
+const INTERRUPT_ADDR_SIZE: u64 = 0x10_0000;
+
+/// One PCI function's view of memory behind the IOMMU.  `repr(C)` with the
+/// IOMMU memory region first, so that the region pointer QEMU hands to
+/// `translate` is also a pointer to this struct.
+#[repr(C)]
+pub struct VtdAddressSpace {
+    iommu: bindings::IOMMUMemoryRegion,
+    root: bindings::MemoryRegion,
+    interrupts: bindings::MemoryRegion,
+    address_space: bindings::AddressSpace,
+    bus: *mut bindings::PCIBus,
+    devfn: u8,
+    owner: *const IntelIommuState,
+}
+
+// SAFETY: the raw pointers are to QOM objects that outlive the address
+// space; the struct is only mutated by C during its initialisation.
+unsafe impl Send for VtdAddressSpace {}
+
+impl VtdAddressSpace {
+    /// The requester (source) id of this function, with the bus number the
+    /// guest has assigned by now.
+    fn source_id(&self) -> u16 {
+        // SAFETY: the bus is a live PCIBus (buses are not freed while the
+        // machine runs).
+        let bus = unsafe { bindings::pci_bus_num(self.bus) };
+        ((bus as u16 & 0xff) << 8) | u16::from(self.devfn)
+    }
+}
+
+/// Address spaces by (bus, devfn), owned by the device.
+#[derive(Default)]
+pub struct AddressSpaces(Mutex<HashMap<(usize, u8), Box<VtdAddressSpace>>>);
+
+impl AddressSpaces {
+    fn get_or_create(
+        &self,
+        owner: &IntelIommuState,
+        bus: *mut bindings::PCIBus,
+        devfn: u8,
+    ) -> *mut bindings::AddressSpace {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = map.entry((bus as usize, devfn)).or_insert_with(|| {
+            // SAFETY: every field is a C struct or raw pointer for which all
+            // zeroes is the state before its C initialiser runs.
+            let mut vas: Box<VtdAddressSpace> = unsafe { Box::new_zeroed().assume_init() };
+            vas.bus = bus;
+            vas.devfn = devfn;
+            vas.owner = owner;
+            init_address_space(&mut vas, owner);
+            vas
+        });
+        addr_of_mut!(entry.address_space)
+    }
+}
+
+fn init_address_space(vas: &mut VtdAddressSpace, owner: &IntelIommuState) {
+    // SAFETY: owner is realized; bus is live.
+    let busnum = unsafe { bindings::pci_bus_num(vas.bus) };
+    let name = CString::new(format!(
+        "intel_iommu_devfn_{}_{:02x}.{}",
+        busnum,
+        vas.devfn >> 3,
+        vas.devfn & 7
+    ))
+    .unwrap();
+    let obj: *mut bindings::Object = owner.as_mut_ptr::<IntelIommuState>().cast();
+    let opaque: *mut c_void = addr_of_mut!(*vas).cast();
+    // SAFETY: all regions are zeroed fields of a boxed struct that is never
+    // moved or freed; memory_region_* copy the name.
+    unsafe {
+        bindings::memory_region_init_iommu(
+            addr_of_mut!(vas.iommu).cast(),
+            size_of::<bindings::IOMMUMemoryRegion>(),
+            TYPE_VTD_IOMMU_MR.as_ptr(),
+            obj,
+            name.as_ptr(),
+            u64::MAX,
+        );
+        bindings::memory_region_init(addr_of_mut!(vas.root), obj, name.as_ptr(), u64::MAX);
+        bindings::memory_region_add_subregion_overlap(
+            addr_of_mut!(vas.root),
+            0,
+            addr_of_mut!(vas.iommu.parent_obj),
+            0,
+        );
+        bindings::memory_region_init_io(
+            addr_of_mut!(vas.interrupts),
+            obj,
+            addr_of!(INTERRUPT_WINDOW_OPS.0),
+            opaque,
+            c"vtd-ir".as_ptr(),
+            INTERRUPT_ADDR_SIZE,
+        );
+        bindings::memory_region_add_subregion_overlap(
+            addr_of_mut!(vas.root),
+            INTERRUPT_ADDR_FIRST,
+            addr_of_mut!(vas.interrupts),
+            1,
+        );
+        bindings::address_space_init(
+            addr_of_mut!(vas.address_space),
+            addr_of_mut!(vas.root),
+            name.as_ptr(),
+        );
+    }
+}
+
+/// Writes into the interrupt window go to the interrupt controller
+/// unchanged, tagged with the requester id (interrupt remapping will
+/// intercept them here).
+unsafe extern "C" fn interrupt_window_write(
+    opaque: *mut c_void,
+    addr: bindings::hwaddr,
+    value: u64,
+    size: u32,
+    _attrs: bindings::MemTxAttrs,
+) -> bindings::MemTxResult {
+    // SAFETY: opaque is the VtdAddressSpace registered with this region.
+    let vas = unsafe { &*opaque.cast::<VtdAddressSpace>() };
+    let mut attrs = bindings::MemTxAttrs::default();
+    attrs.set_requester_id(u32::from(vas.source_id()));
+    let mut result: bindings::MemTxResult = bindings::MEMTX_OK;
+    if size != 4 {
+        util::log_mask_ln!(
+            util::log::Log::GuestError,
+            "intel-iommu: {size}-byte interrupt write at {:#x} ignored",
+            INTERRUPT_ADDR_FIRST + addr
+        );
+        return bindings::MEMTX_OK;
+    }
+    // SAFETY: a plain store to the interrupt controller in system memory.
+    unsafe {
+        bindings::address_space_stl_le(
+            addr_of_mut!(bindings::address_space_memory),
+            INTERRUPT_ADDR_FIRST + addr,
+            value as u32,
+            attrs,
+            &mut result,
+        );
+    }
+    result
+}
+
+unsafe extern "C" fn interrupt_window_read(
+    _opaque: *mut c_void,
+    _addr: bindings::hwaddr,
+    data: *mut u64,
+    _size: u32,
+    _attrs: bindings::MemTxAttrs,
+) -> bindings::MemTxResult {
+    // SAFETY: data points to the caller's result slot.
+    unsafe { *data = 0 };
+    bindings::MEMTX_OK
+}
+
+struct SyncOps(bindings::MemoryRegionOps);
+// SAFETY: constant vtable of function pointers.
+unsafe impl Sync for SyncOps {}
+
+static INTERRUPT_WINDOW_OPS: SyncOps = SyncOps(bindings::MemoryRegionOps {
+    read_with_attrs: Some(interrupt_window_read),
+    write_with_attrs: Some(interrupt_window_write),
+    endianness: bindings::device_endian::DEVICE_LITTLE_ENDIAN,
+    valid: bindings::MemoryRegionOps__bindgen_ty_1 {
+        min_access_size: 1,
+        max_access_size: 8,
+        unaligned: false,
+        accepts: None,
+    },
+    impl_: bindings::MemoryRegionOps__bindgen_ty_2 {
+        min_access_size: 4,
+        max_access_size: 4,
+        unaligned: false,
+    },
+    // SAFETY: the remaining fields are optional callbacks (None).
+    ..unsafe { std::mem::zeroed() }
+});
+
+// ---------------------------------------------------------------------------
+// The IOMMU memory region type and its translate callback.
+
+const TYPE_VTD_IOMMU_MR: &CStr = c"intel-iommu-iommu-memory-region";
+
+/// `IOMMUMemoryRegionClass::translate`: may run without the BQL.
+unsafe extern "C" fn vtd_translate(
+    iommu: *mut bindings::IOMMUMemoryRegion,
+    addr: bindings::hwaddr,
+    flag: bindings::IOMMUAccessFlags,
+    _iommu_idx: c_int,
+) -> bindings::IOMMUTLBEntry {
+    const _: () = assert!(offset_of!(VtdAddressSpace, iommu) == 0);
+    // SAFETY: every region of our IOMMU type is the first field of a live
+    // VtdAddressSpace; its owner outlives it.
+    let vas = unsafe { &*iommu.cast::<VtdAddressSpace>() };
+    let owner = unsafe { &*vas.owner };
+    let write = flag & bindings::IOMMU_WO != 0;
+    let mut entry = bindings::IOMMUTLBEntry {
+        // SAFETY: only the address of the global is taken.
+        target_as: unsafe { addr_of_mut!(bindings::address_space_memory) },
+        iova: addr & !0xfff,
+        translated_addr: 0,
+        addr_mask: 0xfff,
+        perm: bindings::IOMMU_NONE,
+        ..Default::default()
+    };
+    if let Some(t) = owner.translate(vas.source_id(), addr, write) {
+        entry.iova = t.iova;
+        entry.translated_addr = t.phys;
+        entry.addr_mask = t.mask;
+        entry.perm = (if t.read { bindings::IOMMU_RO } else { 0 })
+            | (if t.write { bindings::IOMMU_WO } else { 0 });
+    }
+    entry
+}
+
+/// Notifiers (vhost, vfio) need shadowing support that this device does not
+/// have yet: refuse them with a clear error instead of giving stale mappings.
+unsafe extern "C" fn vtd_notify_flag_changed(
+    _iommu: *mut bindings::IOMMUMemoryRegion,
+    _old: bindings::IOMMUNotifierFlag,
+    new: bindings::IOMMUNotifierFlag,
+    errp: *mut *mut bindings::Error,
+) -> c_int {
+    if new == bindings::IOMMU_NOTIFIER_NONE {
+        return 0;
+    }
+    let err = util::Error::msg(
+        "intel-iommu: IOMMU notifiers (vfio-pci, vhost) are not supported yet by the \
+         Rust intel-iommu (caching mode is not implemented)",
+    );
+    // SAFETY: errp comes from memory_region_register_iommu_notifier.
+    unsafe { err.propagate(errp.cast()) };
+    -libc_einval()
+}
+
+const fn libc_einval() -> c_int {
+    22
+}
+
+unsafe extern "C" fn vtd_iommu_mr_class_init(klass: *mut bindings::ObjectClass, _data: *const c_void) {
+    // SAFETY: QOM calls this with the class of our IOMMU region type, whose
+    // class struct is IOMMUMemoryRegionClass.
+    let imrc = unsafe { &mut *klass.cast::<bindings::IOMMUMemoryRegionClass>() };
+    imrc.translate = Some(vtd_translate);
+    imrc.notify_flag_changed = Some(vtd_notify_flag_changed);
+}
+
+struct SyncTypeInfo(qom::bindings::TypeInfo);
+// SAFETY: constant type description (static strings and function pointers).
+unsafe impl Sync for SyncTypeInfo {}
+
+static VTD_IOMMU_MR_INFO: SyncTypeInfo = SyncTypeInfo(qom::bindings::TypeInfo {
+    name: TYPE_VTD_IOMMU_MR.as_ptr(),
+    parent: c"iommu-memory-region".as_ptr(),
+    class_init: Some(vtd_iommu_mr_class_init),
+    // SAFETY: the other TypeInfo fields are optional (zero/None).
+    ..unsafe { std::mem::zeroed() }
+});
+
+util::module_init! {
+    MODULE_INIT_QOM => unsafe {
+        qom::type_register_static(&VTD_IOMMU_MR_INFO.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// PCI: the host bridge's bus asks us for each function's address space.
+
+unsafe extern "C" fn vtd_get_address_space(
+    bus: *mut bindings::PCIBus,
+    opaque: *mut c_void,
+    devfn: c_int,
+) -> *mut bindings::AddressSpace {
+    // SAFETY: opaque is the device registered in pci_setup_iommu.
+    let owner = unsafe { &*opaque.cast::<IntelIommuState>() };
+    owner.address_spaces().get_or_create(owner, bus, devfn as u8)
+}
+
+struct SyncPciOps(bindings::PCIIOMMUOps);
+// SAFETY: constant vtable of function pointers.
+unsafe impl Sync for SyncPciOps {}
+
+static VTD_PCI_OPS: SyncPciOps = SyncPciOps(bindings::PCIIOMMUOps {
+    get_address_space: Some(vtd_get_address_space),
+    // SAFETY: the other callbacks are optional (None).
+    ..unsafe { std::mem::zeroed() }
+});
+
+/// Put every device of the machine's root PCI bus (and the buses below it)
+/// behind this IOMMU.
+pub fn setup_pci_iommu(owner: &IntelIommuState) -> util::Result<()> {
+    // SAFETY: qdev_get_machine returns the machine object; the dynamic cast
+    // checks that it is a PC machine before its fields are read.
+    let bus = unsafe {
+        let machine = bindings::qdev_get_machine();
+        let pcms = bindings::object_dynamic_cast(machine, c"generic-pc-machine".as_ptr())
+            .cast::<bindings::PCMachineState>();
+        if pcms.is_null() {
+            null_mut()
+        } else {
+            (*pcms).pcibus
+        }
+    };
+    if bus.is_null() {
+        return Err(util::Error::msg("intel-iommu: the machine has no PCI root bus"));
+    }
+    // SAFETY: the ops are static; opaque is the device, which outlives the bus
+    // setup (the vIOMMU cannot be unplugged).
+    unsafe {
+        bindings::pci_setup_iommu(
+            bus,
+            &VTD_PCI_OPS.0,
+            owner.as_mut_ptr::<IntelIommuState>().cast(),
+        );
+    }
+    Ok(())
+}

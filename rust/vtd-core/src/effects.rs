@@ -1,0 +1,45 @@
+//! Side effects a register access or translation asks the embedding
+//! device glue to perform.
+//!
+//! Conventions: the core never calls back into the host; instead it
+//! returns an [`Effects`] value. The glue performs the actions after it has
+//! released whatever lock protects the [`Vtd`](crate::Vtd) state, in order:
+//! interrupts are listed in the order the hardware would have sent them.
+
+/// An MSI the remapping unit sends (fault event or invalidation
+/// completion event). `address` is the full 64-bit message address
+/// (upper-address register in bits 63:32), `data` the message data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Msi {
+    /// Message address.
+    pub address: u64,
+    /// Message data.
+    pub data: u32,
+}
+
+/// What the glue must do after an operation on the model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// Interrupt messages to deliver, in order.
+    pub interrupts: Vec<Msi>,
+    /// Human-readable descriptions of guest programming errors; the glue
+    /// should log them as guest errors (rate limiting is up to the glue).
+    pub guest_errors: Vec<String>,
+}
+
+impl Effects {
+    /// True when nothing needs to be done.
+    pub fn is_empty(&self) -> bool {
+        self.interrupts.is_empty() && self.guest_errors.is_empty()
+    }
+
+    /// Append `other` to `self`.
+    pub fn extend(&mut self, other: Effects) {
+        self.interrupts.extend(other.interrupts);
+        self.guest_errors.extend(other.guest_errors);
+    }
+
+    pub(crate) fn guest_error(&mut self, msg: impl Into<String>) {
+        self.guest_errors.push(msg.into());
+    }
+}

@@ -1,0 +1,362 @@
+//! Invalidation requests: the legacy 128-bit queued-invalidation
+//! descriptors and the register-based CCMD/IOTLB commands.
+//!
+//! Conventions: descriptors are two little-endian quadwords (`lo`, `hi`).
+//! [`decode`] validates the type and every reserved field and yields an
+//! [`InvRequest`]; an error string means the descriptor is invalid and the
+//! hardware must report an invalidation queue error (FSTS.IQE) with the
+//! queue head left on it. The queue registers are decoded by
+//! [`QueueState`], which is plain data so it can be migrated.
+
+use crate::config::MAMV;
+
+/// Context-cache invalidate descriptor type.
+pub const DESC_CC: u8 = 0x1;
+/// IOTLB invalidate descriptor type.
+pub const DESC_IOTLB: u8 = 0x2;
+/// Device-TLB invalidate descriptor type.
+pub const DESC_DEVICE_TLB: u8 = 0x3;
+/// Interrupt entry cache invalidate descriptor type.
+pub const DESC_IEC: u8 = 0x4;
+/// Invalidation wait descriptor type.
+pub const DESC_WAIT: u8 = 0x5;
+/// "No descriptor" marker for `last_desc_type`.
+pub const DESC_NONE: u8 = 0;
+
+const CC_RSVD_LO: u64 = 0xfffc_0000_0000_f1c0;
+const IOTLB_RSVD_LO: u64 = 0xffff_ffff_0000_f100;
+const IOTLB_RSVD_HI: u64 = 0xf80;
+const DEV_TLB_RSVD_LO: u64 = 0xffff_0000_ffe0_f1f0;
+const DEV_TLB_RSVD_HI: u64 = 0xffe;
+const IEC_RSVD_LO: u64 = 0xffff_0000_07ff_f1e0;
+const WAIT_RSVD_LO: u64 = 0xffff_f180;
+const WAIT_RSVD_HI: u64 = 0x3;
+const WAIT_IF: u64 = 1 << 4;
+const WAIT_SW: u64 = 1 << 5;
+const WAIT_FN: u64 = 1 << 6;
+
+/// Context-cache invalidation granularity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextInvalidation {
+    /// All entries.
+    Global,
+    /// Entries of one domain.
+    Domain(u16),
+    /// Entries of one device (source-id), with function mask.
+    Device {
+        /// Source-id.
+        sid: u16,
+        /// Function mask (0..=3).
+        fm: u8,
+    },
+}
+
+impl ContextInvalidation {
+    /// The 2-bit granularity encoding (CIRG/CAIG, descriptor G).
+    pub fn granularity(&self) -> u64 {
+        match self {
+            ContextInvalidation::Global => 1,
+            ContextInvalidation::Domain(_) => 2,
+            ContextInvalidation::Device { .. } => 3,
+        }
+    }
+}
+
+/// IOTLB invalidation granularity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IotlbInvalidation {
+    /// All entries.
+    Global,
+    /// Entries of one domain.
+    Domain(u16),
+    /// 2^`am` pages at `addr` in `domain_id`.
+    Pages {
+        /// Domain id.
+        domain_id: u16,
+        /// Address (page aligned).
+        addr: u64,
+        /// Address mask (log2 of the number of 4 KiB pages).
+        am: u8,
+        /// Invalidation hint (only leaf entries changed).
+        ih: bool,
+    },
+}
+
+impl IotlbInvalidation {
+    /// The 2-bit granularity encoding (IIRG/IAIG, descriptor G).
+    pub fn granularity(&self) -> u64 {
+        match self {
+            IotlbInvalidation::Global => 1,
+            IotlbInvalidation::Domain(_) => 2,
+            IotlbInvalidation::Pages { .. } => 3,
+        }
+    }
+}
+
+/// Invalidation wait descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitRequest {
+    /// SW: write `data` to `addr`.
+    pub status_write: Option<(u64, u32)>,
+    /// IF: raise an invalidation completion event.
+    pub interrupt: bool,
+    /// FN: fence.
+    pub fence: bool,
+}
+
+/// A decoded, valid invalidation descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvRequest {
+    /// Context-cache invalidation.
+    Context(ContextInvalidation),
+    /// IOTLB invalidation (drain bits accepted and ignored).
+    Iotlb(IotlbInvalidation),
+    /// Device-TLB invalidation (only valid with device-TLB support).
+    DeviceTlb {
+        /// Source-id of the device.
+        sid: u16,
+        /// Address.
+        addr: u64,
+        /// S bit (size encoded in address).
+        size: bool,
+    },
+    /// Interrupt entry cache invalidation (no interrupt remapping: no-op).
+    InterruptEntryCache,
+    /// Invalidation wait.
+    Wait(WaitRequest),
+}
+
+/// Descriptor type from the low quadword (bits 3:0, and 11:9 as type
+/// bits 6:4).
+pub fn descriptor_type(lo: u64) -> u8 {
+    (((lo >> 5) & 0x70) | (lo & 0xf)) as u8
+}
+
+/// Decode a legacy 128-bit descriptor.
+pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> {
+    let ty = descriptor_type(lo);
+    let rsvd = |what: &str, lo_mask: u64, hi_mask: u64| -> Result<(), String> {
+        if lo & lo_mask != 0 || hi & hi_mask != 0 {
+            Err(format!(
+                "invalid {what} descriptor: hi={hi:#x} lo={lo:#x} (reserved bits set)"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match ty {
+        DESC_CC => {
+            rsvd("context-cache invalidate", CC_RSVD_LO, u64::MAX)?;
+            let g = match (lo >> 4) & 3 {
+                1 => ContextInvalidation::Global,
+                2 => ContextInvalidation::Domain((lo >> 16) as u16),
+                3 => ContextInvalidation::Device {
+                    sid: (lo >> 32) as u16,
+                    fm: ((lo >> 48) & 3) as u8,
+                },
+                _ => {
+                    return Err(format!(
+                        "invalid context-cache invalidate descriptor: lo={lo:#x} (granularity 0)"
+                    ))
+                }
+            };
+            Ok(InvRequest::Context(g))
+        }
+        DESC_IOTLB => {
+            rsvd("IOTLB invalidate", IOTLB_RSVD_LO, IOTLB_RSVD_HI)?;
+            let did = (lo >> 16) as u16;
+            let g = match (lo >> 4) & 3 {
+                1 => IotlbInvalidation::Global,
+                2 => IotlbInvalidation::Domain(did),
+                3 => {
+                    let am = (hi & 0x3f) as u8;
+                    if am > MAMV {
+                        return Err(format!(
+                            "invalid IOTLB invalidate descriptor: hi={hi:#x} (AM {am} > MAMV {MAMV})"
+                        ));
+                    }
+                    IotlbInvalidation::Pages {
+                        domain_id: did,
+                        addr: hi & !0xfff,
+                        am,
+                        ih: hi & (1 << 6) != 0,
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "invalid IOTLB invalidate descriptor: lo={lo:#x} (granularity 0)"
+                    ))
+                }
+            };
+            Ok(InvRequest::Iotlb(g))
+        }
+        DESC_DEVICE_TLB => {
+            if !device_tlb {
+                return Err(format!(
+                    "device-TLB invalidate descriptor without device-TLB support (ECAP.DT=0): hi={hi:#x} lo={lo:#x}"
+                ));
+            }
+            rsvd("device-TLB invalidate", DEV_TLB_RSVD_LO, DEV_TLB_RSVD_HI)?;
+            Ok(InvRequest::DeviceTlb {
+                sid: (lo >> 32) as u16,
+                addr: hi & !0xfff,
+                size: hi & 1 != 0,
+            })
+        }
+        DESC_IEC => {
+            rsvd("interrupt entry cache invalidate", IEC_RSVD_LO, u64::MAX)?;
+            Ok(InvRequest::InterruptEntryCache)
+        }
+        DESC_WAIT => {
+            rsvd("invalidation wait", WAIT_RSVD_LO, WAIT_RSVD_HI)?;
+            if lo & (WAIT_IF | WAIT_SW | WAIT_FN) == 0 {
+                return Err(format!(
+                    "invalid invalidation wait descriptor: lo={lo:#x} (none of IF/SW/FN set)"
+                ));
+            }
+            Ok(InvRequest::Wait(WaitRequest {
+                status_write: (lo & WAIT_SW != 0).then_some((hi & !3, (lo >> 32) as u32)),
+                interrupt: lo & WAIT_IF != 0,
+                fence: lo & WAIT_FN != 0,
+            }))
+        }
+        _ => Err(format!(
+            "unsupported invalidation descriptor type {ty:#x}: hi={hi:#x} lo={lo:#x}"
+        )),
+    }
+}
+
+/// Decode a CCMD register value with ICC set. `Err` carries the guest
+/// error for an invalid request granularity.
+pub fn decode_ccmd(val: u64) -> Result<ContextInvalidation, String> {
+    match (val >> 61) & 3 {
+        1 => Ok(ContextInvalidation::Global),
+        2 => Ok(ContextInvalidation::Domain(val as u16)),
+        3 => Ok(ContextInvalidation::Device {
+            sid: (val >> 16) as u16,
+            fm: ((val >> 32) & 3) as u8,
+        }),
+        _ => Err(format!("CCMD: invalid context invalidation granularity: {val:#x}")),
+    }
+}
+
+/// Decode an IOTLB register value with IVT set, using the IVA register
+/// for page-selective requests.
+pub fn decode_iotlb_reg(val: u64, iva: u64) -> Result<IotlbInvalidation, String> {
+    let did = (val >> 32) as u16;
+    match (val >> 60) & 3 {
+        1 => Ok(IotlbInvalidation::Global),
+        2 => Ok(IotlbInvalidation::Domain(did)),
+        3 => {
+            let am = (iva & 0x3f) as u8;
+            if am > MAMV {
+                return Err(format!(
+                    "IOTLB: address mask {am} above MAMV {MAMV} (IVA={iva:#x})"
+                ));
+            }
+            Ok(IotlbInvalidation::Pages {
+                domain_id: did,
+                addr: iva & !0xfff,
+                am,
+                ih: iva & (1 << 6) != 0,
+            })
+        }
+        _ => Err(format!("IOTLB: invalid invalidation granularity: {val:#x}")),
+    }
+}
+
+/// Queued invalidation state latched from IQA and updated from IQT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueState {
+    /// GSTS.QIES.
+    pub enabled: bool,
+    /// Queue base address (latched when QI is enabled).
+    pub base: u64,
+    /// Number of 16-byte entries (latched when QI is enabled).
+    pub size: u16,
+    /// Index of the next descriptor to fetch (IQH.QH).
+    pub head: u16,
+    /// Index software will write next (IQT.QT).
+    pub tail: u16,
+    /// Type of the last descriptor fetched ([`DESC_NONE`] initially).
+    pub last_desc_type: u8,
+}
+
+impl QueueState {
+    /// Number of entries for an IQA value (2^(QS+8)).
+    pub fn size_from_iqa(iqa: u64) -> u16 {
+        1u16 << ((iqa & 7) as u32 + 8)
+    }
+
+    /// IQT.QT from a 128-bit-descriptor IQT value.
+    pub fn tail_from_iqt(iqt: u64) -> u16 {
+        ((iqt >> 4) & 0x7fff) as u16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_sizes() {
+        assert_eq!(QueueState::size_from_iqa(0), 256);
+        assert_eq!(QueueState::size_from_iqa(7), 32768);
+        assert_eq!(QueueState::tail_from_iqt(0x7fff0), 0x7fff);
+    }
+
+    #[test]
+    fn type_includes_high_bits() {
+        assert_eq!(descriptor_type(0x5), 5);
+        assert_eq!(descriptor_type(0x200 | 0x5), 0x15);
+        assert!(decode(0x205 | WAIT_FN, 0, false).is_err());
+    }
+
+    #[test]
+    fn wait_decoding() {
+        let lo = DESC_WAIT as u64 | WAIT_SW | WAIT_IF | (0xabcd_u64 << 32);
+        let r = decode(lo, 0x1000, false).unwrap();
+        assert_eq!(
+            r,
+            InvRequest::Wait(WaitRequest {
+                status_write: Some((0x1000, 0xabcd)),
+                interrupt: true,
+                fence: false
+            })
+        );
+        assert!(decode(lo, 0x1002, false).is_err(), "status address must be dword aligned");
+        assert!(decode(DESC_WAIT as u64, 0, false).is_err());
+        assert!(decode(DESC_WAIT as u64 | WAIT_FN | (1 << 7), 0, false).is_err(), "PD reserved");
+    }
+
+    #[test]
+    fn iotlb_psi_am_limit() {
+        let lo = DESC_IOTLB as u64 | (3 << 4) | (5 << 16);
+        assert!(decode(lo, 0x1000 | 18, false).is_ok());
+        assert!(decode(lo, 0x1000 | 19, false).is_err());
+        assert!(decode(lo, 0x1000 | 0x80, false).is_err());
+        // Drain bits are accepted.
+        assert!(decode(lo | (3 << 6), 0, false).is_ok());
+    }
+
+    #[test]
+    fn device_tlb_rejected_without_support() {
+        assert!(decode(DESC_DEVICE_TLB as u64, 0, false).is_err());
+        assert!(decode(DESC_DEVICE_TLB as u64, 0, true).is_ok());
+    }
+
+    #[test]
+    fn register_decoding() {
+        assert_eq!(decode_ccmd(1 << 61), Ok(ContextInvalidation::Global));
+        assert_eq!(
+            decode_ccmd((3 << 61) | (2 << 32) | (0x0108 << 16)),
+            Ok(ContextInvalidation::Device { sid: 0x108, fm: 2 })
+        );
+        assert!(decode_ccmd(0).is_err());
+        assert_eq!(
+            decode_iotlb_reg((3 << 60) | (7 << 32), 0x5000 | 0x41),
+            Ok(IotlbInvalidation::Pages { domain_id: 7, addr: 0x5000, am: 1, ih: true })
+        );
+        assert!(decode_iotlb_reg(3 << 60, 19).is_err());
+    }
+}

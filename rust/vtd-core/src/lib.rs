@@ -1,0 +1,38 @@
+//! A QEMU-free model of an Intel VT-d DMA remapping unit (legacy mode).
+//!
+//! The crate models the register window, the global command handshakes,
+//! legacy root/context tables, second-stage page walks, the context cache
+//! and IOTLB with their register-based and queued invalidation, and primary
+//! fault logging with fault/completion event interrupts. It has no
+//! dependencies and no `unsafe`; nothing a guest can program (registers,
+//! table entries, descriptors, addresses) makes it panic: misbehaviour
+//! yields the architected fault or a guest-error string in [`Effects`].
+//!
+//! Register layouts, reset values and capability values follow QEMU's C
+//! `intel-iommu` device with scalable mode, first-stage translation,
+//! interrupt remapping and device-IOTLB disabled.
+//!
+//! Entry points: [`Vtd::read_reg`], [`Vtd::write_reg`], [`Vtd::translate`].
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod cache;
+pub mod config;
+pub mod effects;
+pub mod fault;
+pub mod inv_queue;
+pub mod mem;
+pub mod page_walk;
+pub mod registers;
+pub mod root_context;
+pub mod translation;
+mod vtd;
+
+pub use config::Config;
+pub use effects::{Effects, Msi};
+pub use fault::{Fault, FaultReason, FaultRecord};
+pub use mem::{GuestMemory, MemError};
+pub use page_walk::Perm;
+pub use translation::{Request, Translation};
+pub use vtd::{Vtd, VtdState, INTERRUPT_ADDR_FIRST, INTERRUPT_ADDR_LAST};

@@ -1,0 +1,724 @@
+//! The remapping unit: register window, global command handshakes,
+//! invalidation (register-based and queued), and DMA translation.
+//!
+//! Conventions: every entry point runs to completion synchronously
+//! (commands complete before the write returns, so busy bits such as
+//! CCMD.ICC and IOTLB.IVT read back as 0). Guest memory is only touched
+//! through the [`GuestMemory`] passed in; interrupts and guest-error
+//! diagnostics are returned in [`Effects`] for the caller to act on after
+//! releasing its lock. The architectural state that must be migrated is
+//! exposed as [`VtdState`]; caches are rebuilt on demand.
+
+use crate::cache::{ContextCache, Iotlb, IotlbEntry};
+use crate::config::{width_mask, Config, CAP_SAGAW_SHIFT, CAP_SLLPS_1G, CAP_SLLPS_2M, ECAP_DT};
+use crate::effects::{Effects, Msi};
+use crate::fault::{self, Fault, FaultReason, FaultRecord};
+use crate::inv_queue::{
+    decode, decode_ccmd, decode_iotlb_reg, descriptor_type, ContextInvalidation, InvRequest,
+    IotlbInvalidation, QueueState, DESC_NONE,
+};
+use crate::mem::GuestMemory;
+use crate::page_walk::{level_size, walk, WalkConfig};
+use crate::registers::*;
+use crate::root_context::{lookup_device_context, ContextChecks, ContextMode};
+use crate::translation::{Request, Translation};
+
+/// First address of the interrupt address range.
+pub const INTERRUPT_ADDR_FIRST: u64 = 0xfee0_0000;
+/// Last address of the interrupt address range.
+pub const INTERRUPT_ADDR_LAST: u64 = 0xfeef_ffff;
+
+/// Migratable architectural state (mirrors the C device's vmstate fields
+/// that exist in legacy mode without interrupt remapping).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VtdState {
+    /// Register byte image.
+    pub csr: [u8; DMAR_REG_SIZE],
+    /// Root table address latched by the last SRTP.
+    pub root: u64,
+    /// GSTS.TES.
+    pub dmar_enabled: bool,
+    /// Queued invalidation state.
+    pub queue: QueueState,
+    /// Index of the fault recording register the next fault goes to.
+    pub next_frcd_reg: u16,
+}
+
+/// One VT-d DMA remapping unit in legacy mode.
+#[derive(Clone, Debug)]
+pub struct Vtd {
+    cfg: Config,
+    cap: u64,
+    ecap: u64,
+    regs: RegisterFile,
+    root: u64,
+    dmar_enabled: bool,
+    queue: QueueState,
+    next_frcd: u16,
+    context_cache: ContextCache,
+    iotlb: Iotlb,
+}
+
+impl Vtd {
+    /// Size of the register window (`DMAR_REG_SIZE`).
+    pub const MMIO_SIZE: u64 = DMAR_REG_SIZE as u64;
+
+    /// Create a unit in its reset state. `cfg` should have passed
+    /// [`Config::validate`]; an invalid one does not panic but yields a
+    /// device with whatever capabilities the values encode.
+    pub fn new(cfg: Config) -> Vtd {
+        let cap = cfg.cap();
+        let ecap = cfg.ecap();
+        Vtd {
+            regs: RegisterFile::new(cap, ecap),
+            cfg,
+            cap,
+            ecap,
+            root: 0,
+            dmar_enabled: false,
+            queue: QueueState::default(),
+            next_frcd: 0,
+            context_cache: ContextCache::default(),
+            iotlb: Iotlb::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// CAP register value.
+    pub fn cap(&self) -> u64 {
+        self.cap
+    }
+
+    /// ECAP register value.
+    pub fn ecap(&self) -> u64 {
+        self.ecap
+    }
+
+    /// Architected reset: registers to reset values, translation and
+    /// queued invalidation disabled, caches empty.
+    pub fn reset(&mut self) {
+        *self = Vtd::new(self.cfg.clone());
+    }
+
+    /// GSTS.TES: DMA translation is enabled.
+    pub fn translation_enabled(&self) -> bool {
+        self.dmar_enabled
+    }
+
+    /// Root table address latched by the last SRTP.
+    pub fn root_table_address(&self) -> u64 {
+        self.root
+    }
+
+    /// Queued invalidation state.
+    pub fn queue(&self) -> QueueState {
+        self.queue
+    }
+
+    /// Number of IOTLB entries.
+    pub fn iotlb_len(&self) -> usize {
+        self.iotlb.len()
+    }
+
+    /// Number of context-cache entries.
+    pub fn context_cache_len(&self) -> usize {
+        self.context_cache.len()
+    }
+
+    /// Decoded fault recording register `index`.
+    pub fn fault_record(&self, index: u16) -> Option<FaultRecord> {
+        fault::read_record(&self.regs, index)
+    }
+
+    /// The register file (masks and raw values), for inspection.
+    pub fn registers(&self) -> &RegisterFile {
+        &self.regs
+    }
+
+    /// Snapshot of the migratable state.
+    pub fn save_state(&self) -> VtdState {
+        VtdState {
+            csr: *self.regs.csr(),
+            root: self.root,
+            dmar_enabled: self.dmar_enabled,
+            queue: self.queue,
+            next_frcd_reg: self.next_frcd,
+        }
+    }
+
+    /// Restore migrated state; caches are emptied. The state is checked
+    /// against this unit's configuration and for internal consistency.
+    pub fn load_state(&mut self, st: &VtdState) -> Result<(), String> {
+        let mut probe = RegisterFile::new(0, 0);
+        probe.load_csr(&st.csr);
+        if probe.get64(CAP) != self.cap || probe.get64(ECAP) != self.ecap {
+            return Err(format!(
+                "vtd: migrated CAP/ECAP {:#x}/{:#x} do not match configured {:#x}/{:#x}",
+                probe.get64(CAP),
+                probe.get64(ECAP),
+                self.cap,
+                self.ecap
+            ));
+        }
+        let q = st.queue;
+        if q.enabled {
+            if !(256..=32768).contains(&q.size) || !q.size.is_power_of_two() {
+                return Err(format!("vtd: invalid migrated queue size {}", q.size));
+            }
+            if q.head >= q.size {
+                return Err(format!(
+                    "vtd: migrated queue head {} beyond size {}",
+                    q.head, q.size
+                ));
+            }
+        }
+        if q.tail > 0x7fff || q.head > 0x7fff {
+            return Err(format!("vtd: invalid migrated queue indexes {}/{}", q.head, q.tail));
+        }
+        if st.next_frcd_reg >= FRCD_REG_NR {
+            return Err(format!("vtd: invalid migrated fault record index {}", st.next_frcd_reg));
+        }
+        self.regs.load_csr(&st.csr);
+        self.root = st.root;
+        self.dmar_enabled = st.dmar_enabled;
+        self.queue = st.queue;
+        self.next_frcd = st.next_frcd_reg;
+        self.flush_caches();
+        Ok(())
+    }
+
+    fn flush_caches(&mut self) {
+        self.context_cache.invalidate_all();
+        self.iotlb.invalidate_all();
+    }
+
+    fn haw_mask(&self) -> u64 {
+        width_mask(u32::from(self.cfg.aw_bits))
+    }
+
+    // ----------------------------------------------------------------
+    // Register window
+    // ----------------------------------------------------------------
+
+    fn check_access(offset: u64, size: u32, what: &str, fx: &mut Effects) -> bool {
+        let ok = (size == 4 || size == 8)
+            && offset & (u64::from(size) - 1) == 0
+            && offset
+                .checked_add(u64::from(size))
+                .is_some_and(|end| end <= Self::MMIO_SIZE);
+        if !ok {
+            fx.guest_error(format!(
+                "vtd: invalid {what} access: offset={offset:#x} size={size}"
+            ));
+        }
+        ok
+    }
+
+    /// Guest register read of `size` (4 or 8) bytes at `offset`.
+    pub fn read_reg(&mut self, offset: u64, size: u32) -> u64 {
+        self.read_reg_effects(offset, size).0
+    }
+
+    /// Like [`read_reg`](Self::read_reg), also returning guest-error
+    /// diagnostics (reads never raise interrupts).
+    pub fn read_reg_effects(&mut self, offset: u64, size: u32) -> (u64, Effects) {
+        let mut fx = Effects::default();
+        if !Self::check_access(offset, size, "read", &mut fx) {
+            return (0, fx);
+        }
+        if size == 8 && Reg::at(offset).is_some_and(|r| r.width() == Width::W64) {
+            return (self.regs.guest_read(offset, 8), fx);
+        }
+        let lo = self.read_dword(offset, &mut fx);
+        let val = if size == 8 {
+            lo | (self.read_dword(offset + 4, &mut fx) << 32)
+        } else {
+            lo
+        };
+        (val, fx)
+    }
+
+    fn read_dword(&self, offset: u64, fx: &mut Effects) -> u64 {
+        match decode_dword(offset) {
+            Some(_) => self.regs.guest_read(offset, 4),
+            None => {
+                fx.guest_error(format!("vtd: read of reserved register offset {offset:#x}"));
+                0
+            }
+        }
+    }
+
+    /// Guest register write of `size` (4 or 8) bytes at `offset`.
+    pub fn write_reg(
+        &mut self,
+        offset: u64,
+        size: u32,
+        value: u64,
+        mem: &dyn GuestMemory,
+    ) -> Effects {
+        let mut fx = Effects::default();
+        if !Self::check_access(offset, size, "write", &mut fx) {
+            return fx;
+        }
+        match Reg::at(offset) {
+            Some(r) if size == 8 && r.width() == Width::W64 => {
+                self.write_part(r, Part::Full, offset, 8, value, mem, &mut fx);
+            }
+            _ if size == 8 => {
+                self.write_dword(offset, value as u32, mem, &mut fx);
+                self.write_dword(offset + 4, (value >> 32) as u32, mem, &mut fx);
+            }
+            _ => self.write_dword(offset, value as u32, mem, &mut fx),
+        }
+        fx
+    }
+
+    fn write_dword(&mut self, offset: u64, value: u32, mem: &dyn GuestMemory, fx: &mut Effects) {
+        match decode_dword(offset) {
+            Some((r, part)) => self.write_part(r, part, offset, 4, u64::from(value), mem, fx),
+            None => fx.guest_error(format!(
+                "vtd: write of {value:#x} to reserved register offset {offset:#x} ignored"
+            )),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_part(
+        &mut self,
+        reg: Reg,
+        part: Part,
+        offset: u64,
+        size: usize,
+        value: u64,
+        mem: &dyn GuestMemory,
+        fx: &mut Effects,
+    ) {
+        let old_fsts = self.regs.get32(FSTS);
+        self.regs.guest_write(offset, size, value);
+        match reg {
+            Reg::Gcmd => self.gcmd_written(mem, fx),
+            Reg::Ccmd if part != Part::Low => self.ccmd_written(fx),
+            Reg::Iotlb if part != Part::Low => self.iotlb_written(fx),
+            Reg::Fsts => self.fsts_written(old_fsts, mem, fx),
+            Reg::Fectl => fault::fectl_written(&mut self.regs, fx),
+            Reg::Iqt if part != Part::High => self.iqt_written(mem, fx),
+            Reg::Iqa => {
+                if part != Part::High && value & IQA_DW != 0 {
+                    fx.guest_error(
+                        "vtd: IQA.DW set but 256-bit descriptors are not supported (ECAP.SMTS=0); ignored",
+                    );
+                }
+                if self.queue.enabled {
+                    fx.guest_error(
+                        "vtd: IQA written while queued invalidation is enabled; takes effect on next enable",
+                    );
+                }
+            }
+            Reg::Ics if self.regs.get32(ICS) & ICS_IWC == 0 => {
+                self.regs.clear_set32(IECTL, EVT_IP, 0);
+            }
+            Reg::Iectl => {
+                let iectl = self.regs.get32(IECTL);
+                if iectl & EVT_IP != 0 && iectl & EVT_IM == 0 {
+                    fx.interrupts.push(self.completion_msi());
+                    self.regs.clear_set32(IECTL, EVT_IP, 0);
+                }
+            }
+            Reg::FrcdHi(_) if part != Part::Low => {
+                fault::update_ppf(&mut self.regs);
+                fault::clear_ip_if_serviced(&mut self.regs);
+            }
+            _ => {}
+        }
+    }
+
+    // ----------------------------------------------------------------
+    // Global command
+    // ----------------------------------------------------------------
+
+    fn gcmd_written(&mut self, mem: &dyn GuestMemory, fx: &mut Effects) {
+        let status = self.regs.get32(GSTS);
+        let cmd = self.regs.get32(GCMD);
+        let changed = status ^ cmd;
+        if changed & GCMD_TE != 0 {
+            if self.cfg.dma_translation {
+                self.set_translation(cmd & GCMD_TE != 0);
+            } else {
+                fx.guest_error("vtd: GCMD.TE ignored: DMA translation is not available");
+            }
+        }
+        if cmd & GCMD_SRTP != 0 {
+            self.set_root_table(fx);
+        }
+        if cmd & GCMD_SFL != 0 {
+            fx.guest_error("vtd: GCMD.SFL ignored: advanced fault logging not supported");
+        }
+        if cmd & GCMD_EAFL != 0 {
+            fx.guest_error("vtd: GCMD.EAFL ignored: advanced fault logging not supported");
+        }
+        // GCMD.WBF: the write buffer flush completes immediately, WBFS
+        // stays clear.
+        if changed & GCMD_QIE != 0 {
+            self.set_queued_invalidation(cmd & GCMD_QIE != 0, mem, fx);
+        }
+        for (bit, name) in [(GCMD_IRE, "IRE"), (GCMD_SIRTP, "SIRTP"), (GCMD_CFI, "CFI")] {
+            if cmd & bit != 0 {
+                fx.guest_error(format!(
+                    "vtd: GCMD.{name} ignored: interrupt remapping not supported (ECAP.IR=0)"
+                ));
+            }
+        }
+    }
+
+    fn set_translation(&mut self, enable: bool) {
+        self.dmar_enabled = enable;
+        if enable {
+            self.regs.clear_set32(GSTS, 0, GSTS_TES);
+        } else {
+            self.regs.clear_set32(GSTS, GSTS_TES, 0);
+            self.next_frcd = 0;
+        }
+        self.flush_caches();
+    }
+
+    fn set_root_table(&mut self, fx: &mut Effects) {
+        let rtaddr = self.regs.get64(RTADDR);
+        if rtaddr & RTADDR_TTM != 0 {
+            fx.guest_error(format!(
+                "vtd: RTADDR.TTM={} not supported (legacy mode only); using legacy tables",
+                (rtaddr & RTADDR_TTM) >> 10
+            ));
+        }
+        self.root = rtaddr & self.haw_mask() & !0xfff;
+        self.regs.clear_set32(GSTS, 0, GSTS_RTPS);
+        // CAP.ESRTPS: setting the root table pointer invalidates all caches.
+        self.flush_caches();
+    }
+
+    fn set_queued_invalidation(&mut self, enable: bool, mem: &dyn GuestMemory, fx: &mut Effects) {
+        if enable {
+            let iqa = self.regs.get64(IQA);
+            self.queue.base = iqa & self.haw_mask() & !0xfff;
+            self.queue.size = QueueState::size_from_iqa(iqa);
+            self.queue.enabled = true;
+            self.regs.clear_set32(GSTS, 0, GSTS_QIES);
+            if self.queue.tail != self.queue.head && self.regs.get32(FSTS) & FSTS_IQE == 0 {
+                // Descriptors queued before enabling (a spec violation some
+                // guests rely on) are processed right away.
+                self.process_queue(mem, fx);
+            }
+        } else {
+            if self.queue.head != self.queue.tail {
+                fx.guest_error(format!(
+                    "vtd: queued invalidation disabled with pending descriptors (head={}, tail={})",
+                    self.queue.head, self.queue.tail
+                ));
+            }
+            self.queue.enabled = false;
+            self.queue.head = 0;
+            self.regs.set64(IQH, 0);
+            self.regs.clear_set32(GSTS, GSTS_QIES, 0);
+        }
+    }
+
+    // ----------------------------------------------------------------
+    // Invalidation
+    // ----------------------------------------------------------------
+
+    fn invalidate_context(&mut self, inv: ContextInvalidation) {
+        match inv {
+            ContextInvalidation::Global => self.context_cache.invalidate_all(),
+            ContextInvalidation::Domain(did) => self.context_cache.invalidate_domain(did),
+            ContextInvalidation::Device { sid, fm } => {
+                self.context_cache.invalidate_device(sid, fm)
+            }
+        }
+    }
+
+    fn invalidate_iotlb(&mut self, inv: IotlbInvalidation) {
+        match inv {
+            IotlbInvalidation::Global => self.iotlb.invalidate_all(),
+            IotlbInvalidation::Domain(did) => self.iotlb.invalidate_domain(did),
+            IotlbInvalidation::Pages { domain_id, addr, am, .. } => {
+                self.iotlb.invalidate_pages(domain_id, addr, am)
+            }
+        }
+    }
+
+    fn ccmd_written(&mut self, fx: &mut Effects) {
+        let val = self.regs.get64(CCMD);
+        if val & CCMD_ICC == 0 {
+            return;
+        }
+        let caig = if self.queue.enabled {
+            fx.guest_error(
+                "vtd: register-based context invalidation while queued invalidation is enabled; not performed",
+            );
+            0
+        } else {
+            match decode_ccmd(val) {
+                Ok(inv) => {
+                    self.invalidate_context(inv);
+                    inv.granularity()
+                }
+                Err(e) => {
+                    fx.guest_error(format!("vtd: {e}"));
+                    0
+                }
+            }
+        };
+        self.regs
+            .clear_set64(CCMD, CCMD_ICC | CCMD_CAIG_MASK, caig << CCMD_CAIG_SHIFT);
+    }
+
+    fn iotlb_written(&mut self, fx: &mut Effects) {
+        let val = self.regs.get64(IOTLB);
+        if val & IOTLB_IVT == 0 {
+            return;
+        }
+        let iaig = if self.queue.enabled {
+            fx.guest_error(
+                "vtd: register-based IOTLB invalidation while queued invalidation is enabled; not performed",
+            );
+            0
+        } else {
+            match decode_iotlb_reg(val, self.regs.get64(IVA)) {
+                Ok(inv) => {
+                    self.invalidate_iotlb(inv);
+                    inv.granularity()
+                }
+                Err(e) => {
+                    fx.guest_error(format!("vtd: {e}"));
+                    0
+                }
+            }
+        };
+        self.regs
+            .clear_set64(IOTLB, IOTLB_IVT | IOTLB_IAIG_MASK, iaig << IOTLB_IAIG_SHIFT);
+    }
+
+    fn iqt_written(&mut self, mem: &dyn GuestMemory, fx: &mut Effects) {
+        self.queue.tail = QueueState::tail_from_iqt(self.regs.get64(IQT));
+        if self.queue.enabled && self.regs.get32(FSTS) & FSTS_IQE == 0 {
+            self.process_queue(mem, fx);
+        }
+    }
+
+    fn fsts_written(&mut self, old_fsts: u32, mem: &dyn GuestMemory, fx: &mut Effects) {
+        fault::clear_ip_if_serviced(&mut self.regs);
+        let iqe_cleared = old_fsts & FSTS_IQE != 0 && self.regs.get32(FSTS) & FSTS_IQE == 0;
+        if iqe_cleared && self.queue.enabled && self.queue.head != self.queue.tail {
+            // Fetching resumes at IQH once software clears IQE.
+            self.process_queue(mem, fx);
+        }
+    }
+
+    fn queue_error(&mut self, msg: String, fx: &mut Effects) {
+        fx.guest_error(format!("vtd: invalidation queue error: {msg}"));
+        let pre = self.regs.get32(FSTS);
+        self.regs.clear_set32(FSTS, 0, FSTS_IQE);
+        fault::fault_event(&mut self.regs, pre, fx);
+    }
+
+    fn process_queue(&mut self, mem: &dyn GuestMemory, fx: &mut Effects) {
+        let size = self.queue.size;
+        if size == 0 {
+            return;
+        }
+        if self.queue.tail >= size {
+            let msg = format!("tail {} beyond queue size {}", self.queue.tail, size);
+            self.queue_error(msg, fx);
+            return;
+        }
+        let mut budget = size;
+        while self.queue.head != self.queue.tail && budget > 0 {
+            budget -= 1;
+            let addr = self
+                .queue
+                .base
+                .wrapping_add(u64::from(self.queue.head) * 16);
+            let (lo, hi) = match mem.read_u128_pair(addr) {
+                Ok(d) => d,
+                Err(_) => {
+                    self.queue.last_desc_type = DESC_NONE;
+                    self.queue_error(format!("cannot read descriptor at {addr:#x}"), fx);
+                    return;
+                }
+            };
+            self.queue.last_desc_type = descriptor_type(lo);
+            let device_tlb = self.ecap & ECAP_DT != 0;
+            let result = decode(lo, hi, device_tlb).and_then(|req| self.execute(req, mem, fx));
+            if let Err(msg) = result {
+                let msg = format!("descriptor {} at {addr:#x}: {msg}", self.queue.head);
+                self.queue_error(msg, fx);
+                return;
+            }
+            self.queue.head = self.queue.head.wrapping_add(1) % size;
+            self.regs.set64(
+                IQH,
+                (u64::from(self.queue.head) << IQ_SHIFT_128) & IQ_INDEX_MASK,
+            );
+        }
+    }
+
+    fn execute(
+        &mut self,
+        req: InvRequest,
+        mem: &dyn GuestMemory,
+        fx: &mut Effects,
+    ) -> Result<(), String> {
+        match req {
+            InvRequest::Context(inv) => self.invalidate_context(inv),
+            InvRequest::Iotlb(inv) => self.invalidate_iotlb(inv),
+            // No device-TLBs and no interrupt remapping: nothing cached.
+            InvRequest::DeviceTlb { .. } | InvRequest::InterruptEntryCache => {}
+            InvRequest::Wait(w) => {
+                if let Some((addr, data)) = w.status_write {
+                    mem.write_u32(addr, data)
+                        .map_err(|_| format!("wait descriptor status write to {addr:#x} failed"))?;
+                }
+                if w.interrupt {
+                    self.completion_event(fx);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn completion_msi(&self) -> Msi {
+        Msi {
+            address: (u64::from(self.regs.get32(IEUADDR)) << 32)
+                | u64::from(self.regs.get32(IEADDR)),
+            data: self.regs.get32(IEDATA),
+        }
+    }
+
+    fn completion_event(&mut self, fx: &mut Effects) {
+        if self.regs.get32(ICS) & ICS_IWC != 0 {
+            return;
+        }
+        self.regs.clear_set32(ICS, 0, ICS_IWC);
+        let iectl = self.regs.clear_set32(IECTL, 0, EVT_IP);
+        if iectl & EVT_IM == 0 {
+            fx.interrupts.push(self.completion_msi());
+            self.regs.clear_set32(IECTL, EVT_IP, 0);
+        }
+    }
+
+    // ----------------------------------------------------------------
+    // Translation
+    // ----------------------------------------------------------------
+
+    fn context_checks(&self) -> ContextChecks {
+        ContextChecks {
+            haw_mask: self.haw_mask(),
+            sagaw: ((self.cap >> CAP_SAGAW_SHIFT) & 0x1f) as u8,
+            pass_through: self.ecap & crate::config::ECAP_PT != 0,
+            device_tlb: self.ecap & ECAP_DT != 0,
+        }
+    }
+
+    fn walk_config(&self) -> WalkConfig {
+        WalkConfig {
+            haw_bits: self.cfg.aw_bits,
+            mgaw_bits: self.cfg.aw_bits,
+            large_2m: self.cap & CAP_SLLPS_2M != 0,
+            large_1g: self.cap & CAP_SLLPS_1G != 0,
+            snoop_control: self.cfg.snoop_control,
+        }
+    }
+
+    /// Translate a DMA request. With translation disabled the result is
+    /// the identity 4 KiB page, read/write. On failure the fault is
+    /// recorded (unless suppressed by FPD, collapsed or overflowed) and
+    /// returned; the effects may contain the fault event interrupt.
+    pub fn translate(
+        &mut self,
+        req: &Request,
+        mem: &dyn GuestMemory,
+    ) -> (Result<Translation, Fault>, Effects) {
+        let mut fx = Effects::default();
+        let r = self.translate_inner(req, mem, &mut fx);
+        (r, fx)
+    }
+
+    fn report(&mut self, reason: FaultReason, fpd: bool, req: &Request, fx: &mut Effects) -> Fault {
+        let f = Fault::new(reason, req.sid, req.iova, req.write);
+        if !(fpd && reason.is_qualified()) {
+            fault::record_fault(&mut self.regs, &mut self.next_frcd, &f, fx);
+        }
+        f
+    }
+
+    fn translate_inner(
+        &mut self,
+        req: &Request,
+        mem: &dyn GuestMemory,
+        fx: &mut Effects,
+    ) -> Result<Translation, Fault> {
+        if !self.dmar_enabled {
+            return Ok(Translation::identity_4k(req.iova, 0));
+        }
+        let ctx = match self.context_cache.lookup(req.sid) {
+            Some(c) => c,
+            None => {
+                let checks = self.context_checks();
+                match lookup_device_context(mem, self.root, req.sid, &checks) {
+                    Ok(c) => {
+                        self.context_cache.insert(req.sid, c);
+                        c
+                    }
+                    Err(cf) => return Err(self.report(cf.reason, cf.fpd, req, fx)),
+                }
+            }
+        };
+        let (slptptr, levels, agaw) = match ctx.mode {
+            ContextMode::PassThrough => {
+                return Ok(Translation::identity_4k(req.iova, ctx.domain_id))
+            }
+            ContextMode::SecondStage { slptptr, levels, agaw } => (slptptr, levels, agaw),
+        };
+        let limit = u32::from(agaw.min(self.cfg.aw_bits));
+        if req.iova & !width_mask(limit) != 0 {
+            return Err(self.report(FaultReason::AddressBeyondMgaw, ctx.fpd, req, fx));
+        }
+        if let Some(e) = self.iotlb.lookup(ctx.domain_id, req.iova) {
+            if e.perm.allows(req.write) {
+                return Ok(translation_of(&e));
+            }
+            // Not enough permission in the cached entry: walk again.
+        }
+        let out = match walk(mem, &self.walk_config(), slptptr, levels, agaw, req.iova, req.write) {
+            Ok(o) => o,
+            Err(reason) => return Err(self.report(reason, ctx.fpd, req, fx)),
+        };
+        let size = level_size(out.level);
+        let last = out.phys.saturating_add(size - 1);
+        if out.phys <= INTERRUPT_ADDR_LAST && last >= INTERRUPT_ADDR_FIRST {
+            return Err(self.report(FaultReason::InterruptAddress, ctx.fpd, req, fx));
+        }
+        let entry = IotlbEntry {
+            domain_id: ctx.domain_id,
+            iova: req.iova & !(size - 1),
+            phys: out.phys,
+            level: out.level,
+            perm: out.perm,
+        };
+        self.iotlb.insert(entry);
+        Ok(translation_of(&entry))
+    }
+}
+
+fn translation_of(e: &IotlbEntry) -> Translation {
+    Translation {
+        iova: e.iova,
+        phys: e.phys,
+        page_mask: e.size() - 1,
+        perm: e.perm,
+        domain_id: e.domain_id,
+    }
+}

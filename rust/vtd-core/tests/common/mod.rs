@@ -1,0 +1,357 @@
+//! Shared test harness: a sparse fake guest memory, table builders and a
+//! thin driver around `Vtd`.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use vtd_core::registers::*;
+use vtd_core::{Config, Effects, Fault, GuestMemory, MemError, Request, Translation, Vtd};
+
+/// Sparse little-endian guest memory with optional unmapped ranges.
+#[derive(Default)]
+pub struct TestMem {
+    pages: RefCell<HashMap<u64, Box<[u8; 4096]>>>,
+    holes: RefCell<Vec<(u64, u64)>>,
+}
+
+impl TestMem {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make [start, start+len) fail every access.
+    pub fn unmap(&self, start: u64, len: u64) {
+        self.holes.borrow_mut().push((start, start + len));
+    }
+
+    fn hole(&self, a: u64) -> bool {
+        self.holes.borrow().iter().any(|&(s, e)| a >= s && a < e)
+    }
+
+    pub fn w64(&self, addr: u64, v: u64) {
+        self.write(addr, &v.to_le_bytes()).expect("test write");
+    }
+
+    pub fn r64(&self, addr: u64) -> u64 {
+        self.read_u64(addr).expect("test read")
+    }
+
+    pub fn r32(&self, addr: u64) -> u32 {
+        self.read_u32(addr).expect("test read")
+    }
+}
+
+impl GuestMemory for TestMem {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let pages = self.pages.borrow();
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = addr.checked_add(i as u64).ok_or(MemError)?;
+            if self.hole(a) {
+                return Err(MemError);
+            }
+            *b = pages.get(&(a >> 12)).map_or(0, |p| p[(a & 0xfff) as usize]);
+        }
+        Ok(())
+    }
+
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
+        let mut pages = self.pages.borrow_mut();
+        for (i, b) in buf.iter().enumerate() {
+            let a = addr.checked_add(i as u64).ok_or(MemError)?;
+            if self.hole(a) {
+                return Err(MemError);
+            }
+            pages.entry(a >> 12).or_insert_with(|| Box::new([0; 4096]))[(a & 0xfff) as usize] = *b;
+        }
+        Ok(())
+    }
+}
+
+pub const ROOT: u64 = 0x10_0000;
+pub const R: u64 = 1;
+pub const W: u64 = 2;
+pub const RW: u64 = 3;
+pub const PS: u64 = 1 << 7;
+
+/// Test driver: a `Vtd` plus its memory and a page allocator.
+pub struct Env {
+    pub vtd: Vtd,
+    pub mem: TestMem,
+    next_page: u64,
+    pub iq_base: u64,
+}
+
+pub fn sid(bus: u8, dev: u8, func: u8) -> u16 {
+    (u16::from(bus) << 8) | (u16::from(dev) << 3) | u16::from(func)
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env::with(Config::default())
+    }
+
+    pub fn with(cfg: Config) -> Env {
+        cfg.validate().unwrap();
+        Env { vtd: Vtd::new(cfg), mem: TestMem::new(), next_page: 0x20_0000, iq_base: 0 }
+    }
+
+    pub fn alloc_page(&mut self) -> u64 {
+        let p = self.next_page;
+        self.next_page += 0x1000;
+        p
+    }
+
+    // ---- registers --------------------------------------------------
+
+    pub fn wr(&mut self, off: u64, size: u32, val: u64) -> Effects {
+        self.vtd.write_reg(off, size, val, &self.mem)
+    }
+
+    pub fn w32(&mut self, off: u64, val: u32) -> Effects {
+        self.wr(off, 4, u64::from(val))
+    }
+
+    pub fn w64(&mut self, off: u64, val: u64) -> Effects {
+        self.wr(off, 8, val)
+    }
+
+    pub fn rd32(&mut self, off: u64) -> u32 {
+        self.vtd.read_reg(off, 4) as u32
+    }
+
+    pub fn rd64(&mut self, off: u64) -> u64 {
+        self.vtd.read_reg(off, 8)
+    }
+
+    pub fn gsts(&mut self) -> u32 {
+        self.rd32(GSTS)
+    }
+
+    pub fn fsts(&mut self) -> u32 {
+        self.rd32(FSTS)
+    }
+
+    /// Issue a GCMD write the way Linux does: current status plus `bits`
+    /// minus `clear`.
+    pub fn gcmd(&mut self, set: u32, clear: u32) -> Effects {
+        let sts = self.gsts() & (GSTS_TES | GSTS_QIES | GSTS_IRES);
+        self.w32(GCMD, (sts | set) & !clear)
+    }
+
+    /// Program the root table pointer and enable translation.
+    pub fn enable(&mut self) {
+        self.w64(RTADDR, ROOT);
+        assert!(self.gcmd(GCMD_SRTP, 0).guest_errors.is_empty());
+        assert!(self.gcmd(GCMD_TE, 0).guest_errors.is_empty());
+        assert_ne!(self.gsts() & GSTS_TES, 0);
+    }
+
+    // ---- tables -----------------------------------------------------
+
+    pub fn set_root_entry(&mut self, bus: u8, lo: u64, hi: u64) {
+        self.mem.w64(ROOT + u64::from(bus) * 16, lo);
+        self.mem.w64(ROOT + u64::from(bus) * 16 + 8, hi);
+    }
+
+    /// Context table of `bus`, creating a present root entry if needed.
+    pub fn context_table(&mut self, bus: u8) -> u64 {
+        let re = self.mem.r64(ROOT + u64::from(bus) * 16);
+        if re & 1 != 0 {
+            return re & !0xfff;
+        }
+        let t = self.alloc_page();
+        self.set_root_entry(bus, t | 1, 0);
+        t
+    }
+
+    pub fn context_entry_addr(&mut self, sid: u16) -> u64 {
+        let t = self.context_table((sid >> 8) as u8);
+        t + u64::from(sid & 0xff) * 16
+    }
+
+    pub fn set_context(&mut self, sid: u16, lo: u64, hi: u64) {
+        let a = self.context_entry_addr(sid);
+        self.mem.w64(a, lo);
+        self.mem.w64(a + 8, hi);
+    }
+
+    pub fn new_pgd(&mut self) -> u64 {
+        self.alloc_page()
+    }
+
+    /// Context entry for second-stage translation with `levels` levels.
+    pub fn setup_device(&mut self, sid: u16, did: u16, levels: u8) -> u64 {
+        let pgd = self.new_pgd();
+        self.set_context(sid, pgd | 1, u64::from(levels - 2) | (u64::from(did) << 8));
+        pgd
+    }
+
+    /// Address of the entry for `iova` at `level`, creating intermediate
+    /// tables (R|W) as needed.
+    pub fn pte_addr(&mut self, pgd: u64, levels: u8, iova: u64, level: u8) -> u64 {
+        let mut table = pgd;
+        let mut l = levels;
+        loop {
+            let idx = (iova >> (12 + 9 * (u32::from(l) - 1))) & 0x1ff;
+            let a = table + idx * 8;
+            if l == level {
+                return a;
+            }
+            let e = self.mem.r64(a);
+            if e & 3 == 0 {
+                let t = self.alloc_page();
+                self.mem.w64(a, t | RW);
+                table = t;
+            } else {
+                table = e & 0x000f_ffff_ffff_f000;
+            }
+            l -= 1;
+        }
+    }
+
+    /// Map `iova` to `phys` with a leaf at `level` (1 = 4K, 2 = 2M, 3 = 1G).
+    pub fn map(&mut self, pgd: u64, levels: u8, iova: u64, phys: u64, level: u8, perm: u64) {
+        let a = self.pte_addr(pgd, levels, iova, level);
+        let ps = if level > 1 { PS } else { 0 };
+        self.mem.w64(a, phys | perm | ps);
+    }
+
+    pub fn tr(&mut self, sid: u16, iova: u64, write: bool) -> (Result<Translation, Fault>, Effects) {
+        let req = Request { sid, iova, write };
+        self.vtd.translate(&req, &self.mem)
+    }
+
+    pub fn phys(&mut self, sid: u16, iova: u64) -> u64 {
+        let t = self.tr(sid, iova, false).0.expect("translation");
+        t.output(iova)
+    }
+
+    pub fn fault_code(&mut self, sid: u16, iova: u64, write: bool) -> u8 {
+        self.tr(sid, iova, write).0.expect_err("fault").reason.code()
+    }
+
+    // ---- register-based invalidation -----------------------------------
+
+    /// Returns the CCMD value read back after the command.
+    pub fn ccmd(&mut self, val: u64) -> u64 {
+        self.w64(CCMD, val | CCMD_ICC);
+        self.rd64(CCMD)
+    }
+
+    pub fn cc_global(&mut self) -> u64 {
+        self.ccmd(1 << 61)
+    }
+
+    pub fn cc_domain(&mut self, did: u16) -> u64 {
+        self.ccmd((2 << 61) | u64::from(did))
+    }
+
+    pub fn cc_device(&mut self, sid: u16, fm: u64) -> u64 {
+        self.ccmd((3 << 61) | (fm << 32) | (u64::from(sid) << 16))
+    }
+
+    /// Returns the IOTLB register read back after the command.
+    pub fn iotlb_reg(&mut self, val: u64, iva: u64) -> u64 {
+        self.w64(IVA, iva);
+        self.w64(IOTLB, val | IOTLB_IVT);
+        self.rd64(IOTLB)
+    }
+
+    pub fn iotlb_global(&mut self) -> u64 {
+        self.iotlb_reg(1 << 60, 0)
+    }
+
+    pub fn iotlb_domain(&mut self, did: u16) -> u64 {
+        self.iotlb_reg((2 << 60) | (u64::from(did) << 32), 0)
+    }
+
+    pub fn iotlb_pages(&mut self, did: u16, addr: u64, am: u64) -> u64 {
+        self.iotlb_reg((3 << 60) | (u64::from(did) << 32), addr | am)
+    }
+
+    // ---- queued invalidation -------------------------------------------
+
+    /// Enable QI with a queue of 2^(qs+8) entries.
+    pub fn enable_qi(&mut self, qs: u64) {
+        let pages = 1u64 << (qs + 8) >> 8;
+        let base = self.alloc_page();
+        for _ in 1..pages {
+            self.alloc_page();
+        }
+        self.iq_base = base;
+        self.w64(IQA, base | qs);
+        self.w32(IQT, 0);
+        let fx = self.gcmd(GCMD_QIE, 0);
+        assert!(fx.is_empty(), "{fx:?}");
+        assert_ne!(self.gsts() & GSTS_QIES, 0);
+    }
+
+    /// Write descriptors at the current tail and move the tail.
+    pub fn submit(&mut self, descs: &[(u64, u64)]) -> Effects {
+        let size = 1u64 << ((self.rd64(IQA) & 7) + 8);
+        let mut tail = (self.rd64(IQT) >> 4) & 0x7fff;
+        for &(lo, hi) in descs {
+            self.mem.w64(self.iq_base + tail * 16, lo);
+            self.mem.w64(self.iq_base + tail * 16 + 8, hi);
+            tail = (tail + 1) % size;
+        }
+        self.w32(IQT, (tail << 4) as u32)
+    }
+
+    pub fn iq_head(&mut self) -> u64 {
+        self.rd64(IQH) >> 4
+    }
+}
+
+// Descriptor builders (legacy 128-bit).
+pub fn d_cc_global() -> (u64, u64) {
+    (0x1 | (1 << 4), 0)
+}
+pub fn d_cc_domain(did: u16) -> (u64, u64) {
+    (0x1 | (2 << 4) | (u64::from(did) << 16), 0)
+}
+pub fn d_cc_device(sid: u16, fm: u64) -> (u64, u64) {
+    (0x1 | (3 << 4) | (u64::from(sid) << 32) | (fm << 48), 0)
+}
+pub fn d_iotlb_global() -> (u64, u64) {
+    (0x2 | (1 << 4), 0)
+}
+pub fn d_iotlb_domain(did: u16) -> (u64, u64) {
+    (0x2 | (2 << 4) | (u64::from(did) << 16), 0)
+}
+pub fn d_iotlb_pages(did: u16, addr: u64, am: u64, ih: bool) -> (u64, u64) {
+    (0x2 | (3 << 4) | (u64::from(did) << 16), addr | am | (u64::from(ih) << 6))
+}
+pub fn d_wait(sw: bool, intr: bool, fence: bool, data: u32, addr: u64) -> (u64, u64) {
+    (
+        0x5 | (u64::from(intr) << 4) | (u64::from(sw) << 5) | (u64::from(fence) << 6)
+            | (u64::from(data) << 32),
+        addr,
+    )
+}
+pub fn d_iec_global() -> (u64, u64) {
+    (0x4, 0)
+}
+
+/// Tiny xorshift64* PRNG for randomized tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    pub fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+}

@@ -1,0 +1,114 @@
+#!/bin/bash
+# Run the rviommu functional tests (tests/functional/x86_64/test_rviommu_*.py) with QEMU's
+# qemu_test framework, one test method per process, each under a time limit.
+#
+#   tests/functional/run.sh [--qemu PATH] [--timeout SECONDS] [PATTERN...]
+#
+#   --qemu      QEMU binary (default: $CACHE/rs/build/qemu-system-x86_64, the Rust build;
+#               e.g. $CACHE/ref/build/qemu-system-x86_64 runs the same tests on the C device)
+#   --timeout   limit per test method (default 600)
+#   PATTERN     run only the tests whose id contains PATTERN (e.g. test_dma_lazy, no_iommu)
+#
+# Environment: QEMU_BUILD_ROOT (where qemu_test writes logs: <it>/tests/functional/x86_64/
+# <test id>/; default the binary's build dir), QEMU_TREE (QEMU source tree giving python/
+# and tests/functional/qemu_test; default the Rust tree, else the pristine source),
+# QEMU_TEST_KEEP_SCRATCH=1 keeps the scratch dirs.
+# Builds/validates the guest kit first (scripts/guest/kit.sh; a no-op when cached).
+# Exit status: 0 when every selected test passed (or was skipped), 1 otherwise.
+. "$(dirname "$0")/../../scripts/common.sh"
+
+QEMU=$BUILD_RS/qemu-system-x86_64
+LIMIT=600
+PATTERNS=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --qemu) QEMU=$2; shift 2 ;;
+        --timeout) LIMIT=$2; shift 2 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+        -*) die "unknown option '$1' (see --help)" ;;
+        *) PATTERNS+=("$1"); shift ;;
+    esac
+done
+
+step "setup"
+[ -x "$QEMU" ] || die "no QEMU binary at $QEMU (build it with scripts/setup.sh, or pass --qemu)"
+QEMU=$(cd "$(dirname "$QEMU")" && pwd)/$(basename "$QEMU")
+if [ -z "${QEMU_TREE:-}" ]; then
+    QEMU_TREE=$SRC_DIR
+    [ -d "$TREE_RS/tests/functional/qemu_test" ] && QEMU_TREE=$TREE_RS
+fi
+[ -d "$QEMU_TREE/tests/functional/qemu_test" ] && [ -d "$QEMU_TREE/python/qemu" ] \
+    || die "no qemu_test/python in QEMU_TREE=$QEMU_TREE (run scripts/setup.sh)"
+if [ -z "${QEMU_BUILD_ROOT:-}" ]; then
+    QEMU_BUILD_ROOT=$(dirname "$QEMU")
+    [ -f "$QEMU_BUILD_ROOT/build.ninja" ] || QEMU_BUILD_ROOT=$CACHE/functional
+fi
+mkdir -p "$QEMU_BUILD_ROOT"
+python3 -c 'import pycotap' 2>/dev/null || die "python module pycotap missing (scripts/setup.sh deps)"
+FT=$REPO/tests/functional
+# Ours first: the QEMU tree's tests/functional may hold an older copy of rviommu_kit.py.
+export PYTHONPATH=$FT:$QEMU_TREE/tests/functional:$QEMU_TREE/python${PYTHONPATH:+:$PYTHONPATH}
+export QEMU_TEST_QEMU_BINARY=$QEMU QEMU_BUILD_ROOT
+export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in the repo (the overlay would copy it)
+info "QEMU     $QEMU"
+info "python   $QEMU_TREE/{python,tests/functional}"
+info "logs     $QEMU_BUILD_ROOT/tests/functional/x86_64/<test id>/"
+
+step "guest kit"
+"$REPO/scripts/guest/kit.sh" > "$CACHE/guest-kit.log" 2>&1 \
+    || { cat "$CACHE/guest-kit.log"; die "scripts/guest/kit.sh failed"; }
+info "ready ($(sed -n 's/^KERNEL_PKG=//p' "$CACHE/guest/kit.env"), log $CACHE/guest-kit.log)"
+
+step "tests"
+FILES=$(ls "$FT"/x86_64/test_rviommu_*.py)
+# "file<TAB>id" for every test method, in definition order.
+IDS=$(python3 - $FILES <<'EOF'
+import importlib.util, inspect, sys, unittest
+for path in sys.argv[1:]:
+    name = path.rsplit('/', 1)[1][:-3]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for _, cls in inspect.getmembers(mod, inspect.isclass):
+        if cls.__module__ != name or not issubclass(cls, unittest.TestCase):
+            continue
+        meths = [m for m, _ in sorted(((m, f.__code__.co_firstlineno)
+                                       for m, f in vars(cls).items()
+                                       if m.startswith('test') and callable(f)),
+                                      key=lambda x: x[1])]
+        for m in meths:
+            print(f'{path}\t{name}.{cls.__name__}.{m}')
+EOF
+) || die "cannot list the tests"
+
+declare -i pass=0 fail=0 skip=0
+FAILED=()
+while IFS=$'\t' read -r file id; do
+    [ -n "$id" ] || continue
+    if [ ${#PATTERNS[@]} -gt 0 ]; then
+        sel=0; for p in "${PATTERNS[@]}"; do [[ $id == *"$p"* ]] && sel=1; done
+        [ $sel = 1 ] || continue
+    fi
+    logdir=$QEMU_BUILD_ROOT/tests/functional/x86_64/$id
+    out=$(mktemp); t0=$(date +%s.%N)
+    # -k with the whole id: unittest matches it as a substring of the test ids.
+    rc=0
+    (cd "$FT" && timeout -k 10 "$LIMIT" python3 "$file" -k "$id") > "$out" 2>&1 || rc=$?
+    secs=$(echo "$(date +%s.%N) $t0" | awk '{printf "%.1f", $1 - $2}')
+    if [ $rc -eq 0 ] && grep -q "^ok .*# [Ss][Kk][Ii][Pp]" "$out"; then
+        skip+=1; echo "SKIP  $id  (${secs}s) $(sed -n 's/^ok .*# [Ss][Kk][Ii][Pp] *//p' "$out" | head -1)"
+    elif [ $rc -eq 0 ] && grep -q "^ok " "$out"; then
+        pass+=1; echo "PASS  $id  (${secs}s)"
+    else
+        fail+=1; FAILED+=("$id")
+        [ $rc -eq 124 ] && echo "FAIL  $id  (${secs}s, killed after the ${LIMIT}s limit)" \
+                        || echo "FAIL  $id  (${secs}s)"
+        grep -v '^\s*$' "$out" | tail -25 | sed 's/^/      | /'
+    fi
+    echo "      logs: $logdir/{base.log,console.log,default.log}"
+    rm -f "$out"
+done <<< "$IDS"
+
+step "summary"
+info "$pass passed, $fail failed, $skip skipped"
+[ $fail -eq 0 ] || { for f in "${FAILED[@]}"; do info "failed: $f"; done; exit 1; }

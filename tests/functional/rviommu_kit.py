@@ -1,0 +1,234 @@
+# Guest kit access and a base class for the rviommu functional tests.
+#
+# Nothing is downloaded at test time: the kernel, busybox, firmware and disk image come
+# from scripts/guest/kit.sh, which records their paths in $CACHE/guest/kit.env
+# ($CACHE = $RVIOMMU_CACHE or ${XDG_CACHE_HOME:-~/.cache}/rviommu).  $RVIOMMU_KIT_ENV can
+# point at another kit.env.
+#
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from qemu_test import QemuSystemTest, wait_for_console_pattern
+
+
+def cache_dir():
+    if os.getenv('RVIOMMU_CACHE'):
+        return Path(os.environ['RVIOMMU_CACHE'])
+    xdg = os.getenv('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return Path(xdg, 'rviommu')
+
+
+def repo_dir():
+    return Path(__file__).resolve().parent.parent.parent
+
+
+class Kit:
+    """The artefacts of scripts/guest/kit.sh (see $CACHE/guest/kit.env)."""
+
+    def __init__(self, env_path):
+        self.env_path = Path(env_path)
+        self.env = {}
+        for line in self.env_path.read_text().splitlines():
+            if line and not line.startswith('#') and '=' in line:
+                k, v = line.split('=', 1)
+                self.env[k] = v
+        self.kernel = self.env['KERNEL']
+        self.kernel_release = self.env['KERNEL_RELEASE']
+        self.firmware_dir = self.env['FIRMWARE_DIR']
+        self.disk = self.env['DISK']
+        self.disk_sha256 = self.env['DISK_SHA256']
+        self.initrd_dma = self.env['INITRD_DMA']
+        self.mkinitramfs = self.env['MKINITRAMFS']
+        self.dir = Path(self.env['KIT_DIR'])
+
+    @classmethod
+    def load(cls):
+        """Return (kit, None) or (None, reason)."""
+        path = os.getenv('RVIOMMU_KIT_ENV') or cache_dir() / 'guest' / 'kit.env'
+        if not os.path.exists(path):
+            return None, f'no guest kit at {path}: run scripts/guest/kit.sh'
+        kit = cls(path)
+        for f in (kit.kernel, kit.disk, kit.initrd_dma,
+                  os.path.join(kit.firmware_dir, 'bios-256k.bin')):
+            if not os.path.exists(f):
+                return None, f'guest kit incomplete ({f} missing): run scripts/guest/kit.sh'
+        return kit, None
+
+    def initramfs(self, name, body, modules=(), files=()):
+        """An initramfs whose /init runs the shell fragment `body` (a string).
+
+        This is the hook for tests that need their own guest commands: `body` runs
+        under busybox ash after `modules` (and their dependencies) are loaded, with
+        the helpers run/check/fail/pass/kparam (see scripts/guest/mkinitramfs.sh).
+        `files` are (host_path, guest_path) pairs.  Cached by content in
+        $CACHE/guest/initramfs.  Returns the .cpio.gz path.
+        """
+        h = hashlib.sha256()
+        h.update(body.encode())
+        h.update(' '.join(modules).encode())
+        for src, dst in files:
+            h.update(f'{src}:{dst}'.encode())
+        key = h.hexdigest()[:16]
+        d = self.dir / 'initramfs'
+        d.mkdir(parents=True, exist_ok=True)
+        out = d / f'{name}-{key}.cpio.gz'
+        with tempfile.NamedTemporaryFile('w', suffix='.sh', dir=d, delete=False) as f:
+            f.write(body)
+            body_path = f.name
+        try:
+            args = [self.mkinitramfs, '--out', str(out), '--name', name,
+                    '--body', body_path, '--modules', ' '.join(modules)]
+            for src, dst in files:
+                args += ['--file', f'{src}:{dst}']
+            r = subprocess.run(args, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f'mkinitramfs.sh failed:\n{r.stdout}{r.stderr}')
+        finally:
+            os.unlink(body_path)
+        return str(out)
+
+
+class GuestResult:
+    """What a guest printed between RVIOMMU-TEST-BEGIN and RVIOMMU-TEST-END."""
+
+    MARKER = re.compile(r'^(RVIOMMU-[A-Z0-9-]+):? ?(.*)$')
+
+    def __init__(self, text):
+        self.text = text
+        self.lines = [l.rstrip('\r') for l in text.split('\n')]
+        self.values = {}          # 'SHA256' -> ['...'], one entry per line
+        self.dmesg = []           # lines between RVIOMMU-DMESG-BEGIN and -END
+        self.result = None        # 'PASS' or 'FAIL'
+        self.reason = ''
+        self.begun = False
+        in_dmesg = False
+        for line in self.lines:
+            m = self.MARKER.match(line.strip())
+            if not m:
+                if in_dmesg:
+                    self.dmesg.append(line)
+                continue
+            key, val = m.group(1)[len('RVIOMMU-'):], m.group(2)
+            if key == 'TEST-BEGIN':
+                self.begun = True
+            elif key == 'DMESG-BEGIN':
+                in_dmesg = True
+            elif key == 'DMESG-END':
+                in_dmesg = False
+            elif key == 'TEST-RESULT':
+                self.result, _, self.reason = val.partition(' ')
+            self.values.setdefault(key, []).append(val)
+
+    def value(self, key, default=None):
+        v = self.values.get(key)
+        return v[-1] if v else default
+
+    def dmesg_has(self, text):
+        return any(text in l for l in self.dmesg)
+
+
+class RvIommuGuestTest(QemuSystemTest):
+    """Boot the kit's kernel with an initramfs on q35/TCG and collect its verdict."""
+
+    # Guest watchdog (rviommu.timeout, from /init on); the host kills QEMU when the
+    # guest has not printed RVIOMMU-TEST-END after GUEST_TIMEOUT + BOOT_ALLOWANCE seconds.
+    GUEST_TIMEOUT = 300
+    BOOT_ALLOWANCE = 120
+    KERNEL_PARAMS = 'console=ttyS0 panic=-1'
+
+    def setUp(self):
+        super().setUp()
+        self.kit, why = Kit.load()
+        if self.kit is None:
+            self.fail(why)    # not a skip: a missing kit must not look like a pass
+
+    def q35_vm(self, iommu=None):
+        """A q35 TCG machine with the kit's firmware; `iommu` is the -device string
+        of the IOMMU (e.g. 'intel-iommu'), placed before every other device."""
+        self.set_machine('q35')
+        vm = self.vm
+        vm.add_args('-accel', 'tcg', '-cpu', 'max', '-m', '512M', '-smp', '1',
+                    '-nodefaults', '-no-reboot', '-L', self.kit.firmware_dir)
+        if iommu:
+            vm.add_args('-device', iommu)
+        return vm
+
+    def add_disk(self, vm, path, iommu_platform=True, node='disk0'):
+        vm.add_args('-blockdev',
+                    f'driver=raw,node-name={node},read-only=on,'
+                    f'file.driver=file,file.filename={path},file.read-only=on')
+        dev = f'virtio-blk-pci,drive={node},id=vblk-{node},disable-legacy=on'
+        if iommu_platform:
+            dev += ',iommu_platform=on'
+        vm.add_args('-device', dev)
+
+    def boot_and_collect(self, vm, initrd, append=''):
+        """Launch, wait for RVIOMMU-TEST-END and QEMU's exit; return a GuestResult."""
+        params = f'{self.KERNEL_PARAMS} rviommu.timeout={self.GUEST_TIMEOUT} {append}'.strip()
+        vm.set_console()
+        vm.add_args('-kernel', self.kit.kernel, '-initrd', initrd, '-append', params)
+        self.log.info('kernel command line: %s', params)
+        t0 = time.monotonic()
+        vm.launch()
+        limit = self.GUEST_TIMEOUT + self.BOOT_ALLOWANCE
+        vm.console_socket.settimeout(limit)
+        expired = threading.Event()
+
+        def deadline():
+            expired.set()
+            self.log.error('no RVIOMMU-TEST-END after %ds: killing QEMU', limit)
+            try:
+                os.kill(vm.get_pid(), signal.SIGKILL)
+            except (OSError, TypeError):
+                pass
+
+        timer = threading.Timer(limit, deadline)
+        timer.start()
+        try:
+            out = wait_for_console_pattern(self, 'RVIOMMU-TEST-END',
+                                           failure_message='Kernel panic - not syncing',
+                                           vm=vm)
+        except (socket.timeout, AssertionError) as e:
+            if expired.is_set() or isinstance(e, socket.timeout):
+                self.fail(f'the guest gave no RVIOMMU-TEST-END within {limit}s '
+                          f'(console: {self.console_log_name})')
+            try:
+                vm.wait(timeout=10)
+            except Exception:   # pylint: disable=broad-except
+                pass
+            qlog = (vm.get_log() or '').strip()
+            if qlog:
+                self.fail(f'{e}; QEMU exited with status {vm.exitcode()}: {qlog[-2000:]}')
+            raise
+        finally:
+            timer.cancel()
+        t_end = time.monotonic() - t0
+        vm.wait(timeout=60)
+        t_exit = time.monotonic() - t0
+        res = GuestResult(out.decode(errors='replace'))
+        res.seconds_to_end = t_end
+        res.seconds_to_exit = t_exit
+        res.exitcode = vm.exitcode()
+        self.log.info('guest verdict: %s %s; END after %.1fs, QEMU exited after %.1fs '
+                      '(status %s)', res.result, res.reason, t_end, t_exit, res.exitcode)
+        up = re.search(r'^\[\s*([0-9.]+)\] Run /init as init process', res.text, re.M)
+        if up:
+            self.log.info('guest kernel uptime at /init: %ss', up.group(1))
+        return res
+
+    def assertGuestPassed(self, res):
+        self.assertTrue(res.begun, 'the guest never reached /init (RVIOMMU-TEST-BEGIN)')
+        self.assertEqual(res.result, 'PASS',
+                         f'guest verdict: {res.result} {res.reason} '
+                         f'(console: {self.console_log_name})')
+        self.assertEqual(res.exitcode, 0, 'QEMU did not exit cleanly after poweroff')

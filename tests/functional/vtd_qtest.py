@@ -1,0 +1,198 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Drive a VT-d (intel-iommu) and QEMU's `edu` PCI device over qtest.
+
+A test plays the guest driver: it writes root/context/page tables into
+guest RAM, programs the IOMMU registers, and makes `edu` DMA to chosen
+IOVAs.  No guest code runs (`-accel qtest`), so every step is
+deterministic, and the virtual clock only moves when the test steps it.
+"""
+
+import struct
+
+VTD_BASE = 0xfed90000
+
+# Register offsets (VT-d spec, chapter 11)
+CAP, ECAP, GCMD, GSTS, RTADDR = 0x08, 0x10, 0x18, 0x1c, 0x20
+FSTS, FECTL, FEDATA, FEADDR = 0x34, 0x38, 0x3c, 0x40
+
+GCMD_TE = 1 << 31
+GCMD_SRTP = 1 << 30
+FSTS_PFO = 1 << 0
+FSTS_PPF = 1 << 1
+
+# edu (hw/misc/edu.c) registers and DMA command bits
+EDU_ID = 0x00
+EDU_DMA_SRC, EDU_DMA_DST, EDU_DMA_CNT, EDU_DMA_CMD = 0x80, 0x88, 0x90, 0x98
+EDU_DMA_RUN, EDU_DMA_TO_PCI = 0x1, 0x2
+EDU_BUF = 0x40000          # the device-side DMA buffer address
+
+PTE_R, PTE_W = 1 << 0, 1 << 1
+
+
+class QtestError(Exception):
+    pass
+
+
+class Qtest:
+    """The qtest wire protocol, on a QEMUQtestMachine."""
+
+    def __init__(self, vm):
+        self.vm = vm
+
+    def cmd(self, line):
+        resp = self.vm.qtest(line).strip()
+        if not resp.startswith('OK'):
+            raise QtestError(f'{line!r} -> {resp!r}')
+        return resp[2:].strip()
+
+    def readl(self, addr):
+        return int(self.cmd(f'readl 0x{addr:x}'), 16)
+
+    def readq(self, addr):
+        return int(self.cmd(f'readq 0x{addr:x}'), 16)
+
+    def writel(self, addr, val):
+        self.cmd(f'writel 0x{addr:x} 0x{val:x}')
+
+    def writeq(self, addr, val):
+        self.cmd(f'writeq 0x{addr:x} 0x{val:x}')
+
+    def memwrite(self, addr, data):
+        self.cmd(f'write 0x{addr:x} 0x{len(data):x} 0x{data.hex()}')
+
+    def memread(self, addr, size):
+        out = self.cmd(f'read 0x{addr:x} 0x{size:x}')
+        return bytes.fromhex(out[2:] if out.startswith('0x') else out)
+
+    def clock_step(self, ns):
+        self.cmd(f'clock_step {ns}')
+
+    # PCI configuration space through the legacy 0xcf8/0xcfc ports
+    def _cfg_addr(self, bdf, reg):
+        return 0x80000000 | (bdf << 8) | (reg & 0xfc)
+
+    def pci_cfg_readl(self, bdf, reg):
+        self.cmd(f'outl 0xcf8 0x{self._cfg_addr(bdf, reg):x}')
+        return int(self.cmd('inl 0xcfc'), 16)
+
+    def pci_cfg_writel(self, bdf, reg, val):
+        self.cmd(f'outl 0xcf8 0x{self._cfg_addr(bdf, reg):x}')
+        self.cmd(f'outl 0xcfc 0x{val:x}')
+
+
+class Edu:
+    """QEMU's educational PCI device, used as a programmable DMA engine."""
+
+    def __init__(self, qt, bdf, bar0):
+        self.qt, self.bdf, self.bar0 = qt, bdf, bar0
+        qt.pci_cfg_writel(bdf, 0x10, bar0)           # BAR0 (1 MiB MMIO)
+        qt.pci_cfg_writel(bdf, 0x04, 0x6)            # memory space + bus master
+        ident = qt.readl(bar0 + EDU_ID)
+        if ident & 0xff != 0xed:
+            raise QtestError(f'edu not found at BAR0 (id 0x{ident:x})')
+
+    def _dma(self, src, dst, count, cmd):
+        qt = self.qt
+        qt.writeq(self.bar0 + EDU_DMA_SRC, src)
+        qt.writeq(self.bar0 + EDU_DMA_DST, dst)
+        qt.writeq(self.bar0 + EDU_DMA_CNT, count)
+        qt.writeq(self.bar0 + EDU_DMA_CMD, cmd | EDU_DMA_RUN)
+        qt.clock_step(200_000_000)                   # edu runs DMA 100 ms later
+        if qt.readq(self.bar0 + EDU_DMA_CMD) & EDU_DMA_RUN:
+            raise QtestError('edu DMA did not run')
+
+    def dma_from_memory(self, iova, count, buf_off=0):
+        """Device reads `count` bytes at `iova` into its buffer."""
+        self._dma(iova, EDU_BUF + buf_off, count, 0)
+
+    def dma_to_memory(self, iova, count, buf_off=0):
+        """Device writes `count` bytes of its buffer to `iova`."""
+        self._dma(EDU_BUF + buf_off, iova, count, EDU_DMA_TO_PCI)
+
+
+class LegacyVtd:
+    """Legacy-mode VT-d programming: root table, context tables and
+    second-stage page tables, allocated from a simple bump allocator in
+    guest RAM."""
+
+    def __init__(self, qt, table_base=0x100000, table_limit=0x200000):
+        self.qt = qt
+        self.next_page = table_base
+        self.limit = table_limit
+        self.cap = qt.readq(VTD_BASE + CAP)
+        self.ecap = qt.readq(VTD_BASE + ECAP)
+        sagaw = (self.cap >> 8) & 0x1f
+        # 4-level (48-bit) when supported, else 3-level (39-bit)
+        self.levels, self.aw = (4, 2) if sagaw & 0x4 else (3, 1)
+        self.root = self.alloc_page()
+        self.context_tables = {}
+
+    def alloc_page(self):
+        page = self.next_page
+        if page >= self.limit:
+            raise QtestError('out of table pages')
+        self.next_page += 0x1000
+        self.qt.memwrite(page, bytes(0x1000))
+        return page
+
+    def reg(self, off, width=4):
+        return (self.qt.readq if width == 8 else self.qt.readl)(VTD_BASE + off)
+
+    def fault_record_offset(self, index=0):
+        return ((self.cap >> 24) & 0x3ff) * 16 + index * 16
+
+    def set_context(self, bus, devfn, slptptr, did=1, tt=0, present=True):
+        ctx = self.context_tables.get(bus)
+        if ctx is None:
+            ctx = self.context_tables[bus] = self.alloc_page()
+            self.qt.memwrite(self.root + bus * 16, struct.pack('<QQ', ctx | 1, 0))
+        lo = (slptptr & ~0xfff) | (tt << 2) | (1 if present else 0)
+        hi = self.aw | (did << 8)
+        self.qt.memwrite(ctx + devfn * 16, struct.pack('<QQ', lo, hi))
+
+    def new_address_space(self):
+        """Top-level second-stage table of a new, empty address space."""
+        return self.alloc_page()
+
+    def map_4k(self, top, iova, phys, perm=PTE_R | PTE_W):
+        table = top
+        for level in range(self.levels, 1, -1):
+            index = (iova >> (12 + 9 * (level - 1))) & 0x1ff
+            entry_addr = table + index * 8
+            entry = struct.unpack('<Q', self.qt.memread(entry_addr, 8))[0]
+            if not entry & (PTE_R | PTE_W):
+                nxt = self.alloc_page()
+                entry = nxt | PTE_R | PTE_W
+                self.qt.memwrite(entry_addr, struct.pack('<Q', entry))
+            table = entry & 0x000ffffffffff000
+        index = (iova >> 12) & 0x1ff
+        self.qt.memwrite(table + index * 8, struct.pack('<Q', (phys & ~0xfff) | perm))
+
+    def _gcmd(self, bit, status_bit):
+        # GCMD is write-only; its persistent bits mirror GSTS (spec 11.4.4)
+        persistent = self.reg(GSTS) & 0x96ffffff
+        self.qt.writel(VTD_BASE + GCMD, persistent | bit)
+        for _ in range(100):
+            if self.reg(GSTS) & status_bit:
+                return
+        raise QtestError(f'GSTS bit 0x{status_bit:x} not set after GCMD')
+
+    def enable(self):
+        self.qt.writeq(VTD_BASE + RTADDR, self.root)
+        self._gcmd(GCMD_SRTP, GCMD_SRTP)
+        self._gcmd(GCMD_TE, GCMD_TE)
+
+    def fault_record(self, index=0):
+        off = self.fault_record_offset(index)
+        lo = self.reg(off, 8)
+        hi = self.reg(off + 8, 8)
+        return {
+            'fault': bool(hi >> 63),
+            'reason': (hi >> 32) & 0xff,
+            'read': bool((hi >> 62) & 1),
+            'sid': hi & 0xffff,
+            'address': lo & ~0xfff,
+        }
+
+    def clear_fault_record(self, index=0):
+        self.qt.writel(VTD_BASE + self.fault_record_offset(index) + 12, 1 << 31)
