@@ -92,6 +92,19 @@ def main():
                 os.unlink(dst)
                 sys.exit(f"{want}: sha256 {got} does not match the wrap's {w['source_hash']}")
 
+    # Our build.rs replacements go where meson looks for patch directories.
+    tree_pkgfiles = os.path.join(subprojects, "packagefiles")
+    for root, _, files in os.walk(overlay_pkgfiles):
+        for fn in files:
+            src = os.path.join(root, fn)
+            dst = os.path.join(tree_pkgfiles, os.path.relpath(src, overlay_pkgfiles))
+            data = open(src, "rb").read()
+            if not os.path.exists(dst) or open(dst, "rb").read() != data:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                with open(dst, "wb") as f:
+                    f.write(data)
+
+    changed = False
     for wname, w in wraps.items():
         path = os.path.join(subprojects, wname + ".wrap")
         with open(path) as f:
@@ -110,6 +123,31 @@ def main():
         if new != text:
             with open(path, "w") as f:
                 f.write(new)
+        # meson applies patch_directory only when it extracts a crate: when
+        # the wrap or our replacement files change, drop the extracted copy
+        # so that the next meson run extracts it again.
+        stamp = hashlib.sha256(new.encode())
+        pdir = os.path.join(overlay_pkgfiles, wname)
+        for root, _, files in sorted(os.walk(pdir)):
+            for fn in sorted(files):
+                with open(os.path.join(root, fn), "rb") as f:
+                    stamp.update(fn.encode() + f.read())
+        extracted = os.path.join(subprojects, w["directory"])
+        stamp_dir = os.path.join(subprojects, ".rviommu-wrap-stamps")
+        os.makedirs(stamp_dir, exist_ok=True)
+        stamp_file = os.path.join(stamp_dir, wname)
+        old = open(stamp_file).read() if os.path.exists(stamp_file) else None
+        if old != stamp.hexdigest():
+            if os.path.isdir(extracted):
+                shutil.rmtree(extracted)
+                changed = True
+            with open(stamp_file, "w") as f:
+                f.write(stamp.hexdigest())
+
+    if changed:
+        # make the next ninja run re-run meson, which extracts them again
+        os.utime(os.path.join(tree, "meson.build"))
+        print("    crates re-extracted on the next meson run", flush=True)
     print(f"    {len(wraps)} Rust wraps ready (method = cargo)", flush=True)
 
 

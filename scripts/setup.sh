@@ -6,6 +6,7 @@
 #   scripts/setup.sh            deps, source, tree, configure, build (Rust build)
 #   scripts/setup.sh ref        the same for the pristine reference build (C device)
 #   scripts/setup.sh deps       only install the host packages
+#   scripts/setup.sh sync       only sync the overlay and patches into the tree
 . "$(dirname "$0")/common.sh"
 
 WHAT=${1:-rs}
@@ -82,9 +83,9 @@ make_tree() {
 }
 
 prepare_rust_wraps() {
-    local tree=$1 pkgfiles=$2
+    local tree=$1
     step "QEMU's Rust crates (cargo -> subprojects/packagecache, method = cargo wraps)"
-    python3 "$REPO/scripts/prepare-wraps.py" "$tree" "$pkgfiles" "$CACHE/cargo-fetch" \
+    python3 "$REPO/scripts/prepare-wraps.py" "$tree" "$REPO/subprojects/packagefiles" "$CACHE/cargo-fetch" \
         || die "preparing the Rust wraps failed"
 }
 
@@ -180,22 +181,27 @@ case "$WHAT" in
         step "tree for the Rust build"
         make_tree "$TREE_RS"
         sync_overlay "$TREE_RS"
-        prepare_rust_wraps "$TREE_RS" "$TREE_RS/subprojects/packagefiles"
+        prepare_rust_wraps "$TREE_RS"
         apply_patches "$TREE_RS"
         configure_build "$TREE_RS" "$BUILD_RS" --enable-rust
         build_qemu "$BUILD_RS"
+        ;;
+    sync)
+        # overlay and patches only (for iterating on the device with ninja)
+        sync_overlay "$TREE_RS"
+        apply_patches "$TREE_RS"
         ;;
     ref)
         install_deps
         fetch_source
         step "tree for the reference build (pristine, C intel-iommu)"
         make_tree "$TREE_REF"
-        prepare_rust_wraps "$TREE_REF" "$TREE_REF/subprojects/packagefiles"
+        prepare_rust_wraps "$TREE_REF"
         # Rust stays enabled (Rust HPET/PL011, as in our build) so that the two
         # builds differ only in the intel-iommu and share ccache objects.
         configure_build "$TREE_REF" "$BUILD_REF" --enable-rust
         build_qemu "$BUILD_REF"
         ;;
-    *) die "unknown target '$WHAT' (rs, ref, deps)" ;;
+    *) die "unknown target '$WHAT' (rs, ref, deps, sync)" ;;
 esac
 step "done"

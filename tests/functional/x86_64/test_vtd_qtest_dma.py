@@ -15,6 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from qemu.machine.qtest import QEMUQtestMachine  # noqa: E402
 from qemu_test import QemuSystemTest  # noqa: E402
 
+import rviommu_kit  # noqa: E402
+
 from vtd_qtest import (Qtest, Edu, LegacyVtd, VTD_BASE, FSTS,  # noqa: E402
                        FSTS_PPF, PTE_R)
 
@@ -27,15 +29,32 @@ PATTERN = bytes((i * 7 + 3) & 0xff for i in range(256))
 
 class VtdQtestDma(QemuSystemTest):
 
+    def setUp(self):
+        super().setUp()
+        self._qtest_vms = []
+
+    def tearDown(self):
+        # before the base class removes the scratch dir holding their logs
+        for vm in self._qtest_vms:
+            vm.shutdown()
+        super().tearDown()
+
+    def firmware(self):
+        kit, why = rviommu_kit.Kit.load()
+        if kit is None:
+            self.fail(why)
+        return kit.firmware_dir
+
     def launch(self, *extra):
         vm = QEMUQtestMachine(self.qemu_bin, base_temp_dir=self.workdir,
-                              name='vtd-qtest', sock_dir=self.socket_dir().name)
-        vm.add_args('-machine', 'q35', '-accel', 'qtest', '-m', '128M',
+                              name='vtd-qtest')
+        vm.add_args('-L', self.firmware(),
+                    '-machine', 'q35', '-accel', 'qtest', '-m', '128M',
                     '-nodefaults', '-display', 'none',
                     '-device', 'intel-iommu' + ''.join(',' + e for e in extra),
                     '-device', 'edu,addr=04.0')
         vm.launch()
-        self.addCleanup(vm.shutdown)
+        self._qtest_vms.append(vm)
         qt = Qtest(vm)
         return vm, qt, Edu(qt, EDU_BDF, EDU_BAR0), LegacyVtd(qt)
 

@@ -25,6 +25,3 @@ typedef enum memory_order {
 #include "hw/pci/pci.h"
 #include "hw/pci/pci_bus.h"
 #include "hw/i386/x86-iommu.h"
-#include "hw/i386/pc.h"
-#include "hw/i386/x86.h"
-#include "hw/pci-host/q35.h"

@@ -8,6 +8,7 @@
     non_upper_case_globals,
     unnecessary_transmutes,
     unsafe_op_in_unsafe_fn,
+    unused_imports,
     clippy::pedantic,
     clippy::restriction,
     clippy::style,
@@ -21,16 +22,16 @@
 //! `bindgen`-generated declarations for the PCI, memory and x86-iommu APIs.
 //! Only `ffi.rs` uses them.
 
-use chardev::bindings::Chardev;
+pub use chardev::bindings::Chardev;
 use glib_sys::{
     gboolean, guint, GArray, GByteArray, GHashTable, GHashTableIter, GIOCondition, GList,
-    GMainContext, GPollFD, GPtrArray, GSList, GSource, GSourceFunc, GString,
+    GMainContext, GMappedFile, GPollFD, GPtrArray, GSList, GSource, GSourceFunc, GString,
 };
-use hwcore::bindings::{DeviceClass, DeviceState, SysBusDevice, SysBusDeviceClass};
-use migration::bindings::VMStateDescription;
-use qom::bindings::{Object, ObjectClass, TypeInfo};
-use system::bindings::MemoryRegion;
-use util::bindings::Error;
+pub use hwcore::bindings::{DeviceClass, DeviceState, SysBusDevice, SysBusDeviceClass};
+pub use migration::bindings::VMStateDescription;
+pub use qom::bindings::{Object, ObjectClass, TypeInfo};
+pub use system::bindings::MemoryRegion;
+pub use util::bindings::Error;
 
 #[cfg(MESON)]
 include!("bindings.inc.rs");

@@ -15,6 +15,7 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
+use common::uninit_field_mut;
 use hwcore::{DeviceImpl, ResetType, ResettablePhasesImpl, SysBusDeviceImpl};
 use migration::{VMStateDescription, VMStateDescriptionBuilder};
 use qom::{prelude::*, ObjectImpl, ParentField, ParentInit};
@@ -209,7 +210,7 @@ impl IntelIommuState {
     fn reset_exit(&self, _type: ResetType) {
         let _ = self.with_core(|vtd| {
             vtd.reset();
-            Effects::default()
+            ((), Effects::default())
         });
     }
 

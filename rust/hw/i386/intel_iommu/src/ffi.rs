@@ -64,7 +64,6 @@ pub struct X86IommuProps {
 
 pub const ON_OFF_AUTO_AUTO: u32 = bindings::ON_OFF_AUTO_AUTO as u32;
 pub const ON_OFF_AUTO_ON: u32 = bindings::ON_OFF_AUTO_ON as u32;
-pub const ON_OFF_AUTO_OFF: u32 = bindings::ON_OFF_AUTO_OFF as u32;
 
 fn x86_props_raw(dev: *mut bindings::X86IOMMUState) -> X86IommuProps {
     // SAFETY: `dev` is a live x86-iommu instance (callers get it from QOM);
@@ -161,7 +160,7 @@ pub struct SystemMemory;
 
 fn unspecified_attrs() -> bindings::MemTxAttrs {
     let mut attrs = bindings::MemTxAttrs::default();
-    attrs.set_unspecified(1);
+    attrs.unspecified = true;
     attrs
 }
 
@@ -231,6 +230,9 @@ pub fn send_msi(address: u64, data: u32) {
 // ---------------------------------------------------------------------------
 // Register window.
 
+/// hw/pci-host/q35.h's Q35_HOST_BRIDGE_IOMMU_ADDR (a macro bindgen skips).
+const Q35_HOST_BRIDGE_IOMMU_ADDR: u64 = 0xfed9_0000;
+
 /// Map the register window at the address the q35 machine reserves for the
 /// DMA remapping unit (also what the DMAR table tells the guest).
 pub fn map_registers(iomem: &system::MemoryRegion) {
@@ -239,7 +241,7 @@ pub fn map_registers(iomem: &system::MemoryRegion) {
     unsafe {
         bindings::memory_region_add_subregion(
             bindings::get_system_memory(),
-            u64::from(bindings::Q35_HOST_BRIDGE_IOMMU_ADDR),
+            Q35_HOST_BRIDGE_IOMMU_ADDR,
             iomem.as_mut_ptr(),
         );
     }
@@ -415,7 +417,7 @@ unsafe impl Sync for SyncOps {}
 static INTERRUPT_WINDOW_OPS: SyncOps = SyncOps(bindings::MemoryRegionOps {
     read_with_attrs: Some(interrupt_window_read),
     write_with_attrs: Some(interrupt_window_write),
-    endianness: bindings::device_endian::DEVICE_LITTLE_ENDIAN,
+    endianness: bindings::DEVICE_LITTLE_ENDIAN,
     valid: bindings::MemoryRegionOps__bindgen_ty_1 {
         min_access_size: 1,
         max_access_size: 8,
@@ -451,7 +453,7 @@ unsafe extern "C" fn vtd_translate(
     let write = flag & bindings::IOMMU_WO != 0;
     let mut entry = bindings::IOMMUTLBEntry {
         // SAFETY: only the address of the global is taken.
-        target_as: unsafe { addr_of_mut!(bindings::address_space_memory) },
+        target_as: addr_of_mut!(bindings::address_space_memory),
         iova: addr & !0xfff,
         translated_addr: 0,
         addr_mask: 0xfff,
@@ -544,18 +546,20 @@ static VTD_PCI_OPS: SyncPciOps = SyncPciOps(bindings::PCIIOMMUOps {
 /// Put every device of the machine's root PCI bus (and the buses below it)
 /// behind this IOMMU.
 pub fn setup_pci_iommu(owner: &IntelIommuState) -> util::Result<()> {
-    // SAFETY: qdev_get_machine returns the machine object; the dynamic cast
-    // checks that it is a PC machine before its fields are read.
-    let bus = unsafe {
-        let machine = bindings::qdev_get_machine();
-        let pcms = bindings::object_dynamic_cast(machine, c"generic-pc-machine".as_ptr())
-            .cast::<bindings::PCMachineState>();
-        if pcms.is_null() {
-            null_mut()
-        } else {
-            (*pcms).pcibus
-        }
-    };
+    // The root bus of the machine's main host bridge, which the PC machines
+    // add as a QOM child "q35" (or "i440fx") of /machine.
+    let bus = [c"/machine/q35/pcie.0", c"/machine/i440fx/pci.0"]
+        .iter()
+        .map(|path| {
+            // SAFETY: object_resolve_path_type only reads the QOM tree (under
+            // the BQL, which realize holds) and checks the type.
+            unsafe {
+                bindings::object_resolve_path_type(path.as_ptr(), c"PCI".as_ptr(), null_mut())
+                    .cast::<bindings::PCIBus>()
+            }
+        })
+        .find(|bus| !bus.is_null())
+        .unwrap_or(null_mut());
     if bus.is_null() {
         return Err(util::Error::msg("intel-iommu: the machine has no PCI root bus"));
     }

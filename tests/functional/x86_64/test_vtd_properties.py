@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""intel-iommu's command-line interface: the properties of QEMU 10.2.2's C
+device with the same types and defaults, and clear errors for values this
+device refuses."""
+
+import re
+import subprocess
+
+from qemu.machine.qtest import QEMUQtestMachine
+from qemu_test import QemuSystemTest
+
+import rviommu_kit
+
+# name -> (type, default) of the C intel-iommu of QEMU 10.2.2 (its own
+# properties plus those inherited from x86-iommu), as `-device help` shows
+C_DEVICE_PROPERTIES = {
+    'version': ('uint32', '0'),
+    'eim': ('OnOffAuto', 'auto'),
+    'x-buggy-eim': ('bool', 'off'),
+    'aw-bits': ('uint8', '48'),
+    'caching-mode': ('bool', 'off'),
+    'x-scalable-mode': ('bool', 'off'),
+    'x-flts': ('bool', 'off'),
+    'snoop-control': ('bool', 'off'),
+    'x-pasid-mode': ('bool', 'off'),
+    'dma-drain': ('bool', 'on'),
+    'stale-tm': ('bool', 'off'),
+    'fs1gp': ('bool', 'on'),
+    'intremap': ('OnOffAuto', 'auto'),
+    'device-iotlb': ('bool', 'off'),
+    'pt': ('bool', 'on'),
+    'dma-translation': ('bool', 'on'),
+}
+
+
+class VtdProperties(QemuSystemTest):
+
+    def firmware(self):
+        kit, why = rviommu_kit.Kit.load()
+        if kit is None:
+            self.fail(why)
+        return kit.firmware_dir
+
+    def run_qemu(self, device, *extra):
+        args = [self.qemu_bin, '-L', self.firmware(), '-machine', 'q35', '-accel', 'qtest', '-nodefaults',
+                '-display', 'none', '-device', device, *extra]
+        self.log.info('running %s', ' '.join(args))
+        return subprocess.run(args, capture_output=True, text=True, timeout=60,
+                              input='')
+
+    def test_help_lists_c_device_properties(self):
+        res = self.run_qemu('intel-iommu,help')
+        self.assertEqual(res.returncode, 0, res.stderr)
+        found = {}
+        for line in res.stdout.splitlines():
+            m = re.match(r'^\s+([\w-]+)=<([\w]+)>.*?(?:\(default: (.*)\))?\s*$', line)
+            if m:
+                found[m.group(1)] = (m.group(2), m.group(3))
+        self.log.info('help: %s', found)
+        for name, (typ, default) in C_DEVICE_PROPERTIES.items():
+            with self.subTest(property=name):
+                self.assertIn(name, found)
+                self.assertEqual(found[name], (typ, default))
+
+    def assertRefused(self, props, *needles):
+        res = self.run_qemu('intel-iommu,' + props, '-qtest', 'null')
+        self.log.info('%s -> rc %d, %s', props, res.returncode, res.stderr.strip())
+        self.assertNotEqual(res.returncode, 0, f'{props} was accepted')
+        for needle in needles:
+            self.assertIn(needle, res.stderr)
+
+    def test_bad_aw_bits_is_refused(self):
+        for value in ('40', '52', '0'):
+            with self.subTest(aw_bits=value):
+                self.assertRefused(f'aw-bits={value}', 'aw-bits', '39, 48')
+
+    def test_unimplemented_features_are_refused_by_name(self):
+        for props, needle in (('caching-mode=on', 'caching-mode=on'),
+                              ('x-scalable-mode=on', 'x-scalable-mode=on'),
+                              ('device-iotlb=on', 'device-iotlb=on'),
+                              ('intremap=on', 'intremap=on'),
+                              ('dma-translation=off', 'dma-translation=off')):
+            with self.subTest(props=props):
+                self.assertRefused(props, needle, 'not supported yet')
+
+    def test_contradictions_are_refused_as_c_device_does(self):
+        self.assertRefused('eim=on', 'eim=on cannot be selected without intremap=on')
+        self.assertRefused('x-flts=on', 'x-flts is only available in scalable mode')
+        self.assertRefused('x-pasid-mode=on', 'Need to set scalable mode for PASID')
+
+    def test_accepted_configurations_start(self):
+        for props in ('aw-bits=39', 'aw-bits=48', 'pt=off', 'snoop-control=on',
+                      'dma-drain=off', 'stale-tm=on', 'version=3', 'intremap=off'):
+            with self.subTest(props=props):
+                vm = QEMUQtestMachine(self.qemu_bin, base_temp_dir=self.workdir,
+                                      name='props')
+                vm.add_args('-L', self.firmware(),
+                            '-machine', 'q35', '-accel', 'qtest', '-nodefaults',
+                            '-display', 'none', '-device', 'intel-iommu,' + props)
+                vm.launch()
+                try:
+                    # VER register of the remapping unit: 1.0
+                    self.assertEqual(vm.qtest('readl 0xfed90000').strip(), 'OK 0x0000000000000010')
+                    ecap = int(vm.qtest('readq 0xfed90010').split()[1], 16)
+                    self.assertEqual(bool(ecap & (1 << 6)), 'pt=off' not in props)
+                    self.assertEqual(bool(ecap & (1 << 7)), 'snoop-control=on' in props)
+                finally:
+                    vm.shutdown()
+
+
+if __name__ == '__main__':
+    QemuSystemTest.main()
