@@ -1,6 +1,7 @@
 #!/bin/bash
-# Run the rviommu functional tests (tests/functional/x86_64/test_rviommu_*.py) with QEMU's
-# qemu_test framework, one test method per process, each under a time limit.
+# Run the project's functional tests (every tests/functional/x86_64/test_*.py of this repo;
+# QEMU's own tests are not here) with QEMU's qemu_test framework, one test method per
+# process, each under a time limit.
 #
 #   tests/functional/run.sh [--qemu PATH] [--timeout SECONDS] [PATTERN...]
 #
@@ -60,7 +61,7 @@ step "guest kit"
 info "ready ($(sed -n 's/^KERNEL_PKG=//p' "$CACHE/guest/kit.env"), log $CACHE/guest-kit.log)"
 
 step "tests"
-FILES=$(ls "$FT"/x86_64/test_rviommu_*.py)
+FILES=$(ls "$FT"/x86_64/test_*.py 2>/dev/null) || die "no tests in $FT/x86_64"
 # "file<TAB>id" for every test method, in definition order.
 IDS=$(python3 - $FILES <<'EOF'
 import importlib.util, inspect, sys, unittest
