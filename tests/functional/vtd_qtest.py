@@ -15,8 +15,13 @@ VTD_BASE = 0xfed90000
 CAP, ECAP, GCMD, GSTS, RTADDR = 0x08, 0x10, 0x18, 0x1c, 0x20
 FSTS, FECTL, FEDATA, FEADDR = 0x34, 0x38, 0x3c, 0x40
 
+IQH, IQT, IQA, ICS = 0x80, 0x88, 0x90, 0x9c
+IECTL, IEDATA, IEADDR = 0xa0, 0xa4, 0xa8
+
 GCMD_TE = 1 << 31
 GCMD_SRTP = 1 << 30
+GCMD_QIE = 1 << 26
+FECTL_IM, FECTL_IP = 1 << 31, 1 << 30
 FSTS_PFO = 1 << 0
 FSTS_PPF = 1 << 1
 
@@ -181,6 +186,49 @@ class LegacyVtd:
         self.qt.writeq(VTD_BASE + RTADDR, self.root)
         self._gcmd(GCMD_SRTP, GCMD_SRTP)
         self._gcmd(GCMD_TE, GCMD_TE)
+
+    def iotlb_reg_offset(self):
+        return ((self.ecap >> 8) & 0x3ff) * 16 + 8
+
+    def register_iotlb_invalidate_global(self):
+        """Register-based global IOTLB invalidation, waiting for IVT to clear."""
+        off = self.iotlb_reg_offset()
+        self.qt.writeq(VTD_BASE + off, (1 << 63) | (1 << 60))
+        for _ in range(100):
+            if not self.reg(off, 8) >> 63:
+                return
+        raise QtestError('IOTLB invalidation did not complete')
+
+    def enable_queue(self, size_order=0):
+        """Queued invalidation with a 4K << size_order queue."""
+        self.queue = self.alloc_page()
+        for _ in range(size_order and (1 << size_order) - 1):
+            self.alloc_page()
+        self.queue_tail = 0
+        self.queue_entries = 256 << size_order
+        self.qt.writeq(VTD_BASE + IQA, self.queue | size_order)
+        self.qt.writeq(VTD_BASE + IQT, 0)
+        self._gcmd(GCMD_QIE, GCMD_QIE)
+
+    def submit(self, *descriptors):
+        """Write 128-bit descriptors (lo, hi) at the tail and move the tail."""
+        for lo, hi in descriptors:
+            self.qt.memwrite(self.queue + self.queue_tail * 16, struct.pack('<QQ', lo, hi))
+            self.queue_tail = (self.queue_tail + 1) % self.queue_entries
+        self.qt.writeq(VTD_BASE + IQT, self.queue_tail << 4)
+
+    @staticmethod
+    def desc_iotlb_page(did, iova, am=0):
+        return (0x2 | (0x3 << 4) | (did << 16), (iova & ~0xfff) | am)
+
+    @staticmethod
+    def desc_iotlb_domain(did):
+        return (0x2 | (0x2 << 4) | (did << 16), 0)
+
+    @staticmethod
+    def desc_wait(status_addr, status, interrupt=False):
+        lo = 0x5 | (1 << 5) | (status << 32) | ((1 << 4) if interrupt else 0)
+        return (lo, status_addr & ~0x3)
 
     def fault_record(self, index=0):
         off = self.fault_record_offset(index)

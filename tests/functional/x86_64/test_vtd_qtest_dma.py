@@ -18,7 +18,8 @@ from qemu_test import QemuSystemTest  # noqa: E402
 import rviommu_kit  # noqa: E402
 
 from vtd_qtest import (Qtest, Edu, LegacyVtd, VTD_BASE, FSTS,  # noqa: E402
-                       FSTS_PPF, PTE_R)
+                       FSTS_PPF, PTE_R, FECTL, FEDATA, FEADDR, FECTL_IM,
+                       FECTL_IP, IQH)
 
 EDU_BDF = 0x20            # 00:04.0
 EDU_BAR0 = 0xfe000000
@@ -125,6 +126,85 @@ class VtdQtestDma(QemuSystemTest):
         self.assertTrue(rec['fault'])
         self.assertEqual(rec['reason'], 0x1)
         self.assertEqual(vm.qmp('query-status')['return']['status'], 'running')
+
+    def dma_read(self, qt, edu, vtd, iova):
+        """Read len(PATTERN) bytes at `iova` through the device."""
+        edu.dma_from_memory(iova, len(PATTERN))
+        # copy the device buffer out to an identity-mapped scratch page
+        scratch_iova = IOVA + 0x5000
+        scratch = PHYS + 0x30000
+        if not getattr(self, '_scratch_mapped', False):
+            vtd.map_4k(self._top, scratch_iova, scratch)
+            self._scratch_mapped = True
+        qt.memwrite(scratch, bytes(len(PATTERN)))
+        edu.dma_to_memory(scratch_iova, len(PATTERN))
+        return qt.memread(scratch, len(PATTERN))
+
+    def test_iotlb_is_stale_until_queued_page_invalidation(self):
+        vm, qt, edu, vtd, top = self.mapped_vtd()
+        self._top = top
+        other = PHYS + 0x10000
+        new_pattern = bytes(reversed(PATTERN))
+        qt.memwrite(PHYS, PATTERN)
+        qt.memwrite(other, new_pattern)
+        vtd.enable_queue()
+        self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), PATTERN)
+        vtd.map_4k(top, IOVA, other)                   # guest edits the PTE ...
+        self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), PATTERN,
+                         'the IOTLB must keep the old translation until invalidated')
+        status = PHYS + 0x40000
+        qt.memwrite(status, bytes(4))
+        # ... an invalidation of another domain does not help ...
+        vtd.submit(vtd.desc_iotlb_page(2, IOVA), vtd.desc_wait(status, 0x1111))
+        self.assertEqual(struct.unpack('<I', qt.memread(status, 4))[0], 0x1111)
+        self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), PATTERN)
+        # ... nor one of another page of the right domain ...
+        vtd.submit(vtd.desc_iotlb_page(1, IOVA + 0x1000), vtd.desc_wait(status, 0x2222))
+        self.assertEqual(struct.unpack('<I', qt.memread(status, 4))[0], 0x2222)
+        self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), PATTERN)
+        # ... the page-selective invalidation of the right page does
+        vtd.submit(vtd.desc_iotlb_page(1, IOVA), vtd.desc_wait(status, 0x3333))
+        self.assertEqual(struct.unpack('<I', qt.memread(status, 4))[0], 0x3333)
+        self.assertEqual(vtd.reg(IQH, 8), vtd.queue_tail << 4)
+        self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), new_pattern)
+        self.assertEqual(vtd.reg(FSTS) & 0x70, 0)      # no IQE/ICE/ITE
+
+    def test_iotlb_is_stale_until_register_invalidation(self):
+        vm, qt, edu, vtd, top = self.mapped_vtd()
+        self._top = top
+        other = PHYS + 0x10000
+        new_pattern = bytes(reversed(PATTERN))
+        qt.memwrite(PHYS, PATTERN)
+        qt.memwrite(other, new_pattern)
+        self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), PATTERN)
+        vtd.map_4k(top, IOVA, other)
+        self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), PATTERN)
+        vtd.register_iotlb_invalidate_global()
+        self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), new_pattern)
+
+    def test_bad_descriptor_is_a_queue_error(self):
+        vm, qt, edu, vtd, _ = self.mapped_vtd()
+        vtd.enable_queue()
+        vtd.submit((0xf, 0))                           # no such descriptor type
+        self.assertTrue(vtd.reg(FSTS) & (1 << 4), 'FSTS.IQE not set')
+        self.assertEqual(vtd.reg(IQH, 8), 0, 'IQH must point at the bad descriptor')
+        self.assertEqual(vm.qmp('query-status')['return']['status'], 'running')
+
+    def test_fault_event_interrupt_honours_mask(self):
+        vm, qt, edu, vtd, _ = self.mapped_vtd()
+        # The fault event message goes wherever FEADDR points; a RAM address
+        # lets the test see the write that would reach the interrupt controller.
+        msg = PHYS + 0x50000
+        qt.memwrite(msg, bytes(4))
+        qt.writel(VTD_BASE + FEDATA, 0x4567)
+        qt.writel(VTD_BASE + FEADDR, msg)
+        self.assertTrue(vtd.reg(FECTL) & FECTL_IM)     # masked out of reset
+        edu.dma_from_memory(IOVA + 0x400000, 64)       # unmapped: primary fault
+        self.assertTrue(vtd.reg(FECTL) & FECTL_IP, 'masked event not pending')
+        self.assertEqual(qt.memread(msg, 4), bytes(4), 'masked event was delivered')
+        qt.writel(VTD_BASE + FECTL, 0)                 # unmask: pending event fires
+        self.assertEqual(struct.unpack('<I', qt.memread(msg, 4))[0], 0x4567)
+        self.assertFalse(vtd.reg(FECTL) & FECTL_IP)
 
     def test_translation_disabled_is_identity(self):
         vm, qt, edu, vtd = self.launch()
