@@ -29,15 +29,22 @@ need_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Print a ninja build's output compactly: every failure and compiler message,
-# and one progress line per 5% of the edges.
+# Print a ninja build's output compactly: one progress line per 5% of the
+# edges, every failure with the compiler's messages, and a count (not the
+# text) of the warnings of QEMU's and the crates' own code.
 ninja_progress() {
     awk '
       /^\[[0-9]+\/[0-9]+\]/ {
+          inwarn = 0
           split(substr($1, 2), a, "/"); n = a[1] + 0; t = a[2] + 0;
           pct = (t > 0) ? int(n * 20 / t) : 0;
-          if (pct != last || n == t) { last = pct; printf("    ninja %s %s\n", $1, $NF); fflush(); }
+          if (pct != last || n == t) { last = pct; printf("    ninja %s\n", substr($0, 1, 120)); fflush(); }
           next
       }
-      { print; fflush() }'
+      /^FAILED:/ { failed = 1 }
+      /^(warning|[^ ]*: warning)/ && !failed { inwarn = 1; warnings++ }
+      /^(error|[^ ]*: error)/ { inwarn = 0 }
+      inwarn && !failed { next }
+      { print; fflush() }
+      END { if (warnings) printf("    (%d compiler warnings not shown)\n", warnings) }'
 }

@@ -140,18 +140,26 @@ class VtdQtestDma(QemuSystemTest):
         edu.dma_to_memory(scratch_iova, len(PATTERN))
         return qt.memread(scratch, len(PATTERN))
 
-    def test_iotlb_is_stale_until_queued_page_invalidation(self):
+    def stale_mapping(self, queued):
+        """IOVA cached by one DMA, then its PTE moved to another page (with
+        other data) without telling the IOMMU: DMA must still see the old
+        page.  Returns what the new page holds."""
         vm, qt, edu, vtd, top = self.mapped_vtd()
         self._top = top
         other = PHYS + 0x10000
         new_pattern = bytes(reversed(PATTERN))
         qt.memwrite(PHYS, PATTERN)
         qt.memwrite(other, new_pattern)
-        vtd.enable_queue()
+        if queued:
+            vtd.enable_queue()
         self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), PATTERN)
-        vtd.map_4k(top, IOVA, other)                   # guest edits the PTE ...
+        vtd.map_4k(top, IOVA, other)
         self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), PATTERN,
                          'the IOTLB must keep the old translation until invalidated')
+        return vm, qt, edu, vtd, new_pattern
+
+    def test_iotlb_is_stale_until_queued_page_invalidation(self):
+        vm, qt, edu, vtd, new_pattern = self.stale_mapping(queued=True)
         status = PHYS + 0x40000
         qt.memwrite(status, bytes(4))
         # ... an invalidation of another domain does not help ...
@@ -170,15 +178,7 @@ class VtdQtestDma(QemuSystemTest):
         self.assertEqual(vtd.reg(FSTS) & 0x70, 0)      # no IQE/ICE/ITE
 
     def test_iotlb_is_stale_until_register_invalidation(self):
-        vm, qt, edu, vtd, top = self.mapped_vtd()
-        self._top = top
-        other = PHYS + 0x10000
-        new_pattern = bytes(reversed(PATTERN))
-        qt.memwrite(PHYS, PATTERN)
-        qt.memwrite(other, new_pattern)
-        self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), PATTERN)
-        vtd.map_4k(top, IOVA, other)
-        self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), PATTERN)
+        vm, qt, edu, vtd, new_pattern = self.stale_mapping(queued=False)
         vtd.register_iotlb_invalidate_global()
         self.assertEqual(self.dma_read(qt, edu, vtd, IOVA), new_pattern)
 

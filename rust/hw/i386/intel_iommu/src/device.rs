@@ -135,6 +135,10 @@ static VTD_MMIO_OPS: MemoryRegionOps<IntelIommuState> =
         .build();
 
 impl IntelIommuState {
+    /// # Safety
+    /// Called by QOM (through `ParentInit`) on the uninitialised instance,
+    /// once, before any other use of it; every field not set by the parent
+    /// classes is written here.
     unsafe fn init(mut this: ParentInit<Self>) {
         MemoryRegion::init_io(
             &mut uninit_field_mut!(*this, iomem),

@@ -95,6 +95,7 @@ impl IntelIommuState {
 // the machine's default IOMMU and resolves `intremap=auto`) and then through
 // `X86IOMMUClass::realize`, as for the C device.
 
+/// qdev's `DeviceRealize`: an instance of the class and a valid `errp`.
 type RealizeFn = unsafe extern "C" fn(*mut bindings::DeviceState, *mut *mut bindings::Error);
 static PARENT_REALIZE: OnceLock<Option<RealizeFn>> = OnceLock::new();
 
@@ -112,6 +113,8 @@ pub fn class_init(klass: &mut bindings::X86IOMMUClass) {
 
 /// `DeviceClass::realize`: decide `intremap=auto` before x86-iommu's realize
 /// turns it into `on` (interrupt remapping is not implemented yet).
+/// # Safety
+/// Called by qdev with an instance of `intel-iommu` and a valid `errp`.
 unsafe extern "C" fn vtd_realize_outer(
     dev: *mut bindings::DeviceState,
     errp: *mut *mut bindings::Error,
@@ -141,6 +144,8 @@ unsafe extern "C" fn vtd_realize_outer(
 }
 
 /// `X86IOMMUClass::realize`.
+/// # Safety
+/// Called by `x86_iommu_realize` with an instance of `intel-iommu` and a valid `errp`.
 unsafe extern "C" fn vtd_realize_inner(
     dev: *mut bindings::DeviceState,
     errp: *mut *mut bindings::Error,
@@ -164,44 +169,37 @@ fn unspecified_attrs() -> bindings::MemTxAttrs {
     attrs
 }
 
+/// One access to system memory; `buf` must be valid for `len` bytes (and
+/// writable when `!is_write`).
+fn system_memory_rw(addr: u64, buf: *mut c_void, len: usize, is_write: bool) -> Result<(), MemError> {
+    // SAFETY: address_space_memory is QEMU's global system address space;
+    // the callers pass a buffer borrowed for the call (see below).
+    let r = unsafe {
+        bindings::address_space_rw(
+            addr_of_mut!(bindings::address_space_memory),
+            addr,
+            unspecified_attrs(),
+            buf,
+            len as u64,
+            is_write,
+        )
+    };
+    if r == bindings::MEMTX_OK {
+        Ok(())
+    } else {
+        Err(MemError)
+    }
+}
+
 impl GuestMemory for SystemMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        // SAFETY: address_space_memory is QEMU's global system address space;
-        // buf is a valid, exclusively borrowed buffer of buf.len() bytes.
-        let r = unsafe {
-            bindings::address_space_rw(
-                addr_of_mut!(bindings::address_space_memory),
-                addr,
-                unspecified_attrs(),
-                buf.as_mut_ptr().cast(),
-                buf.len() as u64,
-                false,
-            )
-        };
-        if r == bindings::MEMTX_OK {
-            Ok(())
-        } else {
-            Err(MemError)
-        }
+        // buf is exclusively borrowed for the call: C may write to it.
+        system_memory_rw(addr, buf.as_mut_ptr().cast(), buf.len(), false)
     }
 
     fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
-        // SAFETY: as for read; with is_write the buffer is only read by C.
-        let r = unsafe {
-            bindings::address_space_rw(
-                addr_of_mut!(bindings::address_space_memory),
-                addr,
-                unspecified_attrs(),
-                buf.as_ptr().cast_mut().cast(),
-                buf.len() as u64,
-                true,
-            )
-        };
-        if r == bindings::MEMTX_OK {
-            Ok(())
-        } else {
-            Err(MemError)
-        }
+        // With is_write, C only reads the buffer.
+        system_memory_rw(addr, buf.as_ptr().cast_mut().cast(), buf.len(), true)
     }
 }
 
@@ -365,6 +363,8 @@ fn init_address_space(vas: &mut VtdAddressSpace, owner: &IntelIommuState) {
 /// Writes into the interrupt window go to the interrupt controller
 /// unchanged, tagged with the requester id (interrupt remapping will
 /// intercept them here).
+/// # Safety
+/// Called by the memory core with the `VtdAddressSpace` the region was created with.
 unsafe extern "C" fn interrupt_window_write(
     opaque: *mut c_void,
     addr: bindings::hwaddr,
@@ -398,6 +398,8 @@ unsafe extern "C" fn interrupt_window_write(
     result
 }
 
+/// # Safety
+/// Called by the memory core with a valid `data` slot.
 unsafe extern "C" fn interrupt_window_read(
     _opaque: *mut c_void,
     _addr: bindings::hwaddr,
@@ -439,6 +441,9 @@ static INTERRUPT_WINDOW_OPS: SyncOps = SyncOps(bindings::MemoryRegionOps {
 const TYPE_VTD_IOMMU_MR: &CStr = c"intel-iommu-iommu-memory-region";
 
 /// `IOMMUMemoryRegionClass::translate`: may run without the BQL.
+/// # Safety
+/// Called by the memory core with a region of our IOMMU type, which is the
+/// first field of a live `VtdAddressSpace`.
 unsafe extern "C" fn vtd_translate(
     iommu: *mut bindings::IOMMUMemoryRegion,
     addr: bindings::hwaddr,
@@ -472,6 +477,8 @@ unsafe extern "C" fn vtd_translate(
 
 /// Notifiers (vhost, vfio) need shadowing support that this device does not
 /// have yet: refuse them with a clear error instead of giving stale mappings.
+/// # Safety
+/// Called by the memory core with a valid `errp`.
 unsafe extern "C" fn vtd_notify_flag_changed(
     _iommu: *mut bindings::IOMMUMemoryRegion,
     _old: bindings::IOMMUNotifierFlag,
@@ -494,6 +501,8 @@ const fn libc_einval() -> c_int {
     22
 }
 
+/// # Safety
+/// Called by QOM with the class of `intel-iommu-iommu-memory-region`.
 unsafe extern "C" fn vtd_iommu_mr_class_init(klass: *mut bindings::ObjectClass, _data: *const c_void) {
     // SAFETY: QOM calls this with the class of our IOMMU region type, whose
     // class struct is IOMMUMemoryRegionClass.
@@ -514,6 +523,8 @@ static VTD_IOMMU_MR_INFO: SyncTypeInfo = SyncTypeInfo(qom::bindings::TypeInfo {
     ..unsafe { std::mem::zeroed() }
 });
 
+// SAFETY (inside the macro's unsafe block): the TypeInfo is a static with
+// static strings and a valid class_init; registered once, at QOM init.
 util::module_init! {
     MODULE_INIT_QOM => unsafe {
         qom::type_register_static(&VTD_IOMMU_MR_INFO.0);
@@ -523,6 +534,8 @@ util::module_init! {
 // ---------------------------------------------------------------------------
 // PCI: the host bridge's bus asks us for each function's address space.
 
+/// # Safety
+/// Called by the PCI core with the opaque given to `pci_setup_iommu`: our device.
 unsafe extern "C" fn vtd_get_address_space(
     bus: *mut bindings::PCIBus,
     opaque: *mut c_void,

@@ -1,0 +1,111 @@
+//! The fuzzer plays a hostile guest: its input is a program of register
+//! accesses, writes to guest memory (tables, descriptors) and DMA requests.
+//! Nothing it does may panic the model, and a successful translation must be
+//! well formed.
+#![no_main]
+
+use std::{cell::RefCell, collections::HashMap};
+
+use libfuzzer_sys::fuzz_target;
+use vtd_core::{Config, GuestMemory, MemError, Request, Vtd};
+
+/// Sparse guest memory: 64 KiB of RAM at 0 plus whatever the program writes
+/// elsewhere; reads of untouched pages fail like unmapped addresses.
+#[derive(Default)]
+struct Mem(RefCell<HashMap<u64, [u8; 4096]>>);
+
+impl GuestMemory for Mem {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let pages = self.0.borrow();
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = addr.checked_add(i as u64).ok_or(MemError)?;
+            match pages.get(&(a >> 12)) {
+                Some(p) => *b = p[(a & 0xfff) as usize],
+                None if a < 0x10000 => *b = 0,
+                None => return Err(MemError),
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
+        let mut pages = self.0.borrow_mut();
+        for (i, b) in buf.iter().enumerate() {
+            let a = addr.checked_add(i as u64).ok_or(MemError)?;
+            if a >= 0x10000 && !pages.contains_key(&(a >> 12)) {
+                return Err(MemError);
+            }
+            pages.entry(a >> 12).or_insert([0; 4096])[(a & 0xfff) as usize] = *b;
+        }
+        Ok(())
+    }
+}
+
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take().map(u16::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take().map(u64::from_le_bytes)
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input(data);
+    let Some(flags) = input.u8() else { return };
+    let cfg = Config {
+        aw_bits: if flags & 1 != 0 { 39 } else { 48 },
+        pass_through: flags & 2 != 0,
+        snoop_control: flags & 4 != 0,
+        dma_drain: flags & 8 != 0,
+        caching_mode: flags & 16 != 0,
+        ..Config::default()
+    };
+    if cfg.validate().is_err() {
+        return;
+    }
+    let mut vtd = Vtd::new(cfg);
+    let mem = Mem::default();
+    while let Some(op) = input.u8() {
+        match op % 5 {
+            0 => {
+                // register write: offsets mostly inside the window
+                let (Some(off), Some(v)) = (input.u16(), input.u64()) else { break };
+                let size = if op & 0x80 != 0 { 8 } else { 4 };
+                let _ = vtd.write_reg(u64::from(off) % (Vtd::MMIO_SIZE + 16), size, v, &mem);
+            }
+            1 => {
+                let Some(off) = input.u16() else { break };
+                let _ = vtd.read_reg(u64::from(off) % (Vtd::MMIO_SIZE + 16), 4 << (op >> 7));
+            }
+            2 => {
+                // a table entry or descriptor: 8 bytes into low RAM
+                let (Some(addr), Some(v)) = (input.u16(), input.u64()) else { break };
+                let _ = mem.write(u64::from(addr) & !7, &v.to_le_bytes());
+            }
+            3 | 4 => {
+                let (Some(sid), Some(iova)) = (input.u16(), input.u64()) else { break };
+                let req = Request { sid, iova, write: op & 0x40 != 0 };
+                let (result, _effects) = vtd.translate(&req, &mem);
+                if let Ok(t) = result {
+                    // a mapping covers the request and is naturally aligned
+                    assert_eq!(t.iova & t.page_mask, 0);
+                    assert_eq!(t.phys & t.page_mask, 0);
+                    assert_eq!(iova & !t.page_mask, t.iova);
+                    assert!(!req.write || t.perm.write);
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+});
