@@ -1,10 +1,11 @@
 //! Device configuration and the capability registers derived from it.
 //!
-//! Conventions: [`Config`] holds the user-visible knobs of the legacy-mode
-//! device (the equivalent of the C `intel-iommu` properties with scalable
-//! mode, first-stage translation, interrupt remapping and device-IOTLB
-//! off). CAP/ECAP are pure functions of the configuration, computed bit for
-//! bit as the C device does for the same configuration.
+//! Conventions: [`Config`] holds the user-visible knobs of the device (the
+//! equivalent of the C `intel-iommu` properties; interrupt remapping and
+//! device-IOTLB are always off). CAP/ECAP are pure functions of the
+//! configuration. With `scalable_mode` off they are computed bit for bit as
+//! the C device does for the same configuration; the scalable-mode bits
+//! deliberately differ from the C device in places, see [`Config::ecap`].
 
 use crate::registers::{FRCD_REG_NR, FRCD_REG_OFFSET, IOTLB_REG_OFFSET};
 
@@ -50,6 +51,11 @@ pub const CAP_MAMV: u64 = (MAMV as u64) << 48;
 pub const CAP_DWD: u64 = 1 << 54;
 /// CAP.DRD (read draining).
 pub const CAP_DRD: u64 = 1 << 55;
+/// CAP.FS1GP (first-stage 1 GiB pages).
+pub const CAP_FS1GP: u64 = 1 << 56;
+/// CAP.ESIRTPS (SIRTP also invalidates the interrupt entry cache). Never
+/// set: interrupt remapping is not modelled.
+pub const CAP_ESIRTPS: u64 = 1 << 62;
 /// CAP.ESRTPS (SRTP also invalidates all caches).
 pub const CAP_ESRTPS: u64 = 1 << 63;
 
@@ -66,10 +72,25 @@ pub const ECAP_PT: u64 = 1 << 6;
 pub const ECAP_SC: u64 = 1 << 7;
 /// ECAP.IRO (IOTLB register offset / 16), in place.
 pub const ECAP_IRO: u64 = (IOTLB_REG_OFFSET / 16) << 8;
-/// ECAP.SMTS (scalable mode). Never set by this crate yet.
+/// ECAP.NEST (nested translation).
+pub const ECAP_NEST: u64 = 1 << 26;
+/// ECAP.SRS (supervisor request support).
+pub const ECAP_SRS: u64 = 1 << 31;
+/// Shift of ECAP.PSS (supported PASID width minus one, bits 39:35).
+pub const ECAP_PSS_SHIFT: u32 = 35;
+/// ECAP.PASID (process address space id support).
+pub const ECAP_PASID: u64 = 1 << 40;
+/// ECAP.SMTS (scalable-mode translation support).
 pub const ECAP_SMTS: u64 = 1 << 43;
+/// ECAP.SLTS (second-stage translation support in scalable mode).
+pub const ECAP_SLTS: u64 = 1 << 46;
+/// ECAP.FLTS (first-stage translation support).
+pub const ECAP_FLTS: u64 = 1 << 47;
 
-/// Configuration of a legacy-mode VT-d unit.
+/// Widest PASID the architecture allows (ECAP.PSS = 19).
+pub const MAX_PASID_BITS: u8 = 20;
+
+/// Configuration of a VT-d unit.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Config {
     /// Host and maximum guest address width in bits (`aw-bits`): 39 or 48.
@@ -85,6 +106,22 @@ pub struct Config {
     /// DMA translation available (property `dma-translation`): when false
     /// SAGAW is 0 and GCMD.TE is ignored, as in the C device.
     pub dma_translation: bool,
+    /// Scalable-mode translation (ECAP.SMTS, property `x-scalable-mode`):
+    /// the root table may be programmed in scalable format (RTADDR.TTM =
+    /// 01b) and second-stage translation is then available through PASID
+    /// table entries (ECAP.SLTS).
+    pub scalable_mode: bool,
+    /// First-stage translation (ECAP.FLTS, property `x-flts`); requires
+    /// `scalable_mode` and `aw_bits` 48. Together with the always-present
+    /// second stage this also advertises nested translation (ECAP.NEST).
+    pub first_stage: bool,
+    /// Width of supported PASIDs in bits (ECAP.PASID/PSS, property
+    /// `x-pasid-mode`); 0 means no PASID support. At most 20; non-zero
+    /// requires `scalable_mode`.
+    pub pasid_bits: u8,
+    /// First-stage 1 GiB pages (CAP.FS1GP, property `fs1gp`); only
+    /// meaningful with `first_stage`.
+    pub fs1gp: bool,
 }
 
 impl Default for Config {
@@ -96,6 +133,10 @@ impl Default for Config {
             dma_drain: true,
             caching_mode: false,
             dma_translation: true,
+            scalable_mode: false,
+            first_stage: false,
+            pasid_bits: 0,
+            fs1gp: true,
         }
     }
 }
@@ -116,6 +157,24 @@ impl Config {
             return Err(format!(
                 "Legacy mode: supported values for aw-bits are: {}, {} (got {})",
                 AW_39, AW_48, self.aw_bits
+            ));
+        }
+        if self.first_stage && !self.scalable_mode {
+            return Err("x-flts requires scalable mode (x-scalable-mode=on)".into());
+        }
+        if self.pasid_bits != 0 && !self.scalable_mode {
+            return Err("PASID support requires scalable mode (x-scalable-mode=on)".into());
+        }
+        if self.pasid_bits > MAX_PASID_BITS {
+            return Err(format!(
+                "PASID width must be at most {MAX_PASID_BITS} bits (got {})",
+                self.pasid_bits
+            ));
+        }
+        if self.first_stage && self.aw_bits != AW_48 {
+            return Err(format!(
+                "x-flts requires aw-bits={AW_48} (4-level first-stage tables; got {})",
+                self.aw_bits
             ));
         }
         Ok(())
@@ -151,10 +210,36 @@ impl Config {
         if self.caching_mode {
             cap |= CAP_CM;
         }
+        if self.scalable_mode && self.first_stage && self.fs1gp {
+            cap |= CAP_FS1GP;
+        }
         cap
     }
 
     /// The Extended Capability register value.
+    ///
+    /// Scalable-mode bits, compared with the C device's `vtd_cap_init`:
+    ///
+    /// | configuration            | C device                      | this model                                  |
+    /// |--------------------------|-------------------------------|---------------------------------------------|
+    /// | `x-scalable-mode=on`     | SMTS, SRS, SLTS               | SMTS, SLTS                                  |
+    /// | `... ,x-flts=on`         | SMTS, FLTS (no SLTS, no SRS)  | SMTS, SLTS, FLTS, NEST, SRS (+ CAP.FS1GP)   |
+    /// | `x-pasid-mode=on`        | PASID, PSS = 7 (fixed)        | PASID, PSS = `pasid_bits` - 1               |
+    ///
+    /// Deliberate differences:
+    /// * second-stage tables stay available when first-stage is on (the C
+    ///   device drops SLTS with `x-flts`), so both stages and therefore
+    ///   nested translation (ECAP.NEST) are advertised together;
+    /// * SRS (supervisor requests) is tied to first-stage translation, the
+    ///   only place where the privilege of a request matters (the C device
+    ///   sets it only *without* `x-flts`);
+    /// * PSS follows the configured PASID width instead of a fixed 8 bits.
+    ///
+    /// Unchanged from the C device: CAP.ESRTPS is always set (SRTP flushes
+    /// every cache, including PASID-derived state), CAP.ESIRTPS is never
+    /// set (no interrupt remapping), CAP.FS1GP follows `fs1gp` when
+    /// first-stage is on. The legacy-mode values are unaffected by the
+    /// scalable-mode fields when `scalable_mode` is off.
     pub fn ecap(&self) -> u64 {
         let mut ecap = ECAP_QI | ECAP_IRO;
         if self.pass_through {
@@ -162,6 +247,16 @@ impl Config {
         }
         if self.snoop_control {
             ecap |= ECAP_SC;
+        }
+        if self.scalable_mode {
+            ecap |= ECAP_SMTS | ECAP_SLTS;
+            if self.first_stage {
+                ecap |= ECAP_FLTS | ECAP_NEST | ECAP_SRS;
+            }
+            if self.pasid_bits != 0 {
+                let pss = u64::from(self.pasid_bits.min(MAX_PASID_BITS) - 1) & 0x1f;
+                ecap |= ECAP_PASID | (pss << ECAP_PSS_SHIFT);
+            }
         }
         ecap
     }
@@ -218,5 +313,75 @@ mod tests {
         assert_eq!(c.ecap(), 0xf82);
         let c = Config { dma_translation: false, ..Config::default() };
         assert_eq!(c.cap() & (0x1f << CAP_SAGAW_SHIFT), 0);
+    }
+
+    fn sm() -> Config {
+        Config { scalable_mode: true, ..Config::default() }
+    }
+
+    #[test]
+    fn legacy_values_ignore_scalable_only_fields() {
+        // fs1gp alone (without first-stage) changes nothing.
+        let c = Config { fs1gp: false, ..Config::default() };
+        assert_eq!((c.cap(), c.ecap()), (0x80d2_008c_222f_0606, 0xf42));
+    }
+
+    #[test]
+    fn scalable_mode_second_stage_only_bits() {
+        let c = sm();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.cap(), Config::default().cap());
+        assert_eq!(c.ecap(), 0xf42 | ECAP_SMTS | ECAP_SLTS);
+        assert_eq!(c.ecap() & (ECAP_FLTS | ECAP_NEST | ECAP_PASID | ECAP_SRS), 0);
+    }
+
+    #[test]
+    fn scalable_mode_first_stage_adds_flts_nest_srs_fs1gp() {
+        let c = Config { first_stage: true, ..sm() };
+        assert!(c.validate().is_ok());
+        assert_eq!(c.cap(), Config::default().cap() | CAP_FS1GP);
+        assert_eq!(
+            c.ecap(),
+            0xf42 | ECAP_SMTS | ECAP_SLTS | ECAP_FLTS | ECAP_NEST | ECAP_SRS
+        );
+        let c = Config { fs1gp: false, ..c };
+        assert_eq!(c.cap() & CAP_FS1GP, 0);
+        assert_eq!(c.cap() & CAP_ESIRTPS, 0);
+        assert_ne!(c.cap() & CAP_ESRTPS, 0);
+    }
+
+    #[test]
+    fn pasid_width_encoded_in_pss() {
+        for bits in 1..=MAX_PASID_BITS {
+            let c = Config { pasid_bits: bits, ..sm() };
+            assert!(c.validate().is_ok());
+            assert_ne!(c.ecap() & ECAP_PASID, 0);
+            assert_eq!((c.ecap() >> ECAP_PSS_SHIFT) & 0x1f, u64::from(bits - 1));
+        }
+        let c = Config { pasid_bits: 20, ..sm() };
+        assert_eq!(c.ecap(), 0xf42 | ECAP_SMTS | ECAP_SLTS | ECAP_PASID | (19 << 35));
+    }
+
+    #[test]
+    fn scalable_only_features_without_scalable_mode_rejected() {
+        let e = Config { first_stage: true, ..Config::default() }.validate().unwrap_err();
+        assert!(e.contains("scalable"), "{e}");
+        let e = Config { pasid_bits: 8, ..Config::default() }.validate().unwrap_err();
+        assert!(e.contains("scalable"), "{e}");
+        // Capabilities of a rejected configuration carry no scalable bits.
+        let c = Config { first_stage: true, pasid_bits: 8, ..Config::default() };
+        assert_eq!((c.cap(), c.ecap()), (0x80d2_008c_222f_0606, 0xf42));
+    }
+
+    #[test]
+    fn first_stage_requires_aw48_and_pasid_width_bounded() {
+        let e = Config { first_stage: true, aw_bits: 39, ..sm() }.validate().unwrap_err();
+        assert!(e.contains("aw-bits"), "{e}");
+        assert!(Config { aw_bits: 39, ..sm() }.validate().is_ok());
+        for bits in [21u8, 32, 255] {
+            let c = Config { pasid_bits: bits, ..sm() };
+            assert!(c.validate().is_err());
+            let _ = (c.cap(), c.ecap());
+        }
     }
 }

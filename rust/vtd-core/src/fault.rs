@@ -2,8 +2,9 @@
 //! fault event interrupt.
 //!
 //! Conventions: a translation failure is described by a [`Fault`] whose
-//! [`FaultReason`] carries the architected legacy-mode reason code (VT-d
-//! spec, "Fault Reason Encodings"). Recording follows the C device: the
+//! [`FaultReason`] carries the architected reason code (VT-d spec, "Fault
+//! Reason Encodings"): codes 1h..Eh for legacy-mode translation, 30h..91h
+//! for scalable-mode translation. Recording follows the C device: the
 //! records form a ring indexed by `next_frcd`; a fault from a source-id that
 //! already has a pending record is collapsed (dropped); a fault that finds
 //! the next record still pending sets FSTS.PFO; PPF is recomputed as the OR
@@ -17,7 +18,13 @@ use crate::registers::{
     FSTS_PPF,
 };
 
-/// Legacy-mode DMA remapping fault reasons.
+/// DMA remapping fault reasons (legacy and scalable mode).
+///
+/// Scalable-mode variants carry the condition label of the spec's
+/// scalable-mode fault table in their documentation (RTA = root table
+/// address, SRT = scalable root table, SCT = scalable context table, SPD =
+/// PASID directory, SPT = PASID table, SFS = first stage, SSS = second
+/// stage, SGN = general).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FaultReason {
@@ -51,9 +58,117 @@ pub enum FaultReason {
     ContextEntryTranslationType,
     /// Eh: translated address falls in the interrupt address range.
     InterruptAddress,
+
+    // ---- scalable mode ---------------------------------------------
+    /// 30h (RTA.1): the root table address is invalid.
+    SmRootTableAddressInvalid,
+    /// 31h (RTA.2): request-with-PASID while RTADDR.TTM is legacy.
+    SmTtmLegacyWithPasid,
+    /// 38h (SRT.1): the scalable-mode root entry could not be accessed.
+    SmRootEntryAccess,
+    /// 39h (SRT.2): the present bit (LP/UP) of the root entry half is clear.
+    SmRootEntryNotPresent,
+    /// 3Ah (SRT.3): non-zero reserved field in a present root entry half.
+    SmRootEntryReserved,
+    /// 40h (SCT.1): the scalable-mode context entry could not be accessed.
+    SmContextEntryAccess,
+    /// 41h (SCT.2): the present bit of the context entry is clear.
+    SmContextEntryNotPresent,
+    /// 42h (SCT.3): non-zero reserved field in a present context entry.
+    SmContextEntryReserved,
+    /// 43h (SCT.4): invalid programming of a present context entry.
+    SmContextEntryInvalid,
+    /// 44h (SCT.5): translation request with DTE clear.
+    SmContextDteClear,
+    /// 45h (SCT.6): request-with-PASID with PASIDE clear.
+    SmContextPasidDisabled,
+    /// 46h (SCT.7): the PASID is beyond the PASID directory size (PDTS).
+    SmContextPasidTooLarge,
+    /// 47h (SCT.8): page request with PRE clear.
+    SmContextPreClear,
+    /// 48h (SCT.9): RID_PASID of the context entry is invalid (beyond the
+    /// PASID directory or the supported PASID width).
+    SmContextRidPasidInvalid,
+    /// 50h (SPD.1): the PASID directory entry could not be accessed.
+    PasidDirEntryAccess,
+    /// 51h (SPD.2): the present bit of the PASID directory entry is clear.
+    PasidDirEntryNotPresent,
+    /// 52h (SPD.3): non-zero reserved field in a present PASID directory
+    /// entry.
+    PasidDirEntryReserved,
+    /// 58h (SPT.1): the PASID table entry could not be accessed.
+    PasidEntryAccess,
+    /// 59h (SPT.2): the present bit of the PASID table entry is clear.
+    PasidEntryNotPresent,
+    /// 5Ah (SPT.3): non-zero reserved field in a present PASID table entry.
+    PasidEntryReserved,
+    /// 5Bh (SPT.4): invalid programming of a present PASID table entry
+    /// (unsupported PGTT, AW or FLPM).
+    PasidEntryInvalid,
+    /// 5Ch (SPT.5): execute request with ERE clear.
+    PasidEntryEreClear,
+    /// 5Dh (SPT.6): supervisor request with SRE clear.
+    PasidEntrySreClear,
+    /// 70h (SFS.1): a first-stage paging entry below the root could not be
+    /// accessed.
+    FsEntryAccess,
+    /// 71h (SFS.2): the present bit of a first-stage paging entry is clear.
+    FsEntryNotPresent,
+    /// 72h (SFS.3): non-zero reserved field in a present first-stage paging
+    /// entry.
+    FsEntryReserved,
+    /// 73h (SFS.4): the first-stage root table (FSPTPTR) could not be
+    /// accessed.
+    FsRootAccess,
+    /// 74h (SFS.5): nested: a first-stage table address is beyond the
+    /// second-stage address width.
+    FsTableBeyondSsAgaw,
+    /// 75h (SFS.6): nested: no second-stage read permission for the
+    /// first-stage root table.
+    FsRootSsReadDenied,
+    /// 76h (SFS.7): nested: no second-stage read permission for a
+    /// first-stage table below the root.
+    FsEntrySsReadDenied,
+    /// 77h (SFS.8): nested: no second-stage write permission for an
+    /// accessed/dirty update of a first-stage entry.
+    FsEntrySsWriteDenied,
+    /// 78h (SSS.1): a second-stage paging entry could not be accessed.
+    SsEntryAccess,
+    /// 79h (SSS.2): a second-stage paging entry has both R and W clear
+    /// (not present).
+    SsEntryNotPresent,
+    /// 7Ah (SSS.3): non-zero reserved field in a present second-stage
+    /// paging entry.
+    SsEntryReserved,
+    /// 7Bh (SSS.4): invalid second-stage table pointer (SSPTPTR).
+    SsRootInvalid,
+    /// 80h (SGN.1): the input address is not canonical for first-stage
+    /// translation.
+    NonCanonical,
+    /// 81h (SGN.2): user request to a page with U/S clear on some level.
+    FsPrivilege,
+    /// 82h (SGN.3): execute request without execute permission.
+    SmExecute,
+    /// 83h (SGN.4.1): input address beyond the second-stage address width.
+    SmAddressBeyondAgaw,
+    /// 84h (SGN.4.2): nested: first-stage output address beyond the
+    /// second-stage address width.
+    SmNestedOutputBeyondAgaw,
+    /// 85h (SGN.5): write request without write permission.
+    SmWrite,
+    /// 86h (SGN.6): read request without read permission.
+    SmRead,
+    /// 87h (SGN.7): translated address falls in the interrupt range.
+    SmInterruptAddress,
+    /// 90h (SFS.9): accessed/dirty update needed in a first-stage entry
+    /// that is not snooped.
+    FsAdUpdateNoSnoop,
+    /// 91h (SFS.10): the accessed/dirty update of a first-stage entry
+    /// failed.
+    FsAdUpdateFailed,
 }
 
-const ALL_REASONS: [FaultReason; 14] = [
+const ALL_REASONS: [FaultReason; 59] = [
     FaultReason::RootEntryNotPresent,
     FaultReason::ContextEntryNotPresent,
     FaultReason::ContextEntryInvalid,
@@ -68,6 +183,51 @@ const ALL_REASONS: [FaultReason; 14] = [
     FaultReason::PagingEntryReserved,
     FaultReason::ContextEntryTranslationType,
     FaultReason::InterruptAddress,
+    FaultReason::SmRootTableAddressInvalid,
+    FaultReason::SmTtmLegacyWithPasid,
+    FaultReason::SmRootEntryAccess,
+    FaultReason::SmRootEntryNotPresent,
+    FaultReason::SmRootEntryReserved,
+    FaultReason::SmContextEntryAccess,
+    FaultReason::SmContextEntryNotPresent,
+    FaultReason::SmContextEntryReserved,
+    FaultReason::SmContextEntryInvalid,
+    FaultReason::SmContextDteClear,
+    FaultReason::SmContextPasidDisabled,
+    FaultReason::SmContextPasidTooLarge,
+    FaultReason::SmContextPreClear,
+    FaultReason::SmContextRidPasidInvalid,
+    FaultReason::PasidDirEntryAccess,
+    FaultReason::PasidDirEntryNotPresent,
+    FaultReason::PasidDirEntryReserved,
+    FaultReason::PasidEntryAccess,
+    FaultReason::PasidEntryNotPresent,
+    FaultReason::PasidEntryReserved,
+    FaultReason::PasidEntryInvalid,
+    FaultReason::PasidEntryEreClear,
+    FaultReason::PasidEntrySreClear,
+    FaultReason::FsEntryAccess,
+    FaultReason::FsEntryNotPresent,
+    FaultReason::FsEntryReserved,
+    FaultReason::FsRootAccess,
+    FaultReason::FsTableBeyondSsAgaw,
+    FaultReason::FsRootSsReadDenied,
+    FaultReason::FsEntrySsReadDenied,
+    FaultReason::FsEntrySsWriteDenied,
+    FaultReason::SsEntryAccess,
+    FaultReason::SsEntryNotPresent,
+    FaultReason::SsEntryReserved,
+    FaultReason::SsRootInvalid,
+    FaultReason::NonCanonical,
+    FaultReason::FsPrivilege,
+    FaultReason::SmExecute,
+    FaultReason::SmAddressBeyondAgaw,
+    FaultReason::SmNestedOutputBeyondAgaw,
+    FaultReason::SmWrite,
+    FaultReason::SmRead,
+    FaultReason::SmInterruptAddress,
+    FaultReason::FsAdUpdateNoSnoop,
+    FaultReason::FsAdUpdateFailed,
 ];
 
 impl FaultReason {
@@ -88,16 +248,73 @@ impl FaultReason {
             FaultReason::PagingEntryReserved => 0xc,
             FaultReason::ContextEntryTranslationType => 0xd,
             FaultReason::InterruptAddress => 0xe,
+            FaultReason::SmRootTableAddressInvalid => 0x30,
+            FaultReason::SmTtmLegacyWithPasid => 0x31,
+            FaultReason::SmRootEntryAccess => 0x38,
+            FaultReason::SmRootEntryNotPresent => 0x39,
+            FaultReason::SmRootEntryReserved => 0x3a,
+            FaultReason::SmContextEntryAccess => 0x40,
+            FaultReason::SmContextEntryNotPresent => 0x41,
+            FaultReason::SmContextEntryReserved => 0x42,
+            FaultReason::SmContextEntryInvalid => 0x43,
+            FaultReason::SmContextDteClear => 0x44,
+            FaultReason::SmContextPasidDisabled => 0x45,
+            FaultReason::SmContextPasidTooLarge => 0x46,
+            FaultReason::SmContextPreClear => 0x47,
+            FaultReason::SmContextRidPasidInvalid => 0x48,
+            FaultReason::PasidDirEntryAccess => 0x50,
+            FaultReason::PasidDirEntryNotPresent => 0x51,
+            FaultReason::PasidDirEntryReserved => 0x52,
+            FaultReason::PasidEntryAccess => 0x58,
+            FaultReason::PasidEntryNotPresent => 0x59,
+            FaultReason::PasidEntryReserved => 0x5a,
+            FaultReason::PasidEntryInvalid => 0x5b,
+            FaultReason::PasidEntryEreClear => 0x5c,
+            FaultReason::PasidEntrySreClear => 0x5d,
+            FaultReason::FsEntryAccess => 0x70,
+            FaultReason::FsEntryNotPresent => 0x71,
+            FaultReason::FsEntryReserved => 0x72,
+            FaultReason::FsRootAccess => 0x73,
+            FaultReason::FsTableBeyondSsAgaw => 0x74,
+            FaultReason::FsRootSsReadDenied => 0x75,
+            FaultReason::FsEntrySsReadDenied => 0x76,
+            FaultReason::FsEntrySsWriteDenied => 0x77,
+            FaultReason::SsEntryAccess => 0x78,
+            FaultReason::SsEntryNotPresent => 0x79,
+            FaultReason::SsEntryReserved => 0x7a,
+            FaultReason::SsRootInvalid => 0x7b,
+            FaultReason::NonCanonical => 0x80,
+            FaultReason::FsPrivilege => 0x81,
+            FaultReason::SmExecute => 0x82,
+            FaultReason::SmAddressBeyondAgaw => 0x83,
+            FaultReason::SmNestedOutputBeyondAgaw => 0x84,
+            FaultReason::SmWrite => 0x85,
+            FaultReason::SmRead => 0x86,
+            FaultReason::SmInterruptAddress => 0x87,
+            FaultReason::FsAdUpdateNoSnoop => 0x90,
+            FaultReason::FsAdUpdateFailed => 0x91,
         }
     }
 
-    /// The reason with the given code, if it is a legacy DMA reason.
+    /// Whether this is a scalable-mode reason (code 30h and above).
+    pub fn is_scalable_mode(&self) -> bool {
+        self.code() >= 0x30
+    }
+
+    /// The reason with the given code, if it is a DMA remapping reason
+    /// known to the model (legacy or scalable mode).
     pub fn from_code(code: u8) -> Option<FaultReason> {
         ALL_REASONS.iter().copied().find(|r| r.code() == code)
     }
 
     /// Whether the fault is "qualified": suppressed when the context entry
-    /// used to process the request has FPD set. Same table as the C device.
+    /// used to process the request has FPD set (in scalable mode: when the
+    /// context, PASID directory or PASID table entry involved has FPD set).
+    /// Legacy reasons: same table as the C device. Scalable-mode reasons
+    /// follow the same pattern: faults on the root-table address, on the
+    /// root entry, and access/reserved errors on the context entry are not
+    /// qualified, nor are access errors on PASID structures (as in the C
+    /// device); everything found after a context entry was read is.
     pub fn is_qualified(&self) -> bool {
         !matches!(
             self,
@@ -106,6 +323,15 @@ impl FaultReason {
                 | FaultReason::ContextTableInvalid
                 | FaultReason::RootEntryReserved
                 | FaultReason::ContextEntryReserved
+                | FaultReason::SmRootTableAddressInvalid
+                | FaultReason::SmTtmLegacyWithPasid
+                | FaultReason::SmRootEntryAccess
+                | FaultReason::SmRootEntryNotPresent
+                | FaultReason::SmRootEntryReserved
+                | FaultReason::SmContextEntryAccess
+                | FaultReason::SmContextEntryReserved
+                | FaultReason::PasidDirEntryAccess
+                | FaultReason::PasidEntryAccess
         )
     }
 }
@@ -295,6 +521,46 @@ mod tests {
         }
         assert_eq!(FaultReason::from_code(0), None);
         assert_eq!(FaultReason::from_code(0xf), None);
+        assert_eq!(FaultReason::from_code(0x32), None);
+        assert_eq!(FaultReason::from_code(0xff), None);
+    }
+
+    #[test]
+    fn reason_codes_are_unique_and_split_by_mode() {
+        for (i, a) in ALL_REASONS.iter().enumerate() {
+            for b in &ALL_REASONS[i + 1..] {
+                assert_ne!(a.code(), b.code(), "{a:?} vs {b:?}");
+            }
+            assert_eq!(a.is_scalable_mode(), a.code() >= 0x30);
+        }
+        assert_eq!(ALL_REASONS.iter().filter(|r| !r.is_scalable_mode()).count(), 14);
+    }
+
+    #[test]
+    fn scalable_mode_codes_match_spec_table() {
+        assert_eq!(FaultReason::SmRootEntryNotPresent.code(), 0x39);
+        assert_eq!(FaultReason::SmContextEntryNotPresent.code(), 0x41);
+        assert_eq!(FaultReason::SmContextPreClear.code(), 0x47);
+        assert_eq!(FaultReason::PasidDirEntryNotPresent.code(), 0x51);
+        assert_eq!(FaultReason::PasidEntryInvalid.code(), 0x5b);
+        assert_eq!(FaultReason::FsEntryNotPresent.code(), 0x71);
+        assert_eq!(FaultReason::FsRootAccess.code(), 0x73);
+        assert_eq!(FaultReason::SsEntryReserved.code(), 0x7a);
+        assert_eq!(FaultReason::NonCanonical.code(), 0x80);
+        assert_eq!(FaultReason::SmWrite.code(), 0x85);
+        assert_eq!(FaultReason::SmInterruptAddress.code(), 0x87);
+        assert_eq!(FaultReason::FsAdUpdateFailed.code(), 0x91);
+    }
+
+    #[test]
+    fn scalable_qualification_follows_structure_order() {
+        assert!(!FaultReason::SmRootEntryNotPresent.is_qualified());
+        assert!(!FaultReason::SmContextEntryAccess.is_qualified());
+        assert!(!FaultReason::PasidDirEntryAccess.is_qualified());
+        assert!(FaultReason::SmContextEntryNotPresent.is_qualified());
+        assert!(FaultReason::PasidEntryNotPresent.is_qualified());
+        assert!(FaultReason::FsEntryNotPresent.is_qualified());
+        assert!(FaultReason::SmWrite.is_qualified());
     }
 
     #[test]

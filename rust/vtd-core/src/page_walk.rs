@@ -100,6 +100,41 @@ pub fn reserved_mask(cfg: &WalkConfig, level: u8, large: bool) -> u64 {
     }
 }
 
+/// Why a second-stage walk failed, in more detail than the legacy fault
+/// reasons distinguish (scalable mode reports these separately).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SsError {
+    /// `levels` is not in 1..=4.
+    BadLevels,
+    /// The input address is above the adjusted guest address width.
+    BeyondAgaw,
+    /// The root-level table could not be read.
+    RootAccess,
+    /// A table below the root level could not be read.
+    EntryAccess,
+    /// An entry has R = W = 0.
+    NotPresent,
+    /// A present entry has a reserved bit set (or an unsupported PS).
+    Reserved,
+    /// The effective permission does not allow the access.
+    Permission,
+}
+
+impl SsError {
+    /// The legacy-mode fault reason for this error (read/write faults
+    /// depend on the request type).
+    pub fn legacy_reason(self, write: bool) -> FaultReason {
+        match self {
+            SsError::BadLevels | SsError::RootAccess => FaultReason::ContextEntryInvalid,
+            SsError::BeyondAgaw => FaultReason::AddressBeyondMgaw,
+            SsError::EntryAccess => FaultReason::PagingEntryInvalid,
+            SsError::Reserved => FaultReason::PagingEntryReserved,
+            SsError::NotPresent | SsError::Permission if write => FaultReason::Write,
+            SsError::NotPresent | SsError::Permission => FaultReason::Read,
+        }
+    }
+}
+
 /// Translate `iova` through the second-stage tables rooted at `root`
 /// (`levels` deep, `agaw` bits of input address).
 pub fn walk(
@@ -111,12 +146,25 @@ pub fn walk(
     iova: u64,
     write: bool,
 ) -> Result<WalkOutput, FaultReason> {
+    walk_detailed(mem, cfg, root, levels, agaw, iova, write).map_err(|e| e.legacy_reason(write))
+}
+
+/// [`walk`] with the failure reported as an [`SsError`].
+pub fn walk_detailed(
+    mem: &dyn GuestMemory,
+    cfg: &WalkConfig,
+    root: u64,
+    levels: u8,
+    agaw: u8,
+    iova: u64,
+    write: bool,
+) -> Result<WalkOutput, SsError> {
     if !(1..=4).contains(&levels) {
-        return Err(FaultReason::ContextEntryInvalid);
+        return Err(SsError::BadLevels);
     }
     let limit_bits = u32::from(agaw.min(cfg.mgaw_bits));
     if iova & !width_mask(limit_bits) != 0 {
-        return Err(FaultReason::AddressBeyondMgaw);
+        return Err(SsError::BeyondAgaw);
     }
     let haw = width_mask(u32::from(cfg.haw_bits));
     let mut table = root & haw & !0xfff;
@@ -126,16 +174,11 @@ pub fn walk(
         let index = (iova >> level_shift(level)) & 0x1ff;
         let pte = match mem.read_u64(table.wrapping_add(index * 8)) {
             Ok(v) => v,
-            Err(_) if level == levels => return Err(FaultReason::ContextEntryInvalid),
-            Err(_) => return Err(FaultReason::PagingEntryInvalid),
-        };
-        let denied = if write {
-            FaultReason::Write
-        } else {
-            FaultReason::Read
+            Err(_) if level == levels => return Err(SsError::RootAccess),
+            Err(_) => return Err(SsError::EntryAccess),
         };
         if pte & (SL_R | SL_W) == 0 {
-            return Err(denied);
+            return Err(SsError::NotPresent);
         }
         let large = (level == 2 || level == 3) && pte & SL_PS != 0;
         let large_ok = match level {
@@ -144,12 +187,12 @@ pub fn walk(
             _ => true,
         };
         if pte & reserved_mask(cfg, level, large) != 0 || (large && !large_ok) {
-            return Err(FaultReason::PagingEntryReserved);
+            return Err(SsError::Reserved);
         }
         perm.read &= pte & SL_R != 0;
         perm.write &= pte & SL_W != 0;
         if !perm.allows(write) {
-            return Err(denied);
+            return Err(SsError::Permission);
         }
         if level == 1 || large {
             let size = level_size(level);

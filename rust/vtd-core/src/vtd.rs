@@ -10,17 +10,23 @@
 //! exposed as [`VtdState`]; caches are rebuilt on demand.
 
 use crate::cache::{ContextCache, Iotlb, IotlbEntry};
-use crate::config::{width_mask, Config, CAP_SAGAW_SHIFT, CAP_SLLPS_1G, CAP_SLLPS_2M, ECAP_DT};
+use crate::config::{
+    width_mask, Config, CAP_FS1GP, CAP_SAGAW_SHIFT, CAP_SLLPS_1G, CAP_SLLPS_2M, ECAP_DT,
+};
 use crate::effects::{Effects, Msi};
 use crate::fault::{self, Fault, FaultReason, FaultRecord};
+use crate::first_stage::{
+    fs_walk, nested_walk, ss_output_fault, FsAccess, FsControls, FsOutput, FsWalkConfig,
+};
 use crate::inv_queue::{
     decode, decode_ccmd, decode_iotlb_reg, descriptor_type, ContextInvalidation, InvRequest,
     IotlbInvalidation, QueueState, DESC_NONE,
 };
 use crate::mem::GuestMemory;
-use crate::page_walk::{level_size, walk, WalkConfig};
+use crate::page_walk::{level_size, walk, walk_detailed, Perm, WalkConfig};
 use crate::registers::*;
 use crate::root_context::{lookup_device_context, ContextChecks, ContextMode};
+use crate::scalable::{resolve, PasidMode, SmCaps};
 use crate::translation::{Request, Translation};
 
 /// First address of the interrupt address range.
@@ -29,7 +35,8 @@ pub const INTERRUPT_ADDR_FIRST: u64 = 0xfee0_0000;
 pub const INTERRUPT_ADDR_LAST: u64 = 0xfeef_ffff;
 
 /// Migratable architectural state (mirrors the C device's vmstate fields
-/// that exist in legacy mode without interrupt remapping).
+/// that exist without interrupt remapping; `root_scalable` is the C
+/// device's `root_scalable`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VtdState {
     /// Register byte image.
@@ -42,9 +49,20 @@ pub struct VtdState {
     pub queue: QueueState,
     /// Index of the fault recording register the next fault goes to.
     pub next_frcd_reg: u16,
+    /// The latched root table is in scalable format (RTADDR.TTM = 01b at
+    /// the last SRTP); always false without `Config::scalable_mode`.
+    pub root_scalable: bool,
 }
 
-/// One VT-d DMA remapping unit in legacy mode.
+/// One VT-d DMA remapping unit.
+///
+/// Legacy mode is complete. With [`Config::scalable_mode`] and a root
+/// table latched with RTADDR.TTM = 01b, requests (all without PASID) are
+/// translated through the scalable-mode context entry's RID_PASID PASID
+/// table entry: pass-through, second-stage, first-stage or nested. Not yet
+/// modelled in scalable mode: 256-bit invalidation descriptors (IQA.DW) and
+/// the PASID-based invalidations, a PASID cache, requests with PASID,
+/// page requests and device-TLBs.
 #[derive(Clone, Debug)]
 pub struct Vtd {
     cfg: Config,
@@ -52,6 +70,7 @@ pub struct Vtd {
     ecap: u64,
     regs: RegisterFile,
     root: u64,
+    root_scalable: bool,
     dmar_enabled: bool,
     queue: QueueState,
     next_frcd: u16,
@@ -75,6 +94,7 @@ impl Vtd {
             cap,
             ecap,
             root: 0,
+            root_scalable: false,
             dmar_enabled: false,
             queue: QueueState::default(),
             next_frcd: 0,
@@ -114,6 +134,11 @@ impl Vtd {
         self.root
     }
 
+    /// The latched root table is a scalable-mode root table.
+    pub fn root_table_scalable(&self) -> bool {
+        self.root_scalable
+    }
+
     /// Queued invalidation state.
     pub fn queue(&self) -> QueueState {
         self.queue
@@ -147,6 +172,7 @@ impl Vtd {
             dmar_enabled: self.dmar_enabled,
             queue: self.queue,
             next_frcd_reg: self.next_frcd,
+            root_scalable: self.root_scalable,
         }
     }
 
@@ -182,8 +208,12 @@ impl Vtd {
         if st.next_frcd_reg >= FRCD_REG_NR {
             return Err(format!("vtd: invalid migrated fault record index {}", st.next_frcd_reg));
         }
+        if st.root_scalable && !self.cfg.scalable_mode {
+            return Err("vtd: migrated scalable-mode root table without scalable mode".into());
+        }
         self.regs.load_csr(&st.csr);
         self.root = st.root;
+        self.root_scalable = st.root_scalable;
         self.dmar_enabled = st.dmar_enabled;
         self.queue = st.queue;
         self.next_frcd = st.next_frcd_reg;
@@ -309,7 +339,7 @@ impl Vtd {
             Reg::Iqa => {
                 if part != Part::High && value & IQA_DW != 0 {
                     fx.guest_error(
-                        "vtd: IQA.DW set but 256-bit descriptors are not supported (ECAP.SMTS=0); ignored",
+                        "vtd: IQA.DW set but 256-bit descriptors are not supported; ignored",
                     );
                 }
                 if self.queue.enabled {
@@ -387,10 +417,16 @@ impl Vtd {
 
     fn set_root_table(&mut self, fx: &mut Effects) {
         let rtaddr = self.regs.get64(RTADDR);
-        if rtaddr & RTADDR_TTM != 0 {
+        let ttm = (rtaddr & RTADDR_TTM) >> 10;
+        self.root_scalable = self.cfg.scalable_mode && ttm == 1;
+        if ttm != 0 && !self.root_scalable {
+            let supported = if self.cfg.scalable_mode {
+                "legacy (00b) and scalable (01b) only"
+            } else {
+                "legacy mode only"
+            };
             fx.guest_error(format!(
-                "vtd: RTADDR.TTM={} not supported (legacy mode only); using legacy tables",
-                (rtaddr & RTADDR_TTM) >> 10
+                "vtd: RTADDR.TTM={ttm} not supported ({supported}); using legacy tables"
             ));
         }
         self.root = rtaddr & self.haw_mask() & !0xfff;
@@ -663,6 +699,9 @@ impl Vtd {
         if !self.dmar_enabled {
             return Ok(Translation::identity_4k(req.iova, 0));
         }
+        if self.root_scalable {
+            return self.translate_scalable(req, mem, fx);
+        }
         let ctx = match self.context_cache.lookup(req.sid) {
             Some(c) => c,
             None => {
@@ -709,6 +748,101 @@ impl Vtd {
             perm: out.perm,
         };
         self.iotlb.insert(entry);
+        Ok(translation_of(&entry))
+    }
+}
+
+impl Vtd {
+    fn sm_caps(&self) -> SmCaps {
+        SmCaps::from_regs(self.cap, self.ecap, self.cfg.aw_bits)
+    }
+
+    /// Scalable-mode translation of a request without PASID (RID_PASID).
+    /// Nothing derived from the context or PASID structures is cached yet:
+    /// they are read for every request; only leaf translations go to the
+    /// IOTLB, keyed by the PASID entry's domain id (not by PASID or PGTT:
+    /// a guest that gives two PASID entries with different tables the same
+    /// DID shares IOTLB entries between them, which the spec forbids
+    /// software to rely on anyway).
+    fn translate_scalable(
+        &mut self,
+        req: &Request,
+        mem: &dyn GuestMemory,
+        fx: &mut Effects,
+    ) -> Result<Translation, Fault> {
+        let caps = self.sm_caps();
+        let pc = match resolve(mem, self.root, req.sid, None, &caps) {
+            Ok(pc) => pc,
+            Err(cf) => return Err(self.report(cf.reason, cf.fpd, req, fx)),
+        };
+        let did = pc.pasid_entry.domain_id;
+        let fpd = pc.fpd;
+        if pc.pasid_entry.mode == PasidMode::PassThrough {
+            return Ok(Translation::identity_4k(req.iova, did));
+        }
+        if let PasidMode::SecondStage(ss) = pc.pasid_entry.mode {
+            let limit = u32::from(ss.agaw.min(self.cfg.aw_bits));
+            if req.iova & !width_mask(limit) != 0 {
+                return Err(self.report(FaultReason::SmAddressBeyondAgaw, fpd, req, fx));
+            }
+        }
+        if let Some(e) = self.iotlb.lookup(did, req.iova) {
+            if e.perm.allows(req.write) {
+                return Ok(translation_of(&e));
+            }
+        }
+        let ss_cfg = self.walk_config();
+        let fs_cfg = FsWalkConfig {
+            haw_bits: self.cfg.aw_bits,
+            large_1g: self.cap & CAP_FS1GP != 0,
+        };
+        let ctl = FsControls { wpe: pc.pasid_entry.wpe, eafe: pc.pasid_entry.eafe };
+        let access = FsAccess { write: req.write, supervisor: pc.privileged };
+        let out: Result<FsOutput, FaultReason> = match pc.pasid_entry.mode {
+            PasidMode::SecondStage(ss) => {
+                walk_detailed(mem, &ss_cfg, ss.root, ss.levels, ss.agaw, req.iova, req.write)
+                    .map(|o| FsOutput {
+                        phys: o.phys,
+                        level: o.level,
+                        perm: o.perm,
+                        dirty: true,
+                        pte: o.pte,
+                    })
+                    .map_err(|e| ss_output_fault(e, req.write, false))
+            }
+            PasidMode::FirstStage(fs) => fs_walk(mem, &fs_cfg, &fs, &ctl, req.iova, access),
+            PasidMode::Nested { fs, ss } => {
+                nested_walk(mem, &fs_cfg, &ss_cfg, &fs, &ss, &ctl, req.iova, access)
+            }
+            PasidMode::PassThrough => return Ok(Translation::identity_4k(req.iova, did)),
+        };
+        let out = match out {
+            Ok(o) => o,
+            Err(reason) => return Err(self.report(reason, fpd, req, fx)),
+        };
+        let size = level_size(out.level);
+        let last = out.phys.saturating_add(size - 1);
+        if out.phys <= INTERRUPT_ADDR_LAST && last >= INTERRUPT_ADDR_FIRST {
+            return Err(self.report(FaultReason::SmInterruptAddress, fpd, req, fx));
+        }
+        // A page whose D flag is still clear must not satisfy a write from
+        // the IOTLB: the write has to walk again to set D.
+        let perm = Perm { read: out.perm.read, write: out.perm.write && out.dirty };
+        let entry = IotlbEntry {
+            domain_id: did,
+            iova: req.iova & !(size - 1),
+            phys: out.phys,
+            level: out.level,
+            perm,
+        };
+        // The IOTLB does not record privilege. Permissions found for a user
+        // request are never wider than a supervisor's for the same page, so
+        // only those are cached; a supervisor request that needs more than
+        // a cached entry grants walks again, and its result is not cached.
+        let privilege_independent = matches!(pc.pasid_entry.mode, PasidMode::SecondStage(_));
+        if privilege_independent || !pc.privileged {
+            self.iotlb.insert(entry);
+        }
         Ok(translation_of(&entry))
     }
 }

@@ -1,0 +1,880 @@
+//! Scalable-mode device-to-domain mapping structures: the scalable root
+//! table, 256-bit context entries, the PASID directory and the 512-bit
+//! PASID table entries.
+//!
+//! Conventions: every structure is read little-endian from guest memory
+//! and kept raw (`val` quadwords, quadword 0 holding bits 63:0) with typed
+//! accessors, like the legacy structures in [`crate::root_context`].
+//! Layout (bit numbers within the whole entry):
+//!
+//! * root entry (128 bits, indexed by bus): bit 0 LP and bits 63:12 LCTP
+//!   (context table for devfn 0..=127), bit 64 UP and bits 127:76 UCTP
+//!   (devfn 128..=255); every other bit is reserved;
+//! * context entry (256 bits, 128 per 4 KiB table, indexed by devfn & 0x7f):
+//!   P (0), FPD (1), DTE (2), PASIDE (3), PRE (4), PDTS (11:9, the PASID
+//!   directory has 2^(PDTS+7) entries), PASIDDIRPTR (63:12), RID_PASID
+//!   (83:64), RID_PRIV (84);
+//! * PASID directory entry (64 bits, indexed by PASID bits 19:6): P (0), FPD
+//!   (1), SMPTBLPTR (63:12);
+//! * PASID table entry (512 bits, 64 per 4 KiB table, indexed by
+//!   PASID bits 5:0): P (0), FPD (1), AW (4:2), SSEE (5), PGTT (8:6), SSADE (9),
+//!   SSPTPTR (63:12), DID (79:64), PWSNP (87), PGSNP (88), SRE (128), FSPM /
+//!   FLPM (131:130), WPE (132), NXE (133), SMEP (134), EAFE (135), FSPTPTR
+//!   (191:140).
+//!
+//! Validation ([`lookup_sm_context`], [`lookup_pasid_entry`], [`resolve`])
+//! follows the walk order of the hardware and yields a
+//! [`ContextFault`]: the scalable-mode fault reason plus whether any FPD
+//! bit read so far (context, PASID directory, PASID table entry; honoured
+//! even in an entry whose P bit is clear, as the C device does) suppresses
+//! qualified faults.
+//!
+//! Reserved-bit policy: bits the spec reserves, and fields that belong to
+//! features this model does not advertise (SSEE/SSADE without execute or
+//! second-stage A/D support, SRE/RID_PRIV without ECAP.SRS, EAFE without
+//! extended-accessed support), are checked. The snoop and memory-type
+//! fields of PASID-entry quadword 1 are accepted and ignored (snooping has
+//! no meaning for an emulated IOMMU), as are NXE and SMEP (execute requests
+//! are not modelled).
+
+use crate::config::{
+    width_mask, CAP_SAGAW_SHIFT, ECAP_FLTS, ECAP_NEST, ECAP_PASID, ECAP_PSS_SHIFT, ECAP_PT,
+    ECAP_SLTS, ECAP_SRS, MAX_PASID_BITS,
+};
+use crate::fault::FaultReason;
+use crate::first_stage::{FsTable, SsTable};
+use crate::mem::{GuestMemory, MemError};
+use crate::root_context::ContextFault;
+
+/// Size of a scalable-mode root entry.
+pub const SM_ROOT_ENTRY_SIZE: u64 = 16;
+/// Size of a scalable-mode context entry.
+pub const SM_CONTEXT_ENTRY_SIZE: u64 = 32;
+/// Size of a PASID directory entry.
+pub const PASID_DIR_ENTRY_SIZE: u64 = 8;
+/// Size of a PASID table entry.
+pub const PASID_ENTRY_SIZE: u64 = 64;
+
+/// Context entry quadword 0: reserved bits 8:5.
+pub const SM_CTX_RSVD0: u64 = 0x1e0;
+/// Context entry quadword 1: reserved bits 127:85.
+pub const SM_CTX_RSVD1: u64 = !0x1f_ffff;
+/// Context entry quadword 1: RID_PRIV.
+pub const SM_CTX_RID_PRIV: u64 = 1 << 20;
+/// PASID directory entry: reserved bits 11:2.
+pub const PDIR_RSVD: u64 = 0xffc;
+/// PASID entry quadword 0: SSEE (second-stage execute enable).
+pub const PE_SSEE: u64 = 1 << 5;
+/// PASID entry quadword 0: SSADE (second-stage accessed/dirty enable).
+pub const PE_SSADE: u64 = 1 << 9;
+/// PASID entry quadword 0: reserved bits 11:10.
+pub const PE_RSVD0: u64 = 0xc00;
+/// PASID entry quadword 2: SRE.
+pub const PE_SRE: u64 = 1;
+/// PASID entry quadword 2: WPE.
+pub const PE_WPE: u64 = 1 << 4;
+/// PASID entry quadword 2: EAFE.
+pub const PE_EAFE: u64 = 1 << 7;
+/// PASID entry quadword 1: PWSNP.
+pub const PE_PWSNP: u64 = 1 << 23;
+/// PASID entry quadword 1: PGSNP.
+pub const PE_PGSNP: u64 = 1 << 24;
+
+fn read_quads<const N: usize>(mem: &dyn GuestMemory, addr: u64) -> Result<[u64; N], MemError> {
+    let mut out = [0u64; N];
+    for (i, q) in out.iter_mut().enumerate() {
+        *q = mem.read_u64(addr.wrapping_add(8 * i as u64))?;
+    }
+    Ok(out)
+}
+
+/// Hardware capabilities scalable-mode validation depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SmCaps {
+    /// Host address width mask.
+    pub haw_mask: u64,
+    /// CAP.SAGAW (bit n = AW encoding n supported).
+    pub sagaw: u8,
+    /// ECAP.PT: PGTT pass-through allowed.
+    pub pass_through: bool,
+    /// ECAP.SLTS: PGTT second-stage allowed.
+    pub second_stage: bool,
+    /// ECAP.FLTS: PGTT first-stage allowed.
+    pub first_stage: bool,
+    /// ECAP.NEST: PGTT nested allowed.
+    pub nested: bool,
+    /// ECAP.SRS: supervisor requests (SRE, RID_PRIV) supported.
+    pub supervisor: bool,
+    /// 5-level first-stage tables supported.
+    pub fs_5level: bool,
+    /// Extended-accessed flag (EAFE) supported.
+    pub eafs: bool,
+    /// Supported PASID width (0: no PASID support).
+    pub pasid_bits: u8,
+}
+
+impl SmCaps {
+    /// Capabilities as advertised by CAP/ECAP for host address width
+    /// `aw_bits`.
+    pub fn from_regs(cap: u64, ecap: u64, aw_bits: u8) -> SmCaps {
+        let pasid_bits = if ecap & ECAP_PASID != 0 {
+            (((ecap >> ECAP_PSS_SHIFT) & 0x1f) as u8 + 1).min(MAX_PASID_BITS)
+        } else {
+            0
+        };
+        SmCaps {
+            haw_mask: width_mask(u32::from(aw_bits)),
+            sagaw: ((cap >> CAP_SAGAW_SHIFT) & 0x1f) as u8,
+            pass_through: ecap & ECAP_PT != 0,
+            second_stage: ecap & ECAP_SLTS != 0,
+            first_stage: ecap & ECAP_FLTS != 0,
+            nested: ecap & ECAP_NEST != 0,
+            supervisor: ecap & ECAP_SRS != 0,
+            fs_5level: false,
+            eafs: false,
+            pasid_bits,
+        }
+    }
+}
+
+/// A scalable-mode root entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SmRootEntry {
+    /// Bits 63:0 (lower half: devfn 0..=127).
+    pub lo: u64,
+    /// Bits 127:64 (upper half: devfn 128..=255).
+    pub hi: u64,
+}
+
+impl SmRootEntry {
+    /// Read the entry for `bus` from the root table at `root_table`.
+    pub fn read(mem: &dyn GuestMemory, root_table: u64, bus: u8) -> Result<SmRootEntry, MemError> {
+        let addr = root_table.wrapping_add(u64::from(bus) * SM_ROOT_ENTRY_SIZE);
+        let [lo, hi] = read_quads::<2>(mem, addr)?;
+        Ok(SmRootEntry { lo, hi })
+    }
+
+    /// LP: the lower context table pointer is valid.
+    pub fn lower_present(&self) -> bool {
+        self.lo & 1 != 0
+    }
+
+    /// UP: the upper context table pointer is valid.
+    pub fn upper_present(&self) -> bool {
+        self.hi & 1 != 0
+    }
+
+    /// LCTP: context table for devfn 0..=127.
+    pub fn lower_context_table(&self) -> u64 {
+        self.lo & !0xfff
+    }
+
+    /// UCTP: context table for devfn 128..=255.
+    pub fn upper_context_table(&self) -> u64 {
+        self.hi & !0xfff
+    }
+
+    /// The half used by `devfn`: (present, context table address, raw
+    /// quadword).
+    pub fn half(&self, devfn: u8) -> (bool, u64, u64) {
+        if devfn & 0x80 != 0 {
+            (self.upper_present(), self.upper_context_table(), self.hi)
+        } else {
+            (self.lower_present(), self.lower_context_table(), self.lo)
+        }
+    }
+
+    /// Reserved bits set in the half used by `devfn` (bits 11:1 and bits
+    /// above the host address width).
+    pub fn reserved_bits(&self, devfn: u8, haw_mask: u64) -> u64 {
+        let (_, _, raw) = self.half(devfn);
+        raw & (0xffe | !haw_mask)
+    }
+}
+
+/// A scalable-mode (256-bit) context entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SmContextEntry {
+    /// The four quadwords, bits 63:0 first.
+    pub val: [u64; 4],
+}
+
+impl SmContextEntry {
+    /// Read the entry for `devfn` from the context table `table` (the
+    /// table of the root-entry half that covers `devfn`).
+    pub fn read(mem: &dyn GuestMemory, table: u64, devfn: u8) -> Result<SmContextEntry, MemError> {
+        let addr = table.wrapping_add(u64::from(devfn & 0x7f) * SM_CONTEXT_ENTRY_SIZE);
+        Ok(SmContextEntry { val: read_quads::<4>(mem, addr)? })
+    }
+
+    /// P.
+    pub fn present(&self) -> bool {
+        self.val[0] & 1 != 0
+    }
+
+    /// FPD.
+    pub fn fpd(&self) -> bool {
+        self.val[0] & 2 != 0
+    }
+
+    /// DTE: device-TLB (ATS) enable.
+    pub fn dte(&self) -> bool {
+        self.val[0] & 4 != 0
+    }
+
+    /// PASIDE: requests-with-PASID enabled.
+    pub fn paside(&self) -> bool {
+        self.val[0] & 8 != 0
+    }
+
+    /// PRE: page requests enabled.
+    pub fn pre(&self) -> bool {
+        self.val[0] & 0x10 != 0
+    }
+
+    /// PDTS: PASID directory size encoding.
+    pub fn pdts(&self) -> u8 {
+        ((self.val[0] >> 9) & 7) as u8
+    }
+
+    /// Number of PASID directory entries, 2^(PDTS + 7).
+    pub fn pasid_dir_entries(&self) -> u32 {
+        1u32 << (u32::from(self.pdts()) + 7)
+    }
+
+    /// PASIDDIRPTR: PASID directory address.
+    pub fn pasid_dir(&self) -> u64 {
+        self.val[0] & !0xfff
+    }
+
+    /// RID_PASID: PASID used for requests without PASID.
+    pub fn rid_pasid(&self) -> u32 {
+        (self.val[1] & 0xf_ffff) as u32
+    }
+
+    /// RID_PRIV: requests without PASID are supervisor requests.
+    pub fn rid_priv(&self) -> bool {
+        self.val[1] & SM_CTX_RID_PRIV != 0
+    }
+
+    /// Reserved bits that are set, per quadword.
+    pub fn reserved_bits(&self, caps: &SmCaps) -> [u64; 4] {
+        let priv_rsvd = if caps.supervisor { 0 } else { SM_CTX_RID_PRIV };
+        [
+            self.val[0] & (SM_CTX_RSVD0 | !caps.haw_mask),
+            self.val[1] & (SM_CTX_RSVD1 | priv_rsvd),
+            self.val[2],
+            self.val[3],
+        ]
+    }
+}
+
+/// A PASID directory entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PasidDirEntry(pub u64);
+
+impl PasidDirEntry {
+    /// Read the entry covering `pasid` from the directory at `dir`.
+    pub fn read(mem: &dyn GuestMemory, dir: u64, pasid: u32) -> Result<PasidDirEntry, MemError> {
+        let addr = dir.wrapping_add(u64::from(pasid >> 6) * PASID_DIR_ENTRY_SIZE);
+        mem.read_u64(addr).map(PasidDirEntry)
+    }
+
+    /// P.
+    pub fn present(&self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    /// FPD.
+    pub fn fpd(&self) -> bool {
+        self.0 & 2 != 0
+    }
+
+    /// SMPTBLPTR: PASID table address.
+    pub fn pasid_table(&self) -> u64 {
+        self.0 & !0xfff
+    }
+
+    /// Reserved bits that are set (11:2 and above the host address width).
+    pub fn reserved_bits(&self, haw_mask: u64) -> u64 {
+        self.0 & (PDIR_RSVD | !haw_mask)
+    }
+}
+
+/// The PGTT field of a PASID table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pgtt {
+    /// 001b: first-stage only.
+    FirstStage,
+    /// 010b: second-stage only.
+    SecondStage,
+    /// 011b: nested (first stage, each address translated by the second).
+    Nested,
+    /// 100b: pass-through.
+    PassThrough,
+    /// Any other encoding.
+    Reserved(u8),
+}
+
+/// The first-stage paging mode (FSPM/FLPM) of a PASID table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FsPagingMode {
+    /// 00b: 4-level tables, 48-bit canonical input.
+    Level4,
+    /// 01b: 5-level tables, 57-bit canonical input.
+    Level5,
+    /// 10b / 11b.
+    Reserved(u8),
+}
+
+/// A scalable-mode (512-bit) PASID table entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PasidEntry {
+    /// The eight quadwords, bits 63:0 first.
+    pub val: [u64; 8],
+}
+
+impl PasidEntry {
+    /// Read the entry for `pasid` from the PASID table at `table`.
+    pub fn read(mem: &dyn GuestMemory, table: u64, pasid: u32) -> Result<PasidEntry, MemError> {
+        let addr = table.wrapping_add(u64::from(pasid & 0x3f) * PASID_ENTRY_SIZE);
+        Ok(PasidEntry { val: read_quads::<8>(mem, addr)? })
+    }
+
+    /// P.
+    pub fn present(&self) -> bool {
+        self.val[0] & 1 != 0
+    }
+
+    /// FPD.
+    pub fn fpd(&self) -> bool {
+        self.val[0] & 2 != 0
+    }
+
+    /// AW: second-stage adjusted guest address width encoding.
+    pub fn aw(&self) -> u8 {
+        ((self.val[0] >> 2) & 7) as u8
+    }
+
+    /// SSEE (SLEE): second-stage execute enable.
+    pub fn ssee(&self) -> bool {
+        self.val[0] & PE_SSEE != 0
+    }
+
+    /// PGTT.
+    pub fn pgtt(&self) -> Pgtt {
+        match ((self.val[0] >> 6) & 7) as u8 {
+            1 => Pgtt::FirstStage,
+            2 => Pgtt::SecondStage,
+            3 => Pgtt::Nested,
+            4 => Pgtt::PassThrough,
+            v => Pgtt::Reserved(v),
+        }
+    }
+
+    /// SSADE (SLADE): second-stage accessed/dirty enable.
+    pub fn ssade(&self) -> bool {
+        self.val[0] & PE_SSADE != 0
+    }
+
+    /// SSPTPTR (SLPTPTR): second-stage table root.
+    pub fn ssptptr(&self) -> u64 {
+        self.val[0] & !0xfff
+    }
+
+    /// DID.
+    pub fn domain_id(&self) -> u16 {
+        self.val[1] as u16
+    }
+
+    /// PWSNP: page-walk snoop.
+    pub fn pwsnp(&self) -> bool {
+        self.val[1] & PE_PWSNP != 0
+    }
+
+    /// PGSNP: page snoop.
+    pub fn pgsnp(&self) -> bool {
+        self.val[1] & PE_PGSNP != 0
+    }
+
+    /// SRE: supervisor requests enabled.
+    pub fn sre(&self) -> bool {
+        self.val[2] & PE_SRE != 0
+    }
+
+    /// FSPM (FLPM): first-stage paging mode.
+    pub fn fs_paging_mode(&self) -> FsPagingMode {
+        match ((self.val[2] >> 2) & 3) as u8 {
+            0 => FsPagingMode::Level4,
+            1 => FsPagingMode::Level5,
+            v => FsPagingMode::Reserved(v),
+        }
+    }
+
+    /// WPE: write protect for supervisor requests.
+    pub fn wpe(&self) -> bool {
+        self.val[2] & PE_WPE != 0
+    }
+
+    /// EAFE: extended-accessed flag enable.
+    pub fn eafe(&self) -> bool {
+        self.val[2] & PE_EAFE != 0
+    }
+
+    /// FSPTPTR (FLPTPTR): first-stage table root.
+    pub fn fsptptr(&self) -> u64 {
+        self.val[2] & !0xfff
+    }
+
+    /// Reserved bits that are set, per quadword (see the module
+    /// documentation for the policy).
+    pub fn reserved_bits(&self, caps: &SmCaps) -> [u64; 8] {
+        let sre = if caps.supervisor { 0 } else { PE_SRE };
+        let eafe = if caps.eafs { 0 } else { PE_EAFE };
+        [
+            self.val[0] & (PE_RSVD0 | PE_SSEE | PE_SSADE | !caps.haw_mask),
+            0,
+            self.val[2] & (sre | eafe | !caps.haw_mask),
+            self.val[3],
+            self.val[4],
+            self.val[5],
+            self.val[6],
+            self.val[7],
+        ]
+    }
+}
+
+/// What a validated PASID table entry tells the hardware to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PasidMode {
+    /// Output address = input address.
+    PassThrough,
+    /// Second-stage translation only.
+    SecondStage(SsTable),
+    /// First-stage translation only.
+    FirstStage(FsTable),
+    /// First-stage translation whose table and output addresses are
+    /// translated by the second stage.
+    Nested {
+        /// First-stage tables (guest physical addresses).
+        fs: FsTable,
+        /// Second-stage tables.
+        ss: SsTable,
+    },
+}
+
+/// A present, validated PASID table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PasidConfig {
+    /// The raw entry.
+    pub entry: PasidEntry,
+    /// DID.
+    pub domain_id: u16,
+    /// Translation mode.
+    pub mode: PasidMode,
+    /// SRE.
+    pub sre: bool,
+    /// WPE.
+    pub wpe: bool,
+    /// EAFE.
+    pub eafe: bool,
+}
+
+/// Validate a PASID table entry read for a request (`fpd` is the FPD
+/// state accumulated from the structures read before it).
+pub fn decode_pasid_entry(
+    pe: &PasidEntry,
+    caps: &SmCaps,
+    fpd: bool,
+) -> Result<PasidConfig, ContextFault> {
+    let fpd = fpd || pe.fpd();
+    let fail = |reason| ContextFault { reason, fpd };
+    if !pe.present() {
+        return Err(fail(FaultReason::PasidEntryNotPresent));
+    }
+    if pe.reserved_bits(caps).iter().any(|&r| r != 0) {
+        return Err(fail(FaultReason::PasidEntryReserved));
+    }
+    let ss = || {
+        let aw = pe.aw();
+        if aw > 4 || caps.sagaw & (1 << aw) == 0 {
+            return Err(fail(FaultReason::PasidEntryInvalid));
+        }
+        Ok(SsTable { root: pe.ssptptr(), levels: aw + 2, agaw: 30 + 9 * aw })
+    };
+    let fs = || {
+        let levels = match pe.fs_paging_mode() {
+            FsPagingMode::Level4 => 4,
+            FsPagingMode::Level5 if caps.fs_5level => 5,
+            _ => return Err(fail(FaultReason::PasidEntryInvalid)),
+        };
+        Ok(FsTable { root: pe.fsptptr(), levels })
+    };
+    let mode = match pe.pgtt() {
+        Pgtt::FirstStage if caps.first_stage => PasidMode::FirstStage(fs()?),
+        Pgtt::SecondStage if caps.second_stage => PasidMode::SecondStage(ss()?),
+        Pgtt::Nested if caps.nested => PasidMode::Nested { fs: fs()?, ss: ss()? },
+        Pgtt::PassThrough if caps.pass_through => PasidMode::PassThrough,
+        _ => return Err(fail(FaultReason::PasidEntryInvalid)),
+    };
+    Ok(PasidConfig {
+        entry: *pe,
+        domain_id: pe.domain_id(),
+        mode,
+        sre: pe.sre(),
+        wpe: pe.wpe(),
+        eafe: pe.eafe(),
+    })
+}
+
+/// Map requester `sid` to its validated scalable-mode context entry
+/// through the scalable root table at `root_table`.
+pub fn lookup_sm_context(
+    mem: &dyn GuestMemory,
+    root_table: u64,
+    sid: u16,
+    caps: &SmCaps,
+) -> Result<SmContextEntry, ContextFault> {
+    let bus = (sid >> 8) as u8;
+    let devfn = sid as u8;
+    let fail = |reason, fpd| ContextFault { reason, fpd };
+    let re = SmRootEntry::read(mem, root_table, bus)
+        .map_err(|_| fail(FaultReason::SmRootEntryAccess, false))?;
+    let (present, table, _) = re.half(devfn);
+    if !present {
+        return Err(fail(FaultReason::SmRootEntryNotPresent, false));
+    }
+    if re.reserved_bits(devfn, caps.haw_mask) != 0 {
+        return Err(fail(FaultReason::SmRootEntryReserved, false));
+    }
+    let ce = SmContextEntry::read(mem, table, devfn)
+        .map_err(|_| fail(FaultReason::SmContextEntryAccess, false))?;
+    let fpd = ce.fpd();
+    if !ce.present() {
+        return Err(fail(FaultReason::SmContextEntryNotPresent, fpd));
+    }
+    if ce.reserved_bits(caps).iter().any(|&r| r != 0) {
+        return Err(fail(FaultReason::SmContextEntryReserved, fpd));
+    }
+    Ok(ce)
+}
+
+/// The PASID a request is processed with: its own (`Some`) or the
+/// context entry's RID_PASID, after the context-level checks.
+fn effective_pasid(
+    ce: &SmContextEntry,
+    pasid: Option<u32>,
+    caps: &SmCaps,
+) -> Result<u32, FaultReason> {
+    let width = if caps.pasid_bits == 0 { MAX_PASID_BITS } else { caps.pasid_bits };
+    let limit = 1u32 << u32::from(width.min(MAX_PASID_BITS));
+    match pasid {
+        None => {
+            let p = ce.rid_pasid();
+            if p >= limit || (p >> 6) >= ce.pasid_dir_entries() {
+                return Err(FaultReason::SmContextRidPasidInvalid);
+            }
+            Ok(p)
+        }
+        Some(p) => {
+            if caps.pasid_bits == 0 {
+                return Err(FaultReason::SmContextEntryInvalid);
+            }
+            if !ce.paside() {
+                return Err(FaultReason::SmContextPasidDisabled);
+            }
+            if p >= limit || (p >> 6) >= ce.pasid_dir_entries() {
+                return Err(FaultReason::SmContextPasidTooLarge);
+            }
+            Ok(p)
+        }
+    }
+}
+
+/// Read and validate the PASID table entry used by a request on a
+/// validated context entry: `pasid` is the request's PASID, `None` for a
+/// request without PASID (RID_PASID is used). Returns the PASID used,
+/// whether an FPD bit (context, directory or PASID entry) is set, and the
+/// validated entry.
+pub fn lookup_pasid_entry(
+    mem: &dyn GuestMemory,
+    ce: &SmContextEntry,
+    pasid: Option<u32>,
+    caps: &SmCaps,
+) -> Result<(u32, bool, PasidConfig), ContextFault> {
+    let mut fpd = ce.fpd();
+    let p = effective_pasid(ce, pasid, caps).map_err(|reason| ContextFault { reason, fpd })?;
+    let de = PasidDirEntry::read(mem, ce.pasid_dir() & caps.haw_mask, p)
+        .map_err(|_| ContextFault { reason: FaultReason::PasidDirEntryAccess, fpd })?;
+    fpd |= de.fpd();
+    if !de.present() {
+        return Err(ContextFault { reason: FaultReason::PasidDirEntryNotPresent, fpd });
+    }
+    if de.reserved_bits(caps.haw_mask) != 0 {
+        return Err(ContextFault { reason: FaultReason::PasidDirEntryReserved, fpd });
+    }
+    let pe = PasidEntry::read(mem, de.pasid_table(), p)
+        .map_err(|_| ContextFault { reason: FaultReason::PasidEntryAccess, fpd })?;
+    let pc = decode_pasid_entry(&pe, caps, fpd)?;
+    Ok((p, fpd || pe.fpd(), pc))
+}
+
+/// Everything the hardware needs to translate a request in scalable mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PasidContext {
+    /// The context entry.
+    pub context: SmContextEntry,
+    /// The PASID used (the request's, or RID_PASID).
+    pub pasid: u32,
+    /// The request is a supervisor request (for requests without PASID:
+    /// RID_PRIV).
+    pub privileged: bool,
+    /// Some FPD bit on the path (context, directory or PASID entry) is set.
+    pub fpd: bool,
+    /// The validated PASID table entry.
+    pub pasid_entry: PasidConfig,
+}
+
+/// Resolve requester `sid` (and PASID, `None` for requests without PASID,
+/// with privilege `privileged` for requests with PASID) to its PASID
+/// table entry through the scalable root table at `root_table`. A
+/// supervisor request on an entry without SRE fails here (SPT.6).
+pub fn resolve(
+    mem: &dyn GuestMemory,
+    root_table: u64,
+    sid: u16,
+    pasid: Option<(u32, bool)>,
+    caps: &SmCaps,
+) -> Result<PasidContext, ContextFault> {
+    let ce = lookup_sm_context(mem, root_table, sid, caps)?;
+    let (p, fpd, pc) = lookup_pasid_entry(mem, &ce, pasid.map(|(p, _)| p), caps)?;
+    let privileged = match pasid {
+        Some((_, pr)) => pr,
+        None => ce.rid_priv(),
+    };
+    if privileged && !pc.sre {
+        return Err(ContextFault { reason: FaultReason::PasidEntrySreClear, fpd });
+    }
+    Ok(PasidContext { context: ce, pasid: p, privileged, fpd, pasid_entry: pc })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps() -> SmCaps {
+        SmCaps {
+            haw_mask: width_mask(48),
+            sagaw: 0b0110,
+            pass_through: true,
+            second_stage: true,
+            first_stage: true,
+            nested: true,
+            supervisor: true,
+            fs_5level: false,
+            eafs: false,
+            pasid_bits: 20,
+        }
+    }
+
+    fn pe(q0: u64, q1: u64, q2: u64) -> PasidEntry {
+        PasidEntry { val: [q0, q1, q2, 0, 0, 0, 0, 0] }
+    }
+
+    fn reason(r: Result<PasidConfig, ContextFault>) -> FaultReason {
+        r.unwrap_err().reason
+    }
+
+    #[test]
+    fn caps_from_registers_of_scalable_config() {
+        let cfg = crate::Config {
+            scalable_mode: true,
+            first_stage: true,
+            pasid_bits: 16,
+            ..crate::Config::default()
+        };
+        let c = SmCaps::from_regs(cfg.cap(), cfg.ecap(), cfg.aw_bits);
+        assert!(c.first_stage && c.second_stage && c.nested && c.supervisor && c.pass_through);
+        assert_eq!((c.pasid_bits, c.sagaw), (16, 0b0110));
+        let c = SmCaps::from_regs(0, 0, 39);
+        assert_eq!(c.pasid_bits, 0);
+        assert!(!c.first_stage && !c.second_stage);
+    }
+
+    #[test]
+    fn root_entry_halves_select_by_devfn_bit7() {
+        let re = SmRootEntry { lo: 0x1000 | 1, hi: 0x2000 };
+        assert_eq!(re.half(0x7f), (true, 0x1000, 0x1001));
+        assert_eq!(re.half(0x80), (false, 0x2000, 0x2000));
+        assert!(re.lower_present() && !re.upper_present());
+        assert_eq!((re.lower_context_table(), re.upper_context_table()), (0x1000, 0x2000));
+    }
+
+    #[test]
+    fn root_entry_reserved_only_checked_in_used_half() {
+        let haw = width_mask(39);
+        let re = SmRootEntry { lo: 0x1001 | 0x2, hi: (1 << 40) | 0x2001 };
+        assert_eq!(re.reserved_bits(0, haw), 0x2);
+        assert_eq!(re.reserved_bits(0x80, haw), 1 << 40);
+        let ok = SmRootEntry { lo: 0x1001, hi: 0 };
+        assert_eq!(ok.reserved_bits(5, haw), 0);
+    }
+
+    #[test]
+    fn context_entry_fields_decode() {
+        let ce = SmContextEntry {
+            val: [0xabc_d000 | (5 << 9) | 0x1f, 0x12345 | SM_CTX_RID_PRIV, 0, 0],
+        };
+        assert!(ce.present() && ce.fpd() && ce.dte() && ce.paside() && ce.pre());
+        assert_eq!(ce.pdts(), 5);
+        assert_eq!(ce.pasid_dir_entries(), 4096);
+        assert_eq!(ce.pasid_dir(), 0xabc_d000);
+        assert_eq!(ce.rid_pasid(), 0x12345);
+        assert!(ce.rid_priv());
+        assert_eq!(ce.reserved_bits(&caps()), [0; 4]);
+    }
+
+    #[test]
+    fn context_entry_reserved_bits_each_quadword() {
+        let c = caps();
+        let mut ce = SmContextEntry { val: [0x1001 | 0x20, 1 << 21, 1, 1 << 63] };
+        assert_eq!(ce.reserved_bits(&c), [0x20, 1 << 21, 1, 1 << 63]);
+        ce.val = [0x1001 | (1 << 50), 0, 0, 0];
+        assert_eq!(ce.reserved_bits(&c)[0], 1 << 50);
+        ce.val = [0x1001, SM_CTX_RID_PRIV, 0, 0];
+        let no_srs = SmCaps { supervisor: false, ..c };
+        assert_eq!(ce.reserved_bits(&no_srs)[1], SM_CTX_RID_PRIV);
+    }
+
+    #[test]
+    fn pasid_dir_entry_fields_and_reserved() {
+        let d = PasidDirEntry(0x5000 | 3);
+        assert!(d.present() && d.fpd());
+        assert_eq!(d.pasid_table(), 0x5000);
+        assert_eq!(d.reserved_bits(width_mask(48)), 0);
+        assert_eq!(PasidDirEntry(0x5001 | 0x800).reserved_bits(width_mask(48)), 0x800);
+        assert_eq!(PasidDirEntry(1 << 48 | 1).reserved_bits(width_mask(48)), 1 << 48);
+    }
+
+    #[test]
+    fn pasid_entry_fields_decode() {
+        let e = pe(
+            0x7000 | (2 << 6) | (2 << 2) | 3,
+            0x42 | PE_PWSNP | PE_PGSNP,
+            0x9000 | PE_SRE | PE_WPE | PE_EAFE | (1 << 2),
+        );
+        assert!(e.present() && e.fpd() && !e.ssee() && !e.ssade());
+        assert_eq!(e.aw(), 2);
+        assert_eq!(e.pgtt(), Pgtt::SecondStage);
+        assert_eq!(e.ssptptr(), 0x7000);
+        assert_eq!(e.domain_id(), 0x42);
+        assert!(e.pwsnp() && e.pgsnp() && e.sre() && e.wpe() && e.eafe());
+        assert_eq!(e.fs_paging_mode(), FsPagingMode::Level5);
+        assert_eq!(e.fsptptr(), 0x9000);
+        for (v, p) in [(1, Pgtt::FirstStage), (3, Pgtt::Nested), (4, Pgtt::PassThrough), (0, Pgtt::Reserved(0)), (7, Pgtt::Reserved(7))] {
+            assert_eq!(pe(v << 6, 0, 0).pgtt(), p);
+        }
+        assert_eq!(pe(0, 0, 3 << 2).fs_paging_mode(), FsPagingMode::Reserved(3));
+    }
+
+    #[test]
+    fn pasid_entry_not_present_reports_its_fpd() {
+        let f = decode_pasid_entry(&pe(2, 0, 0), &caps(), false).unwrap_err();
+        assert_eq!((f.reason, f.fpd), (FaultReason::PasidEntryNotPresent, true));
+        let f = decode_pasid_entry(&pe(0, 0, 0), &caps(), true).unwrap_err();
+        assert_eq!((f.reason, f.fpd), (FaultReason::PasidEntryNotPresent, true));
+        let f = decode_pasid_entry(&pe(0, 0, 0), &caps(), false).unwrap_err();
+        assert!(!f.fpd);
+    }
+
+    #[test]
+    fn pasid_entry_reserved_bits_fault_5ah() {
+        let c = caps();
+        let base = 0x7000 | (2 << 6) | (2 << 2) | 1;
+        for q0 in [base | PE_SSEE, base | PE_SSADE, base | 0x400, base | (1 << 52)] {
+            assert_eq!(reason(decode_pasid_entry(&pe(q0, 0, 0), &c, false)), FaultReason::PasidEntryReserved);
+        }
+        let mut e = pe(base, 0, 0);
+        e.val[5] = 1;
+        assert_eq!(reason(decode_pasid_entry(&e, &c, false)), FaultReason::PasidEntryReserved);
+        // EAFE without extended-accessed support, SRE without SRS.
+        let fs = (1 << 6) | 1;
+        assert_eq!(reason(decode_pasid_entry(&pe(fs, 0, PE_EAFE), &c, false)), FaultReason::PasidEntryReserved);
+        let no_srs = SmCaps { supervisor: false, ..c };
+        assert_eq!(reason(decode_pasid_entry(&pe(fs, 0, PE_SRE), &no_srs, false)), FaultReason::PasidEntryReserved);
+        // Snoop and memory-type fields of quadword 1 are accepted.
+        assert!(decode_pasid_entry(&pe(base, u64::MAX, 0), &c, false).is_ok());
+    }
+
+    #[test]
+    fn pasid_entry_pgtt_must_be_advertised() {
+        let c = caps();
+        for v in [0u64, 5, 6, 7] {
+            assert_eq!(reason(decode_pasid_entry(&pe((v << 6) | 1, 0, 0), &c, false)), FaultReason::PasidEntryInvalid);
+        }
+        let fs_only = (1 << 6) | 1;
+        let nested = (3 << 6) | (2 << 2) | 1;
+        let pt = (4 << 6) | 1;
+        let off = SmCaps { first_stage: false, nested: false, pass_through: false, ..c };
+        for q0 in [fs_only, nested, pt] {
+            assert_eq!(reason(decode_pasid_entry(&pe(q0, 0, 0), &off, false)), FaultReason::PasidEntryInvalid);
+            assert!(decode_pasid_entry(&pe(q0, 0, 0), &c, false).is_ok());
+        }
+        let no_ss = SmCaps { second_stage: false, ..c };
+        assert_eq!(reason(decode_pasid_entry(&pe((2 << 6) | (2 << 2) | 1, 0, 0), &no_ss, false)), FaultReason::PasidEntryInvalid);
+    }
+
+    #[test]
+    fn pasid_entry_second_stage_aw_checked_against_sagaw() {
+        let c = caps();
+        for aw in [0u64, 3, 4, 5, 7] {
+            let q0 = (2 << 6) | (aw << 2) | 1;
+            assert_eq!(reason(decode_pasid_entry(&pe(q0, 0, 0), &c, false)), FaultReason::PasidEntryInvalid, "aw {aw}");
+        }
+        let ok = decode_pasid_entry(&pe(0x7000 | (2 << 6) | (1 << 2) | 1, 9, 0), &c, false).unwrap();
+        assert_eq!(ok.mode, PasidMode::SecondStage(SsTable { root: 0x7000, levels: 3, agaw: 39 }));
+        assert_eq!(ok.domain_id, 9);
+        // First-stage only ignores AW (Linux programs it anyway).
+        assert!(decode_pasid_entry(&pe((1 << 6) | (7 << 2) | 1, 0, 0), &c, false).is_ok());
+    }
+
+    #[test]
+    fn pasid_entry_fs_paging_mode_5level_needs_support() {
+        let c = caps();
+        let q0 = (1 << 6) | 1;
+        assert_eq!(reason(decode_pasid_entry(&pe(q0, 0, 1 << 2), &c, false)), FaultReason::PasidEntryInvalid);
+        assert_eq!(reason(decode_pasid_entry(&pe(q0, 0, 2 << 2), &c, false)), FaultReason::PasidEntryInvalid);
+        let c5 = SmCaps { fs_5level: true, ..c };
+        let ok = decode_pasid_entry(&pe(q0, 0, 0x8000 | (1 << 2)), &c5, false).unwrap();
+        assert_eq!(ok.mode, PasidMode::FirstStage(FsTable { root: 0x8000, levels: 5 }));
+        let n = decode_pasid_entry(&pe(0x7000 | (3 << 6) | (2 << 2) | 1, 0, 0x8000 | PE_WPE), &c, false).unwrap();
+        assert_eq!(
+            n.mode,
+            PasidMode::Nested {
+                fs: FsTable { root: 0x8000, levels: 4 },
+                ss: SsTable { root: 0x7000, levels: 4, agaw: 48 }
+            }
+        );
+        assert!(n.wpe && !n.sre && !n.eafe);
+    }
+
+    #[test]
+    fn rid_pasid_and_pasid_limits() {
+        let c = caps();
+        let ce = |pdts: u64, rid_pasid: u64, paside: bool| SmContextEntry {
+            val: [0x1000 | (pdts << 9) | (u64::from(paside) << 3) | 1, rid_pasid, 0, 0],
+        };
+        // PDTS 0: 128 directory entries cover PASIDs 0..8192.
+        assert_eq!(effective_pasid(&ce(0, 8191, false), None, &c), Ok(8191));
+        assert_eq!(effective_pasid(&ce(0, 8192, false), None, &c), Err(FaultReason::SmContextRidPasidInvalid));
+        assert_eq!(effective_pasid(&ce(7, 0xf_ffff, false), None, &c), Ok(0xf_ffff));
+        let c8 = SmCaps { pasid_bits: 8, ..c };
+        assert_eq!(effective_pasid(&ce(7, 256, false), None, &c8), Err(FaultReason::SmContextRidPasidInvalid));
+        assert_eq!(effective_pasid(&ce(0, 0, false), Some(5), &c), Err(FaultReason::SmContextPasidDisabled));
+        assert_eq!(effective_pasid(&ce(0, 0, true), Some(5), &c), Ok(5));
+        assert_eq!(effective_pasid(&ce(0, 0, true), Some(8192), &c), Err(FaultReason::SmContextPasidTooLarge));
+        assert_eq!(effective_pasid(&ce(7, 0, true), Some(256), &c8), Err(FaultReason::SmContextPasidTooLarge));
+        let none = SmCaps { pasid_bits: 0, ..c };
+        assert_eq!(effective_pasid(&ce(0, 0, true), Some(1), &none), Err(FaultReason::SmContextEntryInvalid));
+    }
+}
