@@ -348,14 +348,39 @@ pub struct Fault {
     pub address: u64,
     /// The request was a write.
     pub write: bool,
+    /// The PASID of a request with PASID (`None` for requests without
+    /// PASID, including those processed with RID_PASID).
+    pub pasid: Option<u32>,
+    /// A request with PASID asked for supervisor privilege.
+    pub privileged: bool,
 }
 
 impl Fault {
-    /// Build a fault description.
+    /// Build a fault description for a request without PASID.
     pub fn new(reason: FaultReason, sid: u16, address: u64, write: bool) -> Fault {
-        Fault { reason, sid, address, write }
+        Fault { reason, sid, address, write, pasid: None, privileged: false }
+    }
+
+    /// Build a fault description for a request with PASID.
+    pub fn with_pasid(
+        reason: FaultReason,
+        sid: u16,
+        address: u64,
+        write: bool,
+        pasid: u32,
+        privileged: bool,
+    ) -> Fault {
+        Fault { reason, sid, address, write, pasid: Some(pasid), privileged }
     }
 }
+
+/// FRCD high quadword: PP (PASID present), record bit 95.
+pub const FRCD_PP: u64 = 1 << 31;
+/// FRCD high quadword: PRIV (supervisor request; valid with PP), bit 93.
+pub const FRCD_PRIV: u64 = 1 << 29;
+/// Shift of FRCD.PV (PASID value, record bits 123:104) in the high
+/// quadword.
+pub const FRCD_PV_SHIFT: u32 = 40;
 
 /// Decoded contents of one fault recording register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -370,6 +395,10 @@ pub struct FaultRecord {
     pub address: u64,
     /// The faulting request was a write (T = 0).
     pub write: bool,
+    /// PV when PP is set: the request carried this PASID.
+    pub pasid: Option<u32>,
+    /// PRIV (meaningful only with a PASID): supervisor request.
+    pub privileged: bool,
 }
 
 impl FaultRecord {
@@ -381,6 +410,8 @@ impl FaultRecord {
             sid: hi as u16,
             address: lo & !0xfff,
             write: hi & FRCD_T == 0,
+            pasid: (hi & FRCD_PP != 0).then_some(((hi >> FRCD_PV_SHIFT) & 0xf_ffff) as u32),
+            privileged: hi & FRCD_PP != 0 && hi & FRCD_PRIV != 0,
         }
     }
 
@@ -390,6 +421,12 @@ impl FaultRecord {
         let mut hi = u64::from(fault.sid) | (u64::from(fault.reason.code()) << 32);
         if !fault.write {
             hi |= FRCD_T;
+        }
+        if let Some(p) = fault.pasid {
+            hi |= FRCD_PP | ((u64::from(p) & 0xf_ffff) << FRCD_PV_SHIFT);
+            if fault.privileged {
+                hi |= FRCD_PRIV;
+            }
         }
         (lo, hi)
     }
@@ -572,5 +609,21 @@ mod tests {
         let r = FaultRecord::from_raw(lo, hi | FRCD_F);
         assert!(r.pending && !r.write);
         assert_eq!((r.sid, r.reason_code, r.address), (0x1234, 6, 0xdead_b000));
+        assert_eq!((r.pasid, r.privileged), (None, false));
+    }
+
+    #[test]
+    fn record_encoding_carries_pasid_pp_pv_and_priv() {
+        let f = Fault::with_pasid(FaultReason::SmWrite, 0x10, 0x5000, true, 0xf_abcd, true);
+        let (_, hi) = FaultRecord::encode(&f);
+        assert_eq!(hi, 0x10 | (0x85 << 32) | FRCD_PP | FRCD_PRIV | (0xf_abcd << 40));
+        let r = FaultRecord::from_raw(0, hi);
+        assert_eq!((r.pasid, r.privileged, r.write), (Some(0xf_abcd), true, true));
+        // PRIV without PP is not reported; PASID bits above 20 are dropped.
+        let r = FaultRecord::from_raw(0, FRCD_PRIV);
+        assert_eq!((r.pasid, r.privileged), (None, false));
+        let f = Fault::with_pasid(FaultReason::SmRead, 0, 0, false, u32::MAX, false);
+        let (_, hi) = FaultRecord::encode(&f);
+        assert_eq!((hi >> 40) & 0x3f_ffff, 0xf_ffff, "PV is 20 bits, AT stays clear");
     }
 }

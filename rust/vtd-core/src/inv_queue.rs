@@ -1,12 +1,31 @@
-//! Invalidation requests: the legacy 128-bit queued-invalidation
+//! Invalidation requests: the 128-bit and 256-bit queued-invalidation
 //! descriptors and the register-based CCMD/IOTLB commands.
 //!
-//! Conventions: descriptors are two little-endian quadwords (`lo`, `hi`).
-//! [`decode`] validates the type and every reserved field and yields an
-//! [`InvRequest`]; an error string means the descriptor is invalid and the
-//! hardware must report an invalidation queue error (FSTS.IQE) with the
-//! queue head left on it. The queue registers are decoded by
-//! [`QueueState`], which is plain data so it can be migrated.
+//! Conventions: 128-bit descriptors are two little-endian quadwords (`lo`,
+//! `hi`); 256-bit descriptors (IQA.DW = 1, scalable-mode hardware only)
+//! are four, the first two laid out as the 128-bit form. [`decode`]
+//! (128-bit) and [`decode_256`] validate the type and every reserved field
+//! and yield an [`InvRequest`]; an error string means the descriptor is
+//! invalid and the hardware must report an invalidation queue error
+//! (FSTS.IQE) with the queue head left on it. The queue registers are
+//! decoded by [`QueueState`], which is plain data so it can be migrated.
+//!
+//! Descriptor validity by mode (VT-d spec, 6.5.2, "descriptor types"):
+//!
+//! | descriptor (type)          | 128-bit, legacy | 256-bit, legacy | 128-bit, scalable | 256-bit, scalable |
+//! |----------------------------|-----------------|-----------------|-------------------|-------------------|
+//! | context-cache (1)          | valid           | valid           | invalid           | valid             |
+//! | IOTLB (2)                  | valid           | valid           | invalid           | valid             |
+//! | device-TLB (3)             | ECAP.DT only    | ECAP.DT only    | invalid           | ECAP.DT only      |
+//! | interrupt entry cache (4)  | valid           | valid           | invalid           | valid             |
+//! | invalidation wait (5)      | valid           | valid           | invalid           | valid             |
+//! | PASID-based IOTLB (6)      | invalid         | invalid         | invalid           | valid             |
+//! | PASID cache (7)            | invalid         | invalid         | invalid           | valid             |
+//! | PASID-based device-TLB (8) | invalid         | invalid         | invalid           | ECAP.DT only      |
+//!
+//! "Scalable" means the root table is latched with RTADDR.TTM = 01b: the
+//! spec treats 128-bit descriptors as invalid then. In 256-bit form the
+//! upper 128 bits of the legacy descriptors are reserved (zero).
 
 use crate::config::MAMV;
 
@@ -20,6 +39,12 @@ pub const DESC_DEVICE_TLB: u8 = 0x3;
 pub const DESC_IEC: u8 = 0x4;
 /// Invalidation wait descriptor type.
 pub const DESC_WAIT: u8 = 0x5;
+/// PASID-based IOTLB invalidate descriptor type (256-bit only).
+pub const DESC_PIOTLB: u8 = 0x6;
+/// PASID-cache invalidate descriptor type (256-bit only).
+pub const DESC_PASID_CACHE: u8 = 0x7;
+/// PASID-based device-TLB invalidate descriptor type (256-bit only).
+pub const DESC_PASID_DEVICE_TLB: u8 = 0x8;
 /// "No descriptor" marker for `last_desc_type`.
 pub const DESC_NONE: u8 = 0;
 
@@ -31,6 +56,9 @@ const DEV_TLB_RSVD_HI: u64 = 0xffe;
 const IEC_RSVD_LO: u64 = 0xffff_0000_07ff_f1e0;
 const WAIT_RSVD_LO: u64 = 0xffff_f180;
 const WAIT_RSVD_HI: u64 = 0x3;
+const PIOTLB_RSVD0: u64 = 0xfff0_0000_0000_f1c0;
+const PIOTLB_RSVD1: u64 = 0xf80;
+const PC_RSVD0: u64 = 0xfff0_0000_0000_f1c0;
 const WAIT_IF: u64 = 1 << 4;
 const WAIT_SW: u64 = 1 << 5;
 const WAIT_FN: u64 = 1 << 6;
@@ -93,6 +121,49 @@ impl IotlbInvalidation {
     }
 }
 
+/// PASID-cache invalidation granularity (PASID-cache invalidate
+/// descriptor G field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasidCacheInvalidation {
+    /// 00b: every entry whose cached domain-id is the given one.
+    Domain(u16),
+    /// 01b: entries for one PASID within the domain.
+    Pasid {
+        /// Domain id.
+        domain_id: u16,
+        /// PASID.
+        pasid: u32,
+    },
+    /// 11b: all entries.
+    Global,
+}
+
+/// PASID-based IOTLB invalidation granularity (G field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasidIotlbInvalidation {
+    /// 10b: all mappings of one PASID within the domain.
+    Pasid {
+        /// Domain id.
+        domain_id: u16,
+        /// PASID.
+        pasid: u32,
+    },
+    /// 11b: first-stage (and nested) mappings of 2^`am` pages at `addr`
+    /// for one PASID within the domain.
+    Pages {
+        /// Domain id.
+        domain_id: u16,
+        /// PASID.
+        pasid: u32,
+        /// Address (page aligned).
+        addr: u64,
+        /// Address mask (log2 of the number of 4 KiB pages).
+        am: u8,
+        /// Invalidation hint (only leaf entries changed).
+        ih: bool,
+    },
+}
+
 /// Invalidation wait descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WaitRequest {
@@ -124,6 +195,101 @@ pub enum InvRequest {
     InterruptEntryCache,
     /// Invalidation wait.
     Wait(WaitRequest),
+    /// PASID-cache invalidation (256-bit, scalable mode).
+    PasidCache(PasidCacheInvalidation),
+    /// PASID-based IOTLB invalidation (256-bit, scalable mode).
+    PasidIotlb(PasidIotlbInvalidation),
+}
+
+/// What [`decode_256`] needs to know about the hardware state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecodeContext {
+    /// ECAP.DT: device-TLB descriptors are valid.
+    pub device_tlb: bool,
+    /// The root table is latched in scalable mode (RTADDR.TTM = 01b):
+    /// PASID-based descriptors are valid.
+    pub scalable: bool,
+}
+
+/// Decode a 256-bit descriptor (`val[0]` holds bits 63:0).
+pub fn decode_256(val: [u64; 4], ctx: DecodeContext) -> Result<InvRequest, String> {
+    let ty = descriptor_type(val[0]);
+    let [v0, v1, v2, v3] = val;
+    let rsvd = |what: &str, masks: [u64; 4]| -> Result<(), String> {
+        if v0 & masks[0] != 0 || v1 & masks[1] != 0 || v2 & masks[2] != 0 || v3 & masks[3] != 0 {
+            Err(format!(
+                "invalid {what} descriptor: {v3:#x} {v2:#x} {v1:#x} {v0:#x} (reserved bits set)"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let pasid_based = |name: &str| -> Result<(), String> {
+        if ctx.scalable {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name} descriptor while the root table is in legacy mode: {v3:#x} {v2:#x} {v1:#x} {v0:#x}"
+            ))
+        }
+    };
+    match ty {
+        DESC_CC | DESC_IOTLB | DESC_DEVICE_TLB | DESC_IEC | DESC_WAIT => {
+            if v2 != 0 || v3 != 0 {
+                return Err(format!(
+                    "invalid descriptor type {ty:#x}: {v3:#x} {v2:#x} {v1:#x} {v0:#x} (upper 128 bits reserved)"
+                ));
+            }
+            decode(v0, v1, ctx.device_tlb)
+        }
+        DESC_PIOTLB => {
+            pasid_based("PASID-based IOTLB invalidate")?;
+            rsvd("PASID-based IOTLB invalidate", [PIOTLB_RSVD0, PIOTLB_RSVD1, u64::MAX, u64::MAX])?;
+            let domain_id = (v0 >> 16) as u16;
+            let pasid = ((v0 >> 32) & 0xf_ffff) as u32;
+            match (v0 >> 4) & 3 {
+                2 => Ok(InvRequest::PasidIotlb(PasidIotlbInvalidation::Pasid { domain_id, pasid })),
+                3 => {
+                    let am = (v1 & 0x3f) as u8;
+                    if am > MAMV {
+                        return Err(format!(
+                            "invalid PASID-based IOTLB invalidate descriptor: {v1:#x} (AM {am} > MAMV {MAMV})"
+                        ));
+                    }
+                    Ok(InvRequest::PasidIotlb(PasidIotlbInvalidation::Pages {
+                        domain_id,
+                        pasid,
+                        addr: v1 & !0xfff,
+                        am,
+                        ih: v1 & (1 << 6) != 0,
+                    }))
+                }
+                g => Err(format!(
+                    "invalid PASID-based IOTLB invalidate descriptor: {v0:#x} (granularity {g})"
+                )),
+            }
+        }
+        DESC_PASID_CACHE => {
+            pasid_based("PASID-cache invalidate")?;
+            rsvd("PASID-cache invalidate", [PC_RSVD0, u64::MAX, u64::MAX, u64::MAX])?;
+            let domain_id = (v0 >> 16) as u16;
+            let pasid = ((v0 >> 32) & 0xf_ffff) as u32;
+            match (v0 >> 4) & 3 {
+                0 => Ok(InvRequest::PasidCache(PasidCacheInvalidation::Domain(domain_id))),
+                1 => Ok(InvRequest::PasidCache(PasidCacheInvalidation::Pasid { domain_id, pasid })),
+                3 => Ok(InvRequest::PasidCache(PasidCacheInvalidation::Global)),
+                g => Err(format!(
+                    "invalid PASID-cache invalidate descriptor: {v0:#x} (granularity {g})"
+                )),
+            }
+        }
+        DESC_PASID_DEVICE_TLB => Err(format!(
+            "PASID-based device-TLB invalidate descriptor without device-TLB support (ECAP.DT=0): {v3:#x} {v2:#x} {v1:#x} {v0:#x}"
+        )),
+        _ => Err(format!(
+            "unsupported invalidation descriptor type {ty:#x}: {v3:#x} {v2:#x} {v1:#x} {v0:#x}"
+        )),
+    }
 }
 
 /// Descriptor type from the low quadword (bits 3:0, and 11:9 as type
@@ -272,8 +438,12 @@ pub struct QueueState {
     pub enabled: bool,
     /// Queue base address (latched when QI is enabled).
     pub base: u64,
-    /// Number of 16-byte entries (latched when QI is enabled).
+    /// Number of entries (latched when QI is enabled): 16-byte entries, or
+    /// 32-byte ones when `dw`.
     pub size: u16,
+    /// 256-bit descriptors (IQA.DW, latched when QI is enabled; only ever
+    /// set on scalable-mode hardware).
+    pub dw: bool,
     /// Index of the next descriptor to fetch (IQH.QH).
     pub head: u16,
     /// Index software will write next (IQT.QT).
@@ -292,6 +462,37 @@ impl QueueState {
     pub fn tail_from_iqt(iqt: u64) -> u16 {
         ((iqt >> 4) & 0x7fff) as u16
     }
+
+    /// Number of entries for an IQA value and descriptor width: the queue
+    /// is 2^QS 4 KiB pages, 2^(QS+8) 128-bit or 2^(QS+7) 256-bit entries.
+    pub fn size_for(iqa: u64, dw: bool) -> u16 {
+        let shift = (iqa & 7) as u32 + if dw { 7 } else { 8 };
+        1u16 << shift
+    }
+
+    /// Size in bytes of one descriptor.
+    pub fn entry_bytes(dw: bool) -> u64 {
+        if dw {
+            32
+        } else {
+            16
+        }
+    }
+
+    /// IQT.QT for descriptor width `dw` (bits 18:4, or 18:5 with DW).
+    pub fn tail_for(iqt: u64, dw: bool) -> u16 {
+        if dw {
+            ((iqt >> 5) & 0x3fff) as u16
+        } else {
+            Self::tail_from_iqt(iqt)
+        }
+    }
+
+    /// IQH/IQT register value for index `index`.
+    pub fn index_reg(index: u16, dw: bool) -> u64 {
+        let shift = if dw { 5 } else { 4 };
+        (u64::from(index) << shift) & 0x7fff0
+    }
 }
 
 #[cfg(test)]
@@ -303,6 +504,43 @@ mod tests {
         assert_eq!(QueueState::size_from_iqa(0), 256);
         assert_eq!(QueueState::size_from_iqa(7), 32768);
         assert_eq!(QueueState::tail_from_iqt(0x7fff0), 0x7fff);
+    }
+
+    #[test]
+    fn queue_geometry_with_256_bit_descriptors() {
+        assert_eq!(QueueState::size_for(0, true), 128);
+        assert_eq!(QueueState::size_for(7, true), 16384);
+        assert_eq!(QueueState::size_for(7, false), 32768);
+        assert_eq!(QueueState::tail_for(0x7ffe0, true), 0x3fff);
+        assert_eq!(QueueState::tail_for(0x30, true), 1);
+        assert_eq!(QueueState::index_reg(3, true), 0x60);
+        assert_eq!(QueueState::index_reg(3, false), 0x30);
+    }
+
+    #[test]
+    fn decode_256_pasid_descriptors() {
+        let sm = DecodeContext { device_tlb: false, scalable: true };
+        let pc = 0x7 | (1 << 4) | (9 << 16) | (0xf_ffff << 32);
+        assert_eq!(
+            decode_256([pc, 0, 0, 0], sm),
+            Ok(InvRequest::PasidCache(PasidCacheInvalidation::Pasid { domain_id: 9, pasid: 0xf_ffff }))
+        );
+        let pi = 0x6 | (3 << 4) | (9 << 16) | (5 << 32);
+        assert_eq!(
+            decode_256([pi, 0x7000 | 0x40 | 2, 0, 0], sm),
+            Ok(InvRequest::PasidIotlb(PasidIotlbInvalidation::Pages {
+                domain_id: 9,
+                pasid: 5,
+                addr: 0x7000,
+                am: 2,
+                ih: true
+            }))
+        );
+        let legacy = DecodeContext { device_tlb: false, scalable: false };
+        assert!(decode_256([pc, 0, 0, 0], legacy).is_err());
+        assert!(decode_256([DESC_WAIT as u64 | WAIT_FN, 0, 0, 0], legacy).is_ok());
+        assert!(decode_256([DESC_DEVICE_TLB as u64, 0, 0, 0], DecodeContext { device_tlb: true, scalable: true }).is_ok());
+        assert!(decode_256([0x208, 0, 0, 0], sm).is_err());
     }
 
     #[test]

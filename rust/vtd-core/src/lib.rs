@@ -17,7 +17,12 @@
 //! `intel-iommu` device with interrupt remapping and device-IOTLB disabled
 //! (scalable-mode capability differences: [`Config::ecap`]).
 //!
-//! Entry points: [`Vtd::read_reg`], [`Vtd::write_reg`], [`Vtd::translate`].
+//! Scalable mode also has 256-bit queued invalidation with the PASID-cache
+//! and PASID-based IOTLB invalidations, a scalable context cache and a
+//! PASID cache, and requests with PASID ([`Vtd::translate_pasid`]).
+//!
+//! Entry points: [`Vtd::read_reg`], [`Vtd::write_reg`], [`Vtd::translate`],
+//! [`Vtd::translate_pasid`].
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -41,5 +46,5 @@ pub use effects::{Effects, Msi};
 pub use fault::{Fault, FaultReason, FaultRecord};
 pub use mem::{GuestMemory, MemError};
 pub use page_walk::Perm;
-pub use translation::{Request, Translation};
+pub use translation::{PasidRequest, Request, Translation};
 pub use vtd::{Vtd, VtdState, INTERRUPT_ADDR_FIRST, INTERRUPT_ADDR_LAST};

@@ -173,6 +173,10 @@ pub const IQA_QS: u64 = 7;
 pub const IQA_DW: u64 = 1 << 11;
 /// Shift of IQT.QT / IQH.QH for 128-bit descriptors.
 pub const IQ_SHIFT_128: u32 = 4;
+/// Shift of IQT.QT / IQH.QH for 256-bit descriptors.
+pub const IQ_SHIFT_256: u32 = 5;
+/// IQT bit 4: reserved (must be 0) with 256-bit descriptors.
+pub const IQT_256_RSVD: u64 = 1 << 4;
 /// IQH/IQT queue-index mask, in place, for 128-bit descriptors.
 pub const IQ_INDEX_MASK: u64 = 0x7fff0;
 
@@ -406,6 +410,7 @@ impl RegisterFile {
             w1cmask: [0; DMAR_REG_SIZE],
             womask: [0; DMAR_REG_SIZE],
         };
+        let iqa_dw = if ecap & crate::config::ECAP_SMTS != 0 { IQA_DW } else { 0 };
         // (offset, width, reset, RW mask, RW1C mask, write-only mask)
         let defs: [(u64, usize, u64, u64, u64, u64); 19] = [
             (VER, 4, 0x10, 0, 0, 0),
@@ -429,7 +434,7 @@ impl RegisterFile {
             // protected-region registers are RO 0 without CAP.PLMR/PHMR.
             (IQT, 8, 0, IQ_INDEX_MASK, 0, 0),
             // DW (bit 11) is reserved without ECAP.SMTS.
-            (IQA, 8, 0, 0xffff_ffff_ffff_f000 | IQA_QS, 0, 0),
+            (IQA, 8, 0, 0xffff_ffff_ffff_f000 | IQA_QS | iqa_dw, 0, 0),
             (ICS, 4, 0, 0, u64::from(ICS_IWC), 0),
             (IECTL, 4, u64::from(EVT_IM), u64::from(EVT_IM), 0, 0),
             (IEDATA, 4, 0, 0xffff_ffff, 0, 0),

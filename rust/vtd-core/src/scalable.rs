@@ -560,8 +560,9 @@ pub fn lookup_sm_context(
 }
 
 /// The PASID a request is processed with: its own (`Some`) or the
-/// context entry's RID_PASID, after the context-level checks.
-fn effective_pasid(
+/// context entry's RID_PASID, after the context-level checks (PASIDE,
+/// PASID width, PASID directory size).
+pub fn effective_pasid(
     ce: &SmContextEntry,
     pasid: Option<u32>,
     caps: &SmCaps,
@@ -602,11 +603,27 @@ pub fn lookup_pasid_entry(
     pasid: Option<u32>,
     caps: &SmCaps,
 ) -> Result<(u32, bool, PasidConfig), ContextFault> {
-    let mut fpd = ce.fpd();
+    let fpd = ce.fpd();
     let p = effective_pasid(ce, pasid, caps).map_err(|reason| ContextFault { reason, fpd })?;
+    let (own_fpd, pc) = read_pasid_entry(mem, ce, p, caps)?;
+    Ok((p, fpd || own_fpd, pc))
+}
+
+/// Read and validate the PASID directory and table entries for PASID `p`
+/// (already checked by [`effective_pasid`]) under context entry `ce`.
+/// Returns whether the directory or table entry has FPD set (the context
+/// entry's FPD is not included) and the validated entry; a fault's `fpd`
+/// includes the context entry's.
+pub fn read_pasid_entry(
+    mem: &dyn GuestMemory,
+    ce: &SmContextEntry,
+    p: u32,
+    caps: &SmCaps,
+) -> Result<(bool, PasidConfig), ContextFault> {
+    let ctx_fpd = ce.fpd();
     let de = PasidDirEntry::read(mem, ce.pasid_dir() & caps.haw_mask, p)
-        .map_err(|_| ContextFault { reason: FaultReason::PasidDirEntryAccess, fpd })?;
-    fpd |= de.fpd();
+        .map_err(|_| ContextFault { reason: FaultReason::PasidDirEntryAccess, fpd: ctx_fpd })?;
+    let fpd = ctx_fpd || de.fpd();
     if !de.present() {
         return Err(ContextFault { reason: FaultReason::PasidDirEntryNotPresent, fpd });
     }
@@ -616,7 +633,7 @@ pub fn lookup_pasid_entry(
     let pe = PasidEntry::read(mem, de.pasid_table(), p)
         .map_err(|_| ContextFault { reason: FaultReason::PasidEntryAccess, fpd })?;
     let pc = decode_pasid_entry(&pe, caps, fpd)?;
-    Ok((p, fpd || pe.fpd(), pc))
+    Ok((de.fpd() || pe.fpd(), pc))
 }
 
 /// Everything the hardware needs to translate a request in scalable mode.

@@ -31,6 +31,22 @@ impl Request {
     }
 }
 
+/// An untranslated DMA request with PASID (PCIe PASID TLP prefix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PasidRequest {
+    /// Requester id (bus << 8 | devfn).
+    pub sid: u16,
+    /// The PASID (20 bits are architected; wider values fault as beyond
+    /// the supported PASID width).
+    pub pasid: u32,
+    /// Privileged-mode-requested (supervisor request).
+    pub privileged: bool,
+    /// Input address.
+    pub iova: u64,
+    /// The request writes memory.
+    pub write: bool,
+}
+
 /// A successful translation of one page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Translation {

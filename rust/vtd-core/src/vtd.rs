@@ -9,9 +9,12 @@
 //! releasing its lock. The architectural state that must be migrated is
 //! exposed as [`VtdState`]; caches are rebuilt on demand.
 
-use crate::cache::{ContextCache, Iotlb, IotlbEntry};
+use crate::cache::{
+    ContextCache, Iotlb, IotlbEntry, MappingKind, PasidCache, PasidCacheEntry, SmContextCache,
+};
 use crate::config::{
     width_mask, Config, CAP_FS1GP, CAP_SAGAW_SHIFT, CAP_SLLPS_1G, CAP_SLLPS_2M, ECAP_DT,
+    ECAP_SMTS,
 };
 use crate::effects::{Effects, Msi};
 use crate::fault::{self, Fault, FaultReason, FaultRecord};
@@ -19,15 +22,19 @@ use crate::first_stage::{
     fs_walk, nested_walk, ss_output_fault, FsAccess, FsControls, FsOutput, FsWalkConfig,
 };
 use crate::inv_queue::{
-    decode, decode_ccmd, decode_iotlb_reg, descriptor_type, ContextInvalidation, InvRequest,
-    IotlbInvalidation, QueueState, DESC_NONE,
+    decode, decode_256, decode_ccmd, decode_iotlb_reg, descriptor_type, ContextInvalidation,
+    DecodeContext, InvRequest, IotlbInvalidation, PasidCacheInvalidation, PasidIotlbInvalidation,
+    QueueState, DESC_NONE,
 };
 use crate::mem::GuestMemory;
 use crate::page_walk::{level_size, walk, walk_detailed, Perm, WalkConfig};
 use crate::registers::*;
 use crate::root_context::{lookup_device_context, ContextChecks, ContextMode};
-use crate::scalable::{resolve, PasidMode, SmCaps};
-use crate::translation::{Request, Translation};
+use crate::root_context::ContextFault;
+use crate::scalable::{
+    effective_pasid, lookup_sm_context, read_pasid_entry, PasidContext, PasidMode, SmCaps,
+};
+use crate::translation::{PasidRequest, Request, Translation};
 
 /// First address of the interrupt address range.
 pub const INTERRUPT_ADDR_FIRST: u64 = 0xfee0_0000;
@@ -57,12 +64,16 @@ pub struct VtdState {
 /// One VT-d DMA remapping unit.
 ///
 /// Legacy mode is complete. With [`Config::scalable_mode`] and a root
-/// table latched with RTADDR.TTM = 01b, requests (all without PASID) are
+/// table latched with RTADDR.TTM = 01b, requests without PASID are
 /// translated through the scalable-mode context entry's RID_PASID PASID
-/// table entry: pass-through, second-stage, first-stage or nested. Not yet
-/// modelled in scalable mode: 256-bit invalidation descriptors (IQA.DW) and
-/// the PASID-based invalidations, a PASID cache, requests with PASID,
-/// page requests and device-TLBs.
+/// table entry, requests with PASID ([`Vtd::translate_pasid`]) through
+/// their own: pass-through, second-stage, first-stage or nested.
+/// Scalable-mode context entries and PASID table entries are cached (a
+/// guest must invalidate them with context-cache and PASID-cache
+/// invalidations), IOTLB entries are tagged with domain-id and PASID, and
+/// the 256-bit invalidation queue (IQA.DW) carries the PASID-cache and
+/// PASID-based IOTLB invalidations. Not modelled: page requests and
+/// device-TLBs.
 #[derive(Clone, Debug)]
 pub struct Vtd {
     cfg: Config,
@@ -75,6 +86,8 @@ pub struct Vtd {
     queue: QueueState,
     next_frcd: u16,
     context_cache: ContextCache,
+    sm_context_cache: SmContextCache,
+    pasid_cache: PasidCache,
     iotlb: Iotlb,
 }
 
@@ -99,6 +112,8 @@ impl Vtd {
             queue: QueueState::default(),
             next_frcd: 0,
             context_cache: ContextCache::default(),
+            sm_context_cache: SmContextCache::default(),
+            pasid_cache: PasidCache::default(),
             iotlb: Iotlb::default(),
         }
     }
@@ -154,6 +169,16 @@ impl Vtd {
         self.context_cache.len()
     }
 
+    /// Number of scalable-mode context-cache entries.
+    pub fn sm_context_cache_len(&self) -> usize {
+        self.sm_context_cache.len()
+    }
+
+    /// Number of PASID-cache entries.
+    pub fn pasid_cache_len(&self) -> usize {
+        self.pasid_cache.len()
+    }
+
     /// Decoded fault recording register `index`.
     pub fn fault_record(&self, index: u16) -> Option<FaultRecord> {
         fault::read_record(&self.regs, index)
@@ -191,8 +216,12 @@ impl Vtd {
             ));
         }
         let q = st.queue;
+        if q.dw && self.ecap & ECAP_SMTS == 0 {
+            return Err("vtd: migrated 256-bit invalidation queue without scalable mode".into());
+        }
         if q.enabled {
-            if !(256..=32768).contains(&q.size) || !q.size.is_power_of_two() {
+            let min = if q.dw { 128 } else { 256 };
+            if !(min..=32768).contains(&q.size) || !q.size.is_power_of_two() {
                 return Err(format!("vtd: invalid migrated queue size {}", q.size));
             }
             if q.head >= q.size {
@@ -201,6 +230,9 @@ impl Vtd {
                     q.head, q.size
                 ));
             }
+        }
+        if q.dw && q.enabled && q.size > 16384 {
+            return Err(format!("vtd: invalid migrated 256-bit queue size {}", q.size));
         }
         if q.tail > 0x7fff || q.head > 0x7fff {
             return Err(format!("vtd: invalid migrated queue indexes {}/{}", q.head, q.tail));
@@ -223,6 +255,8 @@ impl Vtd {
 
     fn flush_caches(&mut self) {
         self.context_cache.invalidate_all();
+        self.sm_context_cache.invalidate_all();
+        self.pasid_cache.invalidate_all();
         self.iotlb.invalidate_all();
     }
 
@@ -337,7 +371,7 @@ impl Vtd {
             Reg::Fectl => fault::fectl_written(&mut self.regs, fx),
             Reg::Iqt if part != Part::High => self.iqt_written(mem, fx),
             Reg::Iqa => {
-                if part != Part::High && value & IQA_DW != 0 {
+                if part != Part::High && value & IQA_DW != 0 && self.ecap & ECAP_SMTS == 0 {
                     fx.guest_error(
                         "vtd: IQA.DW set but 256-bit descriptors are not supported; ignored",
                     );
@@ -438,8 +472,11 @@ impl Vtd {
     fn set_queued_invalidation(&mut self, enable: bool, mem: &dyn GuestMemory, fx: &mut Effects) {
         if enable {
             let iqa = self.regs.get64(IQA);
+            let dw = self.ecap & ECAP_SMTS != 0 && iqa & IQA_DW != 0;
             self.queue.base = iqa & self.haw_mask() & !0xfff;
-            self.queue.size = QueueState::size_from_iqa(iqa);
+            self.queue.dw = dw;
+            self.queue.size = QueueState::size_for(iqa, dw);
+            self.queue.tail = QueueState::tail_for(self.regs.get64(IQT), dw);
             self.queue.enabled = true;
             self.regs.clear_set32(GSTS, 0, GSTS_QIES);
             if self.queue.tail != self.queue.head && self.regs.get32(FSTS) & FSTS_IQE == 0 {
@@ -467,10 +504,38 @@ impl Vtd {
 
     fn invalidate_context(&mut self, inv: ContextInvalidation) {
         match inv {
-            ContextInvalidation::Global => self.context_cache.invalidate_all(),
-            ContextInvalidation::Domain(did) => self.context_cache.invalidate_domain(did),
+            ContextInvalidation::Global => {
+                self.context_cache.invalidate_all();
+                self.sm_context_cache.invalidate_all();
+            }
+            ContextInvalidation::Domain(did) => {
+                self.context_cache.invalidate_domain(did);
+                self.sm_context_cache.invalidate_all();
+            }
             ContextInvalidation::Device { sid, fm } => {
-                self.context_cache.invalidate_device(sid, fm)
+                self.context_cache.invalidate_device(sid, fm);
+                self.sm_context_cache.invalidate_device(sid, fm);
+            }
+        }
+    }
+
+    fn invalidate_pasid_cache(&mut self, inv: PasidCacheInvalidation) {
+        match inv {
+            PasidCacheInvalidation::Global => self.pasid_cache.invalidate_all(),
+            PasidCacheInvalidation::Domain(did) => self.pasid_cache.invalidate_domain(did),
+            PasidCacheInvalidation::Pasid { domain_id, pasid } => {
+                self.pasid_cache.invalidate_pasid(domain_id, pasid)
+            }
+        }
+    }
+
+    fn invalidate_pasid_iotlb(&mut self, inv: PasidIotlbInvalidation) {
+        match inv {
+            PasidIotlbInvalidation::Pasid { domain_id, pasid } => {
+                self.iotlb.invalidate_pasid(domain_id, pasid)
+            }
+            PasidIotlbInvalidation::Pages { domain_id, pasid, addr, am, .. } => {
+                self.iotlb.invalidate_pasid_pages(domain_id, pasid, addr, am)
             }
         }
     }
@@ -537,8 +602,27 @@ impl Vtd {
             .clear_set64(IOTLB, IOTLB_IVT | IOTLB_IAIG_MASK, iaig << IOTLB_IAIG_SHIFT);
     }
 
+    /// Descriptor width in effect: latched while QI is enabled, else the
+    /// value IQA.DW currently holds.
+    fn queue_dw(&self) -> bool {
+        if self.queue.enabled {
+            self.queue.dw
+        } else {
+            self.ecap & ECAP_SMTS != 0 && self.regs.get64(IQA) & IQA_DW != 0
+        }
+    }
+
     fn iqt_written(&mut self, mem: &dyn GuestMemory, fx: &mut Effects) {
-        self.queue.tail = QueueState::tail_from_iqt(self.regs.get64(IQT));
+        let iqt = self.regs.get64(IQT);
+        let dw = self.queue_dw();
+        if dw && iqt & IQT_256_RSVD != 0 {
+            self.queue_error(
+                format!("IQT {iqt:#x}: bit 4 is reserved with 256-bit descriptors"),
+                fx,
+            );
+            return;
+        }
+        self.queue.tail = QueueState::tail_for(iqt, dw);
         if self.queue.enabled && self.regs.get32(FSTS) & FSTS_IQE == 0 {
             self.process_queue(mem, fx);
         }
@@ -570,34 +654,51 @@ impl Vtd {
             self.queue_error(msg, fx);
             return;
         }
+        let dw = self.queue.dw;
+        let ctx = DecodeContext {
+            device_tlb: self.ecap & ECAP_DT != 0,
+            scalable: self.root_scalable,
+        };
         let mut budget = size;
         while self.queue.head != self.queue.tail && budget > 0 {
             budget -= 1;
             let addr = self
                 .queue
                 .base
-                .wrapping_add(u64::from(self.queue.head) * 16);
-            let (lo, hi) = match mem.read_u128_pair(addr) {
-                Ok(d) => d,
-                Err(_) => {
-                    self.queue.last_desc_type = DESC_NONE;
-                    self.queue_error(format!("cannot read descriptor at {addr:#x}"), fx);
-                    return;
+                .wrapping_add(u64::from(self.queue.head) * QueueState::entry_bytes(dw));
+            let mut val = [0u64; 4];
+            let quads = if dw { 4 } else { 2 };
+            let mut read_ok = true;
+            for (i, q) in val.iter_mut().enumerate().take(quads) {
+                match mem.read_u64(addr.wrapping_add(8 * i as u64)) {
+                    Ok(v) => *q = v,
+                    Err(_) => read_ok = false,
                 }
+            }
+            if !read_ok {
+                self.queue.last_desc_type = DESC_NONE;
+                self.queue_error(format!("cannot read descriptor at {addr:#x}"), fx);
+                return;
+            }
+            self.queue.last_desc_type = descriptor_type(val[0]);
+            let decoded = if dw {
+                decode_256(val, ctx)
+            } else if ctx.scalable {
+                Err(format!(
+                    "128-bit descriptor {:#x} {:#x} while the root table is in scalable mode (IQA.DW=0)",
+                    val[1], val[0]
+                ))
+            } else {
+                decode(val[0], val[1], ctx.device_tlb)
             };
-            self.queue.last_desc_type = descriptor_type(lo);
-            let device_tlb = self.ecap & ECAP_DT != 0;
-            let result = decode(lo, hi, device_tlb).and_then(|req| self.execute(req, mem, fx));
+            let result = decoded.and_then(|req| self.execute(req, mem, fx));
             if let Err(msg) = result {
                 let msg = format!("descriptor {} at {addr:#x}: {msg}", self.queue.head);
                 self.queue_error(msg, fx);
                 return;
             }
             self.queue.head = self.queue.head.wrapping_add(1) % size;
-            self.regs.set64(
-                IQH,
-                (u64::from(self.queue.head) << IQ_SHIFT_128) & IQ_INDEX_MASK,
-            );
+            self.regs.set64(IQH, QueueState::index_reg(self.queue.head, dw));
         }
     }
 
@@ -610,6 +711,8 @@ impl Vtd {
         match req {
             InvRequest::Context(inv) => self.invalidate_context(inv),
             InvRequest::Iotlb(inv) => self.invalidate_iotlb(inv),
+            InvRequest::PasidCache(inv) => self.invalidate_pasid_cache(inv),
+            InvRequest::PasidIotlb(inv) => self.invalidate_pasid_iotlb(inv),
             // No device-TLBs and no interrupt remapping: nothing cached.
             InvRequest::DeviceTlb { .. } | InvRequest::InterruptEntryCache => {}
             InvRequest::Wait(w) => {
@@ -757,36 +860,129 @@ impl Vtd {
         SmCaps::from_regs(self.cap, self.ecap, self.cfg.aw_bits)
     }
 
+    /// Translate a DMA request with PASID. With translation disabled the
+    /// result is the identity 4 KiB page, as for requests without PASID.
+    /// With a legacy-mode root table the request faults with 31h
+    /// (RTA.2). Faults are recorded with the PASID (FRCD.PP, PV and PRIV).
+    pub fn translate_pasid(
+        &mut self,
+        req: &PasidRequest,
+        mem: &dyn GuestMemory,
+    ) -> (Result<Translation, Fault>, Effects) {
+        let mut fx = Effects::default();
+        let sreq = SmRequest {
+            sid: req.sid,
+            iova: req.iova,
+            write: req.write,
+            pasid: Some((req.pasid, req.privileged)),
+        };
+        let r = if !self.dmar_enabled {
+            Ok(Translation::identity_4k(req.iova, 0))
+        } else if !self.root_scalable {
+            Err(self.report_sm(FaultReason::SmTtmLegacyWithPasid, false, &sreq, &mut fx))
+        } else {
+            self.translate_sm(&sreq, mem, &mut fx)
+        };
+        (r, fx)
+    }
+
+    fn report_sm(
+        &mut self,
+        reason: FaultReason,
+        fpd: bool,
+        req: &SmRequest,
+        fx: &mut Effects,
+    ) -> Fault {
+        let f = match req.pasid {
+            Some((p, pr)) => Fault::with_pasid(reason, req.sid, req.iova, req.write, p, pr),
+            None => Fault::new(reason, req.sid, req.iova, req.write),
+        };
+        if !(fpd && reason.is_qualified()) {
+            fault::record_fault(&mut self.regs, &mut self.next_frcd, &f, fx);
+        }
+        f
+    }
+
+    /// Resolve a request to its PASID table entry through the scalable
+    /// context cache and the PASID cache, filling them from memory on a
+    /// miss. Entries are cached only when the whole resolution succeeds:
+    /// a request that faults leaves nothing behind.
+    fn resolve_cached(
+        &mut self,
+        sid: u16,
+        pasid: Option<(u32, bool)>,
+        mem: &dyn GuestMemory,
+    ) -> Result<PasidContext, ContextFault> {
+        let caps = self.sm_caps();
+        let cached_ce = self.sm_context_cache.lookup(sid);
+        let ce = match cached_ce {
+            Some(ce) => ce,
+            None => lookup_sm_context(mem, self.root, sid, &caps)?,
+        };
+        let p = effective_pasid(&ce, pasid.map(|(p, _)| p), &caps)
+            .map_err(|reason| ContextFault { reason, fpd: ce.fpd() })?;
+        let cached_pe = self.pasid_cache.lookup(sid, p);
+        let pe = match cached_pe {
+            Some(e) => e,
+            None => {
+                let (fpd, config) = read_pasid_entry(mem, &ce, p, &caps)?;
+                PasidCacheEntry { config, fpd }
+            }
+        };
+        let fpd = ce.fpd() || pe.fpd;
+        let privileged = match pasid {
+            Some((_, pr)) => pr,
+            None => ce.rid_priv(),
+        };
+        if privileged && !pe.config.sre {
+            return Err(ContextFault { reason: FaultReason::PasidEntrySreClear, fpd });
+        }
+        if cached_ce.is_none() {
+            self.sm_context_cache.insert(sid, ce);
+        }
+        if cached_pe.is_none() {
+            self.pasid_cache.insert(sid, p, pe);
+        }
+        Ok(PasidContext { context: ce, pasid: p, privileged, fpd, pasid_entry: pe.config })
+    }
+
     /// Scalable-mode translation of a request without PASID (RID_PASID).
-    /// Nothing derived from the context or PASID structures is cached yet:
-    /// they are read for every request; only leaf translations go to the
-    /// IOTLB, keyed by the PASID entry's domain id (not by PASID or PGTT:
-    /// a guest that gives two PASID entries with different tables the same
-    /// DID shares IOTLB entries between them, which the spec forbids
-    /// software to rely on anyway).
     fn translate_scalable(
         &mut self,
         req: &Request,
         mem: &dyn GuestMemory,
         fx: &mut Effects,
     ) -> Result<Translation, Fault> {
-        let caps = self.sm_caps();
-        let pc = match resolve(mem, self.root, req.sid, None, &caps) {
+        let sreq = SmRequest { sid: req.sid, iova: req.iova, write: req.write, pasid: None };
+        self.translate_sm(&sreq, mem, fx)
+    }
+
+    /// Scalable-mode translation. Leaf translations go to the IOTLB tagged
+    /// with the PASID entry's domain id, the PASID used (RID_PASID for
+    /// requests without PASID) and the PGTT; pass-through is not cached.
+    fn translate_sm(
+        &mut self,
+        req: &SmRequest,
+        mem: &dyn GuestMemory,
+        fx: &mut Effects,
+    ) -> Result<Translation, Fault> {
+        let pc = match self.resolve_cached(req.sid, req.pasid, mem) {
             Ok(pc) => pc,
-            Err(cf) => return Err(self.report(cf.reason, cf.fpd, req, fx)),
+            Err(cf) => return Err(self.report_sm(cf.reason, cf.fpd, req, fx)),
         };
         let did = pc.pasid_entry.domain_id;
         let fpd = pc.fpd;
+        let pasid = pc.pasid;
         if pc.pasid_entry.mode == PasidMode::PassThrough {
             return Ok(Translation::identity_4k(req.iova, did));
         }
         if let PasidMode::SecondStage(ss) = pc.pasid_entry.mode {
             let limit = u32::from(ss.agaw.min(self.cfg.aw_bits));
             if req.iova & !width_mask(limit) != 0 {
-                return Err(self.report(FaultReason::SmAddressBeyondAgaw, fpd, req, fx));
+                return Err(self.report_sm(FaultReason::SmAddressBeyondAgaw, fpd, req, fx));
             }
         }
-        if let Some(e) = self.iotlb.lookup(did, req.iova) {
+        if let Some(e) = self.iotlb.lookup_pasid(did, pasid, req.iova) {
             if e.perm.allows(req.write) {
                 return Ok(translation_of(&e));
             }
@@ -798,8 +994,8 @@ impl Vtd {
         };
         let ctl = FsControls { wpe: pc.pasid_entry.wpe, eafe: pc.pasid_entry.eafe };
         let access = FsAccess { write: req.write, supervisor: pc.privileged };
-        let out: Result<FsOutput, FaultReason> = match pc.pasid_entry.mode {
-            PasidMode::SecondStage(ss) => {
+        let (out, kind): (Result<FsOutput, FaultReason>, MappingKind) = match pc.pasid_entry.mode {
+            PasidMode::SecondStage(ss) => (
                 walk_detailed(mem, &ss_cfg, ss.root, ss.levels, ss.agaw, req.iova, req.write)
                     .map(|o| FsOutput {
                         phys: o.phys,
@@ -808,22 +1004,27 @@ impl Vtd {
                         dirty: true,
                         pte: o.pte,
                     })
-                    .map_err(|e| ss_output_fault(e, req.write, false))
-            }
-            PasidMode::FirstStage(fs) => fs_walk(mem, &fs_cfg, &fs, &ctl, req.iova, access),
-            PasidMode::Nested { fs, ss } => {
-                nested_walk(mem, &fs_cfg, &ss_cfg, &fs, &ss, &ctl, req.iova, access)
-            }
+                    .map_err(|e| ss_output_fault(e, req.write, false)),
+                MappingKind::SecondStage,
+            ),
+            PasidMode::FirstStage(fs) => (
+                fs_walk(mem, &fs_cfg, &fs, &ctl, req.iova, access),
+                MappingKind::FirstStage,
+            ),
+            PasidMode::Nested { fs, ss } => (
+                nested_walk(mem, &fs_cfg, &ss_cfg, &fs, &ss, &ctl, req.iova, access),
+                MappingKind::Nested,
+            ),
             PasidMode::PassThrough => return Ok(Translation::identity_4k(req.iova, did)),
         };
         let out = match out {
             Ok(o) => o,
-            Err(reason) => return Err(self.report(reason, fpd, req, fx)),
+            Err(reason) => return Err(self.report_sm(reason, fpd, req, fx)),
         };
         let size = level_size(out.level);
         let last = out.phys.saturating_add(size - 1);
         if out.phys <= INTERRUPT_ADDR_LAST && last >= INTERRUPT_ADDR_FIRST {
-            return Err(self.report(FaultReason::SmInterruptAddress, fpd, req, fx));
+            return Err(self.report_sm(FaultReason::SmInterruptAddress, fpd, req, fx));
         }
         // A page whose D flag is still clear must not satisfy a write from
         // the IOTLB: the write has to walk again to set D.
@@ -839,12 +1040,22 @@ impl Vtd {
         // request are never wider than a supervisor's for the same page, so
         // only those are cached; a supervisor request that needs more than
         // a cached entry grants walks again, and its result is not cached.
-        let privilege_independent = matches!(pc.pasid_entry.mode, PasidMode::SecondStage(_));
+        let privilege_independent = kind == MappingKind::SecondStage;
         if privilege_independent || !pc.privileged {
-            self.iotlb.insert(entry);
+            self.iotlb.insert_tagged(entry, pasid, kind);
         }
         Ok(translation_of(&entry))
     }
+}
+
+/// A scalable-mode request: without PASID (`pasid` None, RID_PASID and
+/// RID_PRIV apply) or with PASID and privilege.
+#[derive(Clone, Copy, Debug)]
+struct SmRequest {
+    sid: u16,
+    iova: u64,
+    write: bool,
+    pasid: Option<(u32, bool)>,
 }
 
 fn translation_of(e: &IotlbEntry) -> Translation {

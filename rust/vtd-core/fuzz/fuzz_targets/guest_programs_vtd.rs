@@ -7,7 +7,7 @@
 use std::{cell::RefCell, collections::HashMap};
 
 use libfuzzer_sys::fuzz_target;
-use vtd_core::{Config, GuestMemory, MemError, Request, Vtd};
+use vtd_core::{Config, GuestMemory, MemError, PasidRequest, Request, Vtd};
 
 /// Sparse guest memory: 64 KiB of RAM at 0 plus whatever the program writes
 /// elsewhere; reads of untouched pages fail like unmapped addresses.
@@ -69,6 +69,9 @@ fuzz_target!(|data: &[u8]| {
         snoop_control: flags & 4 != 0,
         dma_drain: flags & 8 != 0,
         caching_mode: flags & 16 != 0,
+        scalable_mode: flags & 32 != 0,
+        first_stage: flags & 64 != 0,
+        pasid_bits: if flags & 128 != 0 { 20 } else { 0 },
         ..Config::default()
     };
     if cfg.validate().is_err() {
@@ -77,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
     let mut vtd = Vtd::new(cfg);
     let mem = Mem::default();
     while let Some(op) = input.u8() {
-        match op % 5 {
+        match op % 6 {
             0 => {
                 // register write: offsets mostly inside the window
                 let (Some(off), Some(v)) = (input.u16(), input.u64()) else { break };
@@ -99,6 +102,23 @@ fuzz_target!(|data: &[u8]| {
                 let (result, _effects) = vtd.translate(&req, &mem);
                 if let Ok(t) = result {
                     // a mapping covers the request and is naturally aligned
+                    assert_eq!(t.iova & t.page_mask, 0);
+                    assert_eq!(t.phys & t.page_mask, 0);
+                    assert_eq!(iova & !t.page_mask, t.iova);
+                    assert!(!req.write || t.perm.write);
+                }
+            }
+            5 => {
+                let (Some(sid), Some(pasid), Some(iova)) = (input.u16(), input.take::<4>(), input.u64())
+                else { break };
+                let req = PasidRequest {
+                    sid,
+                    pasid: u32::from_le_bytes(pasid),
+                    privileged: op & 0x80 != 0,
+                    iova,
+                    write: op & 0x40 != 0,
+                };
+                if let (Ok(t), _) = vtd.translate_pasid(&req, &mem) {
                     assert_eq!(t.iova & t.page_mask, 0);
                     assert_eq!(t.phys & t.page_mask, 0);
                     assert_eq!(iova & !t.page_mask, t.iova);

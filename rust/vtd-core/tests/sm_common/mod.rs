@@ -200,3 +200,74 @@ pub fn set_pasid_entry(e: &mut Env, dir: u64, pasid: u32, val: [u64; 8]) {
 pub fn pe(pgtt: u64, did: u16, ss_root: u64, aw: u64, fs_root: u64, q2: u64) -> [u64; 8] {
     [ss_root | pgtt | (aw << 2) | 1, u64::from(did), fs_root | q2, 0, 0, 0, 0, 0]
 }
+
+// ---- 256-bit queued invalidation ----------------------------------------
+
+/// Enable QI with 256-bit descriptors and a queue of 2^qs pages
+/// (2^(qs+7) entries).
+pub fn enable_qi256(e: &mut Env, qs: u64) {
+    let base = e.alloc_page();
+    for _ in 1..(1u64 << qs) {
+        e.alloc_page();
+    }
+    e.iq_base = base;
+    let fx = e.w64(IQA, base | IQA_DW | qs);
+    assert!(fx.is_empty(), "{fx:?}");
+    e.w32(IQT, 0);
+    let fx = e.gcmd(GCMD_QIE, 0);
+    assert!(fx.is_empty(), "{fx:?}");
+    assert_ne!(e.gsts() & GSTS_QIES, 0);
+}
+
+/// Write 256-bit descriptors at the current tail and move the tail.
+pub fn submit256(e: &mut Env, descs: &[[u64; 4]]) -> vtd_core::Effects {
+    let size = 1u64 << ((e.rd64(IQA) & 7) + 7);
+    let mut tail = (e.rd64(IQT) >> 5) & 0x3fff;
+    for d in descs {
+        for (i, q) in d.iter().enumerate() {
+            e.mem.w64(e.iq_base + tail * 32 + 8 * i as u64, *q);
+        }
+        tail = (tail + 1) % size;
+    }
+    e.w32(IQT, (tail << 5) as u32)
+}
+
+/// IQH.QH with 256-bit descriptors.
+pub fn iq_head256(e: &mut Env) -> u64 {
+    e.rd64(IQH) >> 5
+}
+
+/// A legacy descriptor in 256-bit form.
+pub fn wide((lo, hi): (u64, u64)) -> [u64; 4] {
+    [lo, hi, 0, 0]
+}
+
+/// PASID-cache invalidate, domain-selective.
+pub fn d_pc_domain(did: u16) -> [u64; 4] {
+    [0x7 | (u64::from(did) << 16), 0, 0, 0]
+}
+
+/// PASID-cache invalidate, PASID-selective within domain.
+pub fn d_pc_pasid(did: u16, pasid: u32) -> [u64; 4] {
+    [0x7 | (1 << 4) | (u64::from(did) << 16) | (u64::from(pasid) << 32), 0, 0, 0]
+}
+
+/// PASID-cache invalidate, global.
+pub fn d_pc_global() -> [u64; 4] {
+    [0x7 | (3 << 4), 0, 0, 0]
+}
+
+/// PASID-based IOTLB invalidate, PASID-selective within domain.
+pub fn d_piotlb_pasid(did: u16, pasid: u32) -> [u64; 4] {
+    [0x6 | (2 << 4) | (u64::from(did) << 16) | (u64::from(pasid) << 32), 0, 0, 0]
+}
+
+/// PASID-based IOTLB invalidate, page-selective within PASID.
+pub fn d_piotlb_pages(did: u16, pasid: u32, addr: u64, am: u64, ih: bool) -> [u64; 4] {
+    [
+        0x6 | (3 << 4) | (u64::from(did) << 16) | (u64::from(pasid) << 32),
+        addr | am | (u64::from(ih) << 6),
+        0,
+        0,
+    ]
+}
