@@ -2,7 +2,8 @@
 #
 # DMA remapping through the (Rust) intel-iommu: a Debian 6.12 guest reads a whole
 # virtio-blk disk (iommu_platform=on) and checks its sha256, in the kernel's lazy,
-# strict and pass-through DMA modes, plus a baseline without an IOMMU and a check
+# strict and pass-through DMA modes, in legacy and scalable mode (second and first
+# stage), plus a baseline without an IOMMU and a check
 # that a bad property value is refused.
 #
 # The guest kit (kernel, initramfs, firmware, disk image) comes from
@@ -52,6 +53,32 @@ class RvIommuDma(RvIommuGuestTest):
     def test_dma_passthrough(self):
         res = self.read_disk(self.IOMMU, 'intel_iommu=on iommu=pt')
         self.check_remapping(res, 'identity')
+
+    # Scalable mode: Linux (sm_on) puts each device's RID_PASID entry in a
+    # PASID table and uses 256-bit descriptors and PASID-cache invalidation.
+    SM = 'intel-iommu,x-scalable-mode=on'
+    SM_FS = 'intel-iommu,x-scalable-mode=on,x-flts=on'
+
+    def test_dma_scalable_second_stage_lazy(self):
+        res = self.read_disk(self.SM, 'intel_iommu=on,sm_on')
+        self.check_remapping(res, 'DMA-FQ')
+        self.assertTrue(res.dmesg_has('Using Queued invalidation'))
+
+    def test_dma_scalable_second_stage_strict(self):
+        res = self.read_disk(self.SM, 'intel_iommu=on,sm_on iommu.strict=1')
+        self.check_remapping(res, 'DMA')
+
+    def test_dma_scalable_passthrough(self):
+        res = self.read_disk(self.SM, 'intel_iommu=on,sm_on iommu=pt')
+        self.check_remapping(res, 'identity')
+
+    def test_dma_scalable_first_stage_lazy(self):
+        res = self.read_disk(self.SM_FS, 'intel_iommu=on,sm_on')
+        self.check_remapping(res, 'DMA-FQ')
+
+    def test_dma_scalable_first_stage_strict(self):
+        res = self.read_disk(self.SM_FS, 'intel_iommu=on,sm_on iommu.strict=1')
+        self.check_remapping(res, 'DMA')
 
     def test_dma_no_iommu(self):
         """Baseline: the same guest and disk with no IOMMU (validates the kit)."""

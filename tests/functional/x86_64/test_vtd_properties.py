@@ -77,7 +77,7 @@ class VtdProperties(QemuSystemTest):
 
     def test_unimplemented_features_are_refused_by_name(self):
         for props, needle in (('caching-mode=on', 'caching-mode=on'),
-                              ('x-scalable-mode=on', 'x-scalable-mode=on'),
+                              ('x-scalable-mode=on,x-pasid-mode=on', 'x-pasid-mode=on'),
                               ('device-iotlb=on', 'device-iotlb=on'),
                               ('intremap=on', 'intremap=on'),
                               ('dma-translation=off', 'dma-translation=off')):
@@ -88,10 +88,15 @@ class VtdProperties(QemuSystemTest):
         self.assertRefused('eim=on', 'eim=on cannot be selected without intremap=on')
         self.assertRefused('x-flts=on', 'x-flts is only available in scalable mode')
         self.assertRefused('x-pasid-mode=on', 'Need to set scalable mode for PASID')
+        self.assertRefused('x-scalable-mode=on,dma-drain=off',
+                           'Need to set dma_drain for scalable mode')
+        self.assertRefused('x-scalable-mode=on,x-flts=on,aw-bits=39',
+                           'supported value for aw-bits is: 48')
 
     def test_accepted_configurations_start(self):
         for props in ('aw-bits=39', 'aw-bits=48', 'pt=off', 'snoop-control=on',
-                      'dma-drain=off', 'stale-tm=on', 'version=3', 'intremap=off'):
+                      'dma-drain=off', 'stale-tm=on', 'version=3', 'intremap=off',
+                      'x-scalable-mode=on', 'x-scalable-mode=on,x-flts=on'):
             with self.subTest(props=props):
                 vm = QEMUQtestMachine(self.qemu_bin, base_temp_dir=self.workdir,
                                       name='props')
@@ -105,6 +110,11 @@ class VtdProperties(QemuSystemTest):
                     ecap = int(vm.qtest('readq 0xfed90010').split()[1], 16)
                     self.assertEqual(bool(ecap & (1 << 6)), 'pt=off' not in props)
                     self.assertEqual(bool(ecap & (1 << 7)), 'snoop-control=on' in props)
+                    # SMTS, SLTS with scalable mode; FLTS and NEST with x-flts
+                    self.assertEqual(bool(ecap & (1 << 43)), 'x-scalable-mode=on' in props)
+                    self.assertEqual(bool(ecap & (1 << 46)), 'x-scalable-mode=on' in props)
+                    self.assertEqual(bool(ecap & (1 << 47)), 'x-flts=on' in props)
+                    self.assertEqual(bool(ecap & (1 << 26)), 'x-flts=on' in props)
                 finally:
                     vm.shutdown()
 

@@ -167,11 +167,20 @@ impl IntelIommuState {
         if self.pasid && !self.scalable_mode {
             return Err(Error::msg("Need to set scalable mode for PASID"));
         }
+        if self.flts && self.aw_bits != 48 {
+            return Err(Error::msg(
+                "Scalable mode(flts=on): supported value for aw-bits is: 48",
+            ));
+        }
         if self.aw_bits != 39 && self.aw_bits != 48 {
             return Err(Error::format(format_args!(
-                "Legacy mode: supported values for aw-bits are: 39, 48 (aw-bits={} given)",
+                "{}: supported values for aw-bits are: 39, 48 (aw-bits={} given)",
+                if self.scalable_mode { "Scalable mode(flts=off)" } else { "Legacy mode" },
                 self.aw_bits
             )));
+        }
+        if self.scalable_mode && !self.dma_drain {
+            return Err(Error::msg("Need to set dma_drain for scalable mode"));
         }
         let unsupported = |what: &str| {
             Err(Error::format(format_args!(
@@ -179,8 +188,8 @@ impl IntelIommuState {
                  (see docs/rviommu/intel-iommu.rst)"
             )))
         };
-        if self.scalable_mode {
-            return unsupported("x-scalable-mode=on");
+        if self.pasid {
+            return unsupported("x-pasid-mode=on");
         }
         if self.caching_mode {
             return unsupported("caching-mode=on");
@@ -197,6 +206,9 @@ impl IntelIommuState {
             snoop_control: self.snoop_control,
             dma_drain: self.dma_drain,
             caching_mode: self.caching_mode,
+            scalable_mode: self.scalable_mode,
+            first_stage: self.flts,
+            fs1gp: self.fs1gp,
             ..Config::default()
         };
         cfg.validate().map_err(|e| Error::format(format_args!("intel-iommu: {e}")))?;
