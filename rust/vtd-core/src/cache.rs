@@ -15,7 +15,7 @@
 //! Cached data is used until explicitly invalidated. Caches are not part of
 //! the migrated state.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, hash::Hash, ops::Deref};
 
 use crate::page_walk::{level_shift, level_size, Perm};
 use crate::root_context::DeviceContext;
@@ -32,10 +32,54 @@ pub const CONTEXT_CACHE_MAX: usize = 1024;
 /// Maximum number of IOTLB entries before a full flush (`VTD_IOTLB_MAX_SIZE`).
 pub const IOTLB_MAX: usize = 1024;
 
+/// A cache map bounded to `MAX` entries.  Inserting a new key into a full
+/// map empties it first: the replacement policy of QEMU's C device.  Caches
+/// only have to be bounded (the guest cannot grow host memory without
+/// limit) and never return a wrong entry; they need no cleverer eviction.
+/// Reads go through `Deref` to the `HashMap`.
+#[derive(Clone, Debug)]
+pub struct BoundedMap<K, V, const MAX: usize> {
+    map: HashMap<K, V>,
+}
+
+impl<K, V, const MAX: usize> Default for BoundedMap<K, V, MAX> {
+    fn default() -> Self {
+        BoundedMap { map: HashMap::new() }
+    }
+}
+
+impl<K: Eq + Hash, V, const MAX: usize> BoundedMap<K, V, MAX> {
+    /// Insert or replace `k`, emptying the map first if `k` is new and the
+    /// map is full.
+    pub fn insert(&mut self, k: K, v: V) {
+        if self.map.len() >= MAX && !self.map.contains_key(&k) {
+            self.map.clear();
+        }
+        self.map.insert(k, v);
+    }
+
+    /// Remove every entry.
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// Keep only the entries for which `keep` returns true.
+    pub fn retain(&mut self, keep: impl FnMut(&K, &mut V) -> bool) {
+        self.map.retain(keep);
+    }
+}
+
+impl<K, V, const MAX: usize> Deref for BoundedMap<K, V, MAX> {
+    type Target = HashMap<K, V>;
+    fn deref(&self) -> &HashMap<K, V> {
+        &self.map
+    }
+}
+
 /// Context cache, keyed by source-id.
 #[derive(Clone, Debug, Default)]
 pub struct ContextCache {
-    map: HashMap<u16, DeviceContext>,
+    map: BoundedMap<u16, DeviceContext, CONTEXT_CACHE_MAX>,
 }
 
 /// Mask of source-id bits compared by a device-selective invalidation with
@@ -58,9 +102,6 @@ impl ContextCache {
 
     /// Cache `ctx` for `sid`.
     pub fn insert(&mut self, sid: u16, ctx: DeviceContext) {
-        if self.map.len() >= CONTEXT_CACHE_MAX && !self.map.contains_key(&sid) {
-            self.map.clear();
-        }
         self.map.insert(sid, ctx);
     }
 
@@ -147,7 +188,7 @@ impl MappingKind {
 /// The IOTLB, keyed by domain-id, PASID and input page.
 #[derive(Clone, Debug, Default)]
 pub struct Iotlb {
-    map: HashMap<IotlbKey, (IotlbEntry, MappingKind)>,
+    map: BoundedMap<IotlbKey, (IotlbEntry, MappingKind), IOTLB_MAX>,
 }
 
 fn key(domain_id: u16, pasid: u32, iova: u64, level: u8) -> IotlbKey {
@@ -193,9 +234,6 @@ impl Iotlb {
     /// Cache a translation for `pasid` of the given kind.
     pub fn insert_tagged(&mut self, entry: IotlbEntry, pasid: u32, kind: MappingKind) {
         let k = key(entry.domain_id, pasid, entry.iova, entry.level);
-        if self.map.len() >= IOTLB_MAX && !self.map.contains_key(&k) {
-            self.map.clear();
-        }
         self.map.insert(k, (entry, kind));
     }
 
@@ -266,7 +304,7 @@ impl Iotlb {
 /// permitted over-invalidation).
 #[derive(Clone, Debug, Default)]
 pub struct SmContextCache {
-    map: HashMap<u16, SmContextEntry>,
+    map: BoundedMap<u16, SmContextEntry, CONTEXT_CACHE_MAX>,
 }
 
 impl SmContextCache {
@@ -277,9 +315,6 @@ impl SmContextCache {
 
     /// Cache `ce` for `sid`.
     pub fn insert(&mut self, sid: u16, ce: SmContextEntry) {
-        if self.map.len() >= CONTEXT_CACHE_MAX && !self.map.contains_key(&sid) {
-            self.map.clear();
-        }
         self.map.insert(sid, ce);
     }
 
@@ -318,7 +353,7 @@ pub struct PasidCacheEntry {
 /// PASID cache, keyed by (source-id, PASID).
 #[derive(Clone, Debug, Default)]
 pub struct PasidCache {
-    map: HashMap<(u16, u32), PasidCacheEntry>,
+    map: BoundedMap<(u16, u32), PasidCacheEntry, PASID_CACHE_MAX>,
 }
 
 impl PasidCache {
@@ -330,9 +365,6 @@ impl PasidCache {
     /// Cache an entry.
     pub fn insert(&mut self, sid: u16, pasid: u32, entry: PasidCacheEntry) {
         let k = (sid, pasid);
-        if self.map.len() >= PASID_CACHE_MAX && !self.map.contains_key(&k) {
-            self.map.clear();
-        }
         self.map.insert(k, entry);
     }
 
