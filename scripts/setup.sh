@@ -166,7 +166,6 @@ configure_build() {
 build_qemu() {
     local build=$1
     step "build $(basename "$build") (ninja -j$JOBS; a fresh build takes 10-15 min on 2 cores)"
-    set -o pipefail
     ninja -C "$build" -j"$JOBS" qemu-system-x86_64 qemu-system-aarch64 2>&1 | ninja_progress \
         || die "ninja failed in $build"
     info "$(ls -la "$build/qemu-system-x86_64" | awk '{print $6, $7, $8, $9}')"

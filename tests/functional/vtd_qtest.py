@@ -202,7 +202,7 @@ class LegacyVtd:
     def enable_queue(self, size_order=0):
         """Queued invalidation with a 4K << size_order queue."""
         self.queue = self.alloc_page()
-        for _ in range(size_order and (1 << size_order) - 1):
+        for _ in range((1 << size_order) - 1):
             self.alloc_page()
         self.queue_tail = 0
         self.queue_entries = 256 << size_order

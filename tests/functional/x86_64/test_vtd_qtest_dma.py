@@ -127,25 +127,23 @@ class VtdQtestDma(QemuSystemTest):
         self.assertEqual(rec['reason'], 0x1)
         self.assertEqual(vm.qmp('query-status')['return']['status'], 'running')
 
+    # where dma_read copies the device buffer out to, mapped by stale_mapping
+    SCRATCH_IOVA = IOVA + 0x5000
+    SCRATCH = PHYS + 0x30000
+
     def dma_read(self, qt, edu, vtd, iova):
         """Read len(PATTERN) bytes at `iova` through the device."""
         edu.dma_from_memory(iova, len(PATTERN))
-        # copy the device buffer out to an identity-mapped scratch page
-        scratch_iova = IOVA + 0x5000
-        scratch = PHYS + 0x30000
-        if not getattr(self, '_scratch_mapped', False):
-            vtd.map_4k(self._top, scratch_iova, scratch)
-            self._scratch_mapped = True
-        qt.memwrite(scratch, bytes(len(PATTERN)))
-        edu.dma_to_memory(scratch_iova, len(PATTERN))
-        return qt.memread(scratch, len(PATTERN))
+        qt.memwrite(self.SCRATCH, bytes(len(PATTERN)))
+        edu.dma_to_memory(self.SCRATCH_IOVA, len(PATTERN))
+        return qt.memread(self.SCRATCH, len(PATTERN))
 
     def stale_mapping(self, queued):
         """IOVA cached by one DMA, then its PTE moved to another page (with
         other data) without telling the IOMMU: DMA must still see the old
         page.  Returns what the new page holds."""
         vm, qt, edu, vtd, top = self.mapped_vtd()
-        self._top = top
+        vtd.map_4k(top, self.SCRATCH_IOVA, self.SCRATCH)
         other = PHYS + 0x10000
         new_pattern = bytes(reversed(PATTERN))
         qt.memwrite(PHYS, PATTERN)

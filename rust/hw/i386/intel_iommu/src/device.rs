@@ -24,7 +24,7 @@ use util::{
     log::Log,
     log_mask_ln, Error, Result,
 };
-use vtd_core::{Config, Effects, Request, Vtd};
+use vtd_core::{Config, Effects, Request, Translation, Vtd};
 
 use crate::ffi::{self, AddressSpaces, SystemMemory, X86IommuState};
 
@@ -37,16 +37,6 @@ pub struct OnOffAuto(pub u32);
 unsafe impl hwcore::QDevProp for OnOffAuto {
     const BASE_INFO: *const hwcore::bindings::PropertyInfo =
         std::ptr::addr_of!(hwcore::bindings::qdev_prop_on_off_auto);
-}
-
-/// Result of a successful translation, in QEMU's terms.
-#[derive(Clone, Copy, Debug)]
-pub struct Mapping {
-    pub iova: u64,
-    pub phys: u64,
-    pub mask: u64,
-    pub read: bool,
-    pub write: bool,
 }
 
 thread_local! {
@@ -268,19 +258,12 @@ impl IntelIommuState {
 
     /// Translate a DMA request of source id `sid`; `None` means the access
     /// faults (the fault is recorded by the core as architected).
-    pub(crate) fn translate(&self, sid: u16, iova: u64, write: bool) -> Option<Mapping> {
+    pub(crate) fn translate(&self, sid: u16, iova: u64, write: bool) -> Option<Translation> {
         let req = Request { sid, iova, write };
         self.with_core(|vtd| {
             let (result, effects) = vtd.translate(&req, &SystemMemory);
             (result.ok(), effects)
         })
         .flatten()
-        .map(|t| Mapping {
-            iova: t.iova,
-            phys: t.phys,
-            mask: t.page_mask,
-            read: t.perm.read,
-            write: t.perm.write,
-        })
     }
 }
