@@ -20,7 +20,8 @@ C_DEVICE_PROPERTIES = {
     'x-buggy-eim': ('bool', 'off'),
     'aw-bits': ('uint8', '48'),
     'caching-mode': ('bool', 'off'),
-    'x-scalable-mode': ('bool', 'off'),
+    # a string here (off, on/legacy, modern): the one deliberate difference
+    'x-scalable-mode': ('str', None),
     'x-flts': ('bool', 'off'),
     'snoop-control': ('bool', 'off'),
     'x-pasid-mode': ('bool', 'off'),
@@ -31,6 +32,33 @@ C_DEVICE_PROPERTIES = {
     'device-iotlb': ('bool', 'off'),
     'pt': ('bool', 'on'),
     'dma-translation': ('bool', 'on'),
+}
+
+# upstream's newer spellings, also accepted
+NEW_PROPERTIES = {
+    'scalable-mode': ('str', None),
+    'fsts': ('bool', 'off'),
+    'pasid-bits': ('uint8', '0'),
+}
+
+# CAP/ECAP (aw-bits 48, intremap off) per translation mode
+MODE_REGISTERS = {
+    '': (0x80d2008c222f0606, 0xf42),
+    'x-scalable-mode=off': (0x80d2008c222f0606, 0xf42),
+    # SMTS, SLTS
+    'x-scalable-mode=on': (0x80d2008c222f0606, 0x480000000f42),
+    'x-scalable-mode=legacy': (0x80d2008c222f0606, 0x480000000f42),
+    'scalable-mode=on': (0x80d2008c222f0606, 0x480000000f42),
+    # + PASID, PSS = 7 (as the C device's x-pasid-mode)
+    'x-scalable-mode=on,x-pasid-mode=on': (0x80d2008c222f0606, 0x493800000f42),
+    # + FLTS, NEST, SRS and CAP.FS1GP
+    'x-scalable-mode=on,x-flts=on': (0x81d2008c222f0606, 0xc80084000f42),
+    'x-scalable-mode=on,fsts=on': (0x81d2008c222f0606, 0xc80084000f42),
+    # modern: first/second/nested, PASID with PSS = 19 (20-bit PASIDs)
+    'x-scalable-mode=modern': (0x81d2008c222f0606, 0xc99884000f42),
+    'scalable-mode=modern': (0x81d2008c222f0606, 0xc99884000f42),
+    'x-scalable-mode=modern,fs1gp=off': (0x80d2008c222f0606, 0xc99884000f42),
+    'x-scalable-mode=modern,pasid-bits=10': (0x81d2008c222f0606, 0xc94884000f42),
 }
 
 
@@ -46,7 +74,7 @@ class VtdProperties(QemuSystemTest):
         args = [self.qemu_bin, '-L', self.firmware(), '-machine', 'q35', '-accel', 'qtest', '-nodefaults',
                 '-display', 'none', '-device', device, *extra]
         self.log.info('running %s', ' '.join(args))
-        return subprocess.run(args, capture_output=True, text=True, timeout=60,
+        return subprocess.run(args, capture_output=True, text=True, timeout=20,
                               input='')
 
     def test_help_lists_c_device_properties(self):
@@ -58,7 +86,7 @@ class VtdProperties(QemuSystemTest):
             if m:
                 found[m.group(1)] = (m.group(2), m.group(3))
         self.log.info('help: %s', found)
-        for name, (typ, default) in C_DEVICE_PROPERTIES.items():
+        for name, (typ, default) in {**C_DEVICE_PROPERTIES, **NEW_PROPERTIES}.items():
             with self.subTest(property=name):
                 self.assertIn(name, found)
                 self.assertEqual(found[name], (typ, default))
@@ -77,7 +105,6 @@ class VtdProperties(QemuSystemTest):
 
     def test_unimplemented_features_are_refused_by_name(self):
         for props, needle in (('caching-mode=on', 'caching-mode=on'),
-                              ('x-scalable-mode=on,x-pasid-mode=on', 'x-pasid-mode=on'),
                               ('device-iotlb=on', 'device-iotlb=on'),
                               ('intremap=on', 'intremap=on'),
                               ('dma-translation=off', 'dma-translation=off')):
@@ -92,6 +119,31 @@ class VtdProperties(QemuSystemTest):
                            'Need to set dma_drain for scalable mode')
         self.assertRefused('x-scalable-mode=on,x-flts=on,aw-bits=39',
                            'supported value for aw-bits is: 48')
+        self.assertRefused('x-scalable-mode=modern,aw-bits=39',
+                           'supported value for aw-bits is: 48')
+        self.assertRefused('fsts=on', 'x-flts is only available in scalable mode')
+        self.assertRefused('pasid-bits=8', 'Need to set scalable mode for PASID')
+        self.assertRefused('x-scalable-mode=modern,pasid-bits=21', 'pasid-bits=21')
+        self.assertRefused('x-scalable-mode=bogus', 'x-scalable-mode="bogus"',
+                           'off, on, legacy or modern')
+        self.assertRefused('x-scalable-mode=on,scalable-mode=modern', 'contradict')
+
+    def test_mode_capabilities(self):
+        for props, (cap, ecap) in MODE_REGISTERS.items():
+            with self.subTest(props=props):
+                vm = QEMUQtestMachine(self.qemu_bin, base_temp_dir=self.workdir,
+                                      name='modes')
+                device = 'intel-iommu,intremap=off' + (',' + props if props else '')
+                vm.add_args('-L', self.firmware(),
+                            '-machine', 'q35', '-accel', 'qtest', '-nodefaults',
+                            '-display', 'none', '-device', device)
+                vm.launch()
+                try:
+                    got_cap = int(vm.qtest('readq 0xfed90008').split()[1], 16)
+                    got_ecap = int(vm.qtest('readq 0xfed90010').split()[1], 16)
+                    self.assertEqual((hex(got_cap), hex(got_ecap)), (hex(cap), hex(ecap)))
+                finally:
+                    vm.shutdown()
 
     def test_accepted_configurations_start(self):
         for props in ('aw-bits=39', 'aw-bits=48', 'pt=off', 'snoop-control=on',

@@ -39,6 +39,70 @@ unsafe impl hwcore::QDevProp for OnOffAuto {
         std::ptr::addr_of!(hwcore::bindings::qdev_prop_on_off_auto);
 }
 
+/// qdev's string property type: a C string owned by qdev (freed by the
+/// property's release hook), NULL when the property was not set.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct QdevString(*mut std::ffi::c_char);
+
+// SAFETY: qdev_prop_string stores a `char *` in the field, as this type.
+unsafe impl hwcore::QDevProp for QdevString {
+    const BASE_INFO: *const hwcore::bindings::PropertyInfo =
+        std::ptr::addr_of!(hwcore::bindings::qdev_prop_string);
+}
+
+// SAFETY: the pointer is written by qdev under the BQL before realize and
+// only read afterwards.
+unsafe impl Send for QdevString {}
+// SAFETY: see `Send`.
+unsafe impl Sync for QdevString {}
+
+impl QdevString {
+    /// The property value, `None` when unset.
+    fn get(&self) -> Option<String> {
+        if self.0.is_null() {
+            return None;
+        }
+        // SAFETY: a non-NULL value is a NUL-terminated string that qdev
+        // allocated when the property was set; it lives as long as the device.
+        let s = unsafe { std::ffi::CStr::from_ptr(self.0) };
+        Some(s.to_string_lossy().into_owned())
+    }
+}
+
+/// The translation modes `x-scalable-mode` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScalableMode {
+    /// Legacy (root/context) translation only.
+    Off,
+    /// Scalable mode with second-stage translation for requests without
+    /// PASID: the 10.2.2 C device's `x-scalable-mode=on`.
+    Legacy,
+    /// Scalable mode with first-stage, second-stage and nested translation
+    /// and PASID support.
+    Modern,
+}
+
+impl ScalableMode {
+    /// Parse a property value; the boolean spellings of the 10.2.2 property
+    /// stay accepted.
+    fn parse(name: &str, value: &str) -> Result<ScalableMode> {
+        match value {
+            "off" | "false" | "no" => Ok(ScalableMode::Off),
+            "on" | "true" | "yes" | "legacy" => Ok(ScalableMode::Legacy),
+            "modern" => Ok(ScalableMode::Modern),
+            _ => Err(Error::format(format_args!(
+                "intel-iommu: invalid {name}={value:?}: expected off, on, legacy or modern"
+            ))),
+        }
+    }
+}
+
+/// PASID width of `x-pasid-mode=on`: ECAP.PSS = 7, as the 10.2.2 C device
+/// (whose limit is MemTxAttrs' 8-bit PASID), so that guests see the same
+/// capabilities on both builds.
+const PASID_MODE_BITS: u8 = 8;
+
 thread_local! {
     static IN_VTD: Cell<bool> = const { Cell::new(false) };
 }
@@ -61,14 +125,25 @@ pub struct IntelIommuState {
     aw_bits: u8,
     #[property(rename = "caching-mode", default = false)]
     caching_mode: bool,
-    #[property(rename = "x-scalable-mode", default = false)]
-    scalable_mode: bool,
+    /// off | on/legacy | modern (the 10.2.2 boolean spellings too).
+    #[property(rename = "x-scalable-mode")]
+    scalable_mode: QdevString,
+    /// Upstream's newer spelling of `x-scalable-mode`.
+    #[property(rename = "scalable-mode")]
+    scalable_mode_new: QdevString,
     #[property(rename = "x-flts", default = false)]
     flts: bool,
+    /// Upstream's newer spelling of `x-flts`.
+    #[property(rename = "fsts", default = false)]
+    fsts: bool,
     #[property(rename = "snoop-control", default = false)]
     snoop_control: bool,
     #[property(rename = "x-pasid-mode", default = false)]
     pasid: bool,
+    /// PASID width in bits (upstream's newer knob); 0 means the mode's
+    /// default: none, 8 with `x-pasid-mode=on`, 20 in `modern` mode.
+    #[property(rename = "pasid-bits", default = 0)]
+    pasid_bits: u8,
     #[property(rename = "dma-drain", default = true)]
     dma_drain: bool,
     #[property(rename = "stale-tm", default = false)]
@@ -144,6 +219,24 @@ impl IntelIommuState {
         &self.spaces
     }
 
+    /// The scalable mode chosen by `x-scalable-mode` / `scalable-mode`.
+    fn scalable_mode(&self) -> Result<ScalableMode> {
+        let old = self.scalable_mode.get();
+        let new = self.scalable_mode_new.get();
+        let parse = |name, v: &Option<String>| {
+            v.as_deref().map(|v| ScalableMode::parse(name, v)).transpose()
+        };
+        match (parse("x-scalable-mode", &old)?, parse("scalable-mode", &new)?) {
+            (Some(a), Some(b)) if a != b => Err(Error::format(format_args!(
+                "intel-iommu: x-scalable-mode={} and scalable-mode={} contradict each other",
+                old.unwrap_or_default(),
+                new.unwrap_or_default()
+            ))),
+            (Some(m), _) | (None, Some(m)) => Ok(m),
+            (None, None) => Ok(ScalableMode::Off),
+        }
+    }
+
     /// The architectural configuration implied by the properties, or a
     /// clear error for what the user asked and this device cannot do.
     fn decide_config(&self) -> Result<Config> {
@@ -151,13 +244,23 @@ impl IntelIommuState {
         if self.eim.0 == ffi::ON_OFF_AUTO_ON && x86.intremap != ffi::ON_OFF_AUTO_ON {
             return Err(Error::msg("eim=on cannot be selected without intremap=on"));
         }
-        if !self.scalable_mode && self.flts {
+        let mode = self.scalable_mode()?;
+        let scalable = mode != ScalableMode::Off;
+        let flts = self.flts || self.fsts || mode == ScalableMode::Modern;
+        if !scalable && flts {
             return Err(Error::msg("x-flts is only available in scalable mode"));
         }
-        if self.pasid && !self.scalable_mode {
+        if (self.pasid || self.pasid_bits != 0) && !scalable {
             return Err(Error::msg("Need to set scalable mode for PASID"));
         }
-        if self.flts && self.aw_bits != 48 {
+        if self.pasid_bits > vtd_core::config::MAX_PASID_BITS {
+            return Err(Error::format(format_args!(
+                "intel-iommu: pasid-bits={} exceeds the architectural maximum of {}",
+                self.pasid_bits,
+                vtd_core::config::MAX_PASID_BITS
+            )));
+        }
+        if flts && self.aw_bits != 48 {
             return Err(Error::msg(
                 "Scalable mode(flts=on): supported value for aw-bits is: 48",
             ));
@@ -165,22 +268,24 @@ impl IntelIommuState {
         if self.aw_bits != 39 && self.aw_bits != 48 {
             return Err(Error::format(format_args!(
                 "{}: supported values for aw-bits are: 39, 48 (aw-bits={} given)",
-                if self.scalable_mode { "Scalable mode(flts=off)" } else { "Legacy mode" },
+                if scalable { "Scalable mode(flts=off)" } else { "Legacy mode" },
                 self.aw_bits
             )));
         }
-        if self.scalable_mode && !self.dma_drain {
+        if scalable && !self.dma_drain {
             return Err(Error::msg("Need to set dma_drain for scalable mode"));
         }
+        let pasid_bits = match (self.pasid_bits, self.pasid, mode) {
+            (0, true, _) => PASID_MODE_BITS,
+            (0, false, ScalableMode::Modern) => vtd_core::config::MAX_PASID_BITS,
+            (bits, _, _) => bits,
+        };
         let unsupported = |what: &str| {
             Err(Error::format(format_args!(
                 "intel-iommu: {what} is not supported yet by the Rust intel-iommu \
                  (see docs/rviommu/intel-iommu.rst)"
             )))
         };
-        if self.pasid {
-            return unsupported("x-pasid-mode=on");
-        }
         if self.caching_mode {
             return unsupported("caching-mode=on");
         }
@@ -196,8 +301,9 @@ impl IntelIommuState {
             snoop_control: self.snoop_control,
             dma_drain: self.dma_drain,
             caching_mode: self.caching_mode,
-            scalable_mode: self.scalable_mode,
-            first_stage: self.flts,
+            scalable_mode: scalable,
+            first_stage: flts,
+            pasid_bits,
             fs1gp: self.fs1gp,
             ..Config::default()
         };
