@@ -12,8 +12,9 @@
 use crate::inv_queue::IecInvalidation;
 
 /// An MSI message: one the remapping unit sends (fault event or
-/// invalidation completion event), or the result of interrupt remapping. `address` is the full 64-bit message address
-/// (upper-address register in bits 63:32), `data` the message data.
+/// invalidation completion event), or the result of interrupt remapping.
+/// `address` is the full 64-bit message address (upper-address register
+/// in bits 63:32), `data` the message data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Msi {
     /// Message address.
