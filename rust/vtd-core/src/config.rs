@@ -1,9 +1,8 @@
 //! Device configuration and the capability registers derived from it.
 //!
 //! Conventions: [`Config`] holds the user-visible knobs of the device (the
-//! equivalent of the C `intel-iommu` properties; interrupt remapping and
-//! device-IOTLB are always off). CAP/ECAP are pure functions of the
-//! configuration. With `scalable_mode` off they are computed bit for bit as
+//! equivalent of the C `intel-iommu` properties; device-IOTLB is always
+//! off). CAP/ECAP are pure functions of the configuration. With `scalable_mode` off they are computed bit for bit as
 //! the C device does for the same configuration; the scalable-mode bits
 //! deliberately differ from the C device in places, see [`Config::ecap`].
 
@@ -54,7 +53,8 @@ pub const CAP_DRD: u64 = 1 << 55;
 /// CAP.FS1GP (first-stage 1 GiB pages).
 pub const CAP_FS1GP: u64 = 1 << 56;
 /// CAP.ESIRTPS (SIRTP also invalidates the interrupt entry cache). Never
-/// set: interrupt remapping is not modelled.
+/// set, as in the C device, even with interrupt remapping (the model has
+/// no interrupt entry cache, so the architectural guarantee would hold).
 pub const CAP_ESIRTPS: u64 = 1 << 62;
 /// CAP.ESRTPS (SRTP also invalidates all caches).
 pub const CAP_ESRTPS: u64 = 1 << 63;
@@ -66,12 +66,17 @@ pub const ECAP_QI: u64 = 1 << 1;
 pub const ECAP_DT: u64 = 1 << 2;
 /// ECAP.IR (interrupt remapping).
 pub const ECAP_IR: u64 = 1 << 3;
+/// ECAP.EIM (extended interrupt mode: 32-bit x2APIC destinations).
+pub const ECAP_EIM: u64 = 1 << 4;
 /// ECAP.PT (pass-through).
 pub const ECAP_PT: u64 = 1 << 6;
 /// ECAP.SC (snoop control).
 pub const ECAP_SC: u64 = 1 << 7;
 /// ECAP.IRO (IOTLB register offset / 16), in place.
 pub const ECAP_IRO: u64 = (IOTLB_REG_OFFSET / 16) << 8;
+/// ECAP.MHMV (maximum handle mask value, bits 23:20) as the C device sets
+/// it with interrupt remapping: 15.
+pub const ECAP_MHMV: u64 = 0xf << 20;
 /// ECAP.NEST (nested translation).
 pub const ECAP_NEST: u64 = 1 << 26;
 /// ECAP.SRS (supervisor request support).
@@ -122,6 +127,14 @@ pub struct Config {
     /// First-stage 1 GiB pages (CAP.FS1GP, property `fs1gp`); only
     /// meaningful with `first_stage`.
     pub fs1gp: bool,
+    /// Interrupt remapping (ECAP.IR and ECAP.MHMV, property `intremap`):
+    /// GCMD.SIRTP/IRE/CFI take effect, interrupt entry cache invalidation
+    /// descriptors are valid and [`Vtd::remap_interrupt`](crate::Vtd::remap_interrupt)
+    /// remaps through the interrupt remapping table.
+    pub intremap: bool,
+    /// Extended interrupt mode (ECAP.EIM, property `eim`): IRTA.EIME
+    /// selects 32-bit x2APIC destination ids. Requires `intremap`.
+    pub eim: bool,
 }
 
 impl Default for Config {
@@ -137,6 +150,8 @@ impl Default for Config {
             first_stage: false,
             pasid_bits: 0,
             fs1gp: true,
+            intremap: false,
+            eim: false,
         }
     }
 }
@@ -158,6 +173,9 @@ impl Config {
                 "Legacy mode: supported values for aw-bits are: {}, {} (got {})",
                 AW_39, AW_48, self.aw_bits
             ));
+        }
+        if self.eim && !self.intremap {
+            return Err("eim=on cannot be selected without intremap=on".into());
         }
         if self.first_stage && !self.scalable_mode {
             return Err("x-flts requires scalable mode (x-scalable-mode=on)".into());
@@ -237,11 +255,17 @@ impl Config {
     ///
     /// Unchanged from the C device: CAP.ESRTPS is always set (SRTP flushes
     /// every cache, including PASID-derived state), CAP.ESIRTPS is never
-    /// set (no interrupt remapping), CAP.FS1GP follows `fs1gp` when
-    /// first-stage is on. The legacy-mode values are unaffected by the
+    /// set, ECAP.IR|MHMV follow `intremap` and ECAP.EIM `eim`, CAP.FS1GP
+    /// follows `fs1gp` when first-stage is on. The legacy-mode values are unaffected by the
     /// scalable-mode fields when `scalable_mode` is off.
     pub fn ecap(&self) -> u64 {
         let mut ecap = ECAP_QI | ECAP_IRO;
+        if self.intremap {
+            ecap |= ECAP_IR | ECAP_MHMV;
+            if self.eim {
+                ecap |= ECAP_EIM;
+            }
+        }
         if self.pass_through {
             ecap |= ECAP_PT;
         }
@@ -371,6 +395,32 @@ mod tests {
         // Capabilities of a rejected configuration carry no scalable bits.
         let c = Config { first_stage: true, pasid_bits: 8, ..Config::default() };
         assert_eq!((c.cap(), c.ecap()), (0x80d2_008c_222f_0606, 0xf42));
+    }
+
+    #[test]
+    fn interrupt_remapping_bits_match_c_device() {
+        // C vtd_cap_init: ecap |= IR | MHMV, plus EIM with eim=on; CAP is
+        // unchanged (no ESIRTPS).
+        let ir = Config { intremap: true, ..Config::default() };
+        assert!(ir.validate().is_ok());
+        assert_eq!((ir.cap(), ir.ecap()), (0x80d2_008c_222f_0606, 0xf0_0f4a));
+        let eim = Config { eim: true, ..ir.clone() };
+        assert!(eim.validate().is_ok());
+        assert_eq!((eim.cap(), eim.ecap()), (0x80d2_008c_222f_0606, 0xf0_0f5a));
+        let c = Config { aw_bits: 39, ..eim.clone() };
+        assert_eq!((c.cap(), c.ecap()), (0x80d2_008c_2226_0206, 0xf0_0f5a));
+        let c = Config { scalable_mode: true, ..ir };
+        assert_eq!(c.ecap(), 0xf0_0f4a | ECAP_SMTS | ECAP_SLTS);
+        assert_eq!(c.cap() & CAP_ESIRTPS, 0);
+    }
+
+    #[test]
+    fn eim_requires_intremap() {
+        let c = Config { eim: true, ..Config::default() };
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("intremap"), "{e}");
+        // A rejected configuration advertises nothing of interrupt remapping.
+        assert_eq!(c.ecap(), 0xf42);
     }
 
     #[test]

@@ -5,10 +5,16 @@
 //! returns an [`Effects`] value. The glue performs the actions after it has
 //! released whatever lock protects the [`Vtd`](crate::Vtd) state, in order:
 //! interrupts are listed in the order the hardware would have sent them.
+//! Interrupt entry cache invalidations are notifications: the model keeps
+//! no interrupt entry cache, but the glue may hold state derived from
+//! remapped interrupts (QEMU re-routes KVM MSI routes) and must refresh it.
 
-/// An MSI the remapping unit sends (fault event or invalidation
-/// completion event). `address` is the full 64-bit message address
-/// (upper-address register in bits 63:32), `data` the message data.
+use crate::inv_queue::IecInvalidation;
+
+/// An MSI message: one the remapping unit sends (fault event or
+/// invalidation completion event), or the result of interrupt remapping.
+/// `address` is the full 64-bit message address (upper-address register
+/// in bits 63:32), `data` the message data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Msi {
     /// Message address.
@@ -25,18 +31,26 @@ pub struct Effects {
     /// Human-readable descriptions of guest programming errors; the glue
     /// should log them as guest errors (rate limiting is up to the glue).
     pub guest_errors: Vec<String>,
+    /// Interrupt entry cache invalidations, in order: from queued IEC
+    /// descriptors, and a global one whenever the interrupt remapping
+    /// table pointer is set or GSTS.IRES/CFIS change (anything that may
+    /// change how an interrupt is remapped).
+    pub iec_invalidations: Vec<IecInvalidation>,
 }
 
 impl Effects {
     /// True when nothing needs to be done.
     pub fn is_empty(&self) -> bool {
-        self.interrupts.is_empty() && self.guest_errors.is_empty()
+        self.interrupts.is_empty()
+            && self.guest_errors.is_empty()
+            && self.iec_invalidations.is_empty()
     }
 
     /// Append `other` to `self`.
     pub fn extend(&mut self, other: Effects) {
         self.interrupts.extend(other.interrupts);
         self.guest_errors.extend(other.guest_errors);
+        self.iec_invalidations.extend(other.iec_invalidations);
     }
 
     pub(crate) fn guest_error(&mut self, msg: impl Into<String>) {

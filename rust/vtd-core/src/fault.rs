@@ -3,8 +3,11 @@
 //!
 //! Conventions: a translation failure is described by a [`Fault`] whose
 //! [`FaultReason`] carries the architected reason code (VT-d spec, "Fault
-//! Reason Encodings"): codes 1h..Eh for legacy-mode translation, 30h..91h
-//! for scalable-mode translation. Recording follows the C device: the
+//! Reason Encodings"): codes 1h..Eh for legacy-mode translation, 20h..26h
+//! for interrupt remapping, 30h..91h for scalable-mode translation.
+//! Interrupt-remapping faults are recorded with the interrupt index in
+//! bits 63:48 of the FI field ([`Fault::interrupt`],
+//! [`FaultRecord::interrupt_index`]). Recording follows the C device: the
 //! records form a ring indexed by `next_frcd`; a fault from a source-id that
 //! already has a pending record is collapsed (dropped); a fault that finds
 //! the next record still pending sets FSTS.PFO; PPF is recomputed as the OR
@@ -18,7 +21,8 @@ use crate::registers::{
     FSTS_PPF,
 };
 
-/// DMA remapping fault reasons (legacy and scalable mode).
+/// DMA remapping (legacy and scalable mode) and interrupt remapping fault
+/// reasons.
 ///
 /// Scalable-mode variants carry the condition label of the spec's
 /// scalable-mode fault table in their documentation (RTA = root table
@@ -58,6 +62,25 @@ pub enum FaultReason {
     ContextEntryTranslationType,
     /// Eh: translated address falls in the interrupt address range.
     InterruptAddress,
+
+    // ---- interrupt remapping -----------------------------------------
+    /// 20h: a reserved field of a remappable-format interrupt request is
+    /// set (data bits 31:16, or an address outside the interrupt window).
+    IrRequestReserved,
+    /// 21h: the interrupt index is not below the table size (IRTA.S).
+    IrIndexBeyondTable,
+    /// 22h: the present bit of the IRTE is clear.
+    IrteNotPresent,
+    /// 23h: the IRTE could not be read from the interrupt remapping table.
+    IrTableAccess,
+    /// 24h: non-zero reserved field (or reserved encoding) in a present
+    /// IRTE.
+    IrteReserved,
+    /// 25h: compatibility-format interrupt blocked (GSTS.CFIS clear, or
+    /// extended interrupt mode enabled).
+    IrCompatibilityBlocked,
+    /// 26h: the requester failed source-id validation (IRTE SID/SQ/SVT).
+    IrSourceIdInvalid,
 
     // ---- scalable mode ---------------------------------------------
     /// 30h (RTA.1): the root table address is invalid.
@@ -168,7 +191,7 @@ pub enum FaultReason {
     FsAdUpdateFailed,
 }
 
-const ALL_REASONS: [FaultReason; 59] = [
+const ALL_REASONS: [FaultReason; 66] = [
     FaultReason::RootEntryNotPresent,
     FaultReason::ContextEntryNotPresent,
     FaultReason::ContextEntryInvalid,
@@ -183,6 +206,13 @@ const ALL_REASONS: [FaultReason; 59] = [
     FaultReason::PagingEntryReserved,
     FaultReason::ContextEntryTranslationType,
     FaultReason::InterruptAddress,
+    FaultReason::IrRequestReserved,
+    FaultReason::IrIndexBeyondTable,
+    FaultReason::IrteNotPresent,
+    FaultReason::IrTableAccess,
+    FaultReason::IrteReserved,
+    FaultReason::IrCompatibilityBlocked,
+    FaultReason::IrSourceIdInvalid,
     FaultReason::SmRootTableAddressInvalid,
     FaultReason::SmTtmLegacyWithPasid,
     FaultReason::SmRootEntryAccess,
@@ -248,6 +278,13 @@ impl FaultReason {
             FaultReason::PagingEntryReserved => 0xc,
             FaultReason::ContextEntryTranslationType => 0xd,
             FaultReason::InterruptAddress => 0xe,
+            FaultReason::IrRequestReserved => 0x20,
+            FaultReason::IrIndexBeyondTable => 0x21,
+            FaultReason::IrteNotPresent => 0x22,
+            FaultReason::IrTableAccess => 0x23,
+            FaultReason::IrteReserved => 0x24,
+            FaultReason::IrCompatibilityBlocked => 0x25,
+            FaultReason::IrSourceIdInvalid => 0x26,
             FaultReason::SmRootTableAddressInvalid => 0x30,
             FaultReason::SmTtmLegacyWithPasid => 0x31,
             FaultReason::SmRootEntryAccess => 0x38,
@@ -301,8 +338,14 @@ impl FaultReason {
         self.code() >= 0x30
     }
 
-    /// The reason with the given code, if it is a DMA remapping reason
-    /// known to the model (legacy or scalable mode).
+    /// Whether this is an interrupt-remapping reason (codes 20h..2Fh).
+    pub fn is_interrupt_remapping(&self) -> bool {
+        (0x20..0x30).contains(&self.code())
+    }
+
+    /// The reason with the given code, if it is a reason known to the
+    /// model (DMA remapping in legacy or scalable mode, or interrupt
+    /// remapping).
     pub fn from_code(code: u8) -> Option<FaultReason> {
         ALL_REASONS.iter().copied().find(|r| r.code() == code)
     }
@@ -315,6 +358,10 @@ impl FaultReason {
     /// root entry, and access/reserved errors on the context entry are not
     /// qualified, nor are access errors on PASID structures (as in the C
     /// device); everything found after a context entry was read is.
+    /// Interrupt-remapping reasons: those detected in a fetched IRTE (22h,
+    /// 24h, 26h) are qualified by the IRTE's FPD, as in the spec's table
+    /// of interrupt-remapping fault conditions; request decoding, table
+    /// size, table access and compatibility-format faults are not.
     pub fn is_qualified(&self) -> bool {
         !matches!(
             self,
@@ -323,6 +370,10 @@ impl FaultReason {
                 | FaultReason::ContextTableInvalid
                 | FaultReason::RootEntryReserved
                 | FaultReason::ContextEntryReserved
+                | FaultReason::IrRequestReserved
+                | FaultReason::IrIndexBeyondTable
+                | FaultReason::IrTableAccess
+                | FaultReason::IrCompatibilityBlocked
                 | FaultReason::SmRootTableAddressInvalid
                 | FaultReason::SmTtmLegacyWithPasid
                 | FaultReason::SmRootEntryAccess
@@ -361,6 +412,13 @@ impl Fault {
         Fault { reason, sid, address, write, pasid: None, privileged: false }
     }
 
+    /// Build the fault description of an interrupt-remapping fault: FI
+    /// carries the interrupt index in bits 63:48 (bits 47:12 clear), T is
+    /// 0 (interrupt requests are writes), no PASID.
+    pub fn interrupt(reason: FaultReason, sid: u16, index: u16) -> Fault {
+        Fault::new(reason, sid, u64::from(index) << FRCD_IR_INDEX_SHIFT, true)
+    }
+
     /// Build a fault description for a request with PASID.
     pub fn with_pasid(
         reason: FaultReason,
@@ -381,6 +439,10 @@ pub const FRCD_PRIV: u64 = 1 << 29;
 /// Shift of FRCD.PV (PASID value, record bits 123:104) in the high
 /// quadword.
 pub const FRCD_PV_SHIFT: u32 = 40;
+
+/// Shift of the interrupt index in the FI field (record bits 63:48) for
+/// interrupt-remapping faults.
+pub const FRCD_IR_INDEX_SHIFT: u32 = 48;
 
 /// Decoded contents of one fault recording register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -413,6 +475,14 @@ impl FaultRecord {
             pasid: (hi & FRCD_PP != 0).then_some(((hi >> FRCD_PV_SHIFT) & 0xf_ffff) as u32),
             privileged: hi & FRCD_PP != 0 && hi & FRCD_PRIV != 0,
         }
+    }
+
+    /// The interrupt index of an interrupt-remapping fault (FR in
+    /// 20h..2Fh): FI bits 63:48. `None` for DMA remapping faults.
+    pub fn interrupt_index(&self) -> Option<u16> {
+        (0x20..0x30)
+            .contains(&self.reason_code)
+            .then_some((self.address >> FRCD_IR_INDEX_SHIFT) as u16)
     }
 
     /// Encode a fault into the (low, high) quadwords, without the F bit.
@@ -569,8 +639,11 @@ mod tests {
                 assert_ne!(a.code(), b.code(), "{a:?} vs {b:?}");
             }
             assert_eq!(a.is_scalable_mode(), a.code() >= 0x30);
+            assert_eq!(a.is_interrupt_remapping(), (0x20..0x30).contains(&a.code()));
         }
-        assert_eq!(ALL_REASONS.iter().filter(|r| !r.is_scalable_mode()).count(), 14);
+        let legacy = |r: &&FaultReason| !r.is_scalable_mode() && !r.is_interrupt_remapping();
+        assert_eq!(ALL_REASONS.iter().filter(legacy).count(), 14);
+        assert_eq!(ALL_REASONS.iter().filter(|r| r.is_interrupt_remapping()).count(), 7);
     }
 
     #[test]
@@ -598,6 +671,38 @@ mod tests {
         assert!(FaultReason::PasidEntryNotPresent.is_qualified());
         assert!(FaultReason::FsEntryNotPresent.is_qualified());
         assert!(FaultReason::SmWrite.is_qualified());
+    }
+
+    #[test]
+    fn interrupt_remapping_codes_and_qualification_match_spec() {
+        let table = [
+            (FaultReason::IrRequestReserved, 0x20, false),
+            (FaultReason::IrIndexBeyondTable, 0x21, false),
+            (FaultReason::IrteNotPresent, 0x22, true),
+            (FaultReason::IrTableAccess, 0x23, false),
+            (FaultReason::IrteReserved, 0x24, true),
+            (FaultReason::IrCompatibilityBlocked, 0x25, false),
+            (FaultReason::IrSourceIdInvalid, 0x26, true),
+        ];
+        for (r, code, qualified) in table {
+            assert_eq!(r.code(), code, "{r:?}");
+            assert_eq!(r.is_qualified(), qualified, "{r:?}");
+            assert!(r.is_interrupt_remapping() && !r.is_scalable_mode());
+        }
+        assert_eq!(FaultReason::from_code(0x27), None, "no posted interrupts");
+    }
+
+    #[test]
+    fn interrupt_fault_record_carries_index_in_fi() {
+        let f = Fault::interrupt(FaultReason::IrteNotPresent, 0x0310, 0xbeef);
+        let (lo, hi) = FaultRecord::encode(&f);
+        assert_eq!(lo, 0xbeef_u64 << 48);
+        assert_eq!(hi, 0x0310 | (0x22 << 32), "T = 0, no PASID");
+        let r = FaultRecord::from_raw(lo, hi | FRCD_F);
+        assert_eq!(r.interrupt_index(), Some(0xbeef));
+        assert_eq!((r.sid, r.reason_code, r.write), (0x0310, 0x22, true));
+        let dma = FaultRecord::from_raw(0xffff_0000_0000_0000, 6 << 32);
+        assert_eq!(dma.interrupt_index(), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! | context-cache (1)          | valid           | valid           | invalid           | valid             |
 //! | IOTLB (2)                  | valid           | valid           | invalid           | valid             |
 //! | device-TLB (3)             | ECAP.DT only    | ECAP.DT only    | invalid           | ECAP.DT only      |
-//! | interrupt entry cache (4)  | valid           | valid           | invalid           | valid             |
+//! | interrupt entry cache (4)  | ECAP.IR only    | ECAP.IR only    | invalid           | ECAP.IR only      |
 //! | invalidation wait (5)      | valid           | valid           | invalid           | valid             |
 //! | PASID-based IOTLB (6)      | invalid         | invalid         | invalid           | valid             |
 //! | PASID cache (7)            | invalid         | invalid         | invalid           | valid             |
@@ -28,6 +28,10 @@
 //! upper 128 bits of the legacy descriptors are reserved (zero).
 
 use crate::config::MAMV;
+
+/// Largest IEC descriptor index mask (ECAP.MHMV with interrupt
+/// remapping).
+pub const MHMV: u8 = 15;
 
 /// Context-cache invalidate descriptor type.
 pub const DESC_CC: u8 = 0x1;
@@ -164,6 +168,35 @@ pub enum PasidIotlbInvalidation {
     },
 }
 
+/// Interrupt entry cache invalidation granularity (IEC descriptor G,
+/// IIDX and IM fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IecInvalidation {
+    /// G = 0: every interrupt entry.
+    Global,
+    /// G = 1: the 2^`mask` entries whose indexes equal `index` in all
+    /// bits above the low `mask` bits.
+    Index {
+        /// IIDX: interrupt index.
+        index: u16,
+        /// IM: index mask (0..=MHMV).
+        mask: u8,
+    },
+}
+
+impl IecInvalidation {
+    /// Whether the invalidation covers interrupt index `index`.
+    pub fn covers(&self, index: u32) -> bool {
+        match *self {
+            IecInvalidation::Global => true,
+            IecInvalidation::Index { index: base, mask } => {
+                let m = u32::from(mask);
+                m >= 32 || (index >> m) == (u32::from(base) >> m)
+            }
+        }
+    }
+}
+
 /// Invalidation wait descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WaitRequest {
@@ -191,8 +224,9 @@ pub enum InvRequest {
         /// S bit (size encoded in address).
         size: bool,
     },
-    /// Interrupt entry cache invalidation (no interrupt remapping: no-op).
-    InterruptEntryCache,
+    /// Interrupt entry cache invalidation (only valid with interrupt
+    /// remapping, which the unit checks when it executes the request).
+    InterruptEntryCache(IecInvalidation),
     /// Invalidation wait.
     Wait(WaitRequest),
     /// PASID-cache invalidation (256-bit, scalable mode).
@@ -371,7 +405,19 @@ pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> 
         }
         DESC_IEC => {
             rsvd("interrupt entry cache invalidate", IEC_RSVD_LO, u64::MAX)?;
-            Ok(InvRequest::InterruptEntryCache)
+            if lo & (1 << 4) == 0 {
+                return Ok(InvRequest::InterruptEntryCache(IecInvalidation::Global));
+            }
+            let mask = ((lo >> 27) & 0x1f) as u8;
+            if mask > MHMV {
+                return Err(format!(
+                    "invalid interrupt entry cache invalidate descriptor: lo={lo:#x} (IM {mask} > MHMV {MHMV})"
+                ));
+            }
+            Ok(InvRequest::InterruptEntryCache(IecInvalidation::Index {
+                index: (lo >> 32) as u16,
+                mask,
+            }))
         }
         DESC_WAIT => {
             rsvd("invalidation wait", WAIT_RSVD_LO, WAIT_RSVD_HI)?;
@@ -575,6 +621,35 @@ mod tests {
         assert!(decode(lo, 0x1000 | 0x80, false).is_err());
         // Drain bits are accepted.
         assert!(decode(lo | (3 << 6), 0, false).is_ok());
+    }
+
+    #[test]
+    fn iec_decoding() {
+        assert_eq!(
+            decode(DESC_IEC as u64, 0, false),
+            Ok(InvRequest::InterruptEntryCache(IecInvalidation::Global))
+        );
+        // IM and IIDX are ignored for a global request.
+        assert_eq!(
+            decode(DESC_IEC as u64 | (31 << 27) | (0x1234 << 32), 0, false),
+            Ok(InvRequest::InterruptEntryCache(IecInvalidation::Global))
+        );
+        let sel = DESC_IEC as u64 | (1 << 4) | (3 << 27) | (0xabcd << 32);
+        let inv = IecInvalidation::Index { index: 0xabcd, mask: 3 };
+        assert_eq!(decode(sel, 0, false), Ok(InvRequest::InterruptEntryCache(inv)));
+        assert!(inv.covers(0xabc8) && inv.covers(0xabcf));
+        assert!(!inv.covers(0xabc7) && !inv.covers(0xabd0) && !inv.covers(0x1_abc8));
+        assert!(IecInvalidation::Index { index: 5, mask: 0 }.covers(5));
+        assert!(!IecInvalidation::Index { index: 5, mask: 0 }.covers(4));
+        assert!(IecInvalidation::Global.covers(u32::MAX));
+        let im16 = DESC_IEC as u64 | (1 << 4) | (16 << 27);
+        assert!(decode(im16, 0, false).is_err(), "IM above MHMV");
+        let im15 = DESC_IEC as u64 | (1 << 4) | (15 << 27);
+        assert!(decode(im15, 0, false).is_ok());
+        for bad in [1u64 << 5, 1 << 12, 1 << 26, 1 << 48, 1 << 63] {
+            assert!(decode(DESC_IEC as u64 | bad, 0, false).is_err(), "{bad:#x}");
+        }
+        assert!(decode(DESC_IEC as u64, 1, false).is_err());
     }
 
     #[test]

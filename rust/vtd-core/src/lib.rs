@@ -14,15 +14,24 @@
 //! yields the architected fault or a guest-error string in [`Effects`].
 //!
 //! Register layouts, reset values and capability values follow QEMU's C
-//! `intel-iommu` device with interrupt remapping and device-IOTLB disabled
-//! (scalable-mode capability differences: [`Config::ecap`]).
+//! `intel-iommu` device with device-IOTLB disabled (scalable-mode
+//! capability differences: [`Config::ecap`]; interrupt remapping
+//! behaviour differences: [`irq_remap`]).
 //!
 //! Scalable mode also has 256-bit queued invalidation with the PASID-cache
 //! and PASID-based IOTLB invalidations, a scalable context cache and a
 //! PASID cache, and requests with PASID ([`Vtd::translate_pasid`]).
 //!
+//! Interrupt remapping ([`Config::intremap`], [`irq_remap`]): GCMD.SIRTP,
+//! IRE and CFI, remapping of compatibility- and remappable-format
+//! interrupt requests through the interrupt remapping table with source-id
+//! validation and x2APIC destinations ([`Config::eim`]), the
+//! interrupt-remapping fault reasons, and interrupt entry cache
+//! invalidation descriptors, reported to the glue in
+//! [`Effects::iec_invalidations`]. Posted interrupts are not modelled.
+//!
 //! Entry points: [`Vtd::read_reg`], [`Vtd::write_reg`], [`Vtd::translate`],
-//! [`Vtd::translate_pasid`].
+//! [`Vtd::translate_pasid`], [`Vtd::remap_interrupt`].
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -33,6 +42,7 @@ pub mod effects;
 pub mod fault;
 pub mod first_stage;
 pub mod inv_queue;
+pub mod irq_remap;
 pub mod mem;
 pub mod page_walk;
 pub mod registers;
@@ -44,6 +54,8 @@ mod vtd;
 pub use config::Config;
 pub use effects::{Effects, Msi};
 pub use fault::{Fault, FaultReason, FaultRecord};
+pub use inv_queue::IecInvalidation;
+pub use irq_remap::{InterruptFault, InterruptRequest, IrTable};
 pub use mem::{GuestMemory, MemError};
 pub use page_walk::Perm;
 pub use translation::{PasidRequest, Request, Translation};

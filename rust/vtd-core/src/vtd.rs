@@ -7,7 +7,8 @@
 //! through the [`GuestMemory`] passed in; interrupts and guest-error
 //! diagnostics are returned in [`Effects`] for the caller to act on after
 //! releasing its lock. The architectural state that must be migrated is
-//! exposed as [`VtdState`]; caches are rebuilt on demand.
+//! exposed as [`VtdState`]; caches are rebuilt on demand. Interrupt
+//! remapping ([`Vtd::remap_interrupt`]) is decoded in [`crate::irq_remap`].
 
 use crate::cache::{
     ContextCache, Iotlb, IotlbEntry, MappingKind, PasidCache, PasidCacheEntry, SmContextCache,
@@ -23,9 +24,10 @@ use crate::first_stage::{
 };
 use crate::inv_queue::{
     decode, decode_256, decode_ccmd, decode_iotlb_reg, descriptor_type, ContextInvalidation,
-    DecodeContext, InvRequest, IotlbInvalidation, PasidCacheInvalidation, PasidIotlbInvalidation,
-    QueueState, DESC_NONE,
+    DecodeContext, IecInvalidation, InvRequest, IotlbInvalidation, PasidCacheInvalidation,
+    PasidIotlbInvalidation, QueueState, DESC_NONE,
 };
+use crate::irq_remap::{self, InterruptFault, InterruptRequest, IrTable, IRTA_EIME};
 use crate::mem::GuestMemory;
 use crate::page_walk::{level_size, walk, walk_detailed, Perm, WalkConfig};
 use crate::registers::*;
@@ -41,9 +43,9 @@ pub const INTERRUPT_ADDR_FIRST: u64 = 0xfee0_0000;
 /// Last address of the interrupt address range.
 pub const INTERRUPT_ADDR_LAST: u64 = 0xfeef_ffff;
 
-/// Migratable architectural state (mirrors the C device's vmstate fields
-/// that exist without interrupt remapping; `root_scalable` is the C
-/// device's `root_scalable`).
+/// Migratable architectural state (mirrors the C device's vmstate fields;
+/// `root_scalable` is the C device's `root_scalable`, the `intr_*` fields
+/// its interrupt remapping state). GSTS.CFIS lives in `csr`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VtdState {
     /// Register byte image.
@@ -59,6 +61,16 @@ pub struct VtdState {
     /// The latched root table is in scalable format (RTADDR.TTM = 01b at
     /// the last SRTP); always false without `Config::scalable_mode`.
     pub root_scalable: bool,
+    /// GSTS.IRES: interrupt remapping enabled.
+    pub intr_enabled: bool,
+    /// Interrupt remapping table address latched by the last SIRTP.
+    pub intr_root: u64,
+    /// Number of interrupt remapping table entries latched by the last
+    /// SIRTP (0 before the first one).
+    pub intr_size: u32,
+    /// Extended interrupt mode latched by the last SIRTP (IRTA.EIME with
+    /// ECAP.EIM).
+    pub intr_eime: bool,
 }
 
 /// One VT-d DMA remapping unit.
@@ -72,8 +84,9 @@ pub struct VtdState {
 /// guest must invalidate them with context-cache and PASID-cache
 /// invalidations), IOTLB entries are tagged with domain-id and PASID, and
 /// the 256-bit invalidation queue (IQA.DW) carries the PASID-cache and
-/// PASID-based IOTLB invalidations. Not modelled: page requests and
-/// device-TLBs.
+/// PASID-based IOTLB invalidations. With [`Config::intremap`], interrupt
+/// requests are remapped by [`Vtd::remap_interrupt`]. Not modelled: page
+/// requests, device-TLBs and posted interrupts.
 #[derive(Clone, Debug)]
 pub struct Vtd {
     cfg: Config,
@@ -89,6 +102,8 @@ pub struct Vtd {
     sm_context_cache: SmContextCache,
     pasid_cache: PasidCache,
     iotlb: Iotlb,
+    ir_enabled: bool,
+    ir_table: IrTable,
 }
 
 impl Vtd {
@@ -115,6 +130,8 @@ impl Vtd {
             sm_context_cache: SmContextCache::default(),
             pasid_cache: PasidCache::default(),
             iotlb: Iotlb::default(),
+            ir_enabled: false,
+            ir_table: IrTable::default(),
         }
     }
 
@@ -152,6 +169,16 @@ impl Vtd {
     /// The latched root table is a scalable-mode root table.
     pub fn root_table_scalable(&self) -> bool {
         self.root_scalable
+    }
+
+    /// GSTS.IRES: interrupt remapping is enabled.
+    pub fn interrupt_remapping_enabled(&self) -> bool {
+        self.ir_enabled
+    }
+
+    /// The interrupt remapping table latched by the last SIRTP.
+    pub fn interrupt_table(&self) -> IrTable {
+        self.ir_table
     }
 
     /// Queued invalidation state.
@@ -198,6 +225,10 @@ impl Vtd {
             queue: self.queue,
             next_frcd_reg: self.next_frcd,
             root_scalable: self.root_scalable,
+            intr_enabled: self.ir_enabled,
+            intr_root: self.ir_table.base,
+            intr_size: self.ir_table.entries,
+            intr_eime: self.ir_table.eime,
         }
     }
 
@@ -243,12 +274,27 @@ impl Vtd {
         if st.root_scalable && !self.cfg.scalable_mode {
             return Err("vtd: migrated scalable-mode root table without scalable mode".into());
         }
+        if st.intr_enabled && !self.cfg.intremap {
+            return Err("vtd: migrated interrupt remapping state without intremap".into());
+        }
+        if st.intr_eime && !self.cfg.eim {
+            return Err("vtd: migrated extended interrupt mode without eim".into());
+        }
+        let size_ok = st.intr_size.is_power_of_two() && (2..=1 << 16).contains(&st.intr_size);
+        if st.intr_size != 0 && !size_ok {
+            return Err(format!("vtd: invalid migrated interrupt table size {}", st.intr_size));
+        }
+        if st.intr_root & !(self.haw_mask() & !0xfff) != 0 {
+            return Err(format!("vtd: invalid migrated interrupt table address {:#x}", st.intr_root));
+        }
         self.regs.load_csr(&st.csr);
         self.root = st.root;
         self.root_scalable = st.root_scalable;
         self.dmar_enabled = st.dmar_enabled;
         self.queue = st.queue;
         self.next_frcd = st.next_frcd_reg;
+        self.ir_enabled = st.intr_enabled;
+        self.ir_table = IrTable { base: st.intr_root, entries: st.intr_size, eime: st.intr_eime };
         self.flush_caches();
         Ok(())
     }
@@ -429,12 +475,55 @@ impl Vtd {
         if changed & GCMD_QIE != 0 {
             self.set_queued_invalidation(cmd & GCMD_QIE != 0, mem, fx);
         }
+        if self.cfg.intremap {
+            self.interrupt_remapping_command(cmd, changed, fx);
+            return;
+        }
         for (bit, name) in [(GCMD_IRE, "IRE"), (GCMD_SIRTP, "SIRTP"), (GCMD_CFI, "CFI")] {
             if cmd & bit != 0 {
                 fx.guest_error(format!(
                     "vtd: GCMD.{name} ignored: interrupt remapping not supported (ECAP.IR=0)"
                 ));
             }
+        }
+    }
+
+    /// GCMD.SIRTP (one-shot: latch IRTA, set IRTPS), IRE and CFI
+    /// (persistent: act on a change, mirror in IRES/CFIS). Each of them
+    /// reports a global interrupt entry cache invalidation, so that state
+    /// derived from remapped interrupts is refreshed.
+    fn interrupt_remapping_command(&mut self, cmd: u32, changed: u32, fx: &mut Effects) {
+        let mut refresh = false;
+        if cmd & GCMD_SIRTP != 0 {
+            let irta = self.regs.get64(IRTA);
+            if irta & IRTA_EIME != 0 && !self.cfg.eim {
+                fx.guest_error(
+                    "vtd: IRTA.EIME set but extended interrupt mode is not supported (ECAP.EIM=0); treated as 0",
+                );
+            }
+            self.ir_table = IrTable::from_irta(irta, self.haw_mask(), self.cfg.eim);
+            self.regs.clear_set32(GSTS, 0, GSTS_IRTPS);
+            refresh = true;
+        }
+        if changed & GCMD_IRE != 0 {
+            let enable = cmd & GCMD_IRE != 0;
+            if enable && self.regs.get32(GSTS) & GSTS_IRTPS == 0 {
+                fx.guest_error(
+                    "vtd: GCMD.IRE set before the interrupt remapping table pointer (SIRTP); remappable interrupts fault",
+                );
+            }
+            self.ir_enabled = enable;
+            let (clear, set) = if enable { (0, GSTS_IRES) } else { (GSTS_IRES, 0) };
+            self.regs.clear_set32(GSTS, clear, set);
+            refresh = true;
+        }
+        if changed & GCMD_CFI != 0 {
+            let (clear, set) = if cmd & GCMD_CFI != 0 { (0, GSTS_CFIS) } else { (GSTS_CFIS, 0) };
+            self.regs.clear_set32(GSTS, clear, set);
+            refresh = true;
+        }
+        if refresh {
+            fx.iec_invalidations.push(IecInvalidation::Global);
         }
     }
 
@@ -713,8 +802,18 @@ impl Vtd {
             InvRequest::Iotlb(inv) => self.invalidate_iotlb(inv),
             InvRequest::PasidCache(inv) => self.invalidate_pasid_cache(inv),
             InvRequest::PasidIotlb(inv) => self.invalidate_pasid_iotlb(inv),
-            // No device-TLBs and no interrupt remapping: nothing cached.
-            InvRequest::DeviceTlb { .. } | InvRequest::InterruptEntryCache => {}
+            // No device-TLBs: nothing cached.
+            InvRequest::DeviceTlb { .. } => {}
+            // No interrupt entry cache either, but the glue is told.
+            InvRequest::InterruptEntryCache(inv) => {
+                if !self.cfg.intremap {
+                    return Err(
+                        "interrupt entry cache invalidate descriptor without interrupt remapping support (ECAP.IR=0)"
+                            .into(),
+                    );
+                }
+                fx.iec_invalidations.push(inv);
+            }
             InvRequest::Wait(w) => {
                 if let Some((addr, data)) = w.status_write {
                     mem.write_u32(addr, data)
@@ -852,6 +951,40 @@ impl Vtd {
         };
         self.iotlb.insert(entry);
         Ok(translation_of(&entry))
+    }
+}
+
+impl Vtd {
+    /// Remap an interrupt request (a DWORD write to the interrupt address
+    /// range by requester `req.sid`). Without [`Config::intremap`] or with
+    /// GSTS.IRES clear, the message passes through unchanged; otherwise
+    /// see [`crate::irq_remap`] for the formats and checks. A blocked
+    /// request is dropped: its fault is recorded with the interrupt index
+    /// in FRCD.FI bits 63:48 (unless the IRTE's FPD suppresses a qualified
+    /// fault, or it is collapsed or overflows) and returned; the effects
+    /// may contain the fault event interrupt.
+    pub fn remap_interrupt(
+        &mut self,
+        req: &InterruptRequest,
+        mem: &dyn GuestMemory,
+    ) -> (Result<Msi, InterruptFault>, Effects) {
+        let mut fx = Effects::default();
+        if !(self.cfg.intremap && self.ir_enabled) {
+            return (Ok(Msi { address: req.address, data: req.data }), fx);
+        }
+        let cfis = self.regs.get32(GSTS) & GSTS_CFIS != 0;
+        let r = match irq_remap::remap(&self.ir_table, cfis, req, mem) {
+            Ok(msi) => Ok(msi),
+            Err(e) => {
+                if !(e.fpd && e.fault.reason.is_qualified()) {
+                    let index = e.fault.index.unwrap_or(0) as u16;
+                    let f = Fault::interrupt(e.fault.reason, req.sid, index);
+                    fault::record_fault(&mut self.regs, &mut self.next_frcd, &f, &mut fx);
+                }
+                Err(e.fault)
+            }
+        };
+        (r, fx)
     }
 }
 

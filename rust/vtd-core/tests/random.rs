@@ -305,6 +305,15 @@ fn random_register_writes_and_memory_never_panic_aw39_snoop_nopt() {
 }
 
 #[test]
+fn random_register_writes_and_memory_never_panic_with_intremap() {
+    // The same DMA traffic with interrupt remapping configured: GCMD.IRE,
+    // SIRTP and CFI and the IEC descriptors of the random queues now act.
+    let cfg = Config { intremap: true, eim: true, ..Config::default() };
+    let stats: Vec<Stats> = (200..=205u64).map(|seed| run(mix(seed), 4000, cfg.clone())).collect();
+    check_coverage(&stats);
+}
+
+#[test]
 fn random_invalid_configs_never_panic() {
     for aw in [0u8, 1, 63, 64, 65, 200, 255] {
         let cfg = Config { aw_bits: aw, ..Config::default() };

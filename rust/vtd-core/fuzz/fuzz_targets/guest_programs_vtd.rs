@@ -1,13 +1,13 @@
 //! The fuzzer plays a hostile guest: its input is a program of register
-//! accesses, writes to guest memory (tables, descriptors) and DMA requests.
-//! Nothing it does may panic the model, and a successful translation must be
-//! well formed.
+//! accesses, writes to guest memory (tables, descriptors, IRTEs), DMA
+//! requests and interrupt requests. Nothing it does may panic the model, and
+//! a successful translation or interrupt remapping must be well formed.
 #![no_main]
 
 use std::{cell::RefCell, collections::HashMap};
 
 use libfuzzer_sys::fuzz_target;
-use vtd_core::{Config, GuestMemory, MemError, PasidRequest, Request, Vtd};
+use vtd_core::{Config, GuestMemory, InterruptRequest, MemError, PasidRequest, Request, Vtd};
 
 /// Sparse guest memory: 64 KiB of RAM at 0 plus whatever the program writes
 /// elsewhere; reads of untouched pages fail like unmapped addresses.
@@ -62,7 +62,7 @@ impl Input<'_> {
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
-    let Some(flags) = input.u8() else { return };
+    let (Some(flags), Some(flags2)) = (input.u8(), input.u8()) else { return };
     let cfg = Config {
         aw_bits: if flags & 1 != 0 { 39 } else { 48 },
         pass_through: flags & 2 != 0,
@@ -72,6 +72,8 @@ fuzz_target!(|data: &[u8]| {
         scalable_mode: flags & 32 != 0,
         first_stage: flags & 64 != 0,
         pasid_bits: if flags & 128 != 0 { 20 } else { 0 },
+        intremap: flags2 & 1 != 0,
+        eim: flags2 & 3 == 3,
         ..Config::default()
     };
     if cfg.validate().is_err() {
@@ -80,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
     let mut vtd = Vtd::new(cfg);
     let mem = Mem::default();
     while let Some(op) = input.u8() {
-        match op % 6 {
+        match op % 7 {
             0 => {
                 // register write: offsets mostly inside the window
                 let (Some(off), Some(v)) = (input.u16(), input.u64()) else { break };
@@ -123,6 +125,25 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(t.phys & t.page_mask, 0);
                     assert_eq!(iova & !t.page_mask, t.iova);
                     assert!(!req.write || t.perm.write);
+                }
+            }
+            6 => {
+                // an interrupt request: mostly into the interrupt window
+                let (Some(sid), Some(addr), Some(data)) = (input.u16(), input.take::<4>(), input.take::<4>())
+                else { break };
+                let addr = u64::from(u32::from_le_bytes(addr));
+                let address = if op & 0x80 != 0 { addr } else { 0xfee0_0000 | (addr & 0xf_ffff) };
+                let req = InterruptRequest { sid, address, data: u32::from_le_bytes(data) };
+                let remapping = vtd.interrupt_remapping_enabled();
+                let (result, effects) = vtd.remap_interrupt(&req, &mem);
+                assert!(effects.iec_invalidations.is_empty() && effects.interrupts.len() <= 1);
+                match result {
+                    Ok(m) if remapping && address & 0x10 != 0 => {
+                        assert_eq!(m.address & 0xfff0_0ff0, 0xfee0_0000);
+                        assert_eq!(m.data & 0xffff_7800, 0x4000);
+                    }
+                    Ok(m) => assert_eq!((m.address, m.data), (req.address, req.data)),
+                    Err(f) => assert!(remapping && f.reason.is_interrupt_remapping()),
                 }
             }
             _ => unreachable!(),
