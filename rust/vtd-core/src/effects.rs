@@ -4,7 +4,10 @@
 //! Conventions: the core never calls back into the host; instead it
 //! returns an [`Effects`] value. The glue performs the actions after it has
 //! released whatever lock protects the [`Vtd`](crate::Vtd) state, in order:
-//! interrupts are listed in the order the hardware would have sent them.
+//! interrupts are listed in the order the hardware would have sent them,
+//! invalidations in the order the guest performed them.
+
+use crate::invalidation::InvalidationEvent;
 
 /// An MSI the remapping unit sends (fault event or invalidation
 /// completion event). `address` is the full 64-bit message address
@@ -25,18 +28,28 @@ pub struct Effects {
     /// Human-readable descriptions of guest programming errors; the glue
     /// should log them as guest errors (rate limiting is up to the glue).
     pub guest_errors: Vec<String>,
+    /// Invalidations the guest performed, in order: the glue synchronizes
+    /// its notified address spaces with them
+    /// ([`Vtd::sync_shadow`](crate::Vtd::sync_shadow)) and forwards
+    /// device-TLB invalidations to ATS-capable devices.
+    pub invalidations: Vec<InvalidationEvent>,
 }
 
 impl Effects {
     /// True when nothing needs to be done.
     pub fn is_empty(&self) -> bool {
-        self.interrupts.is_empty() && self.guest_errors.is_empty()
+        self.interrupts.is_empty() && self.guest_errors.is_empty() && self.invalidations.is_empty()
     }
 
     /// Append `other` to `self`.
     pub fn extend(&mut self, other: Effects) {
         self.interrupts.extend(other.interrupts);
         self.guest_errors.extend(other.guest_errors);
+        self.invalidations.extend(other.invalidations);
+    }
+
+    pub(crate) fn invalidated(&mut self, event: InvalidationEvent) {
+        self.invalidations.push(event);
     }
 
     pub(crate) fn guest_error(&mut self, msg: impl Into<String>) {

@@ -33,6 +33,7 @@ pub mod effects;
 pub mod fault;
 pub mod first_stage;
 pub mod inv_queue;
+pub mod invalidation;
 pub mod mem;
 pub mod page_walk;
 pub mod registers;
@@ -43,6 +44,7 @@ mod vtd;
 
 pub use config::Config;
 pub use effects::{Effects, Msi};
+pub use invalidation::{GlobalCause, InvalidationEvent};
 pub use fault::{Fault, FaultReason, FaultRecord};
 pub use mem::{GuestMemory, MemError};
 pub use page_walk::Perm;
