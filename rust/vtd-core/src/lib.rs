@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod ats;
 pub mod cache;
 pub mod config;
 pub mod effects;
@@ -39,14 +40,19 @@ pub mod page_walk;
 pub mod registers;
 pub mod root_context;
 pub mod scalable;
+pub mod shadow;
 pub mod translation;
 mod vtd;
 
+pub use ats::{AtsRequest, AtsResult, AtsTranslation};
 pub use config::Config;
 pub use effects::{Effects, Msi};
 pub use invalidation::{GlobalCause, InvalidationEvent};
 pub use fault::{Fault, FaultReason, FaultRecord};
 pub use mem::{GuestMemory, MemError};
 pub use page_walk::Perm;
+pub use shadow::{
+    AddressSpaceMode, NotifierEvent, NotifierKind, Shadow, ShadowEntry, SyncOutcome, TranslationKind,
+};
 pub use translation::{PasidRequest, Request, Translation};
 pub use vtd::{Vtd, VtdState, INTERRUPT_ADDR_FIRST, INTERRUPT_ADDR_LAST};

@@ -808,6 +808,11 @@ impl Vtd {
         (r, fx)
     }
 
+    /// The fault recording registers and the index of the next record.
+    pub(crate) fn fault_state(&mut self) -> (&mut RegisterFile, &mut u16) {
+        (&mut self.regs, &mut self.next_frcd)
+    }
+
     fn report(&mut self, reason: FaultReason, fpd: bool, req: &Request, fx: &mut Effects) -> Fault {
         let f = Fault::new(reason, req.sid, req.iova, req.write);
         if !(fpd && reason.is_qualified()) {
