@@ -183,8 +183,9 @@ impl Vtd {
         if self.ecap() & ECAP_DT == 0 {
             return AtsResult::UnsupportedRequest { fault: None };
         }
+        let rw = Perm { read: true, write: !req.no_write };
         if !self.translation_enabled() {
-            return AtsResult::Success(identity(req.iova, Perm::RW, false));
+            return AtsResult::Success(identity(req.iova, rw, false));
         }
         let ur = |v: &mut Vtd, cf: ContextFault, fx: &mut Effects| AtsResult::UnsupportedRequest {
             fault: Some(v.ats_fault(req, cf, fx)),
