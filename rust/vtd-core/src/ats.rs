@@ -12,20 +12,21 @@
 //! | condition | result | fault recorded |
 //! |-----------|--------|----------------|
 //! | ECAP.DT = 0 (`Config::device_tlb` off) | Unsupported Request | no |
-//! | translation disabled (GSTS.TES = 0) | success: identity 4 KiB, R = W = 1 (as the C device) | no |
+//! | translation disabled (GSTS.TES = 0) | success: identity 4 KiB, R = 1, W = !NW (as the C device) | no |
 //! | request with PASID, legacy root table | Unsupported Request | 31h |
 //! | root/context/PASID-structure error (not present, reserved, invalid, SRE clear) | Unsupported Request | its reason (FPD applies) |
 //! | device-TLB not enabled: legacy TT != 01b / scalable DTE = 0 | Unsupported Request | Dh / 44h (FPD applies) |
 //! | input in 0xFEEx_xxxx, request without PASID | success: identity 4 KiB, R = 0, W = 1, U = 1 (interrupts are untranslated writes) | no |
-//! | pass-through (PGTT 100b) | success: identity 4 KiB, R = W = 1 | no |
+//! | pass-through (PGTT 100b) | success: identity 4 KiB, R = 1, W = !NW | no |
 //! | page not present, not permitted (R/W, U/S), beyond the address width, non-canonical | success with R = W = 0 | no |
 //! | paging-entry access error, reserved bit, A/D update failure | Completer Abort | its reason (FPD applies) |
 //! | output in the interrupt range | Completer Abort | Eh / 87h (FPD applies) |
 //!
 //! A successful completion describes the whole page (`iova` and `phys`
-//! aligned to `page_mask + 1`). Write permission is asked for unless the
-//! request has `no_write`; when the page is writable the first-stage D flag
-//! is set as for a DMA write, so the device may write without asking again.
+//! aligned to `page_mask + 1`). Write permission is asked for, and W
+//! reported, only when the request does not have `no_write`; when the page
+//! is writable the first-stage D flag is set as for a DMA write, so the
+//! device may write without asking again (with `no_write` only A is set).
 //! Execute permission is never granted (no execute-requests support) and
 //! the Global flag is never set. Faults are recorded with FRCD.AT = 01b.
 

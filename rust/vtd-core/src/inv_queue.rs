@@ -230,7 +230,7 @@ pub struct DeviceTlbInvalidation {
 impl DeviceTlbInvalidation {
     /// The invalidated range as (base address, address mask = size - 1),
     /// decoding the PCIe ATS S-bit encoding: S = 0 is the 4 KiB page at
-    /// ADDR; S = 1 makes the lowest clear bit of ADDR[63:12] the size: bit
+    /// ADDR; S = 1 makes the lowest clear bit of ADDR\[63:12\] the size: bit
     /// 12 clear is 8 KiB, bits 12 set and 13 clear 16 KiB, and so on. When
     /// every address bit is set (or the size reaches 2^64) the whole 64-bit
     /// space is invalidated: mask `u64::MAX`.

@@ -46,7 +46,7 @@ pub enum InvalidationEvent {
         did: u16,
     },
     /// Context-cache invalidation, device-selective: every source-id equal
-    /// to `sid` in the bits [`function_mask`](crate::cache::function_mask)
+    /// to `sid` in the bits [`crate::cache::function_mask`]
     /// of `fm` keeps.
     ContextDevice {
         /// Source-id.
@@ -215,6 +215,20 @@ impl From<PasidIotlbInvalidation> for InvalidationEvent {
     }
 }
 
+impl crate::Vtd {
+    /// [`reset`](crate::Vtd::reset) that also reports the reset as
+    /// [`InvalidationEvent::Global`]`(`[`GlobalCause::Reset`]`)`, so the glue
+    /// resynchronizes its notified address spaces like after any other
+    /// global invalidation. (After [`load_state`](crate::Vtd::load_state)
+    /// the glue should do the same.)
+    pub fn reset_effects(&mut self) -> crate::Effects {
+        self.reset();
+        let mut fx = crate::Effects::default();
+        fx.invalidated(InvalidationEvent::Global(GlobalCause::Reset));
+        fx
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,7 +238,7 @@ mod tests {
         assert_eq!(pages(0x5000, 0), (0x5000, 0x1000));
         assert_eq!(pages(0x5000, 2), (0x4000, 0x4000));
         assert_eq!(pages(0x1234_5000, 18), (0x0, 0x4000_0000));
-        assert_eq!(pages(u64::MAX & !0xfff, 63), (1 << 63, 1 << 63));
+        assert_eq!(pages(!0xfff, 63), (1 << 63, 1 << 63));
     }
 
     #[test]
@@ -248,19 +262,5 @@ mod tests {
         assert_eq!(d(Some(1), true).device_tlb_range(8, Some(2)), Some((0x3000, 0xfff)));
         assert_eq!(d(Some(1), true).device_tlb_range(8, None), None);
         assert_eq!(InvalidationEvent::IotlbGlobal.device_tlb_range(8, None), None);
-    }
-}
-
-impl crate::Vtd {
-    /// [`reset`](crate::Vtd::reset) that also reports the reset as
-    /// [`InvalidationEvent::Global`]`(`[`GlobalCause::Reset`]`)`, so the glue
-    /// resynchronizes its notified address spaces like after any other
-    /// global invalidation. (After [`load_state`](crate::Vtd::load_state)
-    /// the glue should do the same.)
-    pub fn reset_effects(&mut self) -> crate::Effects {
-        self.reset();
-        let mut fx = crate::Effects::default();
-        fx.invalidated(InvalidationEvent::Global(GlobalCause::Reset));
-        fx
     }
 }

@@ -222,7 +222,7 @@ impl Shadow {
     /// The mapping that contains `addr`, as (input address, entry).
     pub fn lookup(&self, addr: u64) -> Option<(u64, ShadowEntry)> {
         let (k, e) = self.map.range(..=addr).next_back()?;
-        (addr - k <= e.size - 1).then_some((*k, *e))
+        (addr - k < e.size).then_some((*k, *e))
     }
 
     /// Forget every mapping, returning the UNMAP events for them (for a

@@ -73,8 +73,10 @@ pub struct VtdState {
 /// guest must invalidate them with context-cache and PASID-cache
 /// invalidations), IOTLB entries are tagged with domain-id and PASID, and
 /// the 256-bit invalidation queue (IQA.DW) carries the PASID-cache and
-/// PASID-based IOTLB invalidations. Not modelled: page requests and
-/// device-TLBs.
+/// PASID-based IOTLB invalidations. Device-TLBs live in the devices: with
+/// [`Config::device_tlb`] the unit answers ATS translation requests
+/// ([`Vtd::translate_ats`]) and reports device-TLB invalidations to the
+/// glue. Not modelled: page requests.
 #[derive(Clone, Debug)]
 pub struct Vtd {
     cfg: Config,
