@@ -1,8 +1,9 @@
 //! Device configuration and the capability registers derived from it.
 //!
 //! Conventions: [`Config`] holds the user-visible knobs of the device (the
-//! equivalent of the C `intel-iommu` properties; device-IOTLB is always
-//! off). CAP/ECAP are pure functions of the configuration. With `scalable_mode` off they are computed bit for bit as
+//! equivalent of the C `intel-iommu` properties; interrupt remapping
+//! follows `intremap`/`eim`, device-TLB support follows `device_tlb`).
+//! CAP/ECAP are pure functions of the configuration. With `scalable_mode` off they are computed bit for bit as
 //! the C device does for the same configuration; the scalable-mode bits
 //! deliberately differ from the C device in places, see [`Config::ecap`].
 
@@ -135,6 +136,12 @@ pub struct Config {
     /// Extended interrupt mode (ECAP.EIM, property `eim`): IRTA.EIME
     /// selects 32-bit x2APIC destination ids. Requires `intremap`.
     pub eim: bool,
+    /// Device-TLB support (ECAP.DT, property `device-iotlb`): context
+    /// entries may enable ATS translation requests (legacy TT = 01b,
+    /// scalable-mode DTE), and the device-TLB / PASID-based device-TLB
+    /// invalidation descriptors are valid. Sets ECAP bit 2 and nothing
+    /// else, as the C device does.
+    pub device_tlb: bool,
 }
 
 impl Default for Config {
@@ -152,6 +159,7 @@ impl Default for Config {
             fs1gp: true,
             intremap: false,
             eim: false,
+            device_tlb: false,
         }
     }
 }
@@ -251,7 +259,11 @@ impl Config {
     /// * SRS (supervisor requests) is tied to first-stage translation, the
     ///   only place where the privilege of a request matters (the C device
     ///   sets it only *without* `x-flts`);
-    /// * PSS follows the configured PASID width instead of a fixed 8 bits.
+    /// * PSS follows the configured PASID width instead of a fixed 8 bits;
+    /// * `device_tlb` together with PASID support is accepted (the C device
+    ///   refuses `device-iotlb=on` with `x-pasid-mode=on` because it does
+    ///   not implement PASID-based device-TLB invalidation; this model
+    ///   decodes and reports it).
     ///
     /// Unchanged from the C device: CAP.ESRTPS is always set (SRTP flushes
     /// every cache, including PASID-derived state), CAP.ESIRTPS is never
@@ -265,6 +277,9 @@ impl Config {
             if self.eim {
                 ecap |= ECAP_EIM;
             }
+        }
+        if self.device_tlb {
+            ecap |= ECAP_DT;
         }
         if self.pass_through {
             ecap |= ECAP_PT;
@@ -384,6 +399,20 @@ mod tests {
         }
         let c = Config { pasid_bits: 20, ..sm() };
         assert_eq!(c.ecap(), 0xf42 | ECAP_SMTS | ECAP_SLTS | ECAP_PASID | (19 << 35));
+    }
+
+    #[test]
+    fn device_tlb_sets_ecap_dt_only() {
+        for base in [Config::default(), Config { aw_bits: 39, ..Config::default() }, sm(), Config { first_stage: true, pasid_bits: 20, ..sm() }] {
+            let c = Config { device_tlb: true, ..base.clone() };
+            assert!(c.validate().is_ok());
+            assert_eq!(c.cap(), base.cap());
+            assert_eq!(c.ecap(), base.ecap() | ECAP_DT);
+            assert_eq!(ECAP_DT, 1 << 2);
+        }
+        // The C device with device-iotlb=on (legacy, aw-bits=48).
+        let c = Config { device_tlb: true, ..Config::default() };
+        assert_eq!((c.cap(), c.ecap()), (0x80d2_008c_222f_0606, 0xf46));
     }
 
     #[test]

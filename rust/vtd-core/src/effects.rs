@@ -8,6 +8,9 @@
 //! Interrupt entry cache invalidations are notifications: the model keeps
 //! no interrupt entry cache, but the glue may hold state derived from
 //! remapped interrupts (QEMU re-routes KVM MSI routes) and must refresh it.
+//! Invalidations are listed in the order the guest performed them.
+
+use crate::invalidation::InvalidationEvent;
 
 use crate::inv_queue::IecInvalidation;
 
@@ -36,6 +39,11 @@ pub struct Effects {
     /// table pointer is set or GSTS.IRES/CFIS change (anything that may
     /// change how an interrupt is remapped).
     pub iec_invalidations: Vec<IecInvalidation>,
+    /// Invalidations the guest performed, in order: the glue synchronizes
+    /// its notified address spaces with them
+    /// ([`Vtd::sync_shadow`](crate::Vtd::sync_shadow)) and forwards
+    /// device-TLB invalidations to ATS-capable devices.
+    pub invalidations: Vec<InvalidationEvent>,
 }
 
 impl Effects {
@@ -44,6 +52,7 @@ impl Effects {
         self.interrupts.is_empty()
             && self.guest_errors.is_empty()
             && self.iec_invalidations.is_empty()
+            && self.invalidations.is_empty()
     }
 
     /// Append `other` to `self`.
@@ -51,6 +60,11 @@ impl Effects {
         self.interrupts.extend(other.interrupts);
         self.guest_errors.extend(other.guest_errors);
         self.iec_invalidations.extend(other.iec_invalidations);
+        self.invalidations.extend(other.invalidations);
+    }
+
+    pub(crate) fn invalidated(&mut self, event: InvalidationEvent) {
+        self.invalidations.push(event);
     }
 
     pub(crate) fn guest_error(&mut self, msg: impl Into<String>) {

@@ -404,12 +404,15 @@ pub struct Fault {
     pub pasid: Option<u32>,
     /// A request with PASID asked for supervisor privilege.
     pub privileged: bool,
+    /// The request was a PCIe ATS translation request (recorded with
+    /// FRCD.AT = 01b; untranslated requests have AT = 00b).
+    pub translation_request: bool,
 }
 
 impl Fault {
     /// Build a fault description for a request without PASID.
     pub fn new(reason: FaultReason, sid: u16, address: u64, write: bool) -> Fault {
-        Fault { reason, sid, address, write, pasid: None, privileged: false }
+        Fault { reason, sid, address, write, pasid: None, privileged: false, translation_request: false }
     }
 
     /// Build the fault description of an interrupt-remapping fault: FI
@@ -428,7 +431,15 @@ impl Fault {
         pasid: u32,
         privileged: bool,
     ) -> Fault {
-        Fault { reason, sid, address, write, pasid: Some(pasid), privileged }
+        Fault {
+            reason,
+            sid,
+            address,
+            write,
+            pasid: Some(pasid),
+            privileged,
+            translation_request: false,
+        }
     }
 }
 
@@ -439,6 +450,10 @@ pub const FRCD_PRIV: u64 = 1 << 29;
 /// Shift of FRCD.PV (PASID value, record bits 123:104) in the high
 /// quadword.
 pub const FRCD_PV_SHIFT: u32 = 40;
+/// FRCD high quadword: AT = 01b (translation request), record bits 125:124.
+pub const FRCD_AT_TRANSLATION: u64 = 1 << 60;
+/// FRCD high quadword: the AT field.
+pub const FRCD_AT_MASK: u64 = 3 << 60;
 
 /// Shift of the interrupt index in the FI field (record bits 63:48) for
 /// interrupt-remapping faults.
@@ -461,6 +476,9 @@ pub struct FaultRecord {
     pub pasid: Option<u32>,
     /// PRIV (meaningful only with a PASID): supervisor request.
     pub privileged: bool,
+    /// AT: address type of the faulting request (0: untranslated, 1:
+    /// translation request).
+    pub address_type: u8,
 }
 
 impl FaultRecord {
@@ -474,6 +492,7 @@ impl FaultRecord {
             write: hi & FRCD_T == 0,
             pasid: (hi & FRCD_PP != 0).then_some(((hi >> FRCD_PV_SHIFT) & 0xf_ffff) as u32),
             privileged: hi & FRCD_PP != 0 && hi & FRCD_PRIV != 0,
+            address_type: ((hi & FRCD_AT_MASK) >> 60) as u8,
         }
     }
 
@@ -491,6 +510,9 @@ impl FaultRecord {
         let mut hi = u64::from(fault.sid) | (u64::from(fault.reason.code()) << 32);
         if !fault.write {
             hi |= FRCD_T;
+        }
+        if fault.translation_request {
+            hi |= FRCD_AT_TRANSLATION;
         }
         if let Some(p) = fault.pasid {
             hi |= FRCD_PP | ((u64::from(p) & 0xf_ffff) << FRCD_PV_SHIFT);

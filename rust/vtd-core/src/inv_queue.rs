@@ -55,8 +55,11 @@ pub const DESC_NONE: u8 = 0;
 const CC_RSVD_LO: u64 = 0xfffc_0000_0000_f1c0;
 const IOTLB_RSVD_LO: u64 = 0xffff_ffff_0000_f100;
 const IOTLB_RSVD_HI: u64 = 0xf80;
-const DEV_TLB_RSVD_LO: u64 = 0xffff_0000_ffe0_f1f0;
+// PFSID (bits 15:12 and 63:52) is a field, not reserved (the C device
+// still treats it as reserved; Linux fills it in).
+const DEV_TLB_RSVD_LO: u64 = 0xffe0_01f0;
 const DEV_TLB_RSVD_HI: u64 = 0xffe;
+const PDEV_TLB_RSVD1: u64 = 0x7fe;
 const IEC_RSVD_LO: u64 = 0xffff_0000_07ff_f1e0;
 const WAIT_RSVD_LO: u64 = 0xffff_f180;
 const WAIT_RSVD_HI: u64 = 0x3;
@@ -215,15 +218,9 @@ pub enum InvRequest {
     Context(ContextInvalidation),
     /// IOTLB invalidation (drain bits accepted and ignored).
     Iotlb(IotlbInvalidation),
-    /// Device-TLB invalidation (only valid with device-TLB support).
-    DeviceTlb {
-        /// Source-id of the device.
-        sid: u16,
-        /// Address.
-        addr: u64,
-        /// S bit (size encoded in address).
-        size: bool,
-    },
+    /// Device-TLB invalidation (type 3) or PASID-based device-TLB
+    /// invalidation (type 8); only valid with device-TLB support.
+    DeviceTlb(DeviceTlbInvalidation),
     /// Interrupt entry cache invalidation (only valid with interrupt
     /// remapping, which the unit checks when it executes the request).
     InterruptEntryCache(IecInvalidation),
@@ -233,6 +230,61 @@ pub enum InvRequest {
     PasidCache(PasidCacheInvalidation),
     /// PASID-based IOTLB invalidation (256-bit, scalable mode).
     PasidIotlb(PasidIotlbInvalidation),
+}
+
+/// A device-TLB invalidate (type 3) or PASID-based device-TLB invalidate
+/// (type 8) descriptor.
+///
+/// Layout: type 3 has MIP in bits 20:16, SID in 47:32, PFSID in 15:12 and
+/// 63:52 of the low quadword, and S (bit 0) plus ADDR (63:12) in the high
+/// one. Type 8 has MIP in 8:4, SID in 31:16, PASID in 51:32 and PFSID as
+/// type 3 in quadword 0, and G (bit 0), S (bit 11) and ADDR (63:12) in
+/// quadword 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeviceTlbInvalidation {
+    /// Source-id of the device (function) whose device-TLB is invalidated.
+    pub sid: u16,
+    /// Physical-function source-id (for an SR-IOV virtual function; the
+    /// function's own source-id otherwise).
+    pub pfsid: u16,
+    /// Maximum invalidations pending (MIP, a hint for the hardware).
+    pub mip: u8,
+    /// PASID of a type 8 descriptor; `None` for type 3 (translations of
+    /// requests without PASID).
+    pub pasid: Option<u32>,
+    /// Type 8 G bit: invalidate (global) translations of every PASID of the
+    /// device, not only `pasid`'s.
+    pub global: bool,
+    /// ADDR field (bits 63:12 of the address quadword).
+    pub addr: u64,
+    /// S bit: the range size is encoded in the low address bits.
+    pub size: bool,
+}
+
+impl DeviceTlbInvalidation {
+    /// The invalidated range as (base address, address mask = size - 1),
+    /// decoding the PCIe ATS S-bit encoding: S = 0 is the 4 KiB page at
+    /// ADDR; S = 1 makes the lowest clear bit of ADDR\[63:12\] the size: bit
+    /// 12 clear is 8 KiB, bits 12 set and 13 clear 16 KiB, and so on. When
+    /// every address bit is set (or the size reaches 2^64) the whole 64-bit
+    /// space is invalidated: mask `u64::MAX`.
+    pub fn range(&self) -> (u64, u64) {
+        let addr = self.addr & !0xfff;
+        if !self.size {
+            return (addr, 0xfff);
+        }
+        let ones = (addr >> 12).trailing_ones();
+        let log2 = 13 + ones;
+        if log2 >= 64 {
+            return (0, u64::MAX);
+        }
+        let mask = (1u64 << log2) - 1;
+        (addr & !mask, mask)
+    }
+}
+
+fn pfsid(lo: u64) -> u16 {
+    (((lo >> 12) & 0xf) | (((lo >> 52) & 0xfff) << 4)) as u16
 }
 
 /// What [`decode_256`] needs to know about the hardware state.
@@ -317,9 +369,24 @@ pub fn decode_256(val: [u64; 4], ctx: DecodeContext) -> Result<InvRequest, Strin
                 )),
             }
         }
-        DESC_PASID_DEVICE_TLB => Err(format!(
-            "PASID-based device-TLB invalidate descriptor without device-TLB support (ECAP.DT=0): {v3:#x} {v2:#x} {v1:#x} {v0:#x}"
-        )),
+        DESC_PASID_DEVICE_TLB => {
+            if !ctx.device_tlb {
+                return Err(format!(
+                    "PASID-based device-TLB invalidate descriptor without device-TLB support (ECAP.DT=0): {v3:#x} {v2:#x} {v1:#x} {v0:#x}"
+                ));
+            }
+            pasid_based("PASID-based device-TLB invalidate")?;
+            rsvd("PASID-based device-TLB invalidate", [0, PDEV_TLB_RSVD1, u64::MAX, u64::MAX])?;
+            Ok(InvRequest::DeviceTlb(DeviceTlbInvalidation {
+                sid: (v0 >> 16) as u16,
+                pfsid: pfsid(v0),
+                mip: ((v0 >> 4) & 0x1f) as u8,
+                pasid: Some(((v0 >> 32) & 0xf_ffff) as u32),
+                global: v1 & 1 != 0,
+                addr: v1 & !0xfff,
+                size: v1 & (1 << 11) != 0,
+            }))
+        }
         _ => Err(format!(
             "unsupported invalidation descriptor type {ty:#x}: {v3:#x} {v2:#x} {v1:#x} {v0:#x}"
         )),
@@ -397,11 +464,15 @@ pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> 
                 ));
             }
             rsvd("device-TLB invalidate", DEV_TLB_RSVD_LO, DEV_TLB_RSVD_HI)?;
-            Ok(InvRequest::DeviceTlb {
+            Ok(InvRequest::DeviceTlb(DeviceTlbInvalidation {
                 sid: (lo >> 32) as u16,
+                pfsid: pfsid(lo),
+                mip: ((lo >> 16) & 0x1f) as u8,
+                pasid: None,
+                global: false,
                 addr: hi & !0xfff,
                 size: hi & 1 != 0,
-            })
+            }))
         }
         DESC_IEC => {
             rsvd("interrupt entry cache invalidate", IEC_RSVD_LO, u64::MAX)?;
@@ -656,6 +727,72 @@ mod tests {
     fn device_tlb_rejected_without_support() {
         assert!(decode(DESC_DEVICE_TLB as u64, 0, false).is_err());
         assert!(decode(DESC_DEVICE_TLB as u64, 0, true).is_ok());
+        let sm = DecodeContext { device_tlb: false, scalable: true };
+        assert!(decode_256([DESC_PASID_DEVICE_TLB as u64, 0, 0, 0], sm).is_err());
+        let dt = DecodeContext { device_tlb: true, scalable: true };
+        assert!(decode_256([DESC_PASID_DEVICE_TLB as u64, 0, 0, 0], dt).is_ok());
+        let legacy_dt = DecodeContext { device_tlb: true, scalable: false };
+        assert!(decode_256([DESC_PASID_DEVICE_TLB as u64, 0, 0, 0], legacy_dt).is_err());
+    }
+
+    #[test]
+    fn device_tlb_fields_and_reserved_bits() {
+        // SID 0x0108, PFSID 0x0abc, MIP 7, S set.
+        let lo = DESC_DEVICE_TLB as u64 | (0x0108 << 32) | (0xc << 12) | (0xab << 52) | (7 << 16);
+        assert_eq!(
+            decode(lo, 0x5000 | 1, true),
+            Ok(InvRequest::DeviceTlb(DeviceTlbInvalidation {
+                sid: 0x108,
+                pfsid: 0xabc,
+                mip: 7,
+                pasid: None,
+                global: false,
+                addr: 0x5000,
+                size: true
+            }))
+        );
+        for bad_lo in [1 << 4, 1 << 8, 1 << 21, 1 << 31] {
+            assert!(decode(lo | bad_lo, 0, true).is_err(), "{bad_lo:#x}");
+        }
+        for bad_hi in [2, 1 << 11] {
+            assert!(decode(lo, bad_hi, true).is_err(), "{bad_hi:#x}");
+        }
+        let dt = DecodeContext { device_tlb: true, scalable: true };
+        let v0 = DESC_PASID_DEVICE_TLB as u64 | (0x0108 << 16) | (0x12345 << 32) | (3 << 4) | (0x1 << 12) | (0x2 << 52);
+        assert_eq!(
+            decode_256([v0, 0x7000 | (1 << 11) | 1, 0, 0], dt),
+            Ok(InvRequest::DeviceTlb(DeviceTlbInvalidation {
+                sid: 0x108,
+                pfsid: 0x21,
+                mip: 3,
+                pasid: Some(0x12345),
+                global: true,
+                addr: 0x7000,
+                size: true
+            }))
+        );
+        for bad in [[v0, 2, 0, 0], [v0, 1 << 10, 0, 0], [v0, 0, 1, 0], [v0, 0, 0, 1 << 63]] {
+            assert!(decode_256(bad, dt).is_err(), "{bad:x?}");
+        }
+        // Type 3 in 256-bit form: upper half reserved.
+        assert!(decode_256([lo, 0, 1, 0], dt).is_err());
+    }
+
+    #[test]
+    fn device_tlb_size_encoding() {
+        let r = |addr: u64, size: bool| {
+            DeviceTlbInvalidation { sid: 0, pfsid: 0, mip: 0, pasid: None, global: false, addr, size }.range()
+        };
+        assert_eq!(r(0x5000, false), (0x5000, 0xfff));
+        assert_eq!(r(0x4000, true), (0x4000, 0x1fff));
+        assert_eq!(r(0x5000, true), (0x4000, 0x3fff));
+        assert_eq!(r(0x3000, true), (0x0, 0x7fff));
+        assert_eq!(r(0x7000, true), (0x0, 0xffff));
+        assert_eq!(r(0x1_7000, true), (0x1_0000, 0xffff));
+        assert_eq!(r(0xf000, true), (0x0, 0x1_ffff));
+        assert_eq!(r(0x7fff_ffff_ffff_f000, true), (0, u64::MAX));
+        assert_eq!(r(0xffff_ffff_ffff_f000, true), (0, u64::MAX));
+        assert_eq!(r(0x3fff_ffff_ffff_f000, true), (0, 0x7fff_ffff_ffff_ffff));
     }
 
     #[test]

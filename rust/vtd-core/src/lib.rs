@@ -14,9 +14,10 @@
 //! yields the architected fault or a guest-error string in [`Effects`].
 //!
 //! Register layouts, reset values and capability values follow QEMU's C
-//! `intel-iommu` device with device-IOTLB disabled (scalable-mode
-//! capability differences: [`Config::ecap`]; interrupt remapping
-//! behaviour differences: [`irq_remap`]).
+//! `intel-iommu` device (scalable-mode capability differences:
+//! [`Config::ecap`]; interrupt remapping behaviour differences:
+//! [`irq_remap`]); device-TLB support ([`Config::device_tlb`]) adds
+//! ECAP.DT exactly as the C device's `device-iotlb` property does.
 //!
 //! Scalable mode also has 256-bit queued invalidation with the PASID-cache
 //! and PASID-based IOTLB invalidations, a scalable context cache and a
@@ -30,12 +31,35 @@
 //! invalidation descriptors, reported to the glue in
 //! [`Effects::iec_invalidations`]. Posted interrupts are not modelled.
 //!
+//! For caching mode and IOMMU notifiers (vfio, vhost) every invalidation
+//! the guest performs is reported in [`Effects::invalidations`] as an
+//! [`InvalidationEvent`]; [`Vtd::sync_shadow`] turns one into the MAP/UNMAP
+//! events that bring a notified address space's [`Shadow`] up to date
+//! (module [`shadow`]), and [`Vtd::replay_shadow`] maps a whole address
+//! space. With device-TLB support, [`Vtd::translate_ats`] answers PCIe ATS
+//! translation requests (module [`ats`]) and device-TLB invalidations are
+//! reported as events for the glue to forward.
+//!
 //! Entry points: [`Vtd::read_reg`], [`Vtd::write_reg`], [`Vtd::translate`],
-//! [`Vtd::translate_pasid`], [`Vtd::remap_interrupt`].
+//! [`Vtd::translate_pasid`], [`Vtd::translate_ats`], [`Vtd::sync_shadow`],
+//! [`Vtd::replay_shadow`], [`Vtd::address_space_mode`],
+//! [`Vtd::reset_effects`], [`Vtd::remap_interrupt`].
+//!
+//! Typical glue use with notifiers, under the lock that protects the
+//! [`Vtd`]: after any operation that returned [`Effects`], for each event
+//! in `effects.invalidations` and each notified address space (`sid`,
+//! `pasid`, `shadow`) call `vtd.sync_shadow(sid, pasid, &event, &mut
+//! shadow, &mem)`; after releasing the lock deliver the returned
+//! [`NotifierEvent`]s in order, switch the address space to untranslated
+//! memory when [`SyncOutcome::mode`] is identity (and back to the IOMMU
+//! region otherwise), and send every device-TLB event to the address
+//! spaces [`InvalidationEvent::device_tlb_range`] selects. On notifier
+//! registration or `replay`, call [`Vtd::replay_shadow`].
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod ats;
 pub mod cache;
 pub mod config;
 pub mod effects;
@@ -43,20 +67,27 @@ pub mod fault;
 pub mod first_stage;
 pub mod inv_queue;
 pub mod irq_remap;
+pub mod invalidation;
 pub mod mem;
 pub mod page_walk;
 pub mod registers;
 pub mod root_context;
 pub mod scalable;
+pub mod shadow;
 pub mod translation;
 mod vtd;
 
+pub use ats::{AtsRequest, AtsResult, AtsTranslation};
 pub use config::Config;
 pub use effects::{Effects, Msi};
+pub use invalidation::{GlobalCause, InvalidationEvent};
 pub use fault::{Fault, FaultReason, FaultRecord};
 pub use inv_queue::IecInvalidation;
 pub use irq_remap::{InterruptFault, InterruptRequest, IrTable};
 pub use mem::{GuestMemory, MemError};
 pub use page_walk::Perm;
+pub use shadow::{
+    AddressSpaceMode, NotifierEvent, NotifierKind, Shadow, ShadowEntry, SyncOutcome, TranslationKind,
+};
 pub use translation::{PasidRequest, Request, Translation};
 pub use vtd::{Vtd, VtdState, INTERRUPT_ADDR_FIRST, INTERRUPT_ADDR_LAST};

@@ -18,6 +18,7 @@ use crate::config::{
     ECAP_SMTS,
 };
 use crate::effects::{Effects, Msi};
+use crate::invalidation::{GlobalCause, InvalidationEvent};
 use crate::fault::{self, Fault, FaultReason, FaultRecord};
 use crate::first_stage::{
     fs_walk, nested_walk, ss_output_fault, FsAccess, FsControls, FsOutput, FsWalkConfig,
@@ -31,7 +32,7 @@ use crate::irq_remap::{self, InterruptFault, InterruptRequest, IrTable, IRTA_EIM
 use crate::mem::GuestMemory;
 use crate::page_walk::{level_size, walk, walk_detailed, Perm, WalkConfig};
 use crate::registers::*;
-use crate::root_context::{lookup_device_context, ContextChecks, ContextMode};
+use crate::root_context::{lookup_device_context, ContextChecks, ContextMode, DeviceContext};
 use crate::root_context::ContextFault;
 use crate::scalable::{
     effective_pasid, lookup_sm_context, read_pasid_entry, PasidContext, PasidMode, SmCaps,
@@ -85,8 +86,10 @@ pub struct VtdState {
 /// invalidations), IOTLB entries are tagged with domain-id and PASID, and
 /// the 256-bit invalidation queue (IQA.DW) carries the PASID-cache and
 /// PASID-based IOTLB invalidations. With [`Config::intremap`], interrupt
-/// requests are remapped by [`Vtd::remap_interrupt`]. Not modelled: page
-/// requests, device-TLBs and posted interrupts.
+/// requests are remapped by [`Vtd::remap_interrupt`]. Device-TLBs live in
+/// the devices: with [`Config::device_tlb`] the unit answers ATS translation
+/// requests ([`Vtd::translate_ats`]) and reports device-TLB invalidations to
+/// the glue. Not modelled: page requests and posted interrupts.
 #[derive(Clone, Debug)]
 pub struct Vtd {
     cfg: Config,
@@ -457,6 +460,11 @@ impl Vtd {
         if changed & GCMD_TE != 0 {
             if self.cfg.dma_translation {
                 self.set_translation(cmd & GCMD_TE != 0);
+                fx.invalidated(InvalidationEvent::Global(if cmd & GCMD_TE != 0 {
+                    GlobalCause::TranslationEnabled
+                } else {
+                    GlobalCause::TranslationDisabled
+                }));
             } else {
                 fx.guest_error("vtd: GCMD.TE ignored: DMA translation is not available");
             }
@@ -556,6 +564,7 @@ impl Vtd {
         self.regs.clear_set32(GSTS, 0, GSTS_RTPS);
         // CAP.ESRTPS: setting the root table pointer invalidates all caches.
         self.flush_caches();
+        fx.invalidated(InvalidationEvent::Global(GlobalCause::RootTable));
     }
 
     fn set_queued_invalidation(&mut self, enable: bool, mem: &dyn GuestMemory, fx: &mut Effects) {
@@ -653,6 +662,7 @@ impl Vtd {
             match decode_ccmd(val) {
                 Ok(inv) => {
                     self.invalidate_context(inv);
+                    fx.invalidated(inv.into());
                     inv.granularity()
                 }
                 Err(e) => {
@@ -679,6 +689,7 @@ impl Vtd {
             match decode_iotlb_reg(val, self.regs.get64(IVA)) {
                 Ok(inv) => {
                     self.invalidate_iotlb(inv);
+                    fx.invalidated(inv.into());
                     inv.granularity()
                 }
                 Err(e) => {
@@ -798,12 +809,24 @@ impl Vtd {
         fx: &mut Effects,
     ) -> Result<(), String> {
         match req {
-            InvRequest::Context(inv) => self.invalidate_context(inv),
-            InvRequest::Iotlb(inv) => self.invalidate_iotlb(inv),
-            InvRequest::PasidCache(inv) => self.invalidate_pasid_cache(inv),
-            InvRequest::PasidIotlb(inv) => self.invalidate_pasid_iotlb(inv),
-            // No device-TLBs: nothing cached.
-            InvRequest::DeviceTlb { .. } => {}
+            InvRequest::Context(inv) => {
+                self.invalidate_context(inv);
+                fx.invalidated(inv.into());
+            }
+            InvRequest::Iotlb(inv) => {
+                self.invalidate_iotlb(inv);
+                fx.invalidated(inv.into());
+            }
+            InvRequest::PasidCache(inv) => {
+                self.invalidate_pasid_cache(inv);
+                fx.invalidated(inv.into());
+            }
+            InvRequest::PasidIotlb(inv) => {
+                self.invalidate_pasid_iotlb(inv);
+                fx.invalidated(inv.into());
+            }
+            // Device-TLBs live in the devices: reported to the glue only.
+            InvRequest::DeviceTlb(inv) => fx.invalidated(InvalidationEvent::DeviceTlb(inv)),
             // No interrupt entry cache either, but the glue is told.
             InvRequest::InterruptEntryCache(inv) => {
                 if !self.cfg.intremap {
@@ -851,7 +874,7 @@ impl Vtd {
     // Translation
     // ----------------------------------------------------------------
 
-    fn context_checks(&self) -> ContextChecks {
+    pub(crate) fn context_checks(&self) -> ContextChecks {
         ContextChecks {
             haw_mask: self.haw_mask(),
             sagaw: ((self.cap >> CAP_SAGAW_SHIFT) & 0x1f) as u8,
@@ -860,7 +883,7 @@ impl Vtd {
         }
     }
 
-    fn walk_config(&self) -> WalkConfig {
+    pub(crate) fn walk_config(&self) -> WalkConfig {
         WalkConfig {
             haw_bits: self.cfg.aw_bits,
             mgaw_bits: self.cfg.aw_bits,
@@ -884,6 +907,11 @@ impl Vtd {
         (r, fx)
     }
 
+    /// The fault recording registers and the index of the next record.
+    pub(crate) fn fault_state(&mut self) -> (&mut RegisterFile, &mut u16) {
+        (&mut self.regs, &mut self.next_frcd)
+    }
+
     fn report(&mut self, reason: FaultReason, fpd: bool, req: &Request, fx: &mut Effects) -> Fault {
         let f = Fault::new(reason, req.sid, req.iova, req.write);
         if !(fpd && reason.is_qualified()) {
@@ -904,19 +932,34 @@ impl Vtd {
         if self.root_scalable {
             return self.translate_scalable(req, mem, fx);
         }
-        let ctx = match self.context_cache.lookup(req.sid) {
-            Some(c) => c,
-            None => {
-                let checks = self.context_checks();
-                match lookup_device_context(mem, self.root, req.sid, &checks) {
-                    Ok(c) => {
-                        self.context_cache.insert(req.sid, c);
-                        c
-                    }
-                    Err(cf) => return Err(self.report(cf.reason, cf.fpd, req, fx)),
-                }
-            }
-        };
+        self.translate_legacy_raw(req, mem)
+            .map_err(|cf| self.report(cf.reason, cf.fpd, req, fx))
+    }
+
+    /// The legacy context entry of `sid` through the context cache (filled
+    /// on a miss).
+    pub(crate) fn legacy_context(
+        &mut self,
+        sid: u16,
+        mem: &dyn GuestMemory,
+    ) -> Result<DeviceContext, ContextFault> {
+        if let Some(c) = self.context_cache.lookup(sid) {
+            return Ok(c);
+        }
+        let c = lookup_device_context(mem, self.root, sid, &self.context_checks())?;
+        self.context_cache.insert(sid, c);
+        Ok(c)
+    }
+
+    /// Legacy-mode translation with translation enabled; a failure is
+    /// returned, not recorded.
+    pub(crate) fn translate_legacy_raw(
+        &mut self,
+        req: &Request,
+        mem: &dyn GuestMemory,
+    ) -> Result<Translation, ContextFault> {
+        let ctx = self.legacy_context(req.sid, mem)?;
+        let fail = |reason| ContextFault { reason, fpd: ctx.fpd };
         let (slptptr, levels, agaw) = match ctx.mode {
             ContextMode::PassThrough => {
                 return Ok(Translation::identity_4k(req.iova, ctx.domain_id))
@@ -925,7 +968,7 @@ impl Vtd {
         };
         let limit = u32::from(agaw.min(self.cfg.aw_bits));
         if req.iova & !width_mask(limit) != 0 {
-            return Err(self.report(FaultReason::AddressBeyondMgaw, ctx.fpd, req, fx));
+            return Err(fail(FaultReason::AddressBeyondMgaw));
         }
         if let Some(e) = self.iotlb.lookup(ctx.domain_id, req.iova) {
             if e.perm.allows(req.write) {
@@ -933,14 +976,12 @@ impl Vtd {
             }
             // Not enough permission in the cached entry: walk again.
         }
-        let out = match walk(mem, &self.walk_config(), slptptr, levels, agaw, req.iova, req.write) {
-            Ok(o) => o,
-            Err(reason) => return Err(self.report(reason, ctx.fpd, req, fx)),
-        };
+        let out = walk(mem, &self.walk_config(), slptptr, levels, agaw, req.iova, req.write)
+            .map_err(fail)?;
         let size = level_size(out.level);
         let last = out.phys.saturating_add(size - 1);
         if out.phys <= INTERRUPT_ADDR_LAST && last >= INTERRUPT_ADDR_FIRST {
-            return Err(self.report(FaultReason::InterruptAddress, ctx.fpd, req, fx));
+            return Err(fail(FaultReason::InterruptAddress));
         }
         let entry = IotlbEntry {
             domain_id: ctx.domain_id,
@@ -989,7 +1030,7 @@ impl Vtd {
 }
 
 impl Vtd {
-    fn sm_caps(&self) -> SmCaps {
+    pub(crate) fn sm_caps(&self) -> SmCaps {
         SmCaps::from_regs(self.cap, self.ecap, self.cfg.aw_bits)
     }
 
@@ -1019,7 +1060,7 @@ impl Vtd {
         (r, fx)
     }
 
-    fn report_sm(
+    pub(crate) fn report_sm(
         &mut self,
         reason: FaultReason,
         fpd: bool,
@@ -1040,7 +1081,7 @@ impl Vtd {
     /// context cache and the PASID cache, filling them from memory on a
     /// miss. Entries are cached only when the whole resolution succeeds:
     /// a request that faults leaves nothing behind.
-    fn resolve_cached(
+    pub(crate) fn resolve_cached(
         &mut self,
         sid: u16,
         pasid: Option<(u32, bool)>,
@@ -1099,12 +1140,20 @@ impl Vtd {
         mem: &dyn GuestMemory,
         fx: &mut Effects,
     ) -> Result<Translation, Fault> {
-        let pc = match self.resolve_cached(req.sid, req.pasid, mem) {
-            Ok(pc) => pc,
-            Err(cf) => return Err(self.report_sm(cf.reason, cf.fpd, req, fx)),
-        };
+        self.translate_sm_raw(req, mem)
+            .map_err(|cf| self.report_sm(cf.reason, cf.fpd, req, fx))
+    }
+
+    /// Scalable-mode translation; a failure is returned, not recorded.
+    pub(crate) fn translate_sm_raw(
+        &mut self,
+        req: &SmRequest,
+        mem: &dyn GuestMemory,
+    ) -> Result<Translation, ContextFault> {
+        let pc = self.resolve_cached(req.sid, req.pasid, mem)?;
         let did = pc.pasid_entry.domain_id;
         let fpd = pc.fpd;
+        let fail = |reason| ContextFault { reason, fpd };
         let pasid = pc.pasid;
         if pc.pasid_entry.mode == PasidMode::PassThrough {
             return Ok(Translation::identity_4k(req.iova, did));
@@ -1112,7 +1161,7 @@ impl Vtd {
         if let PasidMode::SecondStage(ss) = pc.pasid_entry.mode {
             let limit = u32::from(ss.agaw.min(self.cfg.aw_bits));
             if req.iova & !width_mask(limit) != 0 {
-                return Err(self.report_sm(FaultReason::SmAddressBeyondAgaw, fpd, req, fx));
+                return Err(fail(FaultReason::SmAddressBeyondAgaw));
             }
         }
         if let Some(e) = self.iotlb.lookup_pasid(did, pasid, req.iova) {
@@ -1150,14 +1199,11 @@ impl Vtd {
             ),
             PasidMode::PassThrough => return Ok(Translation::identity_4k(req.iova, did)),
         };
-        let out = match out {
-            Ok(o) => o,
-            Err(reason) => return Err(self.report_sm(reason, fpd, req, fx)),
-        };
+        let out = out.map_err(fail)?;
         let size = level_size(out.level);
         let last = out.phys.saturating_add(size - 1);
         if out.phys <= INTERRUPT_ADDR_LAST && last >= INTERRUPT_ADDR_FIRST {
-            return Err(self.report_sm(FaultReason::SmInterruptAddress, fpd, req, fx));
+            return Err(fail(FaultReason::SmInterruptAddress));
         }
         // A page whose D flag is still clear must not satisfy a write from
         // the IOTLB: the write has to walk again to set D.
@@ -1184,11 +1230,11 @@ impl Vtd {
 /// A scalable-mode request: without PASID (`pasid` None, RID_PASID and
 /// RID_PRIV apply) or with PASID and privilege.
 #[derive(Clone, Copy, Debug)]
-struct SmRequest {
-    sid: u16,
-    iova: u64,
-    write: bool,
-    pasid: Option<(u32, bool)>,
+pub(crate) struct SmRequest {
+    pub(crate) sid: u16,
+    pub(crate) iova: u64,
+    pub(crate) write: bool,
+    pub(crate) pasid: Option<(u32, bool)>,
 }
 
 fn translation_of(e: &IotlbEntry) -> Translation {

@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use vtd_core::registers::*;
+use vtd_core::InvalidationEvent;
 
 const S: u16 = 0x0108;
 const DID: u16 = 5;
@@ -256,7 +257,8 @@ fn queued_iotlb_global() {
     remap_all(&mut e, pgd);
     assert!(new_pages(&mut e).is_empty());
     let fx = e.submit(&[d_iotlb_global()]);
-    assert!(fx.is_empty(), "{fx:?}");
+    assert!(fx.interrupts.is_empty() && fx.guest_errors.is_empty(), "{fx:?}");
+    assert_eq!(fx.invalidations, vec![InvalidationEvent::IotlbGlobal]);
     assert_eq!(new_pages(&mut e).len(), 16);
 }
 
@@ -288,7 +290,8 @@ fn queued_iotlb_drain_bits_accepted() {
     remap_all(&mut e, pgd);
     let (lo, hi) = d_iotlb_global();
     let fx = e.submit(&[(lo | (3 << 6), hi)]);
-    assert!(fx.is_empty());
+    assert!(fx.interrupts.is_empty() && fx.guest_errors.is_empty(), "{fx:?}");
+    assert_eq!(fx.invalidations, vec![InvalidationEvent::IotlbGlobal]);
     assert_eq!(new_pages(&mut e).len(), 16);
 }
 

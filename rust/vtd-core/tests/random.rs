@@ -3,7 +3,7 @@
 //! random DMA must never panic (tests run with overflow checks).
 
 mod common;
-use common::Rng;
+use common::{notify_all, Notified, Rng};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use vtd_core::registers::*;
@@ -170,7 +170,9 @@ fn build_queue(mem: &RandomMem, rng: &mut Rng) -> (u64, u64) {
             3 => (0x12, 0),
             4 => (0x22 | did, 0),
             5 => (0x32 | did | (rng.below(4) << 6), (rng.below(1 << 36) << 12) | rng.below(20) | (rng.below(2) << 6)),
-            6 => (0x4 | (rng.below(2) << 4), 0),
+            6 if rng.chance(2) => (0x4 | (rng.below(2) << 4), 0),
+            // Device-TLB invalidation (valid with ECAP.DT), random S/address.
+            6 => (0x3 | (rng.below(8) << 32) | (rng.below(32) << 16) | (rng.below(2) << 12), rng.next() & !0xffe),
             7 => (0x5 | (rng.below(8) << 4) | (rng.next() << 32), 0x900_0000 + rng.below(0x1000) * 4),
             _ => (rng.next(), rng.next()),
         };
@@ -187,6 +189,10 @@ struct Stats {
     fault_codes: [u32; 16],
     interrupts: u32,
     guest_errors: u32,
+    invalidations: u32,
+    replays: u32,
+    shadowed: u32,
+    ats_ok: u32,
 }
 
 fn run(seed: u64, iterations: u32, cfg: Config) -> Stats {
@@ -195,7 +201,46 @@ fn run(seed: u64, iterations: u32, cfg: Config) -> Stats {
     let mem = RandomMem { seed: mix(seed), overlay: RefCell::new(HashMap::new()) };
     let mut vtd = Vtd::new(cfg);
     let mut iovas: Vec<u64> = Vec::new();
+    // Notified address spaces with a small work cap (tables here are
+    // random and may loop).
+    let mut spaces: Vec<Notified> = (0..2u16).map(|s| Notified::new(s * 3, None, 300)).collect();
+    spaces.push(Notified::new(1, Some(1), 300));
     for _ in 0..iterations {
+        match rng.below(12) {
+            9 => {
+                let n = &mut spaces[rng.below(3) as usize];
+                let out = vtd.replay_shadow(n.sid, n.pasid, &mut n.shadow, &mem);
+                n.apply(&out);
+                st.replays += 1;
+                st.shadowed += n.shadow.len() as u32;
+                continue;
+            }
+            10 => {
+                let req = vtd_core::AtsRequest {
+                    sid: rng.below(9) as u16,
+                    pasid: rng.chance(8).then(|| rng.below(4) as u32),
+                    privileged: rng.chance(2),
+                    exec: rng.chance(4),
+                    iova: if rng.chance(2) && !iovas.is_empty() {
+                        iovas[rng.below(iovas.len() as u64) as usize] | rng.below(0x20_0000)
+                    } else {
+                        rng.next() >> rng.below(64)
+                    },
+                    no_write: rng.chance(2),
+                };
+                let (r, fx) = vtd.translate_ats(&req, &mem);
+                st.interrupts += fx.interrupts.len() as u32;
+                if let vtd_core::AtsResult::Success(t) = r {
+                    st.ats_ok += 1;
+                    assert_eq!(t.iova & t.page_mask, 0);
+                    assert_eq!(t.phys & t.page_mask, 0);
+                    assert_eq!(t.iova, req.iova & !t.page_mask);
+                    assert!(!(req.no_write && t.perm.write) || t.untranslated_only);
+                }
+                continue;
+            }
+            _ => {}
+        }
         match rng.below(10) {
             0..=3 => {
                 let off = if rng.chance(4) {
@@ -210,6 +255,8 @@ fn run(seed: u64, iterations: u32, cfg: Config) -> Stats {
                 let fx = vtd.write_reg(off, size, val, &mem);
                 st.interrupts += fx.interrupts.len() as u32;
                 st.guest_errors += fx.guest_errors.len() as u32;
+                st.invalidations += fx.invalidations.len() as u32;
+                notify_all(&vtd, &mem, &fx, &mut spaces);
             }
             4 => {
                 let off = rng.below(Vtd::MMIO_SIZE + 16);
@@ -246,12 +293,14 @@ fn run(seed: u64, iterations: u32, cfg: Config) -> Stats {
             }
             _ => {
                 if rng.chance(50) {
-                    vtd.reset();
+                    let fx = vtd.reset_effects();
+                    notify_all(&vtd, &mem, &fx, &mut spaces);
                 } else if rng.chance(2) {
                     iovas.clear();
                     let root = build_tables(&mem, &mut rng, &mut iovas);
                     let _ = vtd.write_reg(RTADDR, 8, root, &mem);
-                    let _ = vtd.write_reg(GCMD, 4, u64::from(GCMD_SRTP | GCMD_TE), &mem);
+                    let fx = vtd.write_reg(GCMD, 4, u64::from(GCMD_SRTP | GCMD_TE), &mem);
+                    notify_all(&vtd, &mem, &fx, &mut spaces);
                 } else {
                     let (iqa, tail) = build_queue(&mem, &mut rng);
                     let _ = vtd.write_reg(FSTS, 4, u64::from(FSTS_IQE), &mem);
@@ -262,6 +311,8 @@ fn run(seed: u64, iterations: u32, cfg: Config) -> Stats {
                     let _ = vtd.write_reg(GCMD, 4, u64::from(gsts | GCMD_QIE), &mem);
                     let fx = vtd.write_reg(IQT, 4, tail << 4, &mem);
                     st.interrupts += fx.interrupts.len() as u32;
+                    st.invalidations += fx.invalidations.len() as u32;
+                    notify_all(&vtd, &mem, &fx, &mut spaces);
                 }
             }
         }
@@ -277,15 +328,23 @@ fn check_coverage(all: &[Stats]) {
     let superpages = sum(&|s| s.superpages);
     let interrupts = sum(&|s| s.interrupts);
     let codes: Vec<usize> = (1..16).filter(|&c| sum(&|s| s.fault_codes[c]) > 0).collect();
+    let invalidations = sum(&|s| s.invalidations);
+    let shadowed = sum(&|s| s.shadowed);
+    let ats_ok = sum(&|s| s.ats_ok);
     eprintln!("translated={translated} superpages={superpages} interrupts={interrupts} fault codes seen={codes:x?}");
+    eprintln!("invalidations={invalidations} shadowed={shadowed} ats_ok={ats_ok}");
     assert!(translated > 0 && superpages > 0 && interrupts > 0);
+    assert!(invalidations > 0 && shadowed > 0);
     assert!(codes.len() >= 8, "random tables should reach most fault reasons: {codes:?}");
 }
 
 #[test]
 fn random_register_writes_and_memory_never_panic_aw48() {
     let stats: Vec<Stats> = (1..=12u64)
-        .map(|seed| run(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), 4000, Config::default()))
+        .map(|seed| {
+            let cfg = Config { device_tlb: seed % 2 == 0, ..Config::default() };
+            run(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), 4000, cfg)
+        })
         .collect();
     check_coverage(&stats);
 }
@@ -298,6 +357,7 @@ fn random_register_writes_and_memory_never_panic_aw39_snoop_nopt() {
         pass_through: false,
         caching_mode: true,
         dma_drain: false,
+        device_tlb: true,
         ..Config::default()
     };
     let stats: Vec<Stats> = (100..=108u64).map(|seed| run(mix(seed), 4000, cfg.clone())).collect();

@@ -5,13 +5,13 @@
 //! stay well formed.
 
 mod common;
-use common::Rng;
+use common::{notify_all, Notified, Rng};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use vtd_core::first_stage::{fs_walk, nested_walk, FsAccess, FsControls, FsTable, FsWalkConfig, SsTable};
 use vtd_core::page_walk::WalkConfig;
 use vtd_core::registers::*;
-use vtd_core::{Config, GuestMemory, MemError, PasidRequest, Request, Vtd};
+use vtd_core::{AtsRequest, AtsResult, Config, Effects, GuestMemory, MemError, PasidRequest, Request, Vtd};
 
 const WINDOW_PAGES: u64 = 64;
 const BASE: u64 = 0x100_0000;
@@ -376,6 +376,8 @@ fn random_desc(rng: &mut Rng) -> [u64; 4] {
         5 => [5 | (rng.below(8) << 4) | (rng.next() << 32), BASE + (rng.below(WINDOW_PAGES << 10) << 2), 0, 0],
         2 => [2 | g | did, (rng.below(1 << 36) << 12) | rng.below(20) | (rng.below(2) << 6), 0, 0],
         6 => [6 | g | did | pasid, (rng.below(1 << 36) << 12) | rng.below(20) | (rng.below(2) << 6), 0, 0],
+        3 => [3 | (rng.below(0x90) << 32) | (rng.below(32) << 16), rng.next() & !0xffe, 0, 0],
+        8 => [8 | (rng.below(0x90) << 16) | pasid | (rng.below(32) << 4), rng.next() & !0x7fe, 0, 0],
         _ => [ty | g | did | pasid & if ty == 7 { u64::MAX } else { 0 }, 0, 0, 0],
     };
     if rng.chance(6) {
@@ -393,16 +395,55 @@ fn run_qi_pasid(seed: u64, iterations: u32, cfg: Config) -> (u32, u32) {
     let mem = RandomMem::new(seed);
     let mut vtd = Vtd::new(cfg);
     let mut iovas = Vec::new();
-    let (mut ok, mut pasid_faults) = (0, 0);
+    let (mut ok, mut pasid_faults, mut shadowed) = (0, 0, 0u32);
+    let mut spaces = vec![
+        Notified::new(0, None, 300),
+        Notified::new(0x81, None, 300),
+        Notified::new(1, Some(0), 300),
+        Notified::new(2, Some(1), 300),
+    ];
     for _ in 0..iterations {
+        match rng.below(14) {
+            12 => {
+                let n = &mut spaces[rng.below(4) as usize];
+                let out = vtd.replay_shadow(n.sid, n.pasid, &mut n.shadow, &mem);
+                n.apply(&out);
+                shadowed += n.shadow.len() as u32;
+                continue;
+            }
+            13 => {
+                let req = AtsRequest {
+                    sid: if rng.chance(2) { rng.below(8) as u16 } else { 0x80 + rng.below(8) as u16 },
+                    pasid: rng.chance(2).then(|| [0u32, 1, 63, 64, 0xf_ffff, rng.next() as u32][rng.below(6) as usize]),
+                    privileged: rng.chance(2),
+                    exec: rng.chance(4),
+                    iova: if rng.chance(2) && !iovas.is_empty() {
+                        iovas[rng.below(iovas.len() as u64) as usize] | rng.below(0x1000)
+                    } else {
+                        rng.next() >> rng.below(64)
+                    },
+                    no_write: rng.chance(2),
+                };
+                let (r, _fx) = vtd.translate_ats(&req, &mem);
+                if let AtsResult::Success(t) = r {
+                    assert_eq!(t.iova, req.iova & !t.page_mask);
+                    assert_eq!(t.phys & t.page_mask, 0);
+                    assert!(!(req.no_write && t.perm.write) || t.untranslated_only);
+                    assert!(!t.exec && !t.global);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let mut fx = Effects::default();
         match rng.below(12) {
             0 => {
                 let dw = if rng.chance(4) { 0 } else { IQA_DW };
                 let iqa = (BASE + (rng.below(WINDOW_PAGES) << 12)) | dw | rng.below(8);
                 let iqa = if rng.chance(10) { rng.next() } else { iqa };
-                let _ = vtd.write_reg(IQA, 8, iqa, &mem);
-                let _ = vtd.write_reg(IQT, 8, 0, &mem);
-                let _ = vtd.write_reg(GCMD, 4, u64::from(GCMD_TE | GCMD_QIE), &mem);
+                fx.extend(vtd.write_reg(IQA, 8, iqa, &mem));
+                fx.extend(vtd.write_reg(IQT, 8, 0, &mem));
+                fx.extend(vtd.write_reg(GCMD, 4, u64::from(GCMD_TE | GCMD_QIE), &mem));
             }
             1 => {
                 // Queue some descriptors at the tail and move it.
@@ -417,7 +458,7 @@ fn run_qi_pasid(seed: u64, iterations: u32, cfg: Config) -> (u32, u32) {
                     tail = (tail + 1) % u64::from(q.size.max(1));
                 }
                 let iqt = if rng.chance(10) { rng.next() } else { tail * stride };
-                let _ = vtd.write_reg(IQT, [4, 8][rng.below(2) as usize], iqt, &mem);
+                fx.extend(vtd.write_reg(IQT, [4, 8][rng.below(2) as usize], iqt, &mem));
             }
             2 => {
                 let off = [FSTS, GCMD, ICS, IECTL, CCMD, IOTLB, IVA][rng.below(7) as usize];
@@ -426,7 +467,7 @@ fn run_qi_pasid(seed: u64, iterations: u32, cfg: Config) -> (u32, u32) {
                     1 => u64::from(FSTS_IQE | FSTS_PFO),
                     _ => u64::from(GCMD_TE | GCMD_QIE | GCMD_SRTP),
                 };
-                let _ = vtd.write_reg(off, [4, 8][rng.below(2) as usize], val, &mem);
+                fx.extend(vtd.write_reg(off, [4, 8][rng.below(2) as usize], val, &mem));
             }
             3..=9 => {
                 let sid = if rng.chance(2) { rng.below(8) as u16 } else { 0x80 + rng.below(8) as u16 };
@@ -464,16 +505,17 @@ fn run_qi_pasid(seed: u64, iterations: u32, cfg: Config) -> (u32, u32) {
             }
             _ => {
                 if rng.chance(30) {
-                    vtd.reset();
+                    fx.extend(vtd.reset_effects());
                 }
                 iovas.clear();
                 let root = build(&mem, &mut rng, &mut iovas);
                 let _ = vtd.write_reg(RTADDR, 8, root | (1 << 10), &mem);
-                let _ = vtd.write_reg(GCMD, 4, u64::from(GCMD_SRTP | GCMD_TE), &mem);
+                fx.extend(vtd.write_reg(GCMD, 4, u64::from(GCMD_SRTP | GCMD_TE), &mem));
                 let _ = vtd.write_reg(FSTS, 4, u64::from(FSTS_PFO | FSTS_IQE), &mem);
                 let _ = vtd.write_reg(FRCD_REG_OFFSET + 8, 8, FRCD_F, &mem);
             }
         }
+        notify_all(&vtd, &mem, &fx, &mut spaces);
         let q = vtd.queue();
         if q.enabled {
             assert!(q.head < q.size);
@@ -483,6 +525,9 @@ fn run_qi_pasid(seed: u64, iterations: u32, cfg: Config) -> (u32, u32) {
         assert!(vtd.pasid_cache_len() <= vtd_core::cache::PASID_CACHE_MAX);
         assert!(vtd.sm_context_cache_len() <= vtd_core::cache::CONTEXT_CACHE_MAX);
     }
+    if shadowed > 0 {
+        eprintln!("seed {seed:#x}: {shadowed} shadowed mappings seen by replays");
+    }
     (ok, pasid_faults)
 }
 
@@ -490,7 +535,8 @@ fn run_qi_pasid(seed: u64, iterations: u32, cfg: Config) -> (u32, u32) {
 fn random_256_bit_queue_and_pasid_requests_never_panic() {
     let mut totals = (0, 0);
     for s in 1..=8u64 {
-        let (ok, pf) = run_qi_pasid(mix(s ^ 0xd00d), 2500, sm_cfg());
+        let cfg = Config { device_tlb: s % 2 == 0, caching_mode: true, ..sm_cfg() };
+        let (ok, pf) = run_qi_pasid(mix(s ^ 0xd00d), 2500, cfg);
         totals = (totals.0 + ok, totals.1 + pf);
     }
     for (i, c) in [

@@ -23,7 +23,8 @@ fn sm_qi() -> Env {
 
 fn inv(e: &mut Env, d: [u64; 4]) {
     let fx = submit256(e, &[d]);
-    assert!(fx.is_empty(), "{fx:?}");
+    assert!(fx.interrupts.is_empty() && fx.guest_errors.is_empty(), "{fx:?}");
+    assert_eq!(fx.invalidations.len(), 1, "{fx:?}");
 }
 
 /// Device `s` whose RID_PASID is `rid_pasid`, with a first-stage PASID

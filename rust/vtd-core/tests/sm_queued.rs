@@ -8,7 +8,7 @@ mod sm_common;
 use common::*;
 use sm_common::*;
 use vtd_core::registers::*;
-use vtd_core::{Config, Msi, Vtd};
+use vtd_core::{Config, InvalidationEvent, Msi, Vtd};
 
 fn cfg() -> Config {
     Config { scalable_mode: true, first_stage: true, pasid_bits: 20, ..Config::default() }
@@ -123,6 +123,13 @@ fn legacy_descriptors_in_256_bit_form_work_with_legacy_root() {
     );
     assert_eq!(fx.iec_invalidations, vec![vtd_core::IecInvalidation::Global], "{fx:?}");
     assert!(fx.interrupts.is_empty() && fx.guest_errors.is_empty(), "{fx:?}");
+    assert_eq!(
+        fx.invalidations,
+        vec![
+            InvalidationEvent::IotlbPages { did: 7, addr: 0x1000, size: 0x1000, leaf_only: false },
+            InvalidationEvent::ContextDevice { sid: s, fm: 0 }
+        ]
+    );
     assert_eq!((e.vtd.iotlb_len(), e.vtd.context_cache_len()), (0, 0));
     assert_eq!(iq_head256(&mut e), 3);
 }
@@ -206,7 +213,14 @@ fn piotlb_descriptor_reserved_granularity_am_and_bits_set_iqe() {
     }
     let mut e = sm_qi();
     let fx = submit256(&mut e, &[d_piotlb_pages(1, 0xf_ffff, 0x4000, 18, true), d_piotlb_pasid(1, 0)]);
-    assert!(fx.is_empty(), "{fx:?}");
+    assert!(fx.interrupts.is_empty() && fx.guest_errors.is_empty(), "{fx:?}");
+    assert_eq!(
+        fx.invalidations,
+        vec![
+            InvalidationEvent::PasidIotlbPages { did: 1, pasid: 0xf_ffff, addr: 0, size: 1 << 30, leaf_only: true },
+            InvalidationEvent::PasidIotlb { did: 1, pasid: 0 }
+        ]
+    );
 }
 
 #[test]

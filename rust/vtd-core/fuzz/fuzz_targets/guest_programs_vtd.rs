@@ -1,13 +1,66 @@
 //! The fuzzer plays a hostile guest: its input is a program of register
-//! accesses, writes to guest memory (tables, descriptors, IRTEs), DMA
-//! requests and interrupt requests. Nothing it does may panic the model, and
-//! a successful translation or interrupt remapping must be well formed.
+//! accesses, writes to guest memory (tables, descriptors), DMA requests, ATS
+//! translation requests and notifier syncs of a few address spaces. Nothing
+//! it does may panic the model, a successful translation must be well
+//! formed, and the MAP/UNMAP events a notifier receives must be consistent
+//! (no MAP over a live mapping, UNMAPs of whole mappings, the consumer's
+//! view equal to the shadow).
 #![no_main]
 
-use std::{cell::RefCell, collections::HashMap};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashMap},
+};
 
 use libfuzzer_sys::fuzz_target;
-use vtd_core::{Config, GuestMemory, InterruptRequest, MemError, PasidRequest, Request, Vtd};
+use vtd_core::{
+    AtsRequest, AtsResult, Config, Effects, GuestMemory, InterruptRequest, MemError, NotifierKind, PasidRequest,
+    Request, Shadow, SyncOutcome, Vtd,
+};
+
+/// A notified address space and what its consumer holds.
+struct Space {
+    sid: u16,
+    pasid: Option<u32>,
+    shadow: Shadow,
+    mirror: BTreeMap<u64, (u64, u64)>,
+}
+
+impl Space {
+    fn apply(&mut self, out: &SyncOutcome) {
+        for ev in &out.events {
+            assert!(ev.size.is_power_of_two() && ev.size >= 0x1000);
+            assert_eq!(ev.iova & (ev.size - 1), 0);
+            assert_eq!(ev.phys & (ev.size - 1), 0);
+            match ev.kind {
+                NotifierKind::Map => {
+                    let last = ev.iova + (ev.size - 1);
+                    let overlap = self
+                        .mirror
+                        .range(..=last)
+                        .next_back()
+                        .is_some_and(|(k, (s, _))| k + (s - 1) >= ev.iova);
+                    assert!(!overlap);
+                    self.mirror.insert(ev.iova, (ev.size, ev.phys));
+                }
+                NotifierKind::Unmap => {
+                    assert_eq!(self.mirror.remove(&ev.iova), Some((ev.size, ev.phys)));
+                }
+            }
+        }
+        assert_eq!(self.mirror.len(), self.shadow.len());
+        assert!(self.shadow.iter().all(|(k, e)| self.mirror.get(&k) == Some(&(e.size, e.phys))));
+    }
+}
+
+fn notify(vtd: &Vtd, mem: &Mem, fx: &Effects, spaces: &mut [Space]) {
+    for ev in &fx.invalidations {
+        for s in spaces.iter_mut() {
+            let out = vtd.sync_shadow(s.sid, s.pasid, ev, &mut s.shadow, mem);
+            s.apply(&out);
+        }
+    }
+}
 
 /// Sparse guest memory: 64 KiB of RAM at 0 plus whatever the program writes
 /// elsewhere; reads of untouched pages fail like unmapped addresses.
@@ -72,6 +125,7 @@ fuzz_target!(|data: &[u8]| {
         scalable_mode: flags & 32 != 0,
         first_stage: flags & 64 != 0,
         pasid_bits: if flags & 128 != 0 { 20 } else { 0 },
+        device_tlb: flags & 16 != 0,
         intremap: flags2 & 1 != 0,
         eim: flags2 & 3 == 3,
         ..Config::default()
@@ -81,13 +135,19 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut vtd = Vtd::new(cfg);
     let mem = Mem::default();
+    // Small work caps: the fuzzer's tables live in 64 KiB and loop freely.
+    let mut spaces: Vec<Space> = [(0u16, None), (8, None), (0, Some(1))]
+        .into_iter()
+        .map(|(sid, pasid)| Space { sid, pasid, shadow: Shadow::with_walk_limit(2048), mirror: BTreeMap::new() })
+        .collect();
     while let Some(op) = input.u8() {
-        match op % 7 {
+        match op % 9 {
             0 => {
                 // register write: offsets mostly inside the window
                 let (Some(off), Some(v)) = (input.u16(), input.u64()) else { break };
                 let size = if op & 0x80 != 0 { 8 } else { 4 };
-                let _ = vtd.write_reg(u64::from(off) % (Vtd::MMIO_SIZE + 16), size, v, &mem);
+                let fx = vtd.write_reg(u64::from(off) % (Vtd::MMIO_SIZE + 16), size, v, &mem);
+                notify(&vtd, &mem, &fx, &mut spaces);
             }
             1 => {
                 let Some(off) = input.u16() else { break };
@@ -128,6 +188,32 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             6 => {
+                let (Some(sid), Some(pasid), Some(iova)) = (input.u16(), input.take::<4>(), input.u64())
+                else { break };
+                let req = AtsRequest {
+                    sid,
+                    pasid: (op & 0x20 != 0).then(|| u32::from_le_bytes(pasid)),
+                    privileged: op & 0x80 != 0,
+                    exec: op & 0x10 != 0,
+                    iova,
+                    no_write: op & 0x40 != 0,
+                };
+                if let (AtsResult::Success(t), _) = vtd.translate_ats(&req, &mem) {
+                    assert_eq!(t.iova & t.page_mask, 0);
+                    assert_eq!(t.phys & t.page_mask, 0);
+                    assert_eq!(iova & !t.page_mask, t.iova);
+                }
+            }
+            7 => {
+                let s = &mut spaces[usize::from(op >> 3) % 3];
+                let out = vtd.replay_shadow(s.sid, s.pasid, &mut s.shadow, &mem);
+                s.apply(&out);
+                if op & 0x80 != 0 {
+                    let fx = vtd.reset_effects();
+                    notify(&vtd, &mem, &fx, &mut spaces);
+                }
+            }
+            8 => {
                 // an interrupt request: mostly into the interrupt window
                 let (Some(sid), Some(addr), Some(data)) = (input.u16(), input.take::<4>(), input.take::<4>())
                 else { break };

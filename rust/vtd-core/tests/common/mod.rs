@@ -355,3 +355,76 @@ impl Rng {
         self.below(one_in) == 0
     }
 }
+
+// ---- notified address spaces (randomized tests) -----------------------------
+
+use std::collections::BTreeMap;
+use vtd_core::{NotifierEvent, NotifierKind, Shadow, SyncOutcome};
+
+/// A notified address space as the glue keeps it, plus a mirror of what a
+/// vfio-like consumer holds after applying the events it was sent.
+pub struct Notified {
+    pub sid: u16,
+    pub pasid: Option<u32>,
+    pub shadow: Shadow,
+    /// iova -> (size, phys, perm) as applied by the consumer.
+    pub mirror: BTreeMap<u64, (u64, u64, vtd_core::Perm)>,
+}
+
+impl Notified {
+    pub fn new(sid: u16, pasid: Option<u32>, walk_limit: u64) -> Notified {
+        Notified { sid, pasid, shadow: Shadow::with_walk_limit(walk_limit), mirror: BTreeMap::new() }
+    }
+
+    /// Apply sync output like vfio would: a MAP must not overlap anything
+    /// mapped, an UNMAP must remove exactly one whole mapping. Then the
+    /// mirror must equal the shadow.
+    pub fn apply(&mut self, out: &SyncOutcome) {
+        for ev in &out.events {
+            check_event(ev);
+            match ev.kind {
+                NotifierKind::Map => {
+                    let last = ev.iova + (ev.size - 1);
+                    let overlap = self
+                        .mirror
+                        .range(..=last)
+                        .next_back()
+                        .is_some_and(|(k, (s, _, _))| k + (s - 1) >= ev.iova);
+                    assert!(!overlap, "MAP over an existing mapping: {ev:?}");
+                    assert!(ev.perm.read || ev.perm.write, "MAP without permission: {ev:?}");
+                    self.mirror.insert(ev.iova, (ev.size, ev.phys, ev.perm));
+                }
+                NotifierKind::Unmap => {
+                    let old = self.mirror.remove(&ev.iova);
+                    assert_eq!(old.map(|(s, p, _)| (s, p)), Some((ev.size, ev.phys)), "UNMAP of nothing: {ev:?}");
+                }
+            }
+        }
+        if out.events.is_empty() && self.shadow.len() == self.mirror.len() {
+            return;
+        }
+        let shadow: Vec<_> = self.shadow.iter().map(|(k, e)| (k, (e.size, e.phys, e.perm))).collect();
+        let mirror: Vec<_> = self.mirror.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(shadow, mirror, "shadow and consumer disagree");
+        if out.mode.is_identity() {
+            assert!(self.shadow.is_empty());
+        }
+    }
+}
+
+/// Events are naturally aligned power-of-two ranges of at least 4 KiB.
+pub fn check_event(ev: &NotifierEvent) {
+    assert!(ev.size.is_power_of_two() && ev.size >= 0x1000, "{ev:?}");
+    assert_eq!(ev.iova & (ev.size - 1), 0, "{ev:?}");
+    assert_eq!(ev.phys & (ev.size - 1), 0, "{ev:?}");
+}
+
+/// Feed the invalidations of `fx` to every notified address space.
+pub fn notify_all(vtd: &Vtd, mem: &dyn GuestMemory, fx: &Effects, spaces: &mut [Notified]) {
+    for ev in &fx.invalidations {
+        for n in spaces.iter_mut() {
+            let out = vtd.sync_shadow(n.sid, n.pasid, ev, &mut n.shadow, mem);
+            n.apply(&out);
+        }
+    }
+}
