@@ -59,6 +59,19 @@ MODE_REGISTERS = {
     'scalable-mode=modern': (0x81d2008c222f0606, 0xc99884000f42),
     'x-scalable-mode=modern,fs1gp=off': (0x80d2008c222f0606, 0xc99884000f42),
     'x-scalable-mode=modern,pasid-bits=10': (0x81d2008c222f0606, 0xc94884000f42),
+    # + DT
+    'device-iotlb=on': (0x80d2008c222f0606, 0xf46),
+    'x-scalable-mode=modern,device-iotlb=on': (0x81d2008c222f0606, 0xc99884000f46),
+}
+
+# with interrupt remapping (intremap=auto is on under TCG): IR, MHMV (+ EIM)
+IR_REGISTERS = {
+    '': (0x80d2008c222f0606, 0xf00f4a),
+    'intremap=on': (0x80d2008c222f0606, 0xf00f4a),
+    'intremap=on,eim=on': (0x80d2008c222f0606, 0xf00f5a),
+    'eim=on': (0x80d2008c222f0606, 0xf00f5a),
+    'x-buggy-eim=on': (0x80d2008c222f0606, 0xf00f5a),
+    'x-scalable-mode=modern': (0x81d2008c222f0606, 0xc99884f00f4a),
 }
 
 
@@ -105,14 +118,13 @@ class VtdProperties(QemuSystemTest):
 
     def test_unimplemented_features_are_refused_by_name(self):
         for props, needle in (('caching-mode=on', 'caching-mode=on'),
-                              ('device-iotlb=on', 'device-iotlb=on'),
-                              ('intremap=on', 'intremap=on'),
                               ('dma-translation=off', 'dma-translation=off')):
             with self.subTest(props=props):
                 self.assertRefused(props, needle, 'not supported yet')
 
     def test_contradictions_are_refused_as_c_device_does(self):
-        self.assertRefused('eim=on', 'eim=on cannot be selected without intremap=on')
+        self.assertRefused('intremap=off,eim=on',
+                           'eim=on cannot be selected without intremap=on')
         self.assertRefused('x-flts=on', 'x-flts is only available in scalable mode')
         self.assertRefused('x-pasid-mode=on', 'Need to set scalable mode for PASID')
         self.assertRefused('x-scalable-mode=on,dma-drain=off',
@@ -129,11 +141,17 @@ class VtdProperties(QemuSystemTest):
         self.assertRefused('x-scalable-mode=on,scalable-mode=modern', 'contradict')
 
     def test_mode_capabilities(self):
-        for props, (cap, ecap) in MODE_REGISTERS.items():
+        self.check_registers(MODE_REGISTERS, 'intel-iommu,intremap=off')
+
+    def test_interrupt_remapping_capabilities(self):
+        self.check_registers(IR_REGISTERS, 'intel-iommu')
+
+    def check_registers(self, table, base):
+        for props, (cap, ecap) in table.items():
             with self.subTest(props=props):
                 vm = QEMUQtestMachine(self.qemu_bin, base_temp_dir=self.workdir,
                                       name='modes')
-                device = 'intel-iommu,intremap=off' + (',' + props if props else '')
+                device = base + (',' + props if props else '')
                 vm.add_args('-L', self.firmware(),
                             '-machine', 'q35', '-accel', 'qtest', '-nodefaults',
                             '-display', 'none', '-device', device)
@@ -148,6 +166,7 @@ class VtdProperties(QemuSystemTest):
     def test_accepted_configurations_start(self):
         for props in ('aw-bits=39', 'aw-bits=48', 'pt=off', 'snoop-control=on',
                       'dma-drain=off', 'stale-tm=on', 'version=3', 'intremap=off',
+                      'intremap=on', 'intremap=on,eim=on', 'device-iotlb=on',
                       'x-scalable-mode=on', 'x-scalable-mode=on,x-flts=on'):
             with self.subTest(props=props):
                 vm = QEMUQtestMachine(self.qemu_bin, base_temp_dir=self.workdir,

@@ -25,3 +25,4 @@ typedef enum memory_order {
 #include "hw/pci/pci.h"
 #include "hw/pci/pci_bus.h"
 #include "hw/i386/x86-iommu.h"
+#include "hw/i386/x86.h"

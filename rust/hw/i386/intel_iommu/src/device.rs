@@ -24,7 +24,9 @@ use util::{
     log::Log,
     log_mask_ln, Error, Result,
 };
-use vtd_core::{Config, Effects, Request, Translation, Vtd};
+use vtd_core::{
+    AtsRequest, AtsResult, Config, Effects, InterruptRequest, Msi, Request, Translation, Vtd,
+};
 
 use crate::ffi::{self, AddressSpaces, SystemMemory, X86IommuState};
 
@@ -153,6 +155,7 @@ pub struct IntelIommuState {
 
     core: Mutex<Option<Vtd>>,
     spaces: AddressSpaces,
+    ats: ffi::AtsNotifiers,
 }
 
 qom_isa!(IntelIommuState: X86IommuState, hwcore::SysBusDevice, hwcore::DeviceState, Object);
@@ -213,6 +216,7 @@ impl IntelIommuState {
         );
         uninit_field_mut!(*this, core).write(Mutex::new(None));
         uninit_field_mut!(*this, spaces).write(AddressSpaces::default());
+        uninit_field_mut!(*this, ats).write(ffi::AtsNotifiers::default());
     }
 
     pub(crate) fn address_spaces(&self) -> &AddressSpaces {
@@ -241,9 +245,18 @@ impl IntelIommuState {
     /// clear error for what the user asked and this device cannot do.
     fn decide_config(&self) -> Result<Config> {
         let x86 = self.x86_props();
-        if self.eim.0 == ffi::ON_OFF_AUTO_ON && x86.intremap != ffi::ON_OFF_AUTO_ON {
+        // x86-iommu's realize has resolved intremap=auto by now.
+        let intremap = x86.intremap == ffi::ON_OFF_AUTO_ON;
+        if self.eim.0 == ffi::ON_OFF_AUTO_ON && !intremap {
             return Err(Error::msg("eim=on cannot be selected without intremap=on"));
         }
+        // As the C device: eim=auto is on only with an in-kernel irqchip
+        // (which needs x2APIC destinations) or x-buggy-eim.
+        let eim = match self.eim.0 {
+            ffi::ON_OFF_AUTO_AUTO => intremap && (ffi::kvm_irqchip_in_kernel() || self.buggy_eim),
+            ffi::ON_OFF_AUTO_ON => true,
+            _ => false,
+        };
         let mode = self.scalable_mode()?;
         let scalable = mode != ScalableMode::Off;
         let flts = self.flts || self.fsts || mode == ScalableMode::Modern;
@@ -289,9 +302,6 @@ impl IntelIommuState {
         if self.caching_mode {
             return unsupported("caching-mode=on");
         }
-        if x86.device_iotlb {
-            return unsupported("device-iotlb=on");
-        }
         if !x86.dma_translation {
             return unsupported("dma-translation=off");
         }
@@ -305,6 +315,9 @@ impl IntelIommuState {
             first_stage: flts,
             pasid_bits,
             fs1gp: self.fs1gp,
+            intremap,
+            eim,
+            device_tlb: x86.device_iotlb,
             ..Config::default()
         };
         cfg.validate().map_err(|e| Error::format(format_args!("intel-iommu: {e}")))?;
@@ -350,6 +363,9 @@ impl IntelIommuState {
         for msi in &effects.interrupts {
             ffi::send_msi(msi.address, msi.data);
         }
+        for event in &effects.invalidations {
+            self.ats.notify_device_tlb(event);
+        }
         Some(r)
     }
 
@@ -360,6 +376,30 @@ impl IntelIommuState {
 
     fn mmio_write(&self, addr: hwaddr, value: u64, size: u32) {
         let _ = self.with_core(|vtd| ((), vtd.write_reg(addr, size, value, &SystemMemory)));
+    }
+
+    pub(crate) fn ats_notifiers(&self) -> &ffi::AtsNotifiers {
+        &self.ats
+    }
+
+    pub(crate) fn aw_bits(&self) -> u8 {
+        self.aw_bits
+    }
+
+    /// Remap an interrupt request (a DWORD write to the interrupt window by
+    /// `sid`); `None`: blocked (the fault is recorded as architected).
+    pub(crate) fn remap_interrupt(&self, sid: u16, address: u64, data: u32) -> Option<Msi> {
+        let req = InterruptRequest { sid, address, data };
+        self.with_core(|vtd| {
+            let (result, effects) = vtd.remap_interrupt(&req, &SystemMemory);
+            (result.ok(), effects)
+        })
+        .flatten()
+    }
+
+    /// Answer an ATS translation request.
+    pub(crate) fn translate_ats(&self, req: &AtsRequest) -> Option<AtsResult> {
+        self.with_core(|vtd| vtd.translate_ats(req, &SystemMemory))
     }
 
     /// Translate a DMA request of source id `sid`; `None` means the access

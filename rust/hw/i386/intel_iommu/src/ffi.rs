@@ -111,36 +111,30 @@ pub fn class_init(klass: &mut bindings::X86IOMMUClass) {
     klass.realize = Some(vtd_realize_inner);
 }
 
-/// `DeviceClass::realize`: decide `intremap=auto` before x86-iommu's realize
-/// turns it into `on` (interrupt remapping is not implemented yet).
+/// `DeviceClass::realize`: x86-iommu's realize (which resolves
+/// `intremap=auto` and makes this the machine's IOMMU), which then calls
+/// `X86IOMMUClass::realize`.
 /// # Safety
 /// Called by qdev with an instance of `intel-iommu` and a valid `errp`.
 unsafe extern "C" fn vtd_realize_outer(
     dev: *mut bindings::DeviceState,
     errp: *mut *mut bindings::Error,
 ) {
-    let x86: *mut bindings::X86IOMMUState = dev.cast();
-    match x86_props_raw(x86).intremap {
-        ON_OFF_AUTO_ON => {
-            let err = util::Error::msg(
-                "intel-iommu: intremap=on is not supported yet by the Rust intel-iommu \
-                 (interrupt remapping is not implemented); use intremap=off",
-            );
-            // SAFETY: errp comes from qdev's realize and is valid for propagation.
-            unsafe { err.propagate(errp.cast()) };
-            return;
-        }
-        ON_OFF_AUTO_AUTO => {
-            // SAFETY: `x86` is the instance being realized; properties are
-            // only written under the BQL, which realize holds.
-            unsafe { (*x86).intr_supported = bindings::ON_OFF_AUTO_OFF };
-        }
-        _ => {}
-    }
     if let Some(Some(parent)) = PARENT_REALIZE.get() {
         // SAFETY: the parent's realize (x86_iommu_realize) with our arguments.
         unsafe { parent(dev, errp) };
     }
+}
+
+extern "C" {
+    /// accel/kvm's (or its stub's) "the irqchip is in the kernel".
+    static kvm_kernel_irqchip: bool;
+}
+
+/// `kvm_irqchip_in_kernel()`, a macro in C.
+pub fn kvm_irqchip_in_kernel() -> bool {
+    // SAFETY: a plain global bool, written once at accelerator init.
+    unsafe { kvm_kernel_irqchip }
 }
 
 /// `X86IOMMUClass::realize`.
@@ -264,6 +258,8 @@ pub struct VtdAddressSpace {
     address_space: bindings::AddressSpace,
     bus: *mut bindings::PCIBus,
     devfn: u8,
+    /// Fixed source id of a platform pseudo-device (the I/O APIC).
+    fixed_sid: Option<u16>,
     owner: *const IntelIommuState,
 }
 
@@ -275,6 +271,9 @@ impl VtdAddressSpace {
     /// The requester (source) id of this function, with the bus number the
     /// guest has assigned by now.
     fn source_id(&self) -> u16 {
+        if let Some(sid) = self.fixed_sid {
+            return sid;
+        }
         // SAFETY: the bus is a live PCIBus (buses are not freed while the
         // machine runs).
         let bus = unsafe { bindings::pci_bus_num(self.bus) };
@@ -292,14 +291,18 @@ impl AddressSpaces {
         owner: &IntelIommuState,
         bus: *mut bindings::PCIBus,
         devfn: u8,
+        fixed_sid: Option<u16>,
     ) -> *mut bindings::AddressSpace {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = map.entry((bus as usize, devfn)).or_insert_with(|| {
+        // Pseudo-devices get keys of their own (bus pointer 0).
+        let key = if fixed_sid.is_some() { (0, devfn) } else { (bus as usize, devfn) };
+        let entry = map.entry(key).or_insert_with(|| {
             // SAFETY: every field is a C struct or raw pointer for which all
             // zeroes is the state before its C initialiser runs.
             let mut vas: Box<VtdAddressSpace> = unsafe { Box::new_zeroed().assume_init() };
             vas.bus = bus;
             vas.devfn = devfn;
+            vas.fixed_sid = fixed_sid;
             vas.owner = owner;
             init_address_space(&mut vas, owner);
             vas
@@ -360,9 +363,9 @@ fn init_address_space(vas: &mut VtdAddressSpace, owner: &IntelIommuState) {
     }
 }
 
-/// Writes into the interrupt window go to the interrupt controller
-/// unchanged, tagged with the requester id (interrupt remapping will
-/// intercept them here).
+/// Writes into the interrupt window are interrupt requests: remapped (or
+/// passed through) by the core, then delivered to the interrupt controller
+/// tagged with the requester id; blocked ones are dropped.
 /// # Safety
 /// Called by the memory core with the `VtdAddressSpace` the region was created with.
 unsafe extern "C" fn interrupt_window_write(
@@ -370,22 +373,39 @@ unsafe extern "C" fn interrupt_window_write(
     addr: bindings::hwaddr,
     value: u64,
     _size: u32,
-    _attrs: bindings::MemTxAttrs,
+    attrs: bindings::MemTxAttrs,
 ) -> bindings::MemTxResult {
     // SAFETY: opaque is the VtdAddressSpace registered with this region.
     let vas = unsafe { &*opaque.cast::<VtdAddressSpace>() };
-    let mut attrs = bindings::MemTxAttrs::default();
-    attrs.set_requester_id(u32::from(vas.source_id()));
-    let mut result: bindings::MemTxResult = bindings::MEMTX_OK;
+    // SAFETY: the owner outlives its address spaces.
+    let owner = unsafe { &*vas.owner };
+    // An explicit requester id wins (PCI MSIs carry theirs); otherwise the
+    // id of the function (or pseudo-device) this address space belongs to.
+    let sid = if attrs.unspecified { vas.source_id() } else { attrs.requester_id() as u16 };
     // The ops' impl sizes (4..4) make the memory core split or widen every
-    // access to 32 bits before it reaches us: `size` is always 4.
+    // access to 32 bits before it reaches us: `value` holds one DWORD.
+    let Some(msi) = owner.remap_interrupt(sid, INTERRUPT_ADDR_FIRST + addr, value as u32) else {
+        return bindings::MEMTX_ERROR;
+    };
+    if msi.address >> 32 != 0 {
+        // The APIC's MSI window only sees the low 32 address bits.
+        util::log_mask_ln!(
+            util::log::Log::Unimp,
+            "intel-iommu: x2APIC destination {:#x} above 255 cannot be delivered",
+            (msi.address >> 32) | ((msi.address >> 12) & 0xff)
+        );
+        return bindings::MEMTX_ERROR;
+    }
+    let mut out_attrs = bindings::MemTxAttrs::default();
+    out_attrs.set_requester_id(u32::from(sid));
+    let mut result: bindings::MemTxResult = bindings::MEMTX_OK;
     // SAFETY: a plain store to the interrupt controller in system memory.
     unsafe {
         bindings::address_space_stl_le(
             addr_of_mut!(bindings::address_space_memory),
-            INTERRUPT_ADDR_FIRST + addr,
-            value as u32,
-            attrs,
+            msi.address,
+            msi.data,
+            out_attrs,
             &mut result,
         );
     }
@@ -536,7 +556,7 @@ unsafe extern "C" fn vtd_get_address_space(
 ) -> *mut bindings::AddressSpace {
     // SAFETY: opaque is the device registered in pci_setup_iommu.
     let owner = unsafe { &*opaque.cast::<IntelIommuState>() };
-    owner.address_spaces().get_or_create(owner, bus, devfn as u8)
+    owner.address_spaces().get_or_create(owner, bus, devfn as u8, None)
 }
 
 struct SyncPciOps(bindings::PCIIOMMUOps);
@@ -545,6 +565,11 @@ unsafe impl Sync for SyncPciOps {}
 
 static VTD_PCI_OPS: SyncPciOps = SyncPciOps(bindings::PCIIOMMUOps {
     get_address_space: Some(vtd_get_address_space),
+    get_iotlb_info: Some(vtd_get_iotlb_info),
+    init_iotlb_notifier: Some(vtd_init_iotlb_notifier),
+    register_iotlb_notifier: Some(vtd_register_iotlb_notifier),
+    unregister_iotlb_notifier: Some(vtd_unregister_iotlb_notifier),
+    ats_request_translation: Some(vtd_ats_request_translation),
     // SAFETY: the other callbacks are optional (None).
     ..unsafe { std::mem::zeroed() }
 });
@@ -578,5 +603,235 @@ pub fn setup_pci_iommu(owner: &IntelIommuState) -> util::Result<()> {
             owner.as_mut_ptr::<IntelIommuState>().cast(),
         );
     }
+    // The I/O APIC sends its interrupts through an address space of ours,
+    // as the source id the DMAR table gives it (bus 0xff, devfn 0).
+    let ioapic_as = owner.address_spaces().get_or_create(owner, bus, Q35_PSEUDO_DEVFN_IOAPIC, Some(IOAPIC_SID));
+    // SAFETY: qdev_get_machine returns the machine object; the dynamic cast
+    // checks that it is an x86 machine before its ioapic_as field is set
+    // (under the BQL, during realize, as the C device does).
+    unsafe {
+        let machine = bindings::object_dynamic_cast(bindings::qdev_get_machine(), c"x86-machine".as_ptr());
+        if !machine.is_null() {
+            (*machine.cast::<bindings::X86MachineState>()).ioapic_as = ioapic_as;
+        }
+    }
     Ok(())
+}
+
+/// hw/pci-host/q35.h: the I/O APIC's pseudo bus and devfn.
+const Q35_PSEUDO_BUS_PLATFORM: u16 = 0xff;
+const Q35_PSEUDO_DEVFN_IOAPIC: u8 = 0;
+const IOAPIC_SID: u16 = (Q35_PSEUDO_BUS_PLATFORM << 8) | Q35_PSEUDO_DEVFN_IOAPIC as u16;
+
+// ---------------------------------------------------------------------------
+// ATS: translation requests and device-TLB invalidation notifiers.
+
+/// PCI_NO_PASID of hw/pci/pci_bus.h.
+const PCI_NO_PASID: u32 = u32::MAX;
+
+/// A registered device-TLB notifier: the function it belongs to (bus and
+/// devfn, the bus number is read when an invalidation comes), its PASID.
+struct AtsNotifier {
+    bus: *mut bindings::PCIBus,
+    devfn: u8,
+    pasid: Option<u32>,
+    notifier: *mut bindings::IOMMUNotifier,
+}
+
+/// The device-TLB notifiers registered through `PCIIOMMUOps`.
+#[derive(Default)]
+pub struct AtsNotifiers(Mutex<Vec<AtsNotifier>>);
+
+// SAFETY: the raw pointers are to PCI buses and notifiers that their
+// owners keep alive while registered; only used under the BQL.
+unsafe impl Send for AtsNotifiers {}
+// SAFETY: see `Send`; the list itself is behind a mutex.
+unsafe impl Sync for AtsNotifiers {}
+
+fn pasid_of(pasid: u32) -> Option<u32> {
+    (pasid != PCI_NO_PASID).then_some(pasid)
+}
+
+fn sid_of(bus: *mut bindings::PCIBus, devfn: u8) -> u16 {
+    // SAFETY: bus is a live PCI bus.
+    let num = unsafe { bindings::pci_bus_num(bus) };
+    ((num as u16 & 0xff) << 8) | u16::from(devfn)
+}
+
+impl AtsNotifiers {
+    /// Fire the device-TLB notifiers a device-TLB invalidation targets.
+    pub fn notify_device_tlb(&self, event: &vtd_core::InvalidationEvent) {
+        if !matches!(event, vtd_core::InvalidationEvent::DeviceTlb(_)) {
+            return;
+        }
+        let targets: Vec<_> = {
+            let list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            list.iter()
+                .filter_map(|n| {
+                    event
+                        .device_tlb_range(sid_of(n.bus, n.devfn), n.pasid)
+                        .map(|range| (n.notifier, range))
+                })
+                .collect()
+        };
+        for (n, (base, mask)) in targets {
+            let mut entry = bindings::IOMMUTLBEntry {
+                // SAFETY: only the address of the global is taken.
+                target_as: addr_of_mut!(bindings::address_space_memory),
+                iova: base,
+                translated_addr: 0,
+                addr_mask: mask,
+                perm: bindings::IOMMU_NONE,
+                ..Default::default()
+            };
+            // SAFETY: n was registered and not yet unregistered (the list is
+            // only changed under the BQL, which the invalidation holds).
+            unsafe {
+                if let Some(f) = (*n).notify {
+                    f(n, &mut entry);
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// Called by the PCI core with our device as opaque and valid out pointers.
+unsafe extern "C" fn vtd_get_iotlb_info(opaque: *mut c_void, addr_width: *mut u8, min_page_size: *mut u32) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let owner = &*opaque.cast::<IntelIommuState>();
+        *addr_width = owner.aw_bits();
+        *min_page_size = 4096;
+    }
+}
+
+/// # Safety
+/// Called by the PCI core with a notifier to initialise.
+unsafe extern "C" fn vtd_init_iotlb_notifier(
+    _bus: *mut bindings::PCIBus,
+    _opaque: *mut c_void,
+    _devfn: c_int,
+    n: *mut bindings::IOMMUNotifier,
+    func: bindings::IOMMUNotify,
+    user_opaque: *mut c_void,
+) {
+    // SAFETY: n is the caller's notifier (iommu_notifier_init is inline C).
+    unsafe {
+        (*n).notify = func;
+        (*n).notifier_flags = bindings::IOMMU_NOTIFIER_DEVIOTLB_UNMAP;
+        (*n).start = 0;
+        (*n).end = u64::MAX;
+        (*n).iommu_idx = 0;
+        (*n).opaque = user_opaque;
+    }
+}
+
+/// # Safety
+/// Called by the PCI core with our device as opaque and a notifier that
+/// stays valid until unregistered.
+unsafe extern "C" fn vtd_register_iotlb_notifier(
+    bus: *mut bindings::PCIBus,
+    opaque: *mut c_void,
+    devfn: c_int,
+    pasid: u32,
+    n: *mut bindings::IOMMUNotifier,
+) {
+    // SAFETY: opaque is our device.
+    let owner = unsafe { &*opaque.cast::<IntelIommuState>() };
+    let mut list = owner.ats_notifiers().0.lock().unwrap_or_else(PoisonError::into_inner);
+    list.push(AtsNotifier { bus, devfn: devfn as u8, pasid: pasid_of(pasid), notifier: n });
+}
+
+/// # Safety
+/// Called by the PCI core with our device as opaque.
+unsafe extern "C" fn vtd_unregister_iotlb_notifier(
+    _bus: *mut bindings::PCIBus,
+    opaque: *mut c_void,
+    _devfn: c_int,
+    _pasid: u32,
+    n: *mut bindings::IOMMUNotifier,
+) {
+    // SAFETY: opaque is our device.
+    let owner = unsafe { &*opaque.cast::<IntelIommuState>() };
+    let mut list = owner.ats_notifiers().0.lock().unwrap_or_else(PoisonError::into_inner);
+    list.retain(|e| e.notifier != n);
+}
+
+/// errno's ENOMEM (not among the generated bindings).
+const ENOMEM: isize = 12;
+
+/// `PCIIOMMUOps::ats_request_translation`: translate `[addr, addr + length)`
+/// page by page into `result`; failed pages get no permissions and count
+/// in `err_count`.
+/// # Safety
+/// Called by the PCI core with our device as opaque, `result` valid for
+/// `result_length` entries and a valid `err_count`.
+unsafe extern "C" fn vtd_ats_request_translation(
+    bus: *mut bindings::PCIBus,
+    opaque: *mut c_void,
+    devfn: c_int,
+    pasid: u32,
+    priv_req: bool,
+    exec_req: bool,
+    addr: bindings::hwaddr,
+    length: usize,
+    no_write: bool,
+    result: *mut bindings::IOMMUTLBEntry,
+    result_length: usize,
+    err_count: *mut u32,
+) -> isize {
+    // SAFETY: opaque is our device; result/err_count per the contract.
+    let (owner, out, errs) = unsafe {
+        (
+            &*opaque.cast::<IntelIommuState>(),
+            std::slice::from_raw_parts_mut(result, result_length),
+            &mut *err_count,
+        )
+    };
+    *errs = 0;
+    let sid = sid_of(bus, devfn as u8);
+    let end = addr.saturating_add(length.max(1) as u64);
+    let mut iova = addr;
+    let mut count = 0usize;
+    while iova < end {
+        let Some(slot) = out.get_mut(count) else { return -ENOMEM };
+        let req = vtd_core::AtsRequest {
+            sid,
+            pasid: pasid_of(pasid),
+            privileged: priv_req,
+            exec: exec_req,
+            iova,
+            no_write,
+        };
+        let mut entry = bindings::IOMMUTLBEntry {
+            // SAFETY: only the address of the global is taken.
+            target_as: addr_of_mut!(bindings::address_space_memory),
+            iova: iova & !0xfff,
+            translated_addr: 0,
+            addr_mask: 0xfff,
+            perm: bindings::IOMMU_NONE,
+            ..Default::default()
+        };
+        match owner.translate_ats(&req) {
+            Some(vtd_core::AtsResult::Success(t)) => {
+                entry.iova = t.iova;
+                entry.translated_addr = t.phys;
+                entry.addr_mask = t.page_mask;
+                entry.perm = (if t.perm.read { bindings::IOMMU_RO } else { 0 })
+                    | (if t.perm.write { bindings::IOMMU_WO } else { 0 });
+                if entry.perm == bindings::IOMMU_NONE {
+                    *errs += 1;
+                }
+            }
+            _ => *errs += 1,
+        }
+        *slot = entry;
+        count += 1;
+        iova = (entry.iova | entry.addr_mask).saturating_add(1);
+        if iova == 0 {
+            break;
+        }
+    }
+    count as isize
 }

@@ -219,7 +219,7 @@ impl DmaPort for Port<'_> {
 
     fn phys(&mut self, addr: u64, buf: &mut [u8], write: bool) -> Result<(), AccessFailed> {
         // SAFETY: only the address of QEMU's global system address space.
-        access(unsafe { addr_of_mut!(bindings::address_space_memory) }, addr, buf, write)
+        access(addr_of_mut!(bindings::address_space_memory), addr, buf, write)
     }
 
     fn watch(&mut self, pasid: Option<u32>) {
