@@ -9,7 +9,7 @@
 SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -eo pipefail -c
-.PHONY: all qemu ref kit demo check unit functional clean-cache
+.PHONY: all qemu ref kit demo check unit functional upstream clean-cache
 
 all: demo
 
@@ -31,7 +31,10 @@ unit:
 functional: qemu kit
 	tests/functional/run.sh
 
-check: unit qemu kit functional
+upstream: qemu kit
+	tests/upstream-qtests.sh
+
+check: unit qemu kit functional upstream
 	@echo "==> all tests passed"
 
 clean-cache:

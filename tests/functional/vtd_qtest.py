@@ -226,6 +226,12 @@ class LegacyVtd:
         return (0x2 | (0x2 << 4) | (did << 16), 0)
 
     @staticmethod
+    def desc_device_tlb(sid, iova, size_bit=False):
+        """Device-TLB invalidate (type 3): one page, or with the S bit a
+        size encoded in the address's low set bits."""
+        return (0x3 | (sid << 32), (iova & ~0xfff) | (1 if size_bit else 0))
+
+    @staticmethod
     def desc_wait(status_addr, status, interrupt=False):
         lo = 0x5 | (1 << 5) | (status << 32) | ((1 << 4) if interrupt else 0)
         return (lo, status_addr & ~0x3)
@@ -244,3 +250,63 @@ class LegacyVtd:
 
     def clear_fault_record(self, index=0):
         self.qt.writel(VTD_BASE + self.fault_record_offset(index) + 12, 1 << 31)
+
+
+# rviommu-testdev (docs/rviommu/testdev.rst)
+TD_ID, TD_IOVA, TD_LEN, TD_PASID, TD_CMD, TD_STATUS = 0x00, 0x08, 0x10, 0x14, 0x18, 0x1c
+TD_RESULT, TD_XLATE, TD_ATC_HITS, TD_ATC_INVALS, TD_ATC_CTRL = 0x20, 0x28, 0x30, 0x34, 0x38
+TD_BUFFER = 0x1000
+TD_READ, TD_WRITE, TD_COMPARE, TD_ATS = 1, 2, 3, 1 << 4
+TD_PASID_VALID, TD_PASID_PRIV = 1 << 31, 1 << 30
+TD_STATUS_NAMES = {0: 'idle', 1: 'ok', 2: 'dma-error', 3: 'ats-denied', 4: 'ats-error',
+                   5: 'mismatch', 6: 'bad-length', 7: 'pasid-unavailable',
+                   8: 'ats-disabled', 9: 'bad-command'}
+ECAM_BASE = 0xb0000000
+ATS_CAP, PASID_CAP = 0x100, 0x120
+
+
+def enable_ecam(qt):
+    """Map PCIe extended configuration space (q35 PCIEXBAR; firmware would)."""
+    qt.pci_cfg_writel(0, 0x64, 0)
+    qt.pci_cfg_writel(0, 0x60, ECAM_BASE | 1)
+
+
+class TestDev:
+    """Our PCIe DMA test device: DMA with or without ATS, with a PASID."""
+
+    def __init__(self, qt, bdf, bar0, ats=True, pasid=True):
+        self.qt, self.bdf, self.bar0 = qt, bdf, bar0
+        enable_ecam(qt)
+        qt.pci_cfg_writel(bdf, 0x10, bar0)
+        qt.pci_cfg_writel(bdf, 0x04, 0x6)            # memory space + bus master
+        ident = qt.readl(bar0 + TD_ID)
+        if ident != 0x44545652:
+            raise QtestError(f'rviommu-testdev not found at BAR0 (id 0x{ident:x})')
+        cfg = ECAM_BASE + (bdf << 12)
+        if (qt.readl(cfg + ATS_CAP) & 0xffff, qt.readl(cfg + PASID_CAP) & 0xffff) != (0x0f, 0x1b):
+            raise QtestError('ATS/PASID extended capabilities not where expected')
+        # ATS control: enable (bit 15); PASID control: enable, exec, privileged
+        qt.cmd(f'writew 0x{cfg + ATS_CAP + 6:x} 0x{(1 << 15) if ats else 0:x}')
+        qt.cmd(f'writew 0x{cfg + PASID_CAP + 6:x} 0x{7 if pasid else 0:x}')
+
+    def reg(self, off, width=4):
+        return (self.qt.readq if width == 8 else self.qt.readl)(self.bar0 + off)
+
+    def load_buffer(self, data):
+        self.qt.memwrite(self.bar0 + TD_BUFFER, data)
+
+    def buffer(self, size):
+        return self.qt.memread(self.bar0 + TD_BUFFER, size)
+
+    def dma(self, op, iova, length, pasid=None, privileged=False, ats=False):
+        """Run one command; returns the status name."""
+        qt = self.qt
+        qt.writeq(self.bar0 + TD_IOVA, iova)
+        qt.writel(self.bar0 + TD_LEN, length)
+        p = 0 if pasid is None else (TD_PASID_VALID | pasid | (TD_PASID_PRIV if privileged else 0))
+        qt.writel(self.bar0 + TD_PASID, p)
+        qt.writel(self.bar0 + TD_CMD, op | (TD_ATS if ats else 0))
+        return TD_STATUS_NAMES.get(self.reg(TD_STATUS) & 0xff, 'unknown')
+
+    def flush_atc(self):
+        self.qt.writel(self.bar0 + TD_ATC_CTRL, 1)

@@ -758,12 +758,17 @@ unsafe extern "C" fn vtd_unregister_iotlb_notifier(
     list.retain(|e| e.notifier != n);
 }
 
-/// errno's ENOMEM (not among the generated bindings).
+/// errno values (not among the generated bindings).
 const ENOMEM: isize = 12;
+const EPERM: isize = 1;
+const EFAULT: isize = 14;
 
 /// `PCIIOMMUOps::ats_request_translation`: translate `[addr, addr + length)`
-/// page by page into `result`; failed pages get no permissions and count
-/// in `err_count`.
+/// page by page into `result`. Pages the IOMMU answers without permission
+/// (not present, not permitted) are entries with `IOMMU_NONE` counted in
+/// `err_count`; a request the IOMMU refuses (Unsupported Request, e.g. no
+/// device-TLB support, or Completer Abort) ends the translation: the pages
+/// before it are returned, or `-EPERM` / `-EFAULT` when it was the first.
 /// # Safety
 /// Called by the PCI core with our device as opaque, `result` valid for
 /// `result_length` entries and a valid `err_count`.
@@ -824,7 +829,14 @@ unsafe extern "C" fn vtd_ats_request_translation(
                     *errs += 1;
                 }
             }
-            _ => *errs += 1,
+            // Unsupported Request / Completer Abort: the request as a whole
+            // failed; report the pages translated so far, or the failure.
+            Some(vtd_core::AtsResult::UnsupportedRequest { .. }) | None => {
+                return if count > 0 { count as isize } else { -EPERM };
+            }
+            Some(vtd_core::AtsResult::CompleterAbort { .. }) => {
+                return if count > 0 { count as isize } else { -EFAULT };
+            }
         }
         *slot = entry;
         count += 1;
