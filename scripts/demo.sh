@@ -13,15 +13,15 @@ KIT_ENV=$CACHE/guest/kit.env
 # shellcheck disable=SC1090
 . "$KIT_ENV"
 
-step "main job: Debian $KERNEL_RELEASE on q35 + Rust intel-iommu (TCG)"
+step "main job: Debian $KERNEL_RELEASE on q35 + Rust intel-iommu,x-scalable-mode=modern (TCG)"
 log=$CACHE/demo-console.log
 cmd=("$QEMU" -L "$FIRMWARE_DIR" -machine q35 -accel tcg -cpu max -m 512M -smp 2
      -nodefaults -display none -serial stdio -no-reboot
-     -device intel-iommu
+     -device intel-iommu,x-scalable-mode=modern
      -drive "if=none,id=disk0,file=$DISK,format=raw,readonly=on"
      -device "virtio-blk-pci,drive=disk0,iommu_platform=on,disable-legacy=on"
      -kernel "$KERNEL" -initrd "$INITRD_DMA"
-     -append "console=ttyS0 panic=-1 intel_iommu=on rviommu.sha256=$DISK_SHA256 $*")
+     -append "console=ttyS0 panic=-1 intel_iommu=on,sm_on rviommu.sha256=$DISK_SHA256 $*")
 info "${cmd[*]}"
 t0=$(date +%s.%N)
 timeout 300 "${cmd[@]}" > "$log" 2>&1 || true

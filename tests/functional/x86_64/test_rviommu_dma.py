@@ -80,6 +80,30 @@ class RvIommuDma(RvIommuGuestTest):
         res = self.read_disk(self.SM_FS, 'intel_iommu=on,sm_on iommu.strict=1')
         self.check_remapping(res, 'DMA')
 
+    # modern: first-stage DMA domains, PASID support, nested advertised;
+    # interrupt remapping (intremap=auto) is on under TCG.
+    MODERN = 'intel-iommu,x-scalable-mode=modern'
+
+    def test_dma_modern_lazy(self):
+        res = self.read_disk(self.MODERN, 'intel_iommu=on,sm_on')
+        self.check_remapping(res, 'DMA-FQ')
+        self.assertTrue(res.dmesg_has('ecap c99884f00f4a'))
+        self.assertTrue(res.dmesg_has('Enabled IRQ remapping in xapic mode'))
+
+    def test_dma_modern_strict(self):
+        res = self.read_disk(self.MODERN, 'intel_iommu=on,sm_on iommu.strict=1')
+        self.check_remapping(res, 'DMA')
+
+    def test_dma_modern_passthrough(self):
+        res = self.read_disk(self.MODERN, 'intel_iommu=on,sm_on iommu=pt')
+        self.check_remapping(res, 'identity')
+
+    def test_dma_legacy_x2apic_interrupt_remapping(self):
+        """intremap=on,eim=on: Linux runs x2APIC with remapped interrupts."""
+        res = self.read_disk('intel-iommu,intremap=on,eim=on', 'intel_iommu=on')
+        self.check_remapping(res, 'DMA-FQ')
+        self.assertTrue(res.dmesg_has('Enabled IRQ remapping in x2apic mode'))
+
     def test_dma_no_iommu(self):
         """Baseline: the same guest and disk with no IOMMU (validates the kit)."""
         res = self.read_disk(None, '', iommu_platform=False)
