@@ -232,3 +232,36 @@ class RvIommuGuestTest(QemuSystemTest):
                          f'guest verdict: {res.result} {res.reason} '
                          f'(console: {self.console_log_name})')
         self.assertEqual(res.exitcode, 0, 'QEMU did not exit cleanly after poweroff')
+
+
+class QtestVmTest(QemuSystemTest):
+    """A test that starts q35 machines under `-accel qtest` (no guest code)
+    and shuts them down before the scratch dir holding their logs goes."""
+
+    def setUp(self):
+        super().setUp()
+        self._qtest_vms = []
+
+    def tearDown(self):
+        for vm in self._qtest_vms:
+            vm.shutdown()
+        super().tearDown()
+
+    def firmware(self):
+        kit, why = Kit.load()
+        if kit is None:
+            self.fail(why)
+        return kit.firmware_dir
+
+    def qtest_vm(self, name, *devices):
+        """Launch q35 (128 MiB) with the given -device arguments."""
+        from qemu.machine.qtest import QEMUQtestMachine
+        vm = QEMUQtestMachine(self.qemu_bin, base_temp_dir=self.workdir, name=name)
+        vm.add_args('-L', self.firmware(),
+                    '-machine', 'q35', '-accel', 'qtest', '-m', '128M',
+                    '-nodefaults', '-display', 'none')
+        for dev in devices:
+            vm.add_args('-device', dev)
+        vm.launch()
+        self._qtest_vms.append(vm)
+        return vm

@@ -12,7 +12,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qemu.machine.qtest import QEMUQtestMachine  # noqa: E402
 from qemu_test import QemuSystemTest  # noqa: E402
 
 import rviommu_kit  # noqa: E402
@@ -28,34 +27,11 @@ PHYS = 0x600000
 PATTERN = bytes((i * 7 + 3) & 0xff for i in range(256))
 
 
-class VtdQtestDma(QemuSystemTest):
-
-    def setUp(self):
-        super().setUp()
-        self._qtest_vms = []
-
-    def tearDown(self):
-        # before the base class removes the scratch dir holding their logs
-        for vm in self._qtest_vms:
-            vm.shutdown()
-        super().tearDown()
-
-    def firmware(self):
-        kit, why = rviommu_kit.Kit.load()
-        if kit is None:
-            self.fail(why)
-        return kit.firmware_dir
+class VtdQtestDma(rviommu_kit.QtestVmTest):
 
     def launch(self, *extra):
-        vm = QEMUQtestMachine(self.qemu_bin, base_temp_dir=self.workdir,
-                              name='vtd-qtest')
-        vm.add_args('-L', self.firmware(),
-                    '-machine', 'q35', '-accel', 'qtest', '-m', '128M',
-                    '-nodefaults', '-display', 'none',
-                    '-device', 'intel-iommu' + ''.join(',' + e for e in extra),
-                    '-device', 'edu,addr=04.0')
-        vm.launch()
-        self._qtest_vms.append(vm)
+        vm = self.qtest_vm('vtd-qtest', 'intel-iommu' + ''.join(',' + e for e in extra),
+                           'edu,addr=04.0')
         qt = Qtest(vm)
         return vm, qt, Edu(qt, EDU_BDF, EDU_BAR0), LegacyVtd(qt)
 

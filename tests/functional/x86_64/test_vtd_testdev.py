@@ -13,7 +13,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qemu.machine.qtest import QEMUQtestMachine  # noqa: E402
 from qemu_test import QemuSystemTest  # noqa: E402
 
 import rviommu_kit  # noqa: E402
@@ -31,29 +30,11 @@ PATTERN = bytes((i * 13 + 5) & 0xff for i in range(512))
 TT_DEVICE_TLB = 1         # legacy context entry: translation with device-TLB
 
 
-class VtdTestDev(QemuSystemTest):
-
-    def setUp(self):
-        super().setUp()
-        self._qtest_vms = []
-
-    def tearDown(self):
-        for vm in self._qtest_vms:
-            vm.shutdown()
-        super().tearDown()
+class VtdTestDev(rviommu_kit.QtestVmTest):
 
     def launch(self, *iommu_props):
-        kit, why = rviommu_kit.Kit.load()
-        if kit is None:
-            self.fail(why)
-        vm = QEMUQtestMachine(self.qemu_bin, base_temp_dir=self.workdir, name='testdev')
-        vm.add_args('-L', kit.firmware_dir,
-                    '-machine', 'q35', '-accel', 'qtest', '-m', '128M',
-                    '-nodefaults', '-display', 'none',
-                    '-device', 'intel-iommu' + ''.join(',' + p for p in iommu_props),
-                    '-device', 'rviommu-testdev,addr=05.0')
-        vm.launch()
-        self._qtest_vms.append(vm)
+        vm = self.qtest_vm('testdev', 'intel-iommu' + ''.join(',' + p for p in iommu_props),
+                           'rviommu-testdev,addr=05.0')
         qt = Qtest(vm)
         return qt, TestDev(qt, TD_DEVFN, TD_BAR0), LegacyVtd(qt)
 

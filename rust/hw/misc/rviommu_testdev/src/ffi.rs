@@ -361,10 +361,6 @@ unsafe extern "C" fn exit(pci: *mut bindings::PCIDevice) {
             );
         }
     }
-    pcie_cleanup(pci);
-}
-
-fn pcie_cleanup(pci: *mut bindings::PCIDevice) {
     // SAFETY: removes the capability added in realize.
     unsafe { bindings::pcie_cap_exit(pci) };
 }
