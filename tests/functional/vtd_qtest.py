@@ -260,7 +260,13 @@ TD_READ, TD_WRITE, TD_COMPARE, TD_ATS = 1, 2, 3, 1 << 4
 TD_PASID_VALID, TD_PASID_PRIV = 1 << 31, 1 << 30
 TD_STATUS_NAMES = {0: 'idle', 1: 'ok', 2: 'dma-error', 3: 'ats-denied', 4: 'ats-error',
                    5: 'mismatch', 6: 'bad-length', 7: 'pasid-unavailable',
-                   8: 'ats-disabled', 9: 'bad-command'}
+                   8: 'ats-disabled', 9: 'bad-command', 10: 'mirror-fault'}
+# The notifier-fed mirror (a vfio- or vhost-like consumer of IOMMU notifiers)
+TD_MIRROR = 1 << 5
+TD_NOTIFIER, TD_MIRROR_MAPS, TD_MIRROR_UNMAPS, TD_MIRROR_LEN, TD_MIRROR_CONFLICTS = \
+    0x40, 0x48, 0x4c, 0x50, 0x54
+TD_NOTIFY_NONE, TD_NOTIFY_MAP, TD_NOTIFY_UNMAP_ONLY, TD_NOTIFY_REPLAY = 0, 1, 2, 3
+TD_NOTIFIER_ERRORS = {0: None, 1: 'refused', 2: 'no-iommu'}
 ECAM_BASE = 0xb0000000
 ATS_CAP, PASID_CAP = 0x100, 0x120
 
@@ -298,15 +304,27 @@ class TestDev:
     def buffer(self, size):
         return self.qt.memread(self.bar0 + TD_BUFFER, size)
 
-    def dma(self, op, iova, length, pasid=None, privileged=False, ats=False):
+    def dma(self, op, iova, length, pasid=None, privileged=False, ats=False, mirror=False):
         """Run one command; returns the status name."""
         qt = self.qt
         qt.writeq(self.bar0 + TD_IOVA, iova)
         qt.writel(self.bar0 + TD_LEN, length)
         p = 0 if pasid is None else (TD_PASID_VALID | pasid | (TD_PASID_PRIV if privileged else 0))
         qt.writel(self.bar0 + TD_PASID, p)
-        qt.writel(self.bar0 + TD_CMD, op | (TD_ATS if ats else 0))
+        qt.writel(self.bar0 + TD_CMD, op | (TD_ATS if ats else 0) | (TD_MIRROR if mirror else 0))
         return TD_STATUS_NAMES.get(self.reg(TD_STATUS) & 0xff, 'unknown')
+
+    def attach_notifier(self, kind):
+        """Attach (or with TD_NOTIFY_NONE detach) the mirror's IOMMU
+        notifier; returns None on success, else the error name."""
+        self.qt.writel(self.bar0 + TD_NOTIFIER, kind)
+        value = self.reg(TD_NOTIFIER)
+        return TD_NOTIFIER_ERRORS.get((value >> 8) & 0xff, 'unknown')
+
+    def mirror_counters(self):
+        """(MAP events, UNMAP events, mirror entries, conflicting MAPs)."""
+        return tuple(self.reg(r) for r in (TD_MIRROR_MAPS, TD_MIRROR_UNMAPS,
+                                           TD_MIRROR_LEN, TD_MIRROR_CONFLICTS))
 
     def flush_atc(self):
         self.qt.writel(self.bar0 + TD_ATC_CTRL, 1)

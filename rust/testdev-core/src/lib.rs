@@ -17,6 +17,12 @@
 //!   translations are used until the IOMMU's device-TLB invalidation reaches
 //!   [`TestDev::invalidate_atc`], so a test can observe a missing
 //!   invalidation.
+//! * Mirror (`CMD_MIRROR`): the device translates with a table of its own
+//!   that only the IOMMU's notifiers fill, as a device assigned with vfio
+//!   behind a host IOMMU (MAP/UNMAP notifier, filled by MAP events and
+//!   replay) or a vhost backend (UNMAP-only notifier: misses are asked of
+//!   the IOMMU with [`DmaPort::iommu_translate`], UNMAP events evict). This
+//!   is how caching mode and notifier replay are tested without vfio.
 //!
 //! Conventions: all ranges are `[start, start + len)`; nothing a driver
 //! writes can make this code panic (lengths and offsets are checked, the
@@ -56,6 +62,20 @@ pub mod reg {
     pub const ATC_INVALIDATIONS: u64 = 0x34;
     /// Device-TLB entries currently cached (RO); writing 1 flushes the cache.
     pub const ATC_CTRL: u64 = 0x38;
+    /// IOMMU notifier control. Write: 0 detach, 1 attach a MAP/UNMAP
+    /// notifier and replay, 2 attach an UNMAP-only notifier, 3 replay
+    /// again. Read: bits 1:0 attached kind, bits 15:8 last attach error
+    /// ([`super::NotifierError`]).
+    pub const NOTIFIER: u64 = 0x40;
+    /// MAP events received (RO, 32 bits).
+    pub const MIRROR_MAPS: u64 = 0x48;
+    /// UNMAP events received (RO, 32 bits).
+    pub const MIRROR_UNMAPS: u64 = 0x4c;
+    /// Mirror entries (RO, 32 bits).
+    pub const MIRROR_LEN: u64 = 0x50;
+    /// MAP events that overlapped an existing entry (RO, 32 bits): a
+    /// consumer like vfio would have failed them.
+    pub const MIRROR_CONFLICTS: u64 = 0x54;
     /// Start of the 4 KiB data buffer.
     pub const BUFFER: u64 = 0x1000;
 }
@@ -90,6 +110,48 @@ pub const OP_WRITE: u32 = 2;
 pub const OP_COMPARE: u32 = 3;
 /// CMD: go through ATS (translation requests + translated accesses).
 pub const CMD_ATS: u32 = 1 << 4;
+/// CMD: translate with the notifier-fed mirror (no PASID, no ATS).
+pub const CMD_MIRROR: u32 = 1 << 5;
+
+/// The kind of IOMMU notifier the device has attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NotifierKind {
+    /// None.
+    None = 0,
+    /// MAP and UNMAP events (as vfio): the mirror holds exactly what the
+    /// IOMMU reported.
+    Map = 1,
+    /// UNMAP events only (as vhost): the mirror caches translations asked
+    /// of the IOMMU on misses.
+    UnmapOnly = 2,
+}
+
+/// Why attaching a notifier failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NotifierError {
+    /// Attached fine (or never tried).
+    None = 0,
+    /// The IOMMU refused the notifier (e.g. MAP without caching mode).
+    Refused = 1,
+    /// The device's DMA is not behind an IOMMU region right now
+    /// (no IOMMU, or its address space is identity-mapped).
+    NoIommu = 2,
+}
+
+/// One mirror entry: `mask + 1` bytes at the key translate to `phys`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MirrorEntry {
+    /// Size minus one.
+    pub mask: u64,
+    /// Output address of the first byte.
+    pub phys: u64,
+    /// Read permitted.
+    pub read: bool,
+    /// Write permitted.
+    pub write: bool,
+}
 
 /// Outcome codes (STATUS bits 7:0); bits 31:16 count the commands run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +181,10 @@ pub enum Status {
     AtsDisabled = 8,
     /// Unknown opcode.
     BadCommand = 9,
+    /// Mirror: no mapping with the needed permission (for a MAP notifier:
+    /// the IOMMU never reported one; UNMAP-only: the IOMMU refused the
+    /// translation), or no notifier attached.
+    MirrorFault = 10,
 }
 
 /// One translation returned by the IOMMU for an ATS request.
@@ -162,6 +228,16 @@ pub trait DmaPort {
     /// Called the first time a PASID (or `None`) is used with ATS, so that
     /// the host side can subscribe to device-TLB invalidations for it.
     fn watch(&mut self, pasid: Option<u32>);
+    /// Attach an IOMMU notifier of `kind` (replacing any attached one);
+    /// for [`NotifierKind::Map`] the IOMMU then replays its mappings, which
+    /// arrive through [`TestDev::notify_map`]. [`NotifierKind::None`]
+    /// detaches.
+    fn attach_notifier(&mut self, kind: NotifierKind) -> Result<(), NotifierError>;
+    /// Ask the IOMMU to replay its mappings to the attached MAP notifier.
+    fn replay(&mut self);
+    /// Translate `iova` (requests without PASID) the way an IOMMU
+    /// notifier's consumer does on a miss: `None` when not permitted.
+    fn iommu_translate(&mut self, iova: u64, write: bool) -> Option<AtsEntry>;
 }
 
 /// PCIe capability state the driver controls through configuration space.
@@ -197,6 +273,12 @@ pub struct TestDev {
     buffer: Vec<u8>,
     atc: BTreeMap<AtcKey, AtsEntry>,
     watched: Vec<Option<u32>>,
+    notifier: NotifierKind,
+    notifier_error: NotifierError,
+    mirror: BTreeMap<u64, MirrorEntry>,
+    mirror_maps: u32,
+    mirror_unmaps: u32,
+    mirror_conflicts: u32,
 }
 
 impl Default for TestDev {
@@ -214,6 +296,12 @@ impl Default for TestDev {
             buffer: vec![0; BUFFER_SIZE],
             atc: BTreeMap::new(),
             watched: Vec::new(),
+            notifier: NotifierKind::None,
+            notifier_error: NotifierError::None,
+            mirror: BTreeMap::new(),
+            mirror_maps: 0,
+            mirror_unmaps: 0,
+            mirror_conflicts: 0,
         }
     }
 }
@@ -233,12 +321,86 @@ impl TestDev {
         TestDev::default()
     }
 
-    /// Device reset: registers, buffer and device-TLB cleared. PASIDs
-    /// already watched stay watched (the host-side subscriptions live as
-    /// long as the device).
+    /// Device reset: registers, buffer, device-TLB and mirror cleared.
+    /// PASIDs already watched stay watched (the host-side subscriptions
+    /// live as long as the device); the host side detaches the notifier.
     pub fn reset(&mut self) {
         let watched = std::mem::take(&mut self.watched);
         *self = TestDev { watched, ..TestDev::default() };
+    }
+
+    /// The attached notifier kind.
+    pub fn notifier(&self) -> NotifierKind {
+        self.notifier
+    }
+
+    /// Number of mirror entries.
+    pub fn mirror_len(&self) -> usize {
+        self.mirror.len()
+    }
+
+    /// A MAP event: `[iova, iova + mask]` translates to `phys`. A range that
+    /// overlaps existing entries replaces them and counts as a conflict.
+    pub fn notify_map(&mut self, iova: u64, mask: u64, phys: u64, read: bool, write: bool) {
+        self.mirror_maps = self.mirror_maps.wrapping_add(1);
+        if self.notifier == NotifierKind::None {
+            return;
+        }
+        if self.mirror_remove(iova, mask) > 0 {
+            self.mirror_conflicts = self.mirror_conflicts.wrapping_add(1);
+        }
+        self.mirror.insert(iova, MirrorEntry { mask, phys, read, write });
+    }
+
+    /// An UNMAP event: entries overlapping `[iova, iova + mask]` go.
+    pub fn notify_unmap(&mut self, iova: u64, mask: u64) {
+        self.mirror_unmaps = self.mirror_unmaps.wrapping_add(1);
+        self.mirror_remove(iova, mask);
+    }
+
+    /// Remove the entries overlapping `[iova, iova + mask]`; how many.
+    fn mirror_remove(&mut self, iova: u64, mask: u64) -> usize {
+        let last = iova.saturating_add(mask);
+        let doomed: Vec<u64> = self
+            .mirror
+            .range(..=last)
+            .rev()
+            // Entries never overlap: walking down from `last`, the first
+            // one that ends below `iova` ends the overlapping run.
+            .take_while(|(k, e)| k.saturating_add(e.mask) >= iova)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &doomed {
+            self.mirror.remove(k);
+        }
+        doomed.len()
+    }
+
+    fn mirror_lookup(&self, iova: u64) -> Option<(u64, MirrorEntry)> {
+        let (k, e) = self.mirror.range(..=iova).next_back()?;
+        (iova - k <= e.mask).then_some((*k, *e))
+    }
+
+    fn set_notifier(&mut self, value: u64, port: &mut impl DmaPort) {
+        let kind = match value {
+            0 => NotifierKind::None,
+            1 => NotifierKind::Map,
+            2 => NotifierKind::UnmapOnly,
+            3 => {
+                if self.notifier == NotifierKind::Map {
+                    port.replay();
+                }
+                return;
+            }
+            _ => return,
+        };
+        self.mirror.clear();
+        self.notifier = NotifierKind::None;
+        self.notifier_error = NotifierError::None;
+        match port.attach_notifier(kind) {
+            Ok(()) => self.notifier = kind,
+            Err(e) => self.notifier_error = e,
+        }
     }
 
     /// The 4 KiB data buffer.
@@ -261,6 +423,9 @@ impl TestDev {
             reg::XLATE => self.xlate,
             reg::ATC_HITS => u64::from(self.atc_hits) | (u64::from(self.atc_invalidations) << 32),
             reg::ATC_CTRL => self.atc.len() as u64,
+            reg::NOTIFIER => self.notifier as u64 | ((self.notifier_error as u64) << 8),
+            reg::MIRROR_MAPS => u64::from(self.mirror_maps) | (u64::from(self.mirror_unmaps) << 32),
+            reg::MIRROR_LEN => self.mirror.len() as u64 | (u64::from(self.mirror_conflicts) << 32),
             _ => return None,
         })
     }
@@ -312,6 +477,7 @@ impl TestDev {
             }
             reg::CMD if shift == 0 => self.run(value as u32, caps, port),
             reg::ATC_CTRL if shift == 0 && value & 1 != 0 => self.atc.clear(),
+            reg::NOTIFIER if shift == 0 => self.set_notifier(value & 0xffff_ffff, port),
             _ => {}
         }
     }
@@ -344,6 +510,10 @@ impl TestDev {
             return self.finish(Status::BadLength);
         }
         let ats = cmd & CMD_ATS != 0;
+        let mirror = cmd & CMD_MIRROR != 0;
+        if mirror && (ats || self.pasid & PASID_VALID != 0) {
+            return self.finish(Status::BadCommand);
+        }
         let pasid = if self.pasid & PASID_VALID != 0 {
             let value = self.pasid & PASID_MASK;
             let fits = caps.pasid_width >= 32 || value >> caps.pasid_width == 0;
@@ -366,6 +536,8 @@ impl TestDev {
         let write = op == OP_WRITE;
         let outcome = if ats {
             self.ats_access(pasid, &mut data, write, port)
+        } else if mirror {
+            self.mirror_access(&mut data, write, port)
         } else {
             port.dma(self.iova, &mut data, write).map_err(|_| Status::DmaError)
         };
@@ -429,6 +601,44 @@ impl TestDev {
         }
         self.atc.insert((p, e.iova), e);
         Ok(e)
+    }
+
+    /// DMA through the mirror, page by page of its entries.
+    fn mirror_access(&mut self, data: &mut [u8], write: bool, port: &mut impl DmaPort) -> Result<(), Status> {
+        let mut done = 0usize;
+        while done < data.len() {
+            let iova = self.iova.wrapping_add(done as u64);
+            let hit = self.mirror_lookup(iova).filter(|(_, e)| if write { e.write } else { e.read });
+            let (base, e) = match (hit, self.notifier) {
+                (Some(h), _) => h,
+                (None, NotifierKind::UnmapOnly) => {
+                    let t = port.iommu_translate(iova, write).ok_or(Status::MirrorFault)?;
+                    let sane = t.mask.checked_add(1).is_none_or(|s| s.is_power_of_two())
+                        && t.iova & t.mask == 0
+                        && t.iova <= iova
+                        && iova <= t.iova.saturating_add(t.mask)
+                        && (if write { t.write } else { t.read });
+                    if !sane {
+                        return Err(Status::MirrorFault);
+                    }
+                    self.mirror_remove(t.iova, t.mask);
+                    let e = MirrorEntry { mask: t.mask, phys: t.phys, read: t.read, write: t.write };
+                    self.mirror.insert(t.iova, e);
+                    (t.iova, e)
+                }
+                _ => return Err(Status::MirrorFault),
+            };
+            let off = iova - base;
+            let room = e.mask - off;
+            let chunk = (data.len() - done).min(usize::try_from(room).unwrap_or(usize::MAX).saturating_add(1));
+            let phys = e.phys.wrapping_add(off);
+            if done == 0 {
+                self.xlate = phys;
+            }
+            port.phys(phys, &mut data[done..done + chunk], write).map_err(|_| Status::DmaError)?;
+            done += chunk;
+        }
+        Ok(())
     }
 
     fn ats_access(

@@ -12,6 +12,9 @@ struct FakeHost {
     ats_requests: Vec<(Option<u32>, bool, u64, bool)>,
     watched: Vec<Option<u32>>,
     ats_broken: bool,
+    attached: Vec<NotifierKind>,
+    refuse_map: bool,
+    replays: u32,
 }
 
 impl FakeHost {
@@ -55,6 +58,20 @@ impl DmaPort for FakeHost {
     fn watch(&mut self, pasid: Option<u32>) {
         self.watched.push(pasid);
     }
+    fn attach_notifier(&mut self, kind: NotifierKind) -> Result<(), NotifierError> {
+        if kind == NotifierKind::Map && self.refuse_map {
+            return Err(NotifierError::Refused);
+        }
+        self.attached.push(kind);
+        Ok(())
+    }
+    fn replay(&mut self) {
+        self.replays += 1;
+    }
+    fn iommu_translate(&mut self, iova: u64, write: bool) -> Option<AtsEntry> {
+        let (page, w) = self.lookup(None, iova)?;
+        (w || !write).then_some(AtsEntry { iova: iova & !0xfff, phys: page, mask: 0xfff, read: true, write: w })
+    }
 }
 
 const ALL_CAPS: CapState = CapState { ats: true, pasid: true, pasid_priv: true, pasid_exec: true, pasid_width: 20 };
@@ -63,7 +80,8 @@ fn status(d: &TestDev) -> Status {
     match d.read(reg::STATUS, 4) & 0xff {
         1 => Status::Ok, 2 => Status::DmaError, 3 => Status::AtsDenied, 4 => Status::AtsError,
         5 => Status::Mismatch, 6 => Status::BadLength, 7 => Status::PasidUnavailable,
-        8 => Status::AtsDisabled, 9 => Status::BadCommand, _ => Status::Idle,
+        8 => Status::AtsDisabled, 9 => Status::BadCommand, 10 => Status::MirrorFault,
+        _ => Status::Idle,
     }
 }
 
@@ -197,11 +215,112 @@ fn malformed_translation_is_an_error() {
         }
         fn phys(&mut self, _: u64, _: &mut [u8], _: bool) -> Result<(), AccessFailed> { Ok(()) }
         fn watch(&mut self, _: Option<u32>) {}
+        fn attach_notifier(&mut self, _: NotifierKind) -> Result<(), NotifierError> { Ok(()) }
+        fn replay(&mut self) {}
+        fn iommu_translate(&mut self, _: u64, _: bool) -> Option<AtsEntry> {
+            Some(AtsEntry { iova: 0x123, phys: 0, mask: 0xfff, read: true, write: true })
+        }
     }
     let mut d = TestDev::new();
     d.write(reg::LEN, 4, 8, ALL_CAPS, &mut Liar);
     d.write(reg::CMD, 4, u64::from(OP_READ | CMD_ATS), ALL_CAPS, &mut Liar);
     assert_eq!(status(&d), Status::AtsError);
+    d.write(reg::NOTIFIER, 4, 2, ALL_CAPS, &mut Liar);
+    d.write(reg::CMD, 4, u64::from(OP_READ | CMD_MIRROR), ALL_CAPS, &mut Liar);
+    assert_eq!(status(&d), Status::MirrorFault);
+}
+
+const MIRROR: u32 = CMD_MIRROR;
+
+fn counters(d: &TestDev) -> (u64, u64, u64, u64) {
+    let maps = d.read(reg::MIRROR_MAPS, 8);
+    let len = d.read(reg::MIRROR_LEN, 8);
+    (maps & 0xffff_ffff, maps >> 32, len & 0xffff_ffff, len >> 32)
+}
+
+#[test]
+fn mirror_uses_only_what_map_notifications_reported() {
+    let (mut d, mut h) = (TestDev::new(), FakeHost::new());
+    // The IOMMU's own map says 0x5000 -> 0x3000; the mirror will say 0x2000.
+    h.map.insert((u32::MAX, 0x5000), (0x3000, true));
+    h.mem[0x2010] = 0x11;
+    h.mem[0x3010] = 0x33;
+    assert_eq!(run(&mut d, &mut h, 0x5010, 1, 0, OP_READ | MIRROR, ALL_CAPS), Status::MirrorFault, "no notifier");
+    d.write(reg::NOTIFIER, 4, 1, ALL_CAPS, &mut h);
+    assert_eq!((d.read(reg::NOTIFIER, 4), d.notifier()), (1, NotifierKind::Map));
+    assert_eq!(h.attached, vec![NotifierKind::Map]);
+    assert_eq!(run(&mut d, &mut h, 0x5010, 1, 0, OP_READ | MIRROR, ALL_CAPS), Status::MirrorFault, "never reported");
+    d.notify_map(0x4000, 0x1fff, 0x1000, true, false);
+    assert_eq!(run(&mut d, &mut h, 0x5010, 1, 0, OP_READ | MIRROR, ALL_CAPS), Status::Ok);
+    assert_eq!((d.buffer()[0], d.read(reg::XLATE, 8)), (0x11, 0x2010));
+    assert_eq!(run(&mut d, &mut h, 0x5010, 1, 0, OP_WRITE | MIRROR, ALL_CAPS), Status::MirrorFault, "read-only");
+    // A MAP over an existing entry is a conflict; UNMAP removes.
+    d.notify_map(0x5000, 0xfff, 0x3000, true, true);
+    assert_eq!(counters(&d), (2, 0, 1, 1));
+    assert_eq!(run(&mut d, &mut h, 0x5010, 1, 0, OP_READ | MIRROR, ALL_CAPS), Status::Ok);
+    assert_eq!(d.buffer()[0], 0x33);
+    d.notify_unmap(0x0, 0xffff);
+    assert_eq!(counters(&d), (2, 1, 0, 1));
+    assert_eq!(run(&mut d, &mut h, 0x5010, 1, 0, OP_READ | MIRROR, ALL_CAPS), Status::MirrorFault);
+    // Replay goes to the host side; mirror with ATS or a PASID is refused.
+    d.write(reg::NOTIFIER, 4, 3, ALL_CAPS, &mut h);
+    assert_eq!(h.replays, 1);
+    assert_eq!(run(&mut d, &mut h, 0x5010, 1, 0, OP_READ | MIRROR | CMD_ATS, ALL_CAPS), Status::BadCommand);
+    assert_eq!(run(&mut d, &mut h, 0x5010, 1, PASID_VALID | 3, OP_READ | MIRROR, ALL_CAPS), Status::BadCommand);
+}
+
+#[test]
+fn mirror_spans_entries_and_unmap_removes_overlaps_only() {
+    let (mut d, mut h) = (TestDev::new(), FakeHost::new());
+    d.write(reg::NOTIFIER, 4, 1, ALL_CAPS, &mut h);
+    d.notify_map(0x1000, 0xfff, 0x8000, true, true);
+    d.notify_map(0x2000, 0xfff, 0x4000, true, true);
+    d.notify_map(0x4000, 0x3fff, 0xc000, true, true);
+    h.mem[0x8ffe..0x9000].copy_from_slice(&[1, 2]);
+    h.mem[0x4000..0x4002].copy_from_slice(&[3, 4]);
+    assert_eq!(run(&mut d, &mut h, 0x1ffe, 4, 0, OP_READ | MIRROR, ALL_CAPS), Status::Ok);
+    assert_eq!(&d.buffer()[..4], &[1, 2, 3, 4]);
+    d.notify_unmap(0x2000, 0x1fff);
+    assert_eq!(d.mirror_len(), 2);
+    assert_eq!(run(&mut d, &mut h, 0x1ffe, 4, 0, OP_READ | MIRROR, ALL_CAPS), Status::MirrorFault);
+    // Re-attaching starts from an empty mirror.
+    d.write(reg::NOTIFIER, 4, 1, ALL_CAPS, &mut h);
+    assert_eq!(d.mirror_len(), 0);
+}
+
+#[test]
+fn unmap_only_notifier_caches_misses_until_unmapped() {
+    let (mut d, mut h) = (TestDev::new(), FakeHost::new());
+    h.map.insert((u32::MAX, 0x5000), (0x2000, true));
+    h.mem[0x2000] = 0x22;
+    h.mem[0x3000] = 0x33;
+    d.write(reg::NOTIFIER, 4, 2, ALL_CAPS, &mut h);
+    assert_eq!(d.read(reg::NOTIFIER, 4), 2);
+    assert_eq!(run(&mut d, &mut h, 0x5000, 1, 0, OP_READ | MIRROR, ALL_CAPS), Status::Ok);
+    assert_eq!(d.buffer()[0], 0x22);
+    // The IOMMU's mapping changes: the cached one stays until an UNMAP.
+    h.map.insert((u32::MAX, 0x5000), (0x3000, true));
+    assert_eq!(run(&mut d, &mut h, 0x5000, 1, 0, OP_READ | MIRROR, ALL_CAPS), Status::Ok);
+    assert_eq!(d.buffer()[0], 0x22, "stale until invalidated");
+    d.notify_unmap(0x5000, 0xfff);
+    assert_eq!(run(&mut d, &mut h, 0x5000, 1, 0, OP_READ | MIRROR, ALL_CAPS), Status::Ok);
+    assert_eq!(d.buffer()[0], 0x33);
+    h.map.clear();
+    d.notify_unmap(0, u64::MAX);
+    assert_eq!(run(&mut d, &mut h, 0x5000, 1, 0, OP_READ | MIRROR, ALL_CAPS), Status::MirrorFault);
+}
+
+#[test]
+fn refused_notifier_is_reported() {
+    let (mut d, mut h) = (TestDev::new(), FakeHost::new());
+    h.refuse_map = true;
+    d.write(reg::NOTIFIER, 4, 1, ALL_CAPS, &mut h);
+    assert_eq!(d.read(reg::NOTIFIER, 4), (NotifierError::Refused as u64) << 8);
+    d.notify_map(0x1000, 0xfff, 0, true, true);
+    assert_eq!(d.mirror_len(), 0, "MAPs without an attached notifier are ignored");
+    assert_eq!(run(&mut d, &mut h, 0x1000, 1, 0, OP_READ | MIRROR, ALL_CAPS), Status::MirrorFault);
+    d.write(reg::NOTIFIER, 4, 2, ALL_CAPS, &mut h);
+    assert_eq!(d.read(reg::NOTIFIER, 4), 2);
 }
 
 #[test]
@@ -237,6 +356,13 @@ fn random_register_traffic_never_panics() {
         }
         if next() % 50 == 0 {
             d.invalidate_atc(Some((next() % 5) as u32), next(), next());
+        }
+        match next() % 40 {
+            0 => d.write(reg::NOTIFIER, 4, next() % 5, caps, &mut h),
+            1 => { let (a, m) = (next(), (1u64 << (next() % 64)).wrapping_sub(1)); d.notify_map(a & !m, m, next(), next() % 2 == 0, next() % 2 == 0) }
+            2 => d.notify_unmap(next(), next()),
+            3 => d.write(reg::CMD, 4, u64::from(1 + (next() % 3) as u32) | u64::from(CMD_MIRROR), caps, &mut h),
+            _ => {}
         }
     }
 }

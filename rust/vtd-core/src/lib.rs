@@ -55,6 +55,9 @@
 //! region otherwise), and send every device-TLB event to the address
 //! spaces [`InvalidationEvent::device_tlb_range`] selects. On notifier
 //! registration or `replay`, call [`Vtd::replay_shadow`].
+//! [`Vtd::update_notified_space`] (module [`notify`]) does the per-event
+//! part for one address space and every kind of notifier (MAP, UNMAP-only,
+//! device-IOTLB) and says when to re-evaluate identity mapping.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -69,6 +72,7 @@ pub mod inv_queue;
 pub mod irq_remap;
 pub mod invalidation;
 pub mod mem;
+pub mod notify;
 pub mod page_walk;
 pub mod registers;
 pub mod root_context;
@@ -85,6 +89,7 @@ pub use fault::{Fault, FaultReason, FaultRecord};
 pub use inv_queue::IecInvalidation;
 pub use irq_remap::{InterruptFault, InterruptRequest, IrTable};
 pub use mem::{GuestMemory, MemError};
+pub use notify::{Notification, NotifierFlags, SpaceUpdate};
 pub use page_walk::Perm;
 pub use shadow::{
     AddressSpaceMode, NotifierEvent, NotifierKind, Shadow, ShadowEntry, SyncOutcome, TranslationKind,

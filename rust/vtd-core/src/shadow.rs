@@ -363,6 +363,23 @@ fn scope_of(
     }
 }
 
+/// The input range `event` invalidates for address space (`sid`,
+/// `pasid`), from its current context / PASID entry; `None`: not concerned.
+pub(crate) fn scope_range(
+    vtd: &Vtd,
+    sid: u16,
+    pasid: Option<u32>,
+    event: &InvalidationEvent,
+    mem: &dyn GuestMemory,
+) -> Option<(u64, u64)> {
+    let ids: Vec<Identity> = vtd.resolve_space(sid, pasid, mem).identity().into_iter().collect();
+    match scope_of(event, sid, vtd.root_table_scalable(), &ids) {
+        Scope::Nothing => None,
+        Scope::All => Some((0, u64::MAX)),
+        Scope::Range(first, last) => Some((first, last)),
+    }
+}
+
 impl Vtd {
     /// Resolve address space (`sid`, `pasid`) from guest memory, without
     /// caches or fault reporting.

@@ -25,10 +25,11 @@ use util::{
     log_mask_ln, Error, Result,
 };
 use vtd_core::{
-    AtsRequest, AtsResult, Config, Effects, InterruptRequest, Msi, Request, Translation, Vtd,
+    AtsRequest, AtsResult, Config, Effects, InterruptRequest, Msi, Notification, Request,
+    SpaceUpdate, Translation, Vtd,
 };
 
-use crate::ffi::{self, AddressSpaces, SystemMemory, X86IommuState};
+use crate::ffi::{self, AddressSpaces, SpaceRef, SystemMemory, VtdAddressSpace, X86IommuState};
 
 /// qdev's `OnOffAuto` property type (0 auto, 1 on, 2 off).
 #[repr(transparent)]
@@ -299,9 +300,6 @@ impl IntelIommuState {
                  (see docs/rviommu/intel-iommu.rst)"
             )))
         };
-        if self.caching_mode {
-            return unsupported("caching-mode=on");
-        }
         if !x86.dma_translation {
             return unsupported("dma-translation=off");
         }
@@ -333,10 +331,7 @@ impl IntelIommuState {
     }
 
     fn reset_exit(&self, _type: ResetType) {
-        let _ = self.with_core(|vtd| {
-            vtd.reset();
-            ((), Effects::default())
-        });
+        let _ = self.with_core(|vtd| ((), vtd.reset_effects()));
     }
 
     /// Run `f` on the architectural state, then carry out its effects with
@@ -353,10 +348,14 @@ impl IntelIommuState {
         IN_VTD.with(|c| c.set(true));
         let out = {
             let mut guard = self.core.lock().unwrap_or_else(PoisonError::into_inner);
-            guard.as_mut().map(f)
+            guard.as_mut().map(|vtd| {
+                let (r, effects) = f(vtd);
+                let updates = self.plan_space_updates(vtd, &effects);
+                (r, effects, updates)
+            })
         };
         IN_VTD.with(|c| c.set(false));
-        let (r, effects) = out?;
+        let (r, effects, updates) = out?;
         for msg in &effects.guest_errors {
             log_mask_ln!(Log::GuestError, "intel-iommu: {msg}");
         }
@@ -366,7 +365,106 @@ impl IntelIommuState {
         for event in &effects.invalidations {
             self.ats.notify_device_tlb(event);
         }
+        Self::apply_space_updates(updates);
         Some(r)
+    }
+
+    /// With the core locked: what each PCI function's address space needs
+    /// after the invalidations in `effects` (notifications, identity switch).
+    fn plan_space_updates(&self, vtd: &Vtd, effects: &Effects) -> Vec<(SpaceRef, SpaceUpdate)> {
+        if effects.invalidations.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for space in self.spaces.pci_functions() {
+            let flags = space.notifier_flags();
+            let mut shadow = flags.map.then(|| space.shadow());
+            let up = vtd.update_notified_space(
+                space.source_id(),
+                flags,
+                shadow.as_deref_mut(),
+                &effects.invalidations,
+                &SystemMemory,
+            );
+            if !up.notifications.is_empty() || up.identity.is_some() || up.truncated {
+                out.push((space, up));
+            }
+        }
+        out
+    }
+
+    /// Deliver planned notifications and switch address spaces between the
+    /// IOMMU region and untranslated memory. Invalidations come from
+    /// register writes and resets, which hold the BQL that both need.
+    fn apply_space_updates(updates: Vec<(SpaceRef, SpaceUpdate)>) {
+        if updates.is_empty() {
+            return;
+        }
+        if !bql::is_locked() {
+            log_mask_ln!(
+                Log::Unimp,
+                "intel-iommu: invalidation outside the BQL: notifiers not updated"
+            );
+            return;
+        }
+        for (space, up) in updates {
+            if up.truncated {
+                log_mask_ln!(
+                    Log::GuestError,
+                    "intel-iommu: page tables of {:04x} too large or cyclic to shadow; \
+                     the rest of the range is reported unmapped",
+                    space.source_id()
+                );
+            }
+            for note in &up.notifications {
+                space.deliver(note, None);
+            }
+            if let Some(identity) = up.identity {
+                space.set_identity(identity);
+            }
+        }
+    }
+
+    /// Whether DMA of function `sid` (requests without PASID) is
+    /// currently identity-mapped, as the guest's tables say.
+    pub(crate) fn is_identity(&self, sid: u16) -> bool {
+        self.with_core(|vtd| {
+            (vtd.address_space_mode(sid, None, &SystemMemory).is_identity(), Effects::default())
+        })
+        .unwrap_or(false)
+    }
+
+    /// Why a notifier with `flags` cannot be served, if it cannot.
+    pub(crate) fn check_notifier(&self, flags: u32) -> std::result::Result<(), &'static str> {
+        use crate::bindings::{IOMMU_NOTIFIER_DEVIOTLB_UNMAP, IOMMU_NOTIFIER_MAP, IOMMU_NOTIFIER_NONE};
+        if flags == IOMMU_NOTIFIER_NONE {
+            Ok(())
+        } else if self.snoop_control {
+            Err("cannot be assigned or used with vhost: snoop-control=on is not supported with IOMMU notifiers")
+        } else if flags & IOMMU_NOTIFIER_MAP != 0 && !self.caching_mode {
+            Err("requires caching mode (intel-iommu,caching-mode=on) for its MAP notifier (vfio)")
+        } else if flags & IOMMU_NOTIFIER_DEVIOTLB_UNMAP != 0 && !self.x86_props().device_iotlb {
+            Err("requires device IOTLB mode (intel-iommu,device-iotlb=on)")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Full resync of `space`'s shadow for a replay: the notifications that
+    /// bring the existing MAP notifiers up to date, and a MAP for every
+    /// current mapping.
+    pub(crate) fn replay_shadow(&self, space: &VtdAddressSpace) -> Option<(Vec<Notification>, Vec<Notification>)> {
+        let sid = space.source_id();
+        self.with_core(|vtd| {
+            let mut shadow = space.shadow();
+            let outcome = vtd.replay_shadow(sid, None, &mut shadow, &SystemMemory);
+            let catch_up = outcome.events.iter().map(Notification::from).collect();
+            let current = shadow
+                .iter()
+                .map(|(iova, e)| Notification::Map { iova, size: e.size, phys: e.phys, perm: e.perm })
+                .collect();
+            ((catch_up, current), Effects::default())
+        })
     }
 
     fn mmio_read(&self, addr: hwaddr, size: u32) -> u64 {

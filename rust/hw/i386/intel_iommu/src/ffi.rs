@@ -16,13 +16,16 @@ use std::{
     ffi::{c_int, c_void, CStr, CString},
     mem::{offset_of, size_of},
     ptr::{addr_of, addr_of_mut, null_mut, NonNull},
-    sync::{Mutex, OnceLock, PoisonError},
+    sync::{
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Mutex, MutexGuard, OnceLock, PoisonError,
+    },
 };
 
 use common::Opaque;
 use hwcore::{DeviceState, SysBusDevice};
 use qom::{prelude::*, qom_isa, ObjectType};
-use vtd_core::{GuestMemory, MemError};
+use vtd_core::{GuestMemory, MemError, Notification, NotifierFlags, Shadow};
 
 use crate::{bindings, device::IntelIommuState};
 
@@ -250,10 +253,16 @@ const INTERRUPT_ADDR_SIZE: u64 = 0x10_0000;
 /// One PCI function's view of memory behind the IOMMU.  `repr(C)` with the
 /// IOMMU memory region first, so that the region pointer QEMU hands to
 /// `translate` is also a pointer to this struct.
+///
+/// The root region holds the IOMMU region and `nodmar`, an alias of system
+/// memory; exactly one of them is enabled: `nodmar` while the function's
+/// requests are identity-mapped (translation disabled, pass-through), as
+/// in the C device. The interrupt window sits above both.
 #[repr(C)]
 pub struct VtdAddressSpace {
     iommu: bindings::IOMMUMemoryRegion,
     root: bindings::MemoryRegion,
+    nodmar: bindings::MemoryRegion,
     interrupts: bindings::MemoryRegion,
     address_space: bindings::AddressSpace,
     bus: *mut bindings::PCIBus,
@@ -261,16 +270,25 @@ pub struct VtdAddressSpace {
     /// Fixed source id of a platform pseudo-device (the I/O APIC).
     fixed_sid: Option<u16>,
     owner: *const IntelIommuState,
+    /// Union of the flags of the region's notifiers (`IOMMUNotifierFlag`).
+    notifier_flags: AtomicU32,
+    /// `nodmar` is the enabled one.
+    identity: AtomicBool,
+    /// The mappings reported to MAP notifiers (caching mode). Locked after
+    /// the device's core lock, never before it.
+    shadow: Mutex<Shadow>,
 }
 
 // SAFETY: the raw pointers are to QOM objects that outlive the address
-// space; the struct is only mutated by C during its initialisation.
+// space; the C regions are only changed under the BQL.
 unsafe impl Send for VtdAddressSpace {}
+// SAFETY: see `Send`; the Rust state is atomic or behind a mutex.
+unsafe impl Sync for VtdAddressSpace {}
 
 impl VtdAddressSpace {
     /// The requester (source) id of this function, with the bus number the
     /// guest has assigned by now.
-    fn source_id(&self) -> u16 {
+    pub fn source_id(&self) -> u16 {
         if let Some(sid) = self.fixed_sid {
             return sid;
         }
@@ -279,13 +297,126 @@ impl VtdAddressSpace {
         let bus = unsafe { bindings::pci_bus_num(self.bus) };
         ((bus as u16 & 0xff) << 8) | u16::from(self.devfn)
     }
+
+    /// The kinds of notifier registered on the region.
+    pub fn notifier_flags(&self) -> NotifierFlags {
+        let f = self.notifier_flags.load(Ordering::Acquire);
+        NotifierFlags {
+            map: f & bindings::IOMMU_NOTIFIER_MAP != 0,
+            unmap: f & bindings::IOMMU_NOTIFIER_UNMAP != 0,
+            device_iotlb: f & bindings::IOMMU_NOTIFIER_DEVIOTLB_UNMAP != 0,
+        }
+    }
+
+    /// The shadow of the MAP notifiers' mappings.
+    pub fn shadow(&self) -> MutexGuard<'_, Shadow> {
+        self.shadow.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Route DMA to plain memory (`identity`) or through the IOMMU region.
+    /// Under the BQL.
+    pub fn set_identity(&self, identity: bool) {
+        if self.identity.swap(identity, Ordering::AcqRel) == identity {
+            return;
+        }
+        // SAFETY: both regions are initialised members of the root region;
+        // changing their state is a memory transaction, done under the BQL
+        // (the caller's contract).
+        unsafe {
+            bindings::memory_region_transaction_begin();
+            bindings::memory_region_set_enabled(addr_of!(self.iommu.parent_obj).cast_mut(), !identity);
+            bindings::memory_region_set_enabled(addr_of!(self.nodmar).cast_mut(), identity);
+            bindings::memory_region_transaction_commit();
+        }
+    }
+
+    /// Deliver `note` to the notifiers that want it (only to `only` when
+    /// given), cut to each notifier's range in naturally aligned pieces:
+    /// a notifier never sees an entry that crosses its range's bounds
+    /// (QEMU asserts that), e.g. a guest mapping across the interrupt
+    /// window. Under the BQL.
+    pub fn deliver(&self, note: &Notification, only: Option<*mut bindings::IOMMUNotifier>) {
+        let (kind, first, last, phys, perm) = match *note {
+            Notification::Map { iova, size, phys, perm } => (
+                bindings::IOMMU_NOTIFIER_MAP,
+                iova,
+                iova.saturating_add(size - 1),
+                phys,
+                (if perm.read { bindings::IOMMU_RO } else { 0 })
+                    | (if perm.write { bindings::IOMMU_WO } else { 0 }),
+            ),
+            Notification::Unmap { first, last } => {
+                (bindings::IOMMU_NOTIFIER_UNMAP, first, last, 0, bindings::IOMMU_NONE)
+            }
+            Notification::DeviceIotlbUnmap { iova, mask } => (
+                bindings::IOMMU_NOTIFIER_DEVIOTLB_UNMAP,
+                iova,
+                iova.saturating_add(mask),
+                0,
+                bindings::IOMMU_NONE,
+            ),
+        };
+        let mut n = self.iommu.iommu_notify.lh_first;
+        while !n.is_null() {
+            // SAFETY: n is on the region's notifier list, which only changes
+            // under the BQL that the caller holds; notifiers stay valid while
+            // registered.
+            let (flags, start, end, next) =
+                unsafe { ((*n).notifier_flags, (*n).start, (*n).end, (*n).node.le_next) };
+            if flags & kind != 0 && only.is_none_or(|o| o == n) && start <= last && first <= end {
+                for (iova, size) in vtd_core::notify::aligned_pieces(first.max(start), last.min(end)) {
+                    let event = bindings::IOMMUTLBEvent {
+                        type_: kind,
+                        entry: bindings::IOMMUTLBEntry {
+                            // SAFETY: only the address of the global is taken.
+                            target_as: addr_of_mut!(bindings::address_space_memory),
+                            iova,
+                            translated_addr: if perm == bindings::IOMMU_NONE { 0 } else { phys + (iova - first) },
+                            addr_mask: size - 1,
+                            perm,
+                            ..Default::default()
+                        },
+                    };
+                    // SAFETY: n is registered (see above); the event lies in
+                    // its range.
+                    unsafe { bindings::memory_region_notify_iommu_one(n, &event) };
+                }
+            }
+            n = next;
+        }
+    }
 }
 
 /// Address spaces by (bus, devfn), owned by the device.
 #[derive(Default)]
 pub struct AddressSpaces(Mutex<HashMap<(usize, u8), Box<VtdAddressSpace>>>);
 
+/// A reference to a boxed address space, which lives as long as the device.
+#[derive(Clone, Copy)]
+pub struct SpaceRef(NonNull<VtdAddressSpace>);
+
+// SAFETY: address spaces are never freed while the device exists and are
+// `Sync` themselves.
+unsafe impl Send for SpaceRef {}
+
+impl std::ops::Deref for SpaceRef {
+    type Target = VtdAddressSpace;
+    fn deref(&self) -> &VtdAddressSpace {
+        // SAFETY: see the type's comment.
+        unsafe { self.0.as_ref() }
+    }
+}
+
 impl AddressSpaces {
+    /// The address spaces of PCI functions (not of pseudo-devices).
+    pub fn pci_functions(&self) -> Vec<SpaceRef> {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values()
+            .filter(|vas| vas.fixed_sid.is_none())
+            .map(|vas| SpaceRef(NonNull::from(&**vas)))
+            .collect()
+    }
+
     fn get_or_create(
         &self,
         owner: &IntelIommuState,
@@ -293,6 +424,8 @@ impl AddressSpaces {
         devfn: u8,
         fixed_sid: Option<u16>,
     ) -> *mut bindings::AddressSpace {
+        // Decided before the map is locked: the core lock comes first.
+        let identity = fixed_sid.is_none() && owner.is_identity(sid_of(bus, devfn));
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         // Pseudo-devices get keys of their own (bus pointer 0).
         let key = if fixed_sid.is_some() { (0, devfn) } else { (bus as usize, devfn) };
@@ -304,7 +437,18 @@ impl AddressSpaces {
             vas.devfn = devfn;
             vas.fixed_sid = fixed_sid;
             vas.owner = owner;
+            // SAFETY: the Rust fields are zeroed memory, written without
+            // dropping the old bytes.
+            unsafe {
+                addr_of_mut!(vas.notifier_flags).write(AtomicU32::new(0));
+                addr_of_mut!(vas.identity).write(AtomicBool::new(false));
+                addr_of_mut!(vas.shadow).write(Mutex::new(Shadow::new()));
+            }
             init_address_space(&mut vas, owner);
+            // Pseudo-devices only send interrupts: always through the IOMMU.
+            if identity {
+                vas.set_identity(true);
+            }
             vas
         });
         addr_of_mut!(entry.address_space)
@@ -339,6 +483,22 @@ fn init_address_space(vas: &mut VtdAddressSpace, owner: &IntelIommuState) {
             addr_of_mut!(vas.root),
             0,
             addr_of_mut!(vas.iommu.parent_obj),
+            0,
+        );
+        let sysmem = bindings::get_system_memory();
+        bindings::memory_region_init_alias(
+            addr_of_mut!(vas.nodmar),
+            obj,
+            c"vtd-nodmar".as_ptr(),
+            sysmem,
+            0,
+            bindings::memory_region_size(sysmem),
+        );
+        bindings::memory_region_set_enabled(addr_of_mut!(vas.nodmar), false);
+        bindings::memory_region_add_subregion_overlap(
+            addr_of_mut!(vas.root),
+            0,
+            addr_of_mut!(vas.nodmar),
             0,
         );
         bindings::memory_region_init_io(
@@ -489,30 +649,78 @@ unsafe extern "C" fn vtd_translate(
     entry
 }
 
-/// Notifiers (vhost, vfio) need shadowing support that this device does not
-/// have yet: refuse them with a clear error instead of giving stale mappings.
+/// A notifier was added or removed: check that this configuration can
+/// serve it (as the C device: MAP notifiers need caching mode, device-IOTLB
+/// ones need device-iotlb, none work with snoop control), remember the
+/// region's flags, and start or drop the MAP shadow.
 /// # Safety
-/// Called by the memory core with a valid `errp`.
+/// Called by the memory core (under the BQL) with a region of our IOMMU
+/// type and a valid `errp`.
 unsafe extern "C" fn vtd_notify_flag_changed(
-    _iommu: *mut bindings::IOMMUMemoryRegion,
-    _old: bindings::IOMMUNotifierFlag,
+    iommu: *mut bindings::IOMMUMemoryRegion,
+    old: bindings::IOMMUNotifierFlag,
     new: bindings::IOMMUNotifierFlag,
     errp: *mut *mut bindings::Error,
 ) -> c_int {
-    if new == bindings::IOMMU_NOTIFIER_NONE {
-        return 0;
+    // SAFETY: every region of our IOMMU type is the first field of a live
+    // VtdAddressSpace; its owner outlives it.
+    let vas = unsafe { &*iommu.cast::<VtdAddressSpace>() };
+    let owner = unsafe { &*vas.owner };
+    if let Err(why) = owner.check_notifier(new) {
+        // SAFETY: the bus is live.
+        let bus = unsafe { bindings::pci_bus_num(vas.bus) };
+        let err = util::Error::format(format_args!(
+            "intel-iommu: device {:02x}:{:02x}.{:x} {why}",
+            bus,
+            vas.devfn >> 3,
+            vas.devfn & 7
+        ));
+        // SAFETY: errp comes from memory_region_register_iommu_notifier.
+        unsafe { err.propagate(errp.cast()) };
+        return -ENOTSUP;
     }
-    let err = util::Error::msg(
-        "intel-iommu: IOMMU notifiers (vfio-pci, vhost) are not supported yet by the \
-         Rust intel-iommu (caching mode is not implemented)",
-    );
-    // SAFETY: errp comes from memory_region_register_iommu_notifier.
-    unsafe { err.propagate(errp.cast()) };
-    -EINVAL
+    vas.notifier_flags.store(new, Ordering::Release);
+    if (old ^ new) & bindings::IOMMU_NOTIFIER_MAP != 0 {
+        // A new MAP notifier starts from nothing (replay fills it); the
+        // last one gone, the shadow is forgotten.
+        *vas.shadow() = Shadow::new();
+    }
+    0
 }
 
-/// errno's EINVAL (not among the generated bindings).
-const EINVAL: c_int = 22;
+/// `IOMMUMemoryRegionClass::replay`: report every current mapping to `n`
+/// (MAP notifiers only, as the C device).
+/// # Safety
+/// Called by the memory core (under the BQL) with a region of our IOMMU
+/// type and one of its registered notifiers.
+unsafe extern "C" fn vtd_replay(iommu: *mut bindings::IOMMUMemoryRegion, n: *mut bindings::IOMMUNotifier) {
+    // SAFETY: as in vtd_notify_flag_changed; n is valid for the call.
+    let (vas, flags) = unsafe { (&*iommu.cast::<VtdAddressSpace>(), (*n).notifier_flags) };
+    if flags & bindings::IOMMU_NOTIFIER_MAP == 0 || vas.fixed_sid.is_some() {
+        return;
+    }
+    // SAFETY: the owner outlives its address spaces.
+    let owner = unsafe { &*vas.owner };
+    let Some((catch_up, current)) = owner.replay_shadow(vas) else { return };
+    // The other MAP notifiers catch up with what changed since the last
+    // invalidation; `n` gets every mapping.
+    for note in &catch_up {
+        let mut m = vas.iommu.iommu_notify.lh_first;
+        while !m.is_null() {
+            if m != n {
+                vas.deliver(note, Some(m));
+            }
+            // SAFETY: m is on the region's list (BQL held).
+            m = unsafe { (*m).node.le_next };
+        }
+    }
+    for note in &current {
+        vas.deliver(note, Some(n));
+    }
+}
+
+/// errno's ENOTSUP (not among the generated bindings).
+const ENOTSUP: c_int = 95;
 
 /// # Safety
 /// Called by QOM with the class of `intel-iommu-iommu-memory-region`.
@@ -522,6 +730,7 @@ unsafe extern "C" fn vtd_iommu_mr_class_init(klass: *mut bindings::ObjectClass, 
     let imrc = unsafe { &mut *klass.cast::<bindings::IOMMUMemoryRegionClass>() };
     imrc.translate = Some(vtd_translate);
     imrc.notify_flag_changed = Some(vtd_notify_flag_changed);
+    imrc.replay = Some(vtd_replay);
 }
 
 struct SyncTypeInfo(qom::bindings::TypeInfo);

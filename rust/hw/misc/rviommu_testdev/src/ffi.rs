@@ -9,11 +9,11 @@
 //! `instance_finalize`.
 //!
 //! Locking: MMIO and configuration accesses run under the BQL. The device
-//! state still sits in a `Mutex` because the IOMMU's device-TLB
-//! invalidation callback can arrive while a command of this device is in
-//! progress (a DMA write aimed at the IOMMU's own registers): such an
-//! invalidation is queued and applied when the command has finished,
-//! instead of deadlocking.
+//! state still sits in a `Mutex` because the IOMMU's notifier callbacks
+//! (device-TLB invalidations, MAP/UNMAP) can arrive while a register write
+//! of this device is in progress (a replay the write asked for, or a DMA
+//! write aimed at the IOMMU's own registers): such events are queued and
+//! applied in order when the write has finished, instead of deadlocking.
 
 use std::{
     ffi::c_void,
@@ -23,7 +23,8 @@ use std::{
 };
 
 use testdev_core::{
-    AccessFailed, AtsEntry, AtsFailed, CapState, DmaPort, TestDev, BAR_SIZE,
+    AccessFailed, AtsEntry, AtsFailed, CapState, DmaPort, NotifierError, NotifierKind, TestDev,
+    BAR_SIZE,
 };
 
 use crate::bindings;
@@ -34,10 +35,32 @@ pub struct RvIommuTestDev {
     parent: bindings::PCIDevice,
     bar: bindings::MemoryRegion,
     state: Mutex<TestDev>,
-    /// Device-TLB invalidations that arrived while `state` was busy.
-    pending: Mutex<Vec<(Option<u32>, u64, u64)>>,
+    /// IOMMU events that arrived while `state` was busy.
+    pending: Mutex<Vec<Event>>,
     /// Device-TLB invalidation subscriptions, one per PASID used with ATS.
     watches: Mutex<Vec<Box<AtcWatch>>>,
+    /// The MAP/UNMAP or UNMAP-only notifier feeding the mirror.
+    mirror: Mutex<Option<Box<MirrorNotifier>>>,
+}
+
+/// An event from one of the IOMMU's notifiers.
+enum Event {
+    /// Device-TLB invalidation: PASID, address, mask.
+    Atc(Option<u32>, u64, u64),
+    /// MAP: address, mask, output address, read, write.
+    Map(u64, u64, u64, bool, bool),
+    /// UNMAP: address, mask.
+    Unmap(u64, u64),
+}
+
+/// The notifier on the IOMMU region of our DMA address space; `repr(C)`
+/// with the notifier first so the callback can find its context.
+#[repr(C)]
+struct MirrorNotifier {
+    notifier: bindings::IOMMUNotifier,
+    dev: *const RvIommuTestDev,
+    /// The IOMMU region it is registered on (a reference is held).
+    region: *mut bindings::MemoryRegion,
 }
 
 /// An IOMMU notifier for device-TLB invalidations of one PASID; `repr(C)`
@@ -90,8 +113,99 @@ impl RvIommuTestDev {
     }
 
     fn apply_pending(&self, state: &mut TestDev) {
-        for (pasid, iova, mask) in lock(&self.pending).drain(..) {
-            state.invalidate_atc(pasid, iova, mask);
+        for ev in lock(&self.pending).drain(..) {
+            apply(state, ev);
+        }
+    }
+
+    /// Apply an IOMMU event now, or after the register write in progress.
+    fn event(&self, ev: Event) {
+        match self.state.try_lock() {
+            Ok(mut state) => apply(&mut state, ev),
+            Err(_) => lock(&self.pending).push(ev),
+        }
+    }
+
+    /// Unregister the mirror's notifier, if any.
+    fn detach_mirror(&self) {
+        let Some(mut m) = lock(&self.mirror).take() else { return };
+        // SAFETY: the notifier was registered on this region in
+        // attach_mirror, which also took the reference dropped here.
+        unsafe {
+            bindings::memory_region_unregister_iommu_notifier(m.region, addr_of_mut!(m.notifier));
+            bindings::memory_region_unref(m.region);
+        }
+    }
+
+    /// Register a notifier of `kind` on the IOMMU region our DMA goes
+    /// through (as vfio/vhost do), replaying the mappings for MAP.
+    fn attach_mirror(&self, kind: NotifierKind) -> Result<(), NotifierError> {
+        self.detach_mirror();
+        let flags = match kind {
+            NotifierKind::None => return Ok(()),
+            NotifierKind::Map => bindings::IOMMU_NOTIFIER_MAP | bindings::IOMMU_NOTIFIER_UNMAP,
+            NotifierKind::UnmapOnly => bindings::IOMMU_NOTIFIER_UNMAP,
+        };
+        // SAFETY: the PCI core gives every device an address space; its
+        // root region is live. memory_region_find takes a reference on the
+        // region it returns, kept while the notifier is registered.
+        let region = unsafe {
+            let as_ = bindings::pci_device_iommu_address_space(self.pci());
+            let section = bindings::memory_region_find((*as_).root, 0, 1);
+            let mr = section.mr;
+            if mr.is_null() {
+                return Err(NotifierError::NoIommu);
+            }
+            if bindings::object_dynamic_cast(mr.cast(), c"iommu-memory-region".as_ptr()).is_null() {
+                bindings::memory_region_unref(mr);
+                return Err(NotifierError::NoIommu);
+            }
+            mr
+        };
+        let mut m = Box::new(MirrorNotifier {
+            // SAFETY: all-zero is a valid not-yet-registered notifier.
+            notifier: unsafe { std::mem::zeroed() },
+            dev: self,
+            region,
+        });
+        m.notifier.notify = Some(mirror_notify);
+        m.notifier.notifier_flags = flags;
+        m.notifier.start = 0;
+        m.notifier.end = u64::MAX;
+        m.notifier.iommu_idx = 0;
+        let n = addr_of_mut!(m.notifier);
+        let mut err: *mut bindings::Error = null_mut();
+        // SAFETY: the notifier lives in a Box kept in `mirror` until it is
+        // unregistered; err receives an error we report and free.
+        let rc = unsafe { bindings::memory_region_register_iommu_notifier(region, n, &mut err) };
+        if rc != 0 {
+            // SAFETY: a failed registration set err (reported and freed
+            // here); the region reference is dropped.
+            unsafe {
+                if !err.is_null() {
+                    bindings::error_report_err(err);
+                }
+                bindings::memory_region_unref(region);
+            }
+            return Err(NotifierError::Refused);
+        }
+        *lock(&self.mirror) = Some(m);
+        if kind == NotifierKind::Map {
+            self.replay_mirror();
+        }
+        Ok(())
+    }
+
+    /// Ask the IOMMU to replay its mappings to our MAP notifier.
+    fn replay_mirror(&self) {
+        let target = lock(&self.mirror)
+            .as_mut()
+            .map(|m| (m.region, addr_of_mut!(m.notifier)));
+        if let Some((region, n)) = target {
+            // SAFETY: n is registered on region, an IOMMU region (checked
+            // at attach); the Box stays in `mirror` during the call (only
+            // this device, under the BQL, changes it).
+            unsafe { bindings::memory_region_iommu_replay(region.cast(), n) };
         }
     }
 
@@ -114,13 +228,6 @@ impl RvIommuTestDev {
         self.apply_pending(&mut state);
     }
 
-    /// A device-TLB invalidation from the IOMMU.
-    fn invalidate(&self, pasid: Option<u32>, iova: u64, mask: u64) {
-        match self.state.try_lock() {
-            Ok(mut state) => state.invalidate_atc(pasid, iova, mask),
-            Err(_) => lock(&self.pending).push((pasid, iova, mask)),
-        }
-    }
 
     /// Subscribe to device-TLB invalidations of `pasid`.
     fn watch(&self, pasid: Option<u32>) {
@@ -225,6 +332,44 @@ impl DmaPort for Port<'_> {
     fn watch(&mut self, pasid: Option<u32>) {
         self.dev.watch(pasid);
     }
+
+    fn attach_notifier(&mut self, kind: NotifierKind) -> Result<(), NotifierError> {
+        self.dev.attach_mirror(kind)
+    }
+
+    fn replay(&mut self) {
+        self.dev.replay_mirror();
+    }
+
+    fn iommu_translate(&mut self, iova: u64, write: bool) -> Option<AtsEntry> {
+        let attrs = bindings::MemTxAttrs { unspecified: true, ..Default::default() };
+        // SAFETY: bus_master_as is initialised by the PCI core at realize;
+        // the lookup only reads the memory map and the IOMMU's translate.
+        let e = unsafe {
+            bindings::address_space_get_iotlb_entry(
+                addr_of_mut!((*self.dev.pci()).bus_master_as),
+                iova,
+                write,
+                attrs,
+            )
+        };
+        let (read, writable) = (e.perm & bindings::IOMMU_RO != 0, e.perm & bindings::IOMMU_WO != 0);
+        (read || writable).then_some(AtsEntry {
+            iova: e.iova,
+            phys: e.translated_addr,
+            mask: e.addr_mask,
+            read,
+            write: writable,
+        })
+    }
+}
+
+fn apply(state: &mut TestDev, ev: Event) {
+    match ev {
+        Event::Atc(pasid, iova, mask) => state.invalidate_atc(pasid, iova, mask),
+        Event::Map(iova, mask, phys, r, w) => state.notify_map(iova, mask, phys, r, w),
+        Event::Unmap(iova, mask) => state.notify_unmap(iova, mask),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -240,7 +385,25 @@ unsafe extern "C" fn atc_invalidate(n: *mut bindings::IOMMUNotifier, entry: *mut
     let (watch, entry) = unsafe { (&*n.cast::<AtcWatch>(), &*entry) };
     // SAFETY: the device outlives its registered notifiers.
     let dev = unsafe { &*watch.dev };
-    dev.invalidate(watch.pasid, entry.iova, entry.addr_mask);
+    dev.event(Event::Atc(watch.pasid, entry.iova, entry.addr_mask));
+}
+
+/// `IOMMUNotify` for the mirror's MAP/UNMAP events.
+/// # Safety
+/// Called by the IOMMU with the notifier registered in `attach_mirror`
+/// (the first field of a live `MirrorNotifier`) and a valid entry.
+unsafe extern "C" fn mirror_notify(n: *mut bindings::IOMMUNotifier, entry: *mut bindings::IOMMUTLBEntry) {
+    const _: () = assert!(offset_of!(MirrorNotifier, notifier) == 0);
+    // SAFETY: see the function's contract.
+    let (m, e) = unsafe { (&*n.cast::<MirrorNotifier>(), &*entry) };
+    // SAFETY: the device outlives its registered notifier.
+    let dev = unsafe { &*m.dev };
+    let (r, w) = (e.perm & bindings::IOMMU_RO != 0, e.perm & bindings::IOMMU_WO != 0);
+    dev.event(if r || w {
+        Event::Map(e.iova, e.addr_mask, e.translated_addr, r, w)
+    } else {
+        Event::Unmap(e.iova, e.addr_mask)
+    });
 }
 
 /// # Safety
@@ -290,6 +453,7 @@ unsafe extern "C" fn instance_init(obj: *mut bindings::Object) {
         addr_of_mut!((*dev).state).write(Mutex::new(TestDev::new()));
         addr_of_mut!((*dev).pending).write(Mutex::new(Vec::new()));
         addr_of_mut!((*dev).watches).write(Mutex::new(Vec::new()));
+        addr_of_mut!((*dev).mirror).write(Mutex::new(None));
     }
 }
 
@@ -303,6 +467,7 @@ unsafe extern "C" fn instance_finalize(obj: *mut bindings::Object) {
         std::ptr::drop_in_place(addr_of_mut!((*dev).state));
         std::ptr::drop_in_place(addr_of_mut!((*dev).pending));
         std::ptr::drop_in_place(addr_of_mut!((*dev).watches));
+        std::ptr::drop_in_place(addr_of_mut!((*dev).mirror));
     }
 }
 
@@ -351,6 +516,7 @@ unsafe extern "C" fn realize(pci: *mut bindings::PCIDevice, errp: *mut *mut bind
 unsafe extern "C" fn exit(pci: *mut bindings::PCIDevice) {
     // SAFETY: pci is a live instance of our type.
     let dev = unsafe { &*pci.cast::<RvIommuTestDev>() };
+    dev.detach_mirror();
     for mut watch in lock(&dev.watches).drain(..) {
         // SAFETY: the notifier was registered with this PASID in `watch`.
         unsafe {
@@ -371,6 +537,7 @@ unsafe extern "C" fn exit(pci: *mut bindings::PCIDevice) {
 unsafe extern "C" fn reset(d: *mut bindings::DeviceState) {
     // SAFETY: d is an instance of our type.
     let dev = unsafe { &*d.cast::<RvIommuTestDev>() };
+    dev.detach_mirror();
     lock(&dev.state).reset();
     lock(&dev.pending).clear();
 }
