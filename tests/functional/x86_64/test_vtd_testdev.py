@@ -28,6 +28,7 @@ PHYS = 0x600000
 PHYS2 = 0x700000
 PATTERN = bytes((i * 13 + 5) & 0xff for i in range(512))
 TT_DEVICE_TLB = 1         # legacy context entry: translation with device-TLB
+TT_PASS_THROUGH = 2
 
 
 class VtdTestDev(rviommu_kit.QtestVmTest):
@@ -68,6 +69,22 @@ class VtdTestDev(rviommu_kit.QtestVmTest):
         self.assertTrue(vtd.reg(FSTS) & FSTS_PPF)
         rec = vtd.fault_record()
         self.assertEqual((rec['reason'], rec['sid'], rec['address']), (6, TD_DEVFN, IOVA + 0x1000))
+
+    def test_pass_through_context_is_identity_and_blocks_ats(self):
+        qt, dev, vtd = self.launch('device-iotlb=on')
+        self.assertTrue(vtd.ecap & (1 << 6), 'ECAP.PT (pt=on is the default)')
+        # The second-stage tables map IOVA elsewhere: TT = 10b must ignore them.
+        self.map_device(vtd, tt=TT_PASS_THROUGH)
+        dev.load_buffer(PATTERN)
+        self.assertEqual(dev.dma(TD_WRITE, IOVA, len(PATTERN)), 'ok')
+        self.assertEqual(qt.memread(IOVA, len(PATTERN)), PATTERN)
+        self.assertEqual(qt.memread(PHYS, len(PATTERN)), bytes(len(PATTERN)))
+        self.assertFalse(vtd.reg(FSTS) & FSTS_PPF)
+        # Translation requests are blocked by TT = 10b (reason Dh).
+        self.assertEqual(dev.dma(TD_READ, IOVA, 8, ats=True), 'ats-error')
+        rec = vtd.fault_record()
+        self.assertEqual((rec['fault'], rec['reason'], rec['sid'], rec['at']),
+                         (True, 0xd, TD_DEVFN, 1))
 
     def test_ats_translation_and_translated_access(self):
         qt, dev, vtd = self.launch('device-iotlb=on')
