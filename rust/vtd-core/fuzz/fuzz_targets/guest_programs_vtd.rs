@@ -60,6 +60,20 @@ fn notify(vtd: &Vtd, mem: &Mem, fx: &Effects, spaces: &mut [Space]) {
             s.apply(&out);
         }
     }
+    // UNMAP-only and device-IOTLB notifiers of the same functions.
+    let flags = vtd_core::NotifierFlags { map: false, unmap: true, device_iotlb: true };
+    for s in spaces.iter().filter(|s| s.pasid.is_none()) {
+        let up = vtd.update_notified_space(s.sid, flags, None, &fx.invalidations, mem);
+        for n in &up.notifications {
+            match *n {
+                vtd_core::Notification::Unmap { first, last } => assert!(first <= last),
+                vtd_core::Notification::DeviceIotlbUnmap { iova, mask } => {
+                    assert_eq!(iova & mask, 0)
+                }
+                vtd_core::Notification::Map { .. } => panic!("MAP to an UNMAP-only notifier"),
+            }
+        }
+    }
 }
 
 /// Sparse guest memory: 64 KiB of RAM at 0 plus whatever the program writes
