@@ -14,16 +14,15 @@ The test plays the guest driver; no guest code runs (`-accel qtest`).
 """
 
 import os
-import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import rviommu_kit  # noqa: E402
 
-from vtd_qtest import (Qtest, LegacyVtd, TestDev, VTD_BASE, CAP, PTE_R, PTE_W,  # noqa: E402
-                       TD_READ, TD_WRITE, TD_XLATE, TD_NOTIFY_NONE, TD_NOTIFY_MAP,
-                       TD_NOTIFY_UNMAP_ONLY, TD_NOTIFY_REPLAY, IQH)
+from vtd_qtest import (Qtest, LegacyVtd, ScalableVtd, TestDev, PTE_R, PTE_W,  # noqa: E402
+                       PGTT_FS, PGTT_NESTED, TD_READ, TD_WRITE, TD_XLATE, TD_NOTIFY_NONE,
+                       TD_NOTIFY_MAP, TD_NOTIFY_UNMAP_ONLY, TD_NOTIFY_REPLAY, TD_NOTIFIER)
 
 TD_DEVFN = 0x28           # 00:05.0
 TD_BAR0 = 0xfe100000
@@ -37,11 +36,11 @@ TT_PASS_THROUGH = 2
 
 class VtdCachingMode(rviommu_kit.QtestVmTest):
 
-    def launch(self, *iommu_props):
+    def launch(self, *iommu_props, vtd_class=LegacyVtd):
         vm = self.qtest_vm('cm', 'intel-iommu' + ''.join(',' + p for p in iommu_props),
                            'rviommu-testdev,addr=05.0')
         qt = Qtest(vm)
-        return vm, qt, TestDev(qt, TD_DEVFN, TD_BAR0), LegacyVtd(qt)
+        return vm, qt, TestDev(qt, TD_DEVFN, TD_BAR0), vtd_class(qt)
 
     def fill(self, qt, addr, byte):
         qt.memwrite(addr, bytes([byte]) * 0x1000)
@@ -61,17 +60,6 @@ class VtdCachingMode(rviommu_kit.QtestVmTest):
         vtd.enable()
         vtd.enable_queue()
         return top
-
-    def invalidate(self, vtd, qt, *descs):
-        status = vtd.alloc_page()
-        vtd.submit(*descs, vtd.desc_wait(status, 0x5a))
-        self.assertEqual(struct.unpack('<I', qt.memread(status, 4))[0], 0x5a)
-        self.assertEqual(vtd.reg(IQH, 8), vtd.queue_tail << 4)
-
-    @staticmethod
-    def desc_context_device(sid):
-        # Context-cache invalidation (type 1), device-selective (G=11b)
-        return (0x1 | (0x3 << 4) | (sid << 32), 0)
 
     def test_cap_cm_follows_the_property(self):
         _, qt, _, vtd = self.launch('caching-mode=on')
@@ -106,7 +94,7 @@ class VtdCachingMode(rviommu_kit.QtestVmTest):
         self.assertEqual(self.read_byte(dev, IOVA + 0x2000), ('mirror-fault', None))
         # Replaying again reports every mapping to our notifier again
         # (a consumer that replays keeps what it has: conflicts).
-        dev.qt.writel(TD_BAR0 + 0x40, TD_NOTIFY_REPLAY)
+        dev.qt.writel(TD_BAR0 + TD_NOTIFIER, TD_NOTIFY_REPLAY)
         self.assertEqual(dev.mirror_counters(), (6, 0, 3, 3))
 
     def test_mappings_change_only_at_invalidation(self):
@@ -119,22 +107,22 @@ class VtdCachingMode(rviommu_kit.QtestVmTest):
         # mode: the guest invalidates not-present -> present changes too).
         vtd.map_4k(top, IOVA + 0x1000, PHYS2, PTE_R)
         self.assertEqual(self.read_byte(dev, IOVA + 0x1000), ('mirror-fault', None))
-        self.invalidate(vtd, qt, vtd.desc_iotlb_page(DID, IOVA + 0x1000))
+        vtd.invalidate(vtd.desc_iotlb_page(DID, IOVA + 0x1000))
         self.assertEqual(dev.mirror_counters(), (2, 0, 2, 0))
         self.assertEqual(self.read_byte(dev, IOVA + 0x1000), ('ok', 0x22))
         # A changed mapping stays stale until invalidated, even by an
         # invalidation of another domain or of another page.
         vtd.map_4k(top, IOVA, PHYS2, PTE_R | PTE_W)
-        self.invalidate(vtd, qt, vtd.desc_iotlb_domain(DID + 1),
+        vtd.invalidate(vtd.desc_iotlb_domain(DID + 1),
                         vtd.desc_iotlb_page(DID, IOVA + 0x8000))
         self.assertEqual(self.read_byte(dev, IOVA), ('ok', 0x11), 'updated without invalidation')
-        self.invalidate(vtd, qt, vtd.desc_iotlb_page(DID, IOVA))
+        vtd.invalidate(vtd.desc_iotlb_page(DID, IOVA))
         self.assertEqual(dev.mirror_counters(), (3, 1, 2, 0))
         self.assertEqual(self.read_byte(dev, IOVA), ('ok', 0x22))
         # Removal, with a domain-selective invalidation (register-based).
         vtd.map_4k(top, IOVA + 0x1000, 0, 0)
         self.assertEqual(self.read_byte(dev, IOVA + 0x1000), ('ok', 0x22))
-        self.invalidate(vtd, qt, vtd.desc_iotlb_domain(DID))
+        vtd.invalidate(vtd.desc_iotlb_domain(DID))
         self.assertEqual(dev.mirror_counters(), (3, 2, 1, 0))
         self.assertEqual(self.read_byte(dev, IOVA + 0x1000), ('mirror-fault', None))
         self.assertEqual(self.read_byte(dev, IOVA), ('ok', 0x22))
@@ -167,13 +155,13 @@ class VtdCachingMode(rviommu_kit.QtestVmTest):
         # invalidation its mappings are unmapped and DMA is untranslated.
         vtd.set_context(0, TD_DEVFN, 0, did=DID, tt=TT_PASS_THROUGH)
         self.assertEqual(self.read_byte(dev, IOVA, mirror=False), ('ok', 0x11), 'context cached')
-        self.invalidate(vtd, qt, self.desc_context_device(TD_DEVFN))
+        vtd.invalidate(vtd.desc_context_device(TD_DEVFN))
         self.assertEqual(dev.mirror_counters(), (1, 1, 0, 0))
         self.assertEqual(self.read_byte(dev, IOVA, mirror=False), ('ok', 0x33))
         self.assertEqual(dev.attach_notifier(TD_NOTIFY_MAP), 'no-iommu')
         # Back to translation.
         vtd.set_context(0, TD_DEVFN, top, did=DID)
-        self.invalidate(vtd, qt, self.desc_context_device(TD_DEVFN))
+        vtd.invalidate(vtd.desc_context_device(TD_DEVFN))
         self.assertEqual(self.read_byte(dev, IOVA, mirror=False), ('ok', 0x11))
         self.assertIsNone(dev.attach_notifier(TD_NOTIFY_MAP))
         self.assertEqual(self.read_byte(dev, IOVA), ('ok', 0x11))
@@ -187,16 +175,56 @@ class VtdCachingMode(rviommu_kit.QtestVmTest):
         self.assertEqual(self.read_byte(dev, IOVA), ('ok', 0x11))
         self.assertEqual(dev.mirror_counters(), (0, 0, 1, 0), 'the miss was asked and cached')
         vtd.map_4k(top, IOVA, PHYS2, PTE_R | PTE_W)
-        self.invalidate(vtd, qt, vtd.desc_iotlb_page(DID + 1, IOVA))
+        vtd.invalidate(vtd.desc_iotlb_page(DID + 1, IOVA))
         self.assertEqual(self.read_byte(dev, IOVA), ('ok', 0x11), 'other domain: still cached')
-        self.invalidate(vtd, qt, vtd.desc_iotlb_page(DID, IOVA))
+        vtd.invalidate(vtd.desc_iotlb_page(DID, IOVA))
         self.assertEqual(dev.mirror_counters()[1], 1)
         self.assertEqual(self.read_byte(dev, IOVA), ('ok', 0x22))
         vtd.map_4k(top, IOVA, 0, 0)
-        self.invalidate(vtd, qt, vtd.desc_iotlb_domain(DID))
+        vtd.invalidate(vtd.desc_iotlb_domain(DID))
         self.assertEqual(self.read_byte(dev, IOVA), ('mirror-fault', None))
         dev.attach_notifier(TD_NOTIFY_NONE)
         self.assertEqual(self.read_byte(dev, IOVA), ('mirror-fault', None))
+
+    def test_scalable_first_stage_and_nested_are_shadowed(self):
+        """modern + caching mode: RID_PASID's first-stage mappings, then
+        its nested ones, reach the MAP notifier at PASID-based IOTLB and
+        PASID-cache invalidations, not before."""
+        _, qt, dev, vtd = self.launch('x-scalable-mode=modern', 'caching-mode=on',
+                                      vtd_class=ScalableVtd)
+        self.fill(qt, PHYS, 0x11)
+        self.fill(qt, PHYS2, 0x22)
+        fs = vtd.first_stage()
+        fs.map_4k(IOVA, PHYS)
+        pdir = vtd.new_pasid_dir()
+        vtd.set_pasid_entry(pdir, 0, pgtt=PGTT_FS, did=DID, flptptr=fs.root)
+        vtd.set_context(0, TD_DEVFN, pdir)
+        vtd.enable()
+        vtd.enable_queue()
+        self.assertIsNone(dev.attach_notifier(TD_NOTIFY_MAP))
+        self.assertEqual(dev.mirror_counters(), (1, 0, 1, 0))
+        self.assertEqual(self.read_byte(dev, IOVA), ('ok', 0x11))
+        # Remapped in the first stage: stale through an invalidation of
+        # another PASID, updated by the right PASID-based one.
+        fs.map_4k(IOVA, PHYS2)
+        vtd.invalidate(vtd.desc_piotlb_page(DID, 7, IOVA), vtd.desc_piotlb_pasid(DID + 1, 0))
+        self.assertEqual(self.read_byte(dev, IOVA), ('ok', 0x11))
+        vtd.invalidate(vtd.desc_piotlb_page(DID, 0, IOVA))
+        self.assertEqual(dev.mirror_counters(), (2, 1, 1, 0))
+        self.assertEqual(self.read_byte(dev, IOVA), ('ok', 0x22))
+        # Now nested: the first stage outputs GPA 0x500000, which the
+        # second stage maps to PHYS; its tables sit at IOVAs too.
+        ss = vtd.new_address_space()
+        vtd.map_4k(ss, 0x500000, PHYS)
+        nested = vtd.first_stage(ss_top=ss, iova_base=0x4000000)
+        nested.map_4k(IOVA, 0x500000)
+        vtd.set_pasid_entry(pdir, 0, pgtt=PGTT_NESTED, did=DID, slptptr=ss,
+                            flptptr=nested.root)
+        self.assertEqual(self.read_byte(dev, IOVA), ('ok', 0x22), 'PASID entry cached')
+        vtd.invalidate(vtd.desc_pasid_cache_pasid(DID, 0), vtd.desc_piotlb_pasid(DID, 0))
+        self.assertEqual(dev.mirror_counters(), (3, 2, 1, 0))
+        self.assertEqual(self.read_byte(dev, IOVA), ('ok', 0x11))
+        self.assertEqual(dev.reg(TD_XLATE, 8), PHYS)
 
 
 if __name__ == '__main__':
