@@ -9,9 +9,11 @@
 
 import hashlib
 import os
+import random
 import re
 import signal
 import socket
+import socketserver
 import subprocess
 import tempfile
 import threading
@@ -48,7 +50,10 @@ class Kit:
         self.disk = self.env['DISK']
         self.disk_sha256 = self.env['DISK_SHA256']
         self.initrd_dma = self.env['INITRD_DMA']
-        self.mkinitramfs = self.env['MKINITRAMFS']
+        # This checkout's builder (kit.env names the one of whichever checkout ran
+        # kit.sh last); kit.env's when this file runs from a copy without scripts/.
+        own = repo_dir() / 'scripts' / 'guest' / 'mkinitramfs.sh'
+        self.mkinitramfs = str(own) if own.exists() else self.env['MKINITRAMFS']
         self.dir = Path(self.env['KIT_DIR'])
 
     @classmethod
@@ -63,6 +68,17 @@ class Kit:
             if not os.path.exists(f):
                 return None, f'guest kit incomplete ({f} missing): run scripts/guest/kit.sh'
         return kit, None
+
+    def dma_initramfs(self):
+        """The initramfs of the DMA test body, tests/guest/dma-read.{sh,modules} of
+        this checkout, through initramfs() (a file named by its content).  The
+        kit's INITRD_DMA is the same body, but from the checkout that ran kit.sh
+        last: checkouts sharing one cache would run each other's bodies."""
+        guest = repo_dir() / 'tests' / 'guest'
+        if not (guest / 'dma-read.sh').exists():
+            return self.initrd_dma
+        return self.initramfs('dma-read', (guest / 'dma-read.sh').read_text(),
+                              (guest / 'dma-read.modules').read_text().split())
 
     def initramfs(self, name, body, modules=(), files=()):
         """An initramfs whose /init runs the shell fragment `body` (a string).
@@ -137,6 +153,67 @@ class GuestResult:
         return any(text in l for l in self.dmesg)
 
 
+class NetPeer:
+    """The host end of a guest's network transfers (see tests/guest/dma-read.sh).
+
+    Two TCP listeners on 127.0.0.1, ephemeral ports, which a guest on QEMU's user
+    network (-netdev user) reaches as 10.0.2.2:PORT:
+      rx_port  sends `blob` (seeded random bytes) to each connection, then closes;
+      tx_port  reads each connection to EOF, records (bytes, sha256) in `received`
+               and answers "<sha256> <bytes>\n".
+    Use as a context manager (the listeners stop on exit).
+    """
+
+    def __init__(self, rx_bytes, seed='rviommu-net-v1'):
+        self.blob = random.Random(seed).randbytes(rx_bytes)
+        self.blob_sha256 = hashlib.sha256(self.blob).hexdigest()
+        self.received = []
+        self.errors = []
+        peer = self
+
+        class Rx(socketserver.BaseRequestHandler):
+            def handle(self):
+                try:
+                    self.request.sendall(peer.blob)
+                    self.request.shutdown(socket.SHUT_WR)
+                except OSError as e:
+                    peer.errors.append(f'rx: {e}')
+
+        class Tx(socketserver.BaseRequestHandler):
+            def handle(self):
+                h, n = hashlib.sha256(), 0
+                try:
+                    while True:
+                        b = self.request.recv(1 << 16)
+                        if not b:
+                            break
+                        h.update(b)
+                        n += len(b)
+                    peer.received.append((n, h.hexdigest()))
+                    self.request.sendall(f'{h.hexdigest()} {n}\n'.encode())
+                except OSError as e:
+                    peer.errors.append(f'tx: {e}')
+
+        self.servers = []
+        for handler in (Rx, Tx):
+            srv = socketserver.ThreadingTCPServer(('127.0.0.1', 0), handler)
+            srv.daemon_threads = True
+            self.servers.append(srv)
+        self.rx_port = self.servers[0].server_address[1]
+        self.tx_port = self.servers[1].server_address[1]
+
+    def __enter__(self):
+        for srv in self.servers:
+            threading.Thread(target=srv.serve_forever, kwargs={'poll_interval': 0.2},
+                             daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        for srv in self.servers:
+            srv.shutdown()
+            srv.server_close()
+
+
 class RvIommuGuestTest(QemuSystemTest):
     """Boot the kit's kernel with an initramfs on q35/TCG and collect its verdict."""
 
@@ -170,6 +247,22 @@ class RvIommuGuestTest(QemuSystemTest):
         dev = f'virtio-blk-pci,drive={node},id=vblk-{node},disable-legacy=on'
         if iommu_platform:
             dev += ',iommu_platform=on'
+        vm.add_args('-device', dev)
+
+    def add_nic(self, vm, model, iommu_platform=True, netdev='n0'):
+        """A NIC on QEMU's user network (slirp: guest 10.0.2.15, host 10.0.2.2).
+        `model` is 'e1000e' (its DMA goes through the IOMMU as it is) or
+        'virtio-net' (modern-only virtio-net-pci, with iommu_platform=on unless
+        told otherwise).  No option ROM: the kit has none and -kernel needs none."""
+        vm.add_args('-netdev', f'user,id={netdev},ipv6=off')
+        if model == 'e1000e':
+            dev = f'e1000e,netdev={netdev},romfile='
+        elif model == 'virtio-net':
+            dev = f'virtio-net-pci,netdev={netdev},romfile=,disable-legacy=on'
+            if iommu_platform:
+                dev += ',iommu_platform=on'
+        else:
+            raise ValueError(f'unknown NIC model {model!r}')
         vm.add_args('-device', dev)
 
     def boot_and_collect(self, vm, initrd, append=''):
