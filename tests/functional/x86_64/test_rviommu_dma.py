@@ -143,6 +143,21 @@ class RvIommuDma(RvIommuGuestTest):
         res = self.read_disk(self.MODERN, 'intel_iommu=on,sm_on iommu=pt', nic='virtio-net')
         self.check_remapping(res, 'identity')
 
+    # caching-mode=on (CAP.CM): Linux then also invalidates not-present ->
+    # present changes (and context entries with domain 0); the IOMMU's
+    # notifiers are idle here (no vfio/vhost) but every sync path runs.
+    def test_dma_caching_mode_strict(self):
+        res = self.read_disk('intel-iommu,caching-mode=on', 'intel_iommu=on iommu.strict=1',
+                             nic='e1000e')
+        self.check_remapping(res, 'DMA')
+        self.assertTrue(res.dmesg_has('cap 80d2008c222f0686'))
+
+    def test_dma_modern_caching_mode_lazy(self):
+        res = self.read_disk(self.MODERN + ',caching-mode=on', 'intel_iommu=on,sm_on',
+                             nic='virtio-net')
+        self.check_remapping(res, 'DMA-FQ')
+        self.assertTrue(res.dmesg_has('cap 81d2008c222f0686'))
+
     def test_dma_legacy_x2apic_interrupt_remapping(self):
         """intremap=on,eim=on: Linux runs x2APIC with remapped interrupts."""
         res = self.read_disk('intel-iommu,intremap=on,eim=on', 'intel_iommu=on',
