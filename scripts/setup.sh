@@ -116,8 +116,14 @@ sync_overlay() {
     info "$changed file(s) updated"
 }
 
-# Patches are applied exactly once.  The applied series is remembered in the
-# tree; when the series changes, the old one is reverted before the new one goes on.
+# The tree holds pristine files with patches/ applied. When the series changes, the
+# files it touches (before or now) are recomputed from the pristine source in a scratch
+# directory and copied into the tree only where their content differs, so files whose
+# patched content is unchanged keep their timestamps (no needless rebuild).
+patch_files() {   # files patches create, modify or delete
+    sed -n -e 's|^+++ b/\([^	 ]*\).*|\1|p' -e 's|^--- a/\([^	 ]*\).*|\1|p' "$@" | LC_ALL=C sort -u
+}
+
 apply_patches() {
     local tree=$1
     step "patches -> $tree"
@@ -126,22 +132,37 @@ apply_patches() {
     want=$(cd "$REPO/patches" && cat $(ls *.patch 2>/dev/null | LC_ALL=C sort) 2>/dev/null | sha256sum | cut -d' ' -f1)
     have=$(cat "$applied/series.sha256" 2>/dev/null || true)
     if [ "$want" = "$have" ]; then info "series unchanged"; return; fi
-    if [ -d "$applied" ]; then
-        for p in $(ls "$applied"/*.patch 2>/dev/null | LC_ALL=C sort -r); do
-            info "reverting $(basename "$p")"
-            patch -d "$tree" -p1 -R -s --no-backup-if-mismatch < "$p" || die "reverting $(basename "$p") failed"
-        done
-        rm -rf "$applied"
-    fi
-    mkdir -p "$applied"
-    for p in $(ls "$REPO/patches"/*.patch 2>/dev/null | LC_ALL=C sort); do
+    local new_series=() old_series=() files work f changed=0
+    for p in $(ls "$REPO/patches"/*.patch 2>/dev/null | LC_ALL=C sort); do new_series+=("$p"); done
+    for p in $(ls "$applied"/*.patch 2>/dev/null | LC_ALL=C sort); do old_series+=("$p"); done
+    files=$(patch_files "${new_series[@]}" "${old_series[@]}" /dev/null | LC_ALL=C sort -u)
+    work=$(mktemp -d)
+    while IFS= read -r f; do
+        [ -n "$f" ] || continue
+        if [ -f "$SRC_DIR/$f" ]; then mkdir -p "$work/$(dirname "$f")"; cp -p "$SRC_DIR/$f" "$work/$f"; fi
+    done <<< "$files"
+    for p in "${new_series[@]}"; do
         info "applying $(basename "$p")"
-        patch -d "$tree" -p1 -s --no-backup-if-mismatch --dry-run < "$p" >/dev/null \
-            || die "$(basename "$p") does not apply to QEMU $QEMU_PKG_VERSION"
-        patch -d "$tree" -p1 -s --no-backup-if-mismatch < "$p"
-        cp "$p" "$applied/"
+        patch -d "$work" -p1 -s --no-backup-if-mismatch < "$p" >/dev/null \
+            || { rm -rf "$work"; die "$(basename "$p") does not apply to QEMU $QEMU_PKG_VERSION"; }
     done
+    while IFS= read -r f; do
+        [ -n "$f" ] || continue
+        if [ -f "$work/$f" ]; then
+            cmp -s "$work/$f" "$tree/$f" && continue
+            mkdir -p "$(dirname "$tree/$f")"; cp "$work/$f" "$tree/$f"
+        elif [ -f "$tree/$f" ]; then
+            rm -f "$tree/$f"
+        else
+            continue
+        fi
+        changed=$((changed + 1))
+    done <<< "$files"
+    rm -rf "$work" "$applied"
+    mkdir -p "$applied"
+    for p in "${new_series[@]}"; do cp "$p" "$applied/"; done
     echo "$want" > "$applied/series.sha256"
+    info "$changed patched file(s) changed in the tree"
 }
 
 configure_build() {

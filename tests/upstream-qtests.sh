@@ -1,6 +1,8 @@
 #!/bin/bash
 # Build and run QEMU 10.2.2's own intel-iommu qtest (tests/qtest/intel-iommu-test.c,
 # unmodified) against a QEMU build: ours by default, or the C reference with --ref.
+# On our build also our libqtest test with the Rust test device
+# (tests/qtest/rviommu-testdev-test.c, registered by patches/0002).
 #
 #   tests/upstream-qtests.sh [--ref]
 #
@@ -9,11 +11,12 @@
 . "$(dirname "$0")/../scripts/common.sh"
 
 BUILD=$BUILD_RS
-[ "${1:-}" = "--ref" ] && BUILD=$BUILD_REF
+TESTS=(intel-iommu-test rviommu-testdev-test)
+if [ "${1:-}" = "--ref" ]; then BUILD=$BUILD_REF; TESTS=(intel-iommu-test); fi
 [ -f "$BUILD/build.ninja" ] || die "no QEMU build in $BUILD (scripts/setup.sh)"
 
-step "build tests/qtest/intel-iommu-test in $BUILD"
-ninja -C "$BUILD" tests/qtest/intel-iommu-test | ninja_progress
+step "build ${TESTS[*]} in $BUILD"
+ninja -C "$BUILD" "${TESTS[@]/#/tests/qtest/}" | ninja_progress
 
 step "guest kit (firmware)"
 "$REPO/scripts/guest/kit.sh" > "$CACHE/guest-kit.log" 2>&1 \
@@ -28,9 +31,11 @@ exec "$BUILD/qemu-system-x86_64" -L "$FIRMWARE_DIR" -nic none "\$@"
 WRAPPER
 chmod +x "$WRAP/qemu-system-x86_64"
 
-step "run intel-iommu-test"
-QTEST_QEMU_BINARY=$WRAP/qemu-system-x86_64 timeout 300 "$BUILD/tests/qtest/intel-iommu-test" --tap -k \
-    | tee "$CACHE/upstream-intel-iommu-test.tap"
-grep -q '^not ok' "$CACHE/upstream-intel-iommu-test.tap" && die "upstream intel-iommu-test failed"
-grep -q '^ok' "$CACHE/upstream-intel-iommu-test.tap" || die "upstream intel-iommu-test ran no test"
-info "upstream intel-iommu-test passed on $BUILD"
+for t in "${TESTS[@]}"; do
+    step "run $t"
+    QTEST_QEMU_BINARY=$WRAP/qemu-system-x86_64 timeout 300 "$BUILD/tests/qtest/$t" --tap -k \
+        | tee "$CACHE/upstream-$t.tap"
+    grep -q '^not ok' "$CACHE/upstream-$t.tap" && die "$t failed"
+    grep -q '^ok' "$CACHE/upstream-$t.tap" || die "$t ran no test"
+    info "$t passed on $BUILD"
+done
