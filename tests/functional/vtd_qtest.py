@@ -556,6 +556,9 @@ TD_NOTIFIER, TD_MIRROR_MAPS, TD_MIRROR_UNMAPS, TD_MIRROR_LEN, TD_MIRROR_CONFLICT
 TD_NOTIFY_NONE, TD_NOTIFY_MAP, TD_NOTIFY_UNMAP_ONLY, TD_NOTIFY_REPLAY = 0, 1, 2, 3
 TD_NOTIFIER_ERRORS = {0: None, 1: 'refused', 2: 'no-iommu'}
 ECAM_BASE = 0xb0000000
+# Where the tests put the test device (-device rviommu-testdev,addr=05.0) and its BAR0
+TD_DEVFN = 0x28           # 00:05.0
+TD_BAR0 = 0xfe100000
 ATS_CAP, PASID_CAP = 0x100, 0x120
 
 

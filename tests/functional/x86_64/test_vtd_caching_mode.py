@@ -20,12 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import rviommu_kit  # noqa: E402
 
-from vtd_qtest import (Qtest, LegacyVtd, ScalableVtd, TestDev, PTE_R, PTE_W,  # noqa: E402
+from vtd_qtest import (TD_DEVFN, TD_BAR0, Qtest, LegacyVtd, ScalableVtd, TestDev, PTE_R, PTE_W,  # noqa: E402
                        PGTT_FS, PGTT_NESTED, TD_READ, TD_WRITE, TD_XLATE, TD_NOTIFY_NONE,
                        TD_NOTIFY_MAP, TD_NOTIFY_UNMAP_ONLY, TD_NOTIFY_REPLAY, TD_NOTIFIER)
 
-TD_DEVFN = 0x28           # 00:05.0
-TD_BAR0 = 0xfe100000
 DID = 3
 IOVA = 0x300000
 PHYS = 0x600000

@@ -23,14 +23,12 @@ from qemu_test import QemuSystemTest  # noqa: E402
 
 import rviommu_kit  # noqa: E402
 
-from vtd_qtest import (Qtest, ScalableVtd, TestDev, FSTS, FSTS_PPF,  # noqa: E402
+from vtd_qtest import (TD_DEVFN, TD_BAR0, Qtest, ScalableVtd, TestDev, FSTS, FSTS_PPF,  # noqa: E402
                        PTE_R, PGTT_FS, PGTT_SS, PGTT_NESTED, PGTT_PT, FS_A, FS_D,
                        FS_PS, TD_READ, TD_WRITE, TD_COMPARE, TD_XLATE, TD_ATC_HITS,
                        TD_ATC_INVALS)
 
-TD_DEVFN = 0x28           # 00:05.0
 SID = TD_DEVFN            # bus 0
-TD_BAR0 = 0xfe100000
 IOVA = 0x300000
 PHYS, PHYS2, PHYS3 = 0x600000, 0x700000, 0x780000
 PASID = 5                 # the non-zero PASID used with ATS

@@ -17,12 +17,10 @@ from qemu_test import QemuSystemTest  # noqa: E402
 
 import rviommu_kit  # noqa: E402
 
-from vtd_qtest import (Qtest, LegacyVtd, TestDev, VTD_BASE, FSTS, FSTS_PPF,  # noqa: E402
+from vtd_qtest import (TD_DEVFN, TD_BAR0, Qtest, LegacyVtd, TestDev, VTD_BASE, FSTS, FSTS_PPF,  # noqa: E402
                        PTE_R, TD_READ, TD_WRITE, TD_COMPARE, TD_XLATE,
                        TD_ATC_HITS, TD_ATC_INVALS, TD_RESULT, IQH)
 
-TD_DEVFN = 0x28           # 00:05.0
-TD_BAR0 = 0xfe100000
 IOVA = 0x300000
 PHYS = 0x600000
 PHYS2 = 0x700000
