@@ -1,0 +1,272 @@
+//! Hardware nested translation: the decisions a vIOMMU makes for a device
+//! backed by a host IOMMU (vfio with iommufd), without any QEMU or kernel
+//! dependency.
+//!
+//! The host IOMMU translates the device's DMA in two stages: stage 2 is a
+//! nesting-parent domain holding guest RAM (guest physical -> host
+//! physical), set up by vfio; stage 1 is the guest's own first-stage page
+//! table, handed to the host as a nested domain. This module decides
+//!
+//! * whether a host VT-d can carry what this vIOMMU advertises
+//!   ([`check_host`], from the host's CAP/ECAP of `IOMMU_GET_HW_INFO`);
+//! * what the host must attach for the device's requests without PASID
+//!   ([`Vtd::host_binding`]): the parent (translation off, pass-through), a
+//!   nested domain over the guest's first-stage table, or nothing (blocked);
+//! * which guest invalidations must reach the host's nested domain, and
+//!   as what ([`host_invalidation`]): the first-stage IOTLB is the host's
+//!   now, so every guest invalidation that covers the bound domain and
+//!   PASID is forwarded as an address range.
+//!
+//! The host can only nest one guest stage: PASID entries that ask for
+//! second-stage or nested translation cannot be carried for such a device
+//! ([`HostBinding::Unsupported`]).
+
+use crate::config::{
+    Config, CAP_FS1GP, CAP_MGAW_SHIFT, ECAP_FLTS, ECAP_NEST, ECAP_SLTS, ECAP_SMTS, ECAP_SRS,
+};
+use crate::invalidation::InvalidationEvent;
+use crate::mem::GuestMemory;
+use crate::scalable::{resolve, PasidMode};
+use crate::vtd::Vtd;
+
+/// A host VT-d's capability registers (`struct iommu_hw_info_vtd`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HostVtd {
+    /// CAP_REG.
+    pub cap: u64,
+    /// ECAP_REG.
+    pub ecap: u64,
+}
+
+impl HostVtd {
+    /// Maximum guest address width the host supports (CAP.MGAW + 1).
+    pub fn mgaw(&self) -> u8 {
+        (((self.cap >> CAP_MGAW_SHIFT) & 0x3f) + 1) as u8
+    }
+}
+
+/// Check that a host VT-d can carry hardware nested translation for this
+/// vIOMMU configuration; the error names what is missing.
+pub fn check_host(cfg: &Config, host: &HostVtd) -> Result<(), String> {
+    if !cfg.scalable_mode || !cfg.first_stage {
+        return Err("hardware nested translation needs x-scalable-mode=modern \
+                    (first-stage translation)"
+            .into());
+    }
+    let need = [
+        (host.ecap & ECAP_SMTS != 0, "scalable mode (ECAP.SMTS)"),
+        (host.ecap & ECAP_NEST != 0, "nested translation (ECAP.NEST)"),
+        (host.ecap & ECAP_FLTS != 0, "first-stage translation (ECAP.FLTS)"),
+        (host.ecap & ECAP_SLTS != 0, "second-stage translation (ECAP.SLTS)"),
+        // The guest may set SRE in its PASID entries: we advertise SRS.
+        (host.ecap & ECAP_SRS != 0, "supervisor requests (ECAP.SRS)"),
+        (!cfg.fs1gp || host.cap & CAP_FS1GP != 0, "1 GiB first-stage pages (CAP.FS1GP; or use fs1gp=off)"),
+    ];
+    let missing: Vec<&str> = need.iter().filter(|(ok, _)| !ok).map(|(_, what)| *what).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "the host IOMMU (cap {:#x} ecap {:#x}) lacks {}",
+            host.cap,
+            host.ecap,
+            missing.join(", ")
+        ));
+    }
+    if host.mgaw() < cfg.aw_bits {
+        return Err(format!(
+            "aw-bits={} exceeds the host IOMMU's address width ({} bits)",
+            cfg.aw_bits,
+            host.mgaw()
+        ));
+    }
+    Ok(())
+}
+
+/// `struct iommu_hwpt_vtd_s1` flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct S1Flags {
+    /// Supervisor requests allowed (PASID entry SRE).
+    pub sre: bool,
+    /// Extended accessed flag (EAFE).
+    pub eafe: bool,
+    /// Write protect enable (WPE).
+    pub wpe: bool,
+}
+
+impl S1Flags {
+    /// The uapi encoding (IOMMU_VTD_S1_SRE 1, EAFE 2, WPE 4).
+    pub fn bits(&self) -> u64 {
+        u64::from(self.sre) | (u64::from(self.eafe) << 1) | (u64::from(self.wpe) << 2)
+    }
+}
+
+/// What the host IOMMU must translate a device's requests without PASID
+/// with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostBinding {
+    /// The nesting parent alone: untranslated guest physical addresses
+    /// (translation disabled, or a pass-through entry).
+    Parent,
+    /// A nested domain over the guest's first-stage table.
+    Nested {
+        /// Domain id of the PASID entry (guest invalidations name it).
+        did: u16,
+        /// The PASID the entry belongs to (RID_PASID).
+        pasid: u32,
+        /// First-stage table pointer (a guest physical address).
+        pgtbl: u64,
+        /// Input address width: 48 (4-level) or 57 (5-level).
+        addr_width: u8,
+        /// Entry controls.
+        flags: S1Flags,
+    },
+    /// No valid entry: DMA is blocked.
+    Blocked,
+    /// A PASID entry the host cannot carry (second-stage or nested
+    /// translation of the guest's own): DMA is blocked.
+    Unsupported,
+}
+
+impl Vtd {
+    /// The host binding for requests without PASID of function `sid`, from
+    /// the guest's tables in memory (not from caches), as it stands after
+    /// the guest's last context- or PASID-cache invalidation.
+    pub fn host_binding(&self, sid: u16, mem: &dyn GuestMemory) -> HostBinding {
+        if !self.translation_enabled() {
+            return HostBinding::Parent;
+        }
+        if !self.root_table_scalable() {
+            // Legacy tables have no first stage to hand over.
+            return HostBinding::Unsupported;
+        }
+        let pc = match resolve(mem, self.root_table_address(), sid, None, &self.sm_caps()) {
+            Ok(pc) => pc,
+            Err(_) => return HostBinding::Blocked,
+        };
+        let e = &pc.pasid_entry;
+        match e.mode {
+            PasidMode::PassThrough => HostBinding::Parent,
+            PasidMode::FirstStage(fs) => HostBinding::Nested {
+                did: e.domain_id,
+                pasid: pc.pasid,
+                pgtbl: fs.root,
+                addr_width: if fs.levels == 5 { 57 } else { 48 },
+                flags: S1Flags { sre: e.sre, eafe: e.eafe, wpe: e.wpe },
+            },
+            PasidMode::SecondStage(_) | PasidMode::Nested { .. } => HostBinding::Unsupported,
+        }
+    }
+}
+
+/// One first-stage invalidation for the host (`struct
+/// iommu_hwpt_vtd_s1_invalidate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct S1Invalidation {
+    /// First address (4 KiB aligned; 0 with `npages` = `u64::MAX`).
+    pub addr: u64,
+    /// Number of 4 KiB pages; `u64::MAX`: everything.
+    pub npages: u64,
+    /// Only leaf entries changed (IOMMU_VTD_INV_FLAGS_LEAF).
+    pub leaf: bool,
+}
+
+impl S1Invalidation {
+    /// Everything of the nested domain.
+    pub const ALL: S1Invalidation = S1Invalidation { addr: 0, npages: u64::MAX, leaf: false };
+}
+
+/// The host invalidation a guest invalidation implies for a device bound
+/// to a nested domain for (`did`, `pasid`); `None` when it does not
+/// concern that binding. Device-TLB invalidations are the host's own
+/// business (it flushes the device's ATC with its IOTLB).
+pub fn host_invalidation(event: &InvalidationEvent, did: u16, pasid: u32) -> Option<S1Invalidation> {
+    use InvalidationEvent as E;
+    match *event {
+        E::Global(_) | E::IotlbGlobal => Some(S1Invalidation::ALL),
+        // In scalable mode domain- and page-selective IOTLB invalidations
+        // drop every first-stage mapping of the domain.
+        E::IotlbDomain { did: d } | E::IotlbPages { did: d, .. } if d == did => Some(S1Invalidation::ALL),
+        E::PasidIotlb { did: d, pasid: p } if d == did && p == pasid => Some(S1Invalidation::ALL),
+        E::PasidIotlbPages { did: d, pasid: p, addr, size, leaf_only } if d == did && p == pasid => {
+            Some(S1Invalidation { addr, npages: (size >> 12).max(1), leaf: leaf_only })
+        }
+        _ => None,
+    }
+}
+
+/// Whether `event` can change a host binding (re-evaluate
+/// [`Vtd::host_binding`] after it).
+pub fn rebinds(event: &InvalidationEvent) -> bool {
+    crate::notify::changes_mode(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CAP_SAGAW_48;
+
+    fn modern() -> Config {
+        Config {
+            scalable_mode: true,
+            first_stage: true,
+            pasid_bits: 20,
+            caching_mode: true,
+            ..Config::default()
+        }
+    }
+
+    fn host() -> HostVtd {
+        let mut c = modern();
+        c.caching_mode = false;
+        let v = Vtd::new(c);
+        HostVtd { cap: v.cap(), ecap: v.ecap() }
+    }
+
+    #[test]
+    fn our_own_modern_unit_can_host_our_modern_unit() {
+        let h = host();
+        assert_eq!(h.mgaw(), 48);
+        assert_eq!(h.cap & CAP_SAGAW_48, CAP_SAGAW_48);
+        assert_eq!(check_host(&modern(), &h), Ok(()));
+    }
+
+    #[test]
+    fn missing_host_features_are_named() {
+        let h = host();
+        let no_nest = HostVtd { ecap: h.ecap & !ECAP_NEST, ..h };
+        let err = check_host(&modern(), &no_nest).unwrap_err();
+        assert!(err.contains("ECAP.NEST"), "{err}");
+        let no_1g = HostVtd { cap: h.cap & !CAP_FS1GP, ..h };
+        assert!(check_host(&modern(), &no_1g).unwrap_err().contains("fs1gp=off"));
+        assert_eq!(check_host(&Config { fs1gp: false, ..modern() }, &no_1g), Ok(()));
+        let narrow = HostVtd { cap: (h.cap & !(0x3f << CAP_MGAW_SHIFT)) | (38 << CAP_MGAW_SHIFT), ..h };
+        assert!(check_host(&modern(), &narrow).unwrap_err().contains("aw-bits=48"));
+        let legacy = Config::default();
+        assert!(check_host(&legacy, &h).unwrap_err().contains("modern"));
+    }
+
+    #[test]
+    fn invalidations_for_the_bound_domain_and_pasid_only() {
+        let page = InvalidationEvent::PasidIotlbPages { did: 3, pasid: 0, addr: 0x4000, size: 0x4000, leaf_only: true };
+        assert_eq!(
+            host_invalidation(&page, 3, 0),
+            Some(S1Invalidation { addr: 0x4000, npages: 4, leaf: true })
+        );
+        assert_eq!(host_invalidation(&page, 4, 0), None);
+        assert_eq!(host_invalidation(&page, 3, 1), None);
+        let all = Some(S1Invalidation::ALL);
+        assert_eq!(host_invalidation(&InvalidationEvent::PasidIotlb { did: 3, pasid: 0 }, 3, 0), all);
+        assert_eq!(host_invalidation(&InvalidationEvent::IotlbDomain { did: 3 }, 3, 0), all);
+        assert_eq!(host_invalidation(&InvalidationEvent::IotlbDomain { did: 2 }, 3, 0), None);
+        assert_eq!(host_invalidation(&InvalidationEvent::IotlbGlobal, 3, 0), all);
+        assert_eq!(host_invalidation(&InvalidationEvent::PasidCacheGlobal, 3, 0), None);
+        assert!(rebinds(&InvalidationEvent::PasidCacheGlobal));
+        assert!(!rebinds(&page));
+    }
+
+    #[test]
+    fn s1_flag_bits_follow_the_uapi() {
+        assert_eq!(S1Flags { sre: true, eafe: false, wpe: false }.bits(), 1);
+        assert_eq!(S1Flags { sre: false, eafe: true, wpe: false }.bits(), 2);
+        assert_eq!(S1Flags { sre: false, eafe: false, wpe: true }.bits(), 4);
+    }
+}
