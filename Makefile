@@ -5,11 +5,12 @@
 #   make check      the whole test suite (what CI runs)
 #   make ref        the pristine reference QEMU (C intel-iommu), for comparisons
 #   make unit       cargo tests of the QEMU-free crates only
+#   make iommufd-kernel  the guest kernel with iommufd/VFIO cdevs (not in check: 30-45 min)
 
 SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -eo pipefail -c
-.PHONY: all qemu ref kit demo check unit functional upstream clean-cache
+.PHONY: all qemu ref kit iommufd-kernel demo check unit functional upstream clean-cache
 
 all: demo
 
@@ -21,6 +22,9 @@ ref:
 
 kit:
 	scripts/guest/kit.sh
+
+iommufd-kernel:
+	scripts/guest/kernel.sh
 
 demo: qemu kit
 	scripts/demo.sh

@@ -50,75 +50,8 @@ for t in apt-get apt-cache dpkg-deb python3 xz gzip cpio sha256sum; do
 done
 
 # ---------------------------------------------------------------- private apt
-APT_OPTS=(-o "Dir::Etc::SourceList=$GAPT/sources.list" -o "Dir::Etc::SourceParts=$GAPT/sources.list.d"
-          -o "Dir::State::Lists=$GAPT/lists" -o "Dir::Cache=$GAPT/cache"
-          -o "Dir::Etc::Preferences=$GAPT/preferences" -o "Dir::Etc::PreferencesParts=$GAPT/preferences.d"
-          -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
-
-# The machine's own mirrors: the first URI of a stanza (deb822) or line (one-line format)
-# whose suites are not -security, and the one whose suites are.
-machine_mirror() {   # $1 = main | security
-    local want=$1 f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        awk -v want="$want" '
-            function flush() { if (uris != "") { sec = (suites ~ /-security/);
-                                 if ((want == "security") == sec && !done) { print uris; done = 1 } }
-                               uris = ""; suites = "" }
-            /^[ \t]*$/ { flush(); next }
-            /^URIs:/   { uris = $2 }
-            /^Suites:/ { $1 = ""; suites = $0 }
-            END { flush() }' "$f"
-    done
-    awk -v want="$want" '$1 == "deb" { u = ""; for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { u = $i; s = $(i + 1); break }
-                           if (u != "" && ((want == "security") == (s ~ /-security/))) print u }' \
-        /etc/apt/sources.list 2>/dev/null || true
-}
-
-apt_update() {
-    [ -n "${APT_UPDATED:-}" ] && return 0
-    local main sec
-    main=$(machine_mirror main | sed -n 1p || true)
-    sec=$(machine_mirror security | sed -n 1p || true)
-    [ -n "$main" ] || die "cannot find the machine's Debian mirror in /etc/apt/sources.list{,.d}"
-    mkdir -p "$GAPT/lists/partial" "$GAPT/cache/archives/partial" "$GAPT/sources.list.d" "$GAPT/preferences.d"
-    : > "$GAPT/preferences"
-    {
-        echo "deb $main $SUITE main"
-        echo "deb $main $SUITE-updates main"
-        [ -z "$sec" ] || echo "deb $sec $SUITE-security main"
-    } > "$GAPT/sources.list"
-    info "apt-get update (private lists: $SUITE, $SUITE-updates${sec:+, $SUITE-security})"
-    apt-get "${APT_OPTS[@]}" update -qq || die "apt-get update of the private $SUITE lists failed"
-    APT_UPDATED=1
-}
-
-# Candidate version of a package in the private lists.
-candidate() {
-    apt-cache "${APT_OPTS[@]}" policy "$1" 2>/dev/null | awk '/Candidate:/ && !n {print $2; n = 1}'
-}
-
-# apt-get download PKG=VER into $GUEST/debs; sets DEB to the .deb's path.
-find_deb() {
-    local f
-    DEB=""
-    for f in "$GUEST/debs/${1}_"*.deb; do
-        [ -f "$f" ] && [ "$(dpkg-deb -f "$f" Version)" = "$2" ] && { DEB=$f; return 0; }
-    done
-    return 0
-}
-download_deb() {
-    local pkg=$1 ver=$2
-    mkdir -p "$GUEST/debs"
-    find_deb "$pkg" "$ver"
-    if [ -z "$DEB" ]; then
-        apt_update
-        (cd "$GUEST/debs" && apt-get "${APT_OPTS[@]}" download -qq "$pkg=$ver" >/dev/null) \
-            || die "apt-get download $pkg=$ver failed"
-        find_deb "$pkg" "$ver"
-    fi
-    [ -n "$DEB" ] || die "downloaded $pkg=$ver but cannot find its .deb"
-}
+GAPT=$GUEST/apt APT_SUITE=$SUITE APT_DEBS=$GUEST/debs
+. "$REPO/scripts/guest/apt.sh"
 
 # ---------------------------------------------------------------- versions
 resolve_versions() {
@@ -131,12 +64,12 @@ resolve_versions() {
         kmeta=$(candidate linux-image-amd64)
         [ -n "$kmeta" ] && [ "$kmeta" != "(none)" ] || die "no linux-image-amd64 in $SUITE"
         # The metapackage depends on exactly one linux-image-<abi>-amd64 (= version).
-        kpkg=$(apt-cache "${APT_OPTS[@]}" show "linux-image-amd64=$kmeta" \
+        kpkg=$(apt_cmd apt-cache show "linux-image-amd64=$kmeta" \
                 | awk -F': ' '/^Depends:/ && !n {print $2; n = 1}' | tr ',' '\n' \
                 | sed -n 's/^ *\(linux-image-6\.12\.[^ ]*-amd64\) .*/\1/p' | sed -n 1p)
         if [ -z "$kpkg" ]; then
             # Metapackage moved past 6.12: take the newest 6.12 image package of the index.
-            kpkg=$(apt-cache "${APT_OPTS[@]}" pkgnames linux-image-6.12. \
+            kpkg=$(apt_cmd apt-cache pkgnames linux-image-6.12. \
                     | grep -E '^linux-image-6\.12\.[0-9]+\+deb[0-9]+-amd64$' | sort -V | tail -1)
         fi
         [ -n "$kpkg" ] || die "no linux-image-6.12.*-amd64 package in $SUITE"

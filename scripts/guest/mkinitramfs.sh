@@ -9,7 +9,9 @@
 #   --modules  kernel modules to load (names as in modules.dep, '-' and '_' alike); their
 #              dependency closure is resolved from modules.dep, built-in ones are skipped
 #   --file     extra file to copy into the initramfs (repeatable)
-#   --busybox, --kmods  default to the kit's ($CACHE/guest/kit.env: BUSYBOX, KERNEL_MODULES)
+#   --busybox, --kmods  default to the kit's ($CACHE/guest/kit.env: BUSYBOX, KERNEL_MODULES);
+#              --kmods none: a kernel without modules (e.g. scripts/guest/kernel.sh's), no
+#              --modules allowed
 #
 # The output is cached by content: if FILE.cpio.gz exists and was made from the same inputs
 # (FILE.cpio.gz.key) nothing is done.  The archive itself is reproducible (sorted, mtime 0).
@@ -53,8 +55,13 @@ if [ -z "$BB" ] || [ -z "$KMODS" ]; then
     [ -n "$KMODS" ] || KMODS=$(sed -n 's/^KERNEL_MODULES=//p' "$CACHE/guest/kit.env")
 fi
 [ -x "$BB" ] || die "busybox '$BB' is not executable"
-[ -f "$KMODS/modules.dep" ] || die "no modules.dep in '$KMODS'"
-KREL=$(basename "$KMODS")
+if [ "$KMODS" = none ]; then
+    [ -z "${MODULES// /}" ] || die "--modules '$MODULES' given with --kmods none (a kernel without modules)"
+    KREL=none
+else
+    [ -f "$KMODS/modules.dep" ] || die "no modules.dep in '$KMODS'"
+    KREL=$(basename "$KMODS")
+fi
 # HOSTPATH:GUESTPATH, split at the last ':' (host paths may hold one, e.g. "1:2.3-4").
 for f in "${FILES[@]}"; do
     case "${f##*:}" in /*) ;; *) die "--file $f: want HOSTPATH:/GUESTPATH" ;; esac
@@ -65,7 +72,7 @@ done
 # norm PATH-OR-NAME: sets N to the module name, '-' -> '_' (no fork: 4000+ calls)
 norm() { N=${1##*/}; N=${N%%.ko*}; N=${N//-/_}; }
 declare -A DEP_OF=() PATH_OF=() BUILTIN=()
-while IFS= read -r line; do
+[ "$KMODS" = none ] || while IFS= read -r line; do
     p=${line%%:*}
     norm "$p"
     PATH_OF[$N]=$p
@@ -110,7 +117,8 @@ mkdir -p "$(dirname "$OUT")"
 WORK=$(mktemp -d "${OUT}.work.XXXXXX")
 trap 'rc=$?; rm -rf "$WORK"; if [ $rc -ne 0 ]; then echo "ERROR: step \"${STEP_NAME:-?}\" failed (exit $rc); see the output above" >&2; fi' EXIT
 R=$WORK/root
-mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc/rviommu,rviommu,lib/modules/"$KREL"}
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc/rviommu,rviommu}
+[ "$KMODS" = none ] || mkdir -p "$R/lib/modules/$KREL"
 cp "$BB" "$R/bin/busybox"; chmod 755 "$R/bin/busybox"
 while IFS= read -r a; do
     [ "$a" = bin/busybox ] && continue

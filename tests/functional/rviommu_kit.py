@@ -3,7 +3,9 @@
 # Nothing is downloaded at test time: the kernel, busybox, firmware and disk image come
 # from scripts/guest/kit.sh, which records their paths in $CACHE/guest/kit.env
 # ($CACHE = $RVIOMMU_CACHE or ${XDG_CACHE_HOME:-~/.cache}/rviommu).  $RVIOMMU_KIT_ENV can
-# point at another kit.env.
+# point at another kit.env.  The iommufd kernel of scripts/guest/kernel.sh (not part of the
+# kit: built on request, it takes half an hour or more) is recorded beside it, in
+# iommufd-kernel.env; Kit.iommufd_kernel is None until it has been built.
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -50,11 +52,44 @@ class Kit:
         self.disk = self.env['DISK']
         self.disk_sha256 = self.env['DISK_SHA256']
         self.initrd_dma = self.env['INITRD_DMA']
-        # This checkout's builder (kit.env names the one of whichever checkout ran
-        # kit.sh last); kit.env's when this file runs from a copy without scripts/.
+        # This checkout's builder, which knows the options its tests pass; kit.env's
+        # MKINITRAMFS is the copy of whichever checkout last ran kit.sh on this cache.
         own = repo_dir() / 'scripts' / 'guest' / 'mkinitramfs.sh'
         self.mkinitramfs = str(own) if own.exists() else self.env['MKINITRAMFS']
         self.dir = Path(self.env['KIT_DIR'])
+        self._load_iommufd_kernel(self.env_path.parent / 'iommufd-kernel.env')
+
+    def _load_iommufd_kernel(self, path):
+        """Optional: the kernel with iommufd and VFIO cdevs (scripts/guest/kernel.sh).
+        Sets iommufd_kernel (bzImage path), iommufd_kernel_release and
+        iommufd_kernel_env, or iommufd_kernel = None and iommufd_kernel_why."""
+        self.iommufd_kernel = None
+        self.iommufd_kernel_release = None
+        self.iommufd_kernel_env = {}
+        self.iommufd_kernel_why = (f'the iommufd kernel has not been built ({path} missing): '
+                                   'run scripts/guest/kernel.sh (30-45 min on 2 cores)')
+        if not path.exists():
+            return
+        for line in path.read_text().splitlines():
+            if line and not line.startswith('#') and '=' in line:
+                k, v = line.split('=', 1)
+                self.iommufd_kernel_env[k] = v
+        kernel = self.iommufd_kernel_env.get('IOMMUFD_KERNEL', '')
+        if not kernel or not os.path.exists(kernel):
+            self.iommufd_kernel_why = (f'the iommufd kernel of {path} ({kernel}) is missing: '
+                                       'run scripts/guest/kernel.sh')
+            return
+        self.iommufd_kernel = kernel
+        self.iommufd_kernel_release = self.iommufd_kernel_env.get('IOMMUFD_KERNEL_RELEASE')
+        self.iommufd_kernel_why = None
+
+    def iommufd_kernel_stale(self):
+        """A reason if scripts/guest/iommufd.config changed since the kernel was built."""
+        frag = repo_dir() / 'scripts' / 'guest' / 'iommufd.config'
+        want = self.iommufd_kernel_env.get('IOMMUFD_KERNEL_FRAGMENT_SHA256')
+        if frag.exists() and want and hashlib.sha256(frag.read_bytes()).hexdigest() != want:
+            return f'{frag} changed since the kernel was built: run scripts/guest/kernel.sh'
+        return None
 
     @classmethod
     def load(cls):
@@ -80,18 +115,22 @@ class Kit:
         return self.initramfs('dma-read', (guest / 'dma-read.sh').read_text(),
                               (guest / 'dma-read.modules').read_text().split())
 
-    def initramfs(self, name, body, modules=(), files=()):
+    def initramfs(self, name, body, modules=(), files=(), kmods=None):
         """An initramfs whose /init runs the shell fragment `body` (a string).
 
         This is the hook for tests that need their own guest commands: `body` runs
         under busybox ash after `modules` (and their dependencies) are loaded, with
         the helpers run/check/fail/pass/kparam (see scripts/guest/mkinitramfs.sh).
-        `files` are (host_path, guest_path) pairs.  Cached by content in
-        $CACHE/guest/initramfs.  Returns the .cpio.gz path.
+        `files` are (host_path, guest_path) pairs.  `kmods` is the modules tree
+        (default: the kit kernel's); 'none' for a kernel without modules such as
+        the iommufd kernel.  Cached by content in $CACHE/guest/initramfs.
+        Returns the .cpio.gz path.
         """
         h = hashlib.sha256()
         h.update(body.encode())
         h.update(' '.join(modules).encode())
+        if kmods is not None:
+            h.update(f'kmods:{kmods}'.encode())
         for src, dst in files:
             h.update(f'{src}:{dst}'.encode())
         key = h.hexdigest()[:16]
@@ -106,6 +145,8 @@ class Kit:
                     '--body', body_path, '--modules', ' '.join(modules)]
             for src, dst in files:
                 args += ['--file', f'{src}:{dst}']
+            if kmods is not None:
+                args += ['--kmods', str(kmods)]
             r = subprocess.run(args, capture_output=True, text=True)
             if r.returncode != 0:
                 raise RuntimeError(f'mkinitramfs.sh failed:\n{r.stdout}{r.stderr}')
@@ -265,11 +306,12 @@ class RvIommuGuestTest(QemuSystemTest):
             raise ValueError(f'unknown NIC model {model!r}')
         vm.add_args('-device', dev)
 
-    def boot_and_collect(self, vm, initrd, append=''):
-        """Launch, wait for RVIOMMU-TEST-END and QEMU's exit; return a GuestResult."""
+    def boot_and_collect(self, vm, initrd, append='', kernel=None):
+        """Launch, wait for RVIOMMU-TEST-END and QEMU's exit; return a GuestResult.
+        `kernel` defaults to the kit's."""
         params = f'{self.KERNEL_PARAMS} rviommu.timeout={self.GUEST_TIMEOUT} {append}'.strip()
         vm.set_console()
-        vm.add_args('-kernel', self.kit.kernel, '-initrd', initrd, '-append', params)
+        vm.add_args('-kernel', kernel or self.kit.kernel, '-initrd', initrd, '-append', params)
         self.log.info('kernel command line: %s', params)
         t0 = time.monotonic()
         vm.launch()
