@@ -270,12 +270,12 @@ class RvIommuGuestTest(QemuSystemTest):
         if self.kit is None:
             self.fail(why)    # not a skip: a missing kit must not look like a pass
 
-    def q35_vm(self, iommu=None):
+    def q35_vm(self, iommu=None, memory='512M'):
         """A q35 TCG machine with the kit's firmware; `iommu` is the -device string
         of the IOMMU (e.g. 'intel-iommu'), placed before every other device."""
         self.set_machine('q35')
         vm = self.vm
-        vm.add_args('-accel', 'tcg', '-cpu', 'max', '-m', '512M', '-smp', '1',
+        vm.add_args('-accel', 'tcg', '-cpu', 'max', '-m', memory, '-smp', '1',
                     '-nodefaults', '-no-reboot', '-L', self.kit.firmware_dir)
         if iommu:
             vm.add_args('-device', iommu)

@@ -443,11 +443,28 @@ impl IntelIommuState {
             Err("cannot be assigned or used with vhost: snoop-control=on is not supported with IOMMU notifiers")
         } else if flags & IOMMU_NOTIFIER_MAP != 0 && !self.caching_mode {
             Err("requires caching mode (intel-iommu,caching-mode=on) for its MAP notifier (vfio)")
+        } else if flags & IOMMU_NOTIFIER_MAP != 0 && self.first_stage_advertised() {
+            // Caching mode only obliges software to invalidate new
+            // second-stage entries: Linux does not invalidate new
+            // first-stage mappings, so they cannot be shadowed (the C
+            // device refuses host devices with x-flts for the same reason).
+            Err("cannot be shadowed for vfio with first-stage translation (x-flts, fsts or \
+                 x-scalable-mode=modern): guests need not invalidate new first-stage \
+                 mappings; use x-scalable-mode=on, or hardware nested translation")
         } else if flags & IOMMU_NOTIFIER_DEVIOTLB_UNMAP != 0 && !self.x86_props().device_iotlb {
             Err("requires device IOTLB mode (intel-iommu,device-iotlb=on)")
         } else {
             Ok(())
         }
+    }
+
+    /// First-stage translation is among the capabilities (ECAP.FLTS).
+    fn first_stage_advertised(&self) -> bool {
+        self.core
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|vtd| vtd.config().first_stage)
     }
 
     /// Full resync of `space`'s shadow for a replay: the notifications that
