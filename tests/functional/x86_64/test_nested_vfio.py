@@ -96,6 +96,31 @@ class NestedVfio(RvIommuGuestTest):
                              backend='iommufd', l2_append='intel_iommu=on,sm_on')
         self.assertEqual(res.value('L2-IOMMU-DOMAIN'), 'DMA')
 
+    def l2_qemu_log(self, res):
+        """What L1's QEMU (the one running L2) printed on stderr."""
+        out, inside = [], False
+        for line in res.lines:
+            if 'RVIOMMU-L1-L2-QEMU-LOG-BEGIN' in line:
+                inside = True
+            elif 'RVIOMMU-L1-L2-QEMU-LOG-END' in line:
+                inside = False
+            elif inside:
+                out.append(line)
+        return out
+
+    def test_l2_hardware_nested(self):
+        """Hardware nested translation: L2's intel-iommu in modern mode with
+        caching mode hands L2's first-stage tables to L1's iommufd (a nested
+        HWPT on the nesting parent vfio allocated); L0's VT-d walks them
+        nested over L1's stage 2. Shadowing is refused with first stage, so
+        L2's DMA can only work through the nesting."""
+        res = self.run_stack(l2_iommu='x-scalable-mode=modern,caching-mode=on',
+                             backend='iommufd', l2_append='intel_iommu=on,sm_on')
+        self.assertEqual(res.value('L2-IOMMU-DOMAIN'), 'DMA-FQ')
+        log = self.l2_qemu_log(res)
+        self.assertEqual([l for l in log if 'intel-iommu' in l], [],
+                         'L1 QEMU reported intel-iommu errors')
+
 
 if __name__ == '__main__':
     RvIommuGuestTest.main()

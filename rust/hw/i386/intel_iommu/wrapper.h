@@ -26,3 +26,5 @@ typedef enum memory_order {
 #include "hw/pci/pci_bus.h"
 #include "hw/i386/x86-iommu.h"
 #include "hw/i386/x86.h"
+#include "system/iommufd.h"
+#include "hw/iommu.h"

@@ -31,6 +31,10 @@ use vtd_core::{
 
 use crate::ffi::{self, AddressSpaces, SpaceRef, SystemMemory, VtdAddressSpace, X86IommuState};
 
+/// A host-IOMMU-backed function's new binding (if it changes) and the
+/// first-stage invalidations to forward.
+type NestedPlan = (u16, Option<vtd_core::HostBinding>, Vec<vtd_core::S1Invalidation>);
+
 /// qdev's `OnOffAuto` property type (0 auto, 1 on, 2 off).
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -157,6 +161,7 @@ pub struct IntelIommuState {
     core: Mutex<Option<Vtd>>,
     spaces: AddressSpaces,
     ats: ffi::AtsNotifiers,
+    nested: ffi::NestedDevices,
 }
 
 qom_isa!(IntelIommuState: X86IommuState, hwcore::SysBusDevice, hwcore::DeviceState, Object);
@@ -218,6 +223,7 @@ impl IntelIommuState {
         uninit_field_mut!(*this, core).write(Mutex::new(None));
         uninit_field_mut!(*this, spaces).write(AddressSpaces::default());
         uninit_field_mut!(*this, ats).write(ffi::AtsNotifiers::default());
+        uninit_field_mut!(*this, nested).write(ffi::NestedDevices::default());
     }
 
     pub(crate) fn address_spaces(&self) -> &AddressSpaces {
@@ -351,11 +357,12 @@ impl IntelIommuState {
             guard.as_mut().map(|vtd| {
                 let (r, effects) = f(vtd);
                 let updates = self.plan_space_updates(vtd, &effects);
-                (r, effects, updates)
+                let nested = self.plan_nested(vtd, &effects);
+                (r, effects, updates, nested)
             })
         };
         IN_VTD.with(|c| c.set(false));
-        let (r, effects, updates) = out?;
+        let (r, effects, updates, nested) = out?;
         for msg in &effects.guest_errors {
             log_mask_ln!(Log::GuestError, "intel-iommu: {msg}");
         }
@@ -366,7 +373,72 @@ impl IntelIommuState {
             self.ats.notify_device_tlb(event);
         }
         Self::apply_space_updates(updates);
+        if !nested.is_empty() {
+            self.nested.apply(&nested);
+        }
         Some(r)
+    }
+
+    /// With the core locked: the host bindings and invalidations of the
+    /// host-IOMMU-backed functions after the invalidations in `effects`.
+    fn plan_nested(&self, vtd: &Vtd, effects: &Effects) -> Vec<NestedPlan> {
+        if effects.invalidations.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (sid, bound) in self.nested.snapshot() {
+            let rebind = effects
+                .invalidations
+                .iter()
+                .any(vtd_core::hw_nest::rebinds)
+                .then(|| vtd.host_binding(sid, &SystemMemory));
+            let target = match rebind {
+                Some(vtd_core::HostBinding::Nested { did, pasid, .. }) => Some((did, pasid)),
+                Some(_) => None,
+                None => bound,
+            };
+            let invs: Vec<_> = match target {
+                Some((did, pasid)) => effects
+                    .invalidations
+                    .iter()
+                    .filter_map(|ev| vtd_core::hw_nest::host_invalidation(ev, did, pasid))
+                    .collect(),
+                None => Vec::new(),
+            };
+            if rebind.is_some() || !invs.is_empty() {
+                out.push((sid, rebind, invs));
+            }
+        }
+        out
+    }
+
+    /// Hardware nested translation is offered: modern scalable mode (first
+    /// stage) with caching mode.
+    pub(crate) fn hw_nested(&self) -> bool {
+        self.caching_mode && self.first_stage_advertised()
+    }
+
+    /// Whether a host VT-d can carry this configuration nested.
+    pub(crate) fn check_host(&self, host: &vtd_core::HostVtd) -> std::result::Result<(), String> {
+        let guard = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(vtd) => vtd_core::hw_nest::check_host(vtd.config(), host),
+            None => Err("intel-iommu is not realized".into()),
+        }
+    }
+
+    pub(crate) fn nested_devices(&self) -> &ffi::NestedDevices {
+        &self.nested
+    }
+
+    /// Bind function `sid` as the guest's tables say now.
+    pub(crate) fn rebind_nested(&self, sid: u16) {
+        let plan = self.with_core(|vtd| {
+            (vec![(sid, Some(vtd.host_binding(sid, &SystemMemory)), Vec::new())], Effects::default())
+        });
+        if let Some(plan) = plan {
+            self.nested.apply(&plan);
+        }
     }
 
     /// With the core locked: what each PCI function's address space needs

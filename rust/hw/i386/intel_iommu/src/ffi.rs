@@ -274,6 +274,9 @@ pub struct VtdAddressSpace {
     notifier_flags: AtomicU32,
     /// `nodmar` is the enabled one.
     identity: AtomicBool,
+    /// Always identity: the host IOMMU translates this function (hardware
+    /// nested translation), vfio maps all of guest RAM for it.
+    pinned: AtomicBool,
     /// The mappings reported to MAP notifiers (caching mode). Locked after
     /// the device's core lock, never before it.
     shadow: Mutex<Shadow>,
@@ -316,6 +319,9 @@ impl VtdAddressSpace {
     /// Route DMA to plain memory (`identity`) or through the IOMMU region.
     /// Under the BQL.
     pub fn set_identity(&self, identity: bool) {
+        if !identity && self.pinned.load(Ordering::Acquire) {
+            return;
+        }
         if self.identity.swap(identity, Ordering::AcqRel) == identity {
             return;
         }
@@ -328,6 +334,12 @@ impl VtdAddressSpace {
             bindings::memory_region_set_enabled(addr_of!(self.nodmar).cast_mut(), identity);
             bindings::memory_region_transaction_commit();
         }
+    }
+
+    /// Keep DMA of this function untranslated for good (under the BQL).
+    pub fn pin_identity(&self) {
+        self.pinned.store(true, Ordering::Release);
+        self.set_identity(true);
     }
 
     /// Deliver `note` to the notifiers that want it (only to `only` when
@@ -424,6 +436,18 @@ impl AddressSpaces {
         devfn: u8,
         fixed_sid: Option<u16>,
     ) -> *mut bindings::AddressSpace {
+        let space = self.space(owner, bus, devfn, fixed_sid);
+        addr_of!(space.address_space).cast_mut()
+    }
+
+    /// The address space of (`bus`, `devfn`), created on first use.
+    fn space(
+        &self,
+        owner: &IntelIommuState,
+        bus: *mut bindings::PCIBus,
+        devfn: u8,
+        fixed_sid: Option<u16>,
+    ) -> SpaceRef {
         // Decided before the map is locked: the core lock comes first.
         let identity = fixed_sid.is_none() && owner.is_identity(sid_of(bus, devfn));
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -442,6 +466,7 @@ impl AddressSpaces {
             unsafe {
                 addr_of_mut!(vas.notifier_flags).write(AtomicU32::new(0));
                 addr_of_mut!(vas.identity).write(AtomicBool::new(false));
+                addr_of_mut!(vas.pinned).write(AtomicBool::new(false));
                 addr_of_mut!(vas.shadow).write(Mutex::new(Shadow::new()));
             }
             init_address_space(&mut vas, owner);
@@ -451,7 +476,7 @@ impl AddressSpaces {
             }
             vas
         });
-        addr_of_mut!(entry.address_space)
+        SpaceRef(NonNull::from(&**entry))
     }
 }
 
@@ -779,6 +804,9 @@ static VTD_PCI_OPS: SyncPciOps = SyncPciOps(bindings::PCIIOMMUOps {
     register_iotlb_notifier: Some(vtd_register_iotlb_notifier),
     unregister_iotlb_notifier: Some(vtd_unregister_iotlb_notifier),
     ats_request_translation: Some(vtd_ats_request_translation),
+    get_viommu_cap: Some(vtd_get_viommu_cap),
+    set_iommu_device: Some(vtd_set_iommu_device),
+    unset_iommu_device: Some(vtd_unset_iommu_device),
     // SAFETY: the other callbacks are optional (None).
     ..unsafe { std::mem::zeroed() }
 });
@@ -1055,4 +1083,347 @@ unsafe extern "C" fn vtd_ats_request_translation(
         }
     }
     count as isize
+}
+
+// ---------------------------------------------------------------------------
+// Hardware nested translation: functions whose DMA the host IOMMU translates
+// (vfio with iommufd). vfio made their default HWPT a nesting parent (guest
+// RAM); we attach a nested HWPT over the guest's first-stage table, the
+// parent, or nothing, and forward the guest's first-stage invalidations.
+
+/// A function backed by a host IOMMU device of the iommufd backend, and
+/// what is attached for it now.
+pub struct NestedDevice {
+    bus: *mut bindings::PCIBus,
+    devfn: u8,
+    idev: *mut bindings::HostIOMMUDeviceIOMMUFD,
+    /// vfio's default HWPT: the nesting parent.
+    parent: u32,
+    /// The nested HWPT we allocated and attached, with what it binds.
+    nested: Option<(u32, vtd_core::HostBinding)>,
+    /// Attached now: the parent, the nested HWPT, or nothing (blocked).
+    attached: Attached,
+}
+
+/// What a nested device is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    Parent,
+    Nested,
+    Nothing,
+}
+
+/// The host-IOMMU-backed functions, under the BQL (a mutex for `Sync`).
+#[derive(Default)]
+pub struct NestedDevices(Mutex<Vec<NestedDevice>>);
+
+// SAFETY: the raw pointers are to the PCI bus and to the host IOMMU device,
+// which its vfio device keeps (we hold a reference) until unset_iommu_device.
+unsafe impl Send for NestedDevices {}
+// SAFETY: see `Send`; the list is behind a mutex.
+unsafe impl Sync for NestedDevices {}
+
+/// include/hw/iommu.h.
+const VIOMMU_CAP_HW_NESTED: u64 = bindings::VIOMMU_CAP_HW_NESTED as u64;
+
+/// Text of a QEMU error, which is freed.
+fn take_error(err: *mut bindings::Error) -> String {
+    if err.is_null() {
+        return "unknown error".into();
+    }
+    // SAFETY: err is a live Error returned by a failed call; its message is
+    // a NUL-terminated string copied before the error is freed.
+    unsafe {
+        let msg = CStr::from_ptr(bindings::error_get_pretty(err)).to_string_lossy().into_owned();
+        bindings::error_free(err);
+        msg
+    }
+}
+
+/// The iommufd host device and the host VT-d's registers of `hiod`.
+fn host_vtd(hiod: *mut bindings::HostIOMMUDevice) -> Result<(*mut bindings::HostIOMMUDeviceIOMMUFD, vtd_core::HostVtd), String> {
+    // SAFETY: hiod is the live host IOMMU device vfio passes; the cast is
+    // checked by QOM.
+    let idev = unsafe {
+        bindings::object_dynamic_cast(hiod.cast(), c"host-iommu-device-iommufd".as_ptr())
+    };
+    if idev.is_null() {
+        return Err("hardware nested translation needs vfio's iommufd backend \
+                    (-object iommufd,id=X -device vfio-pci,...,iommufd=X)"
+            .into());
+    }
+    // SAFETY: an iommufd host device filled its caps at realize.
+    let caps = unsafe { &(*hiod).caps };
+    if caps.type_ != bindings::IOMMU_HW_INFO_TYPE_INTEL_VTD {
+        return Err(format!("the host IOMMU is not a VT-d (iommufd hw_info type {})", caps.type_));
+    }
+    // SAFETY: the type says the vendor data is the VT-d variant.
+    let vtd = unsafe { caps.vendor_caps.vtd };
+    Ok((idev.cast(), vtd_core::HostVtd { cap: vtd.cap_reg, ecap: vtd.ecap_reg }))
+}
+
+impl NestedDevice {
+    /// Attach `hwpt` (replacing what is attached).
+    fn attach(&mut self, hwpt: u32, what: Attached) -> Result<(), String> {
+        let mut err: *mut bindings::Error = null_mut();
+        // SAFETY: idev is live while registered; err receives an error.
+        if unsafe { bindings::host_iommu_device_iommufd_attach_hwpt(self.idev, hwpt, &mut err) } {
+            self.attached = what;
+            Ok(())
+        } else {
+            Err(take_error(err))
+        }
+    }
+
+    fn detach(&mut self) -> Result<(), String> {
+        let mut err: *mut bindings::Error = null_mut();
+        // SAFETY: as in attach.
+        if unsafe { bindings::host_iommu_device_iommufd_detach_hwpt(self.idev, &mut err) } {
+            self.attached = Attached::Nothing;
+            Ok(())
+        } else {
+            Err(take_error(err))
+        }
+    }
+
+    /// Free our nested HWPT (not attached any more).
+    fn free_nested(&mut self) {
+        if let Some((id, _)) = self.nested.take() {
+            // SAFETY: id is a HWPT we allocated on this backend.
+            unsafe { bindings::iommufd_backend_free_id((*self.idev).iommufd, id) };
+        }
+    }
+
+    /// Make the host translate as `binding` says.
+    fn bind(&mut self, binding: vtd_core::HostBinding) -> Result<(), String> {
+        use vtd_core::HostBinding as B;
+        match binding {
+            B::Parent => {
+                self.attach(self.parent, Attached::Parent)?;
+                self.free_nested();
+            }
+            B::Nested { pgtbl, addr_width, flags, .. } => {
+                if matches!(self.nested, Some((_, b)) if b == binding) && self.attached == Attached::Nested {
+                    return Ok(());
+                }
+                let mut data = bindings::iommu_hwpt_vtd_s1 {
+                    flags: flags.bits(),
+                    pgtbl_addr: pgtbl,
+                    addr_width: u32::from(addr_width),
+                    __reserved: 0,
+                };
+                let mut id = 0u32;
+                let mut err: *mut bindings::Error = null_mut();
+                // SAFETY: idev is live; data is a valid VTD_S1 block for the
+                // call; id and err receive the results.
+                let ok = unsafe {
+                    bindings::iommufd_backend_alloc_hwpt(
+                        (*self.idev).iommufd,
+                        (*self.idev).devid,
+                        self.parent,
+                        0,
+                        bindings::IOMMU_HWPT_DATA_VTD_S1,
+                        size_of::<bindings::iommu_hwpt_vtd_s1>() as u32,
+                        addr_of_mut!(data).cast(),
+                        &mut id,
+                        &mut err,
+                    )
+                };
+                if !ok {
+                    return Err(take_error(err));
+                }
+                if let Err(e) = self.attach(id, Attached::Nested) {
+                    // SAFETY: id was just allocated and is not attached.
+                    unsafe { bindings::iommufd_backend_free_id((*self.idev).iommufd, id) };
+                    return Err(e);
+                }
+                self.free_nested();
+                self.nested = Some((id, binding));
+            }
+            B::Blocked | B::Unsupported => {
+                self.detach()?;
+                self.free_nested();
+            }
+        }
+        Ok(())
+    }
+
+    /// Forward first-stage invalidations to the attached nested HWPT, in
+    /// one call when the kernel takes them all.
+    fn invalidate(&mut self, invs: &[vtd_core::S1Invalidation]) -> Result<(), String> {
+        let Some((id, _)) = self.nested else { return Ok(()) };
+        if invs.is_empty() || self.attached != Attached::Nested {
+            return Ok(());
+        }
+        let mut entries: Vec<bindings::iommu_hwpt_vtd_s1_invalidate> = invs
+            .iter()
+            .map(|i| bindings::iommu_hwpt_vtd_s1_invalidate {
+                addr: i.addr,
+                npages: i.npages,
+                flags: if i.leaf { bindings::IOMMU_VTD_INV_FLAGS_LEAF } else { 0 },
+                __reserved: 0,
+            })
+            .collect();
+        let mut done = 0usize;
+        while done < entries.len() {
+            let mut num = (entries.len() - done) as u32;
+            let mut err: *mut bindings::Error = null_mut();
+            // SAFETY: the entries are valid VTD_S1 invalidation records;
+            // num and err receive the results.
+            let ok = unsafe {
+                bindings::iommufd_backend_invalidate_cache(
+                    (*self.idev).iommufd,
+                    id,
+                    bindings::IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
+                    size_of::<bindings::iommu_hwpt_vtd_s1_invalidate>() as u32,
+                    &mut num,
+                    entries[done..].as_mut_ptr().cast(),
+                    &mut err,
+                )
+            };
+            if !ok {
+                return Err(take_error(err));
+            }
+            if num == 0 {
+                return Err("the host accepted no invalidation".into());
+            }
+            done += num as usize;
+        }
+        Ok(())
+    }
+
+    pub fn source_id(&self) -> u16 {
+        sid_of(self.bus, self.devfn)
+    }
+}
+
+impl NestedDevices {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<NestedDevice>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Source ids and bound (DID, PASID) of the nested devices.
+    pub fn snapshot(&self) -> Vec<(u16, Option<(u16, u32)>)> {
+        self.lock()
+            .iter()
+            .map(|d| {
+                let bound = match d.nested {
+                    Some((_, vtd_core::HostBinding::Nested { did, pasid, .. })) if d.attached == Attached::Nested => {
+                        Some((did, pasid))
+                    }
+                    _ => None,
+                };
+                (d.source_id(), bound)
+            })
+            .collect()
+    }
+
+    /// Apply the planned binding changes and invalidations (under the BQL).
+    pub fn apply(&self, plan: &[(u16, Option<vtd_core::HostBinding>, Vec<vtd_core::S1Invalidation>)]) {
+        let mut list = self.lock();
+        for (sid, binding, invs) in plan {
+            let Some(d) = list.iter_mut().find(|d| d.source_id() == *sid) else { continue };
+            if let Some(b) = binding {
+                if *b == vtd_core::HostBinding::Unsupported {
+                    util::log_mask_ln!(
+                        util::log::Log::GuestError,
+                        "intel-iommu: {sid:04x} is translated by the host IOMMU, which can only \
+                         nest a first-stage table: its second-stage or nested PASID entry blocks DMA"
+                    );
+                }
+                if let Err(e) = d.bind(*b) {
+                    util::log_mask_ln!(
+                        util::log::Log::GuestError,
+                        "intel-iommu: host binding of {sid:04x} failed: {e}"
+                    );
+                }
+            }
+            if let Err(e) = d.invalidate(invs) {
+                util::log_mask_ln!(
+                    util::log::Log::GuestError,
+                    "intel-iommu: host invalidation for {sid:04x} failed: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// # Safety
+/// Called by the PCI core with our device as opaque.
+unsafe extern "C" fn vtd_get_viommu_cap(opaque: *mut c_void) -> u64 {
+    // SAFETY: opaque is the device registered in pci_setup_iommu.
+    let owner = unsafe { &*opaque.cast::<IntelIommuState>() };
+    if owner.hw_nested() {
+        VIOMMU_CAP_HW_NESTED
+    } else {
+        0
+    }
+}
+
+/// # Safety
+/// Called by the PCI core (under the BQL) with our device as opaque, a live
+/// host IOMMU device and a valid errp.
+unsafe extern "C" fn vtd_set_iommu_device(
+    bus: *mut bindings::PCIBus,
+    opaque: *mut c_void,
+    devfn: c_int,
+    hiod: *mut bindings::HostIOMMUDevice,
+    errp: *mut *mut bindings::Error,
+) -> bool {
+    // SAFETY: opaque is the device registered in pci_setup_iommu.
+    let owner = unsafe { &*opaque.cast::<IntelIommuState>() };
+    if !owner.hw_nested() {
+        return true;
+    }
+    let devfn = devfn as u8;
+    let result = host_vtd(hiod).and_then(|(idev, host)| {
+        owner.check_host(&host)?;
+        owner.address_spaces().space(owner, bus, devfn, None).pin_identity();
+        // SAFETY: hiod is live; the reference is dropped in unset.
+        unsafe { bindings::object_ref(hiod.cast()) };
+        // SAFETY: idev is the iommufd host device; hwpt_id is vfio's default.
+        let parent = unsafe { (*idev).hwpt_id };
+        owner.nested_devices().lock().push(NestedDevice {
+            bus,
+            devfn,
+            idev,
+            parent,
+            nested: None,
+            attached: Attached::Parent,
+        });
+        owner.rebind_nested(sid_of(bus, devfn));
+        Ok(())
+    });
+    match result {
+        Ok(()) => true,
+        Err(why) => {
+            // SAFETY: the bus is live.
+            let num = unsafe { bindings::pci_bus_num(bus) };
+            let err = util::Error::format(format_args!(
+                "intel-iommu: device {:02x}:{:02x}.{:x}: {why}",
+                num,
+                devfn >> 3,
+                devfn & 7
+            ));
+            // SAFETY: errp comes from pci_device_set_iommu_device.
+            unsafe { err.propagate(errp.cast()) };
+            false
+        }
+    }
+}
+
+/// # Safety
+/// Called by the PCI core (under the BQL) with our device as opaque.
+unsafe extern "C" fn vtd_unset_iommu_device(bus: *mut bindings::PCIBus, opaque: *mut c_void, devfn: c_int) {
+    // SAFETY: opaque is the device registered in pci_setup_iommu.
+    let owner = unsafe { &*opaque.cast::<IntelIommuState>() };
+    let mut list = owner.nested_devices().lock();
+    if let Some(i) = list.iter().position(|d| d.bus == bus && d.devfn == devfn as u8) {
+        let mut d = list.remove(i);
+        // Back to the parent (vfio detaches from it), then drop our HWPT.
+        let _ = d.attach(d.parent, Attached::Parent);
+        d.free_nested();
+        // SAFETY: the reference taken in vtd_set_iommu_device.
+        unsafe { bindings::object_unref(d.idev.cast()) };
+    }
 }
