@@ -342,6 +342,13 @@ impl VtdAddressSpace {
         self.set_identity(true);
     }
 
+    /// Undo `pin_identity`: DMA follows the guest's tables again
+    /// (`identity` says what they say now). Under the BQL.
+    pub fn unpin_identity(&self, identity: bool) {
+        self.pinned.store(false, Ordering::Release);
+        self.set_identity(identity);
+    }
+
     /// Deliver `note` to the notifiers that want it (only to `only` when
     /// given), cut to each notifier's range in naturally aligned pieces:
     /// a notifier never sees an entry that crosses its range's bounds
@@ -1417,13 +1424,19 @@ unsafe extern "C" fn vtd_set_iommu_device(
 unsafe extern "C" fn vtd_unset_iommu_device(bus: *mut bindings::PCIBus, opaque: *mut c_void, devfn: c_int) {
     // SAFETY: opaque is the device registered in pci_setup_iommu.
     let owner = unsafe { &*opaque.cast::<IntelIommuState>() };
-    let mut list = owner.nested_devices().lock();
-    if let Some(i) = list.iter().position(|d| d.bus == bus && d.devfn == devfn as u8) {
-        let mut d = list.remove(i);
-        // Back to the parent (vfio detaches from it), then drop our HWPT.
-        let _ = d.attach(d.parent, Attached::Parent);
-        d.free_nested();
-        // SAFETY: the reference taken in vtd_set_iommu_device.
-        unsafe { bindings::object_unref(d.idev.cast()) };
-    }
+    let devfn = devfn as u8;
+    let removed = {
+        let mut list = owner.nested_devices().lock();
+        list.iter().position(|d| d.bus == bus && d.devfn == devfn).map(|i| list.remove(i))
+    };
+    let Some(mut d) = removed else { return };
+    // Back to the parent (vfio detaches from it), then drop our HWPT.
+    let _ = d.attach(d.parent, Attached::Parent);
+    d.free_nested();
+    // SAFETY: the reference taken in vtd_set_iommu_device.
+    unsafe { bindings::object_unref(d.idev.cast()) };
+    // A function plugged here later is translated as the tables say (the
+    // nested lock is released: the core lock comes first).
+    let identity = owner.is_identity(sid_of(bus, devfn));
+    owner.address_spaces().space(owner, bus, devfn, None).unpin_identity(identity);
 }
