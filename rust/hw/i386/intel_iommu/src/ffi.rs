@@ -660,6 +660,7 @@ unsafe extern "C" fn vtd_translate(
     // SAFETY: every region of our IOMMU type is the first field of a live
     // VtdAddressSpace; its owner outlives it.
     let vas = unsafe { &*iommu.cast::<VtdAddressSpace>() };
+    // SAFETY: the owner device outlives its address spaces.
     let owner = unsafe { &*vas.owner };
     let write = flag & bindings::IOMMU_WO != 0;
     let mut entry = bindings::IOMMUTLBEntry {
@@ -697,6 +698,7 @@ unsafe extern "C" fn vtd_notify_flag_changed(
     // SAFETY: every region of our IOMMU type is the first field of a live
     // VtdAddressSpace; its owner outlives it.
     let vas = unsafe { &*iommu.cast::<VtdAddressSpace>() };
+    // SAFETY: the owner device outlives its address spaces.
     let owner = unsafe { &*vas.owner };
     if let Err(why) = owner.check_notifier(new) {
         // SAFETY: the bus is live.
