@@ -140,19 +140,6 @@ pub enum NotifierError {
     NoIommu = 2,
 }
 
-/// One mirror entry: `mask + 1` bytes at the key translate to `phys`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MirrorEntry {
-    /// Size minus one.
-    pub mask: u64,
-    /// Output address of the first byte.
-    pub phys: u64,
-    /// Read permitted.
-    pub read: bool,
-    /// Write permitted.
-    pub write: bool,
-}
-
 /// Outcome codes (STATUS bits 7:0); bits 31:16 count the commands run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -200,6 +187,22 @@ pub struct AtsEntry {
     pub read: bool,
     /// Write permitted.
     pub write: bool,
+}
+
+impl AtsEntry {
+    /// The range is a naturally aligned power of two that contains `iova`
+    /// (a misbehaving translation otherwise).
+    pub fn covers(&self, iova: u64) -> bool {
+        self.mask.checked_add(1).is_none_or(|s| s.is_power_of_two())
+            && self.iova & self.mask == 0
+            && self.iova <= iova
+            && iova <= self.iova.saturating_add(self.mask)
+    }
+
+    /// The access (write or read) is permitted.
+    pub fn allows(&self, write: bool) -> bool {
+        if write { self.write } else { self.read }
+    }
 }
 
 /// Failure of an ATS translation request as such (not a permission denial).
@@ -275,7 +278,8 @@ pub struct TestDev {
     watched: Vec<Option<u32>>,
     notifier: NotifierKind,
     notifier_error: NotifierError,
-    mirror: BTreeMap<u64, MirrorEntry>,
+    /// Notifier-fed translations by input address (`iova` = the key).
+    mirror: BTreeMap<u64, AtsEntry>,
     mirror_maps: u32,
     mirror_unmaps: u32,
     mirror_conflicts: u32,
@@ -349,7 +353,7 @@ impl TestDev {
         if self.mirror_remove(iova, mask) > 0 {
             self.mirror_conflicts = self.mirror_conflicts.wrapping_add(1);
         }
-        self.mirror.insert(iova, MirrorEntry { mask, phys, read, write });
+        self.mirror.insert(iova, AtsEntry { iova, phys, mask, read, write });
     }
 
     /// An UNMAP event: entries overlapping `[iova, iova + mask]` go.
@@ -376,9 +380,9 @@ impl TestDev {
         doomed.len()
     }
 
-    fn mirror_lookup(&self, iova: u64) -> Option<(u64, MirrorEntry)> {
+    fn mirror_lookup(&self, iova: u64) -> Option<AtsEntry> {
         let (k, e) = self.mirror.range(..=iova).next_back()?;
-        (iova - k <= e.mask).then_some((*k, *e))
+        (iova - k <= e.mask).then_some(*e)
     }
 
     fn set_notifier(&mut self, value: u64, port: &mut impl DmaPort) {
@@ -586,11 +590,7 @@ impl TestDev {
         let e = port
             .ats_translate(pasid, privileged, exec, iova, !write)
             .map_err(|_| Status::AtsError)?;
-        let aligned = e.mask.checked_add(1).is_none_or(|s| s.is_power_of_two())
-            && e.iova & e.mask == 0
-            && e.iova <= iova
-            && iova <= e.iova.saturating_add(e.mask);
-        if !aligned {
+        if !e.covers(iova) {
             return Err(Status::AtsError);
         }
         if !e.read && !e.write {
@@ -603,42 +603,29 @@ impl TestDev {
         Ok(e)
     }
 
+    /// The mirror's translation of `iova` for a read or write; for an
+    /// UNMAP-only notifier a miss is asked of the IOMMU and kept.
+    fn mirror_translation(&mut self, iova: u64, write: bool, port: &mut impl DmaPort) -> Result<AtsEntry, Status> {
+        if let Some(e) = self.mirror_lookup(iova).filter(|e| e.allows(write)) {
+            return Ok(e);
+        }
+        if self.notifier != NotifierKind::UnmapOnly {
+            return Err(Status::MirrorFault);
+        }
+        let t = port.iommu_translate(iova, write).ok_or(Status::MirrorFault)?;
+        if !t.covers(iova) || !t.allows(write) {
+            return Err(Status::MirrorFault);
+        }
+        self.mirror_remove(t.iova, t.mask);
+        self.mirror.insert(t.iova, t);
+        Ok(t)
+    }
+
     /// DMA through the mirror, page by page of its entries.
     fn mirror_access(&mut self, data: &mut [u8], write: bool, port: &mut impl DmaPort) -> Result<(), Status> {
-        let mut done = 0usize;
-        while done < data.len() {
-            let iova = self.iova.wrapping_add(done as u64);
-            let hit = self.mirror_lookup(iova).filter(|(_, e)| if write { e.write } else { e.read });
-            let (base, e) = match (hit, self.notifier) {
-                (Some(h), _) => h,
-                (None, NotifierKind::UnmapOnly) => {
-                    let t = port.iommu_translate(iova, write).ok_or(Status::MirrorFault)?;
-                    let sane = t.mask.checked_add(1).is_none_or(|s| s.is_power_of_two())
-                        && t.iova & t.mask == 0
-                        && t.iova <= iova
-                        && iova <= t.iova.saturating_add(t.mask)
-                        && (if write { t.write } else { t.read });
-                    if !sane {
-                        return Err(Status::MirrorFault);
-                    }
-                    self.mirror_remove(t.iova, t.mask);
-                    let e = MirrorEntry { mask: t.mask, phys: t.phys, read: t.read, write: t.write };
-                    self.mirror.insert(t.iova, e);
-                    (t.iova, e)
-                }
-                _ => return Err(Status::MirrorFault),
-            };
-            let off = iova - base;
-            let room = e.mask - off;
-            let chunk = (data.len() - done).min(usize::try_from(room).unwrap_or(usize::MAX).saturating_add(1));
-            let phys = e.phys.wrapping_add(off);
-            if done == 0 {
-                self.xlate = phys;
-            }
-            port.phys(phys, &mut data[done..done + chunk], write).map_err(|_| Status::DmaError)?;
-            done += chunk;
-        }
-        Ok(())
+        self.translated_access(data, write, port, |dev, port, iova| {
+            dev.mirror_translation(iova, write, port)
+        })
     }
 
     fn ats_access(
@@ -648,13 +635,31 @@ impl TestDev {
         write: bool,
         port: &mut impl DmaPort,
     ) -> Result<(), Status> {
+        self.translated_access(data, write, port, |dev, port, iova| {
+            let e = dev.translation(pasid, iova, write, port)?;
+            if e.allows(write) {
+                Ok(e)
+            } else {
+                Err(Status::AtsDenied)
+            }
+        })
+    }
+
+    /// Access `data` at IOVA..IOVA+len through translations `lookup` gives
+    /// (each covering the address asked, with the needed permission),
+    /// one translated request per translation; XLATE gets the first
+    /// translated address.
+    fn translated_access<P: DmaPort>(
+        &mut self,
+        data: &mut [u8],
+        write: bool,
+        port: &mut P,
+        mut lookup: impl FnMut(&mut Self, &mut P, u64) -> Result<AtsEntry, Status>,
+    ) -> Result<(), Status> {
         let mut done = 0usize;
         while done < data.len() {
             let iova = self.iova.wrapping_add(done as u64);
-            let e = self.translation(pasid, iova, write, port)?;
-            if !(if write { e.write } else { e.read }) {
-                return Err(Status::AtsDenied);
-            }
+            let e = lookup(self, port, iova)?;
             let off = iova - e.iova;
             let room = e.mask - off;
             let chunk = (data.len() - done).min(usize::try_from(room).unwrap_or(usize::MAX).saturating_add(1));

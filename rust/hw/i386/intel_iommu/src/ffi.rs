@@ -390,7 +390,7 @@ impl VtdAddressSpace {
                             // SAFETY: only the address of the global is taken.
                             target_as: addr_of_mut!(bindings::address_space_memory),
                             iova,
-                            translated_addr: if perm == bindings::IOMMU_NONE { 0 } else { phys + (iova - first) },
+                            translated_addr: if perm == bindings::IOMMU_NONE { 0 } else { phys.wrapping_add(iova - first) },
                             addr_mask: size - 1,
                             perm,
                             ..Default::default()
