@@ -44,6 +44,20 @@ pub struct Effects {
     /// ([`Vtd::sync_shadow`](crate::Vtd::sync_shadow)) and forwards
     /// device-TLB invalidations to ATS-capable devices.
     pub invalidations: Vec<InvalidationEvent>,
+    /// For each entry of `invalidations`, the invalidation queue index of
+    /// the descriptor it came from; `None` for register-based invalidations
+    /// and for what register writes imply (TE, SRTP, reset).  A glue that
+    /// forwards an invalidation and sees it fail names the descriptor with
+    /// [`Vtd::invalidation_failed`](crate::Vtd::invalidation_failed).
+    pub invalidation_sources: Vec<Option<u16>>,
+    /// Queue processing stopped in front of an invalidation wait
+    /// descriptor (only with [`Vtd::set_queue_barriers`](crate::Vtd::set_queue_barriers)):
+    /// the descriptors before it produced the invalidations above.  The glue
+    /// carries them out (notifiers, host IOMMU) and then calls
+    /// [`Vtd::resume_queue`](crate::Vtd::resume_queue), so that the wait
+    /// descriptor's status write and interrupt, which tell the guest its
+    /// invalidations are complete, come after they took effect.
+    pub queue_barrier: bool,
 }
 
 impl Effects {
@@ -53,6 +67,7 @@ impl Effects {
             && self.guest_errors.is_empty()
             && self.iec_invalidations.is_empty()
             && self.invalidations.is_empty()
+            && !self.queue_barrier
     }
 
     /// Append `other` to `self`.
@@ -61,10 +76,25 @@ impl Effects {
         self.guest_errors.extend(other.guest_errors);
         self.iec_invalidations.extend(other.iec_invalidations);
         self.invalidations.extend(other.invalidations);
+        self.invalidation_sources.extend(other.invalidation_sources);
+        self.queue_barrier = other.queue_barrier;
+    }
+
+    /// The queue descriptor `invalidations[index]` came from, if any.
+    pub fn invalidation_source(&self, index: usize) -> Option<u16> {
+        self.invalidation_sources.get(index).copied().flatten()
     }
 
     pub(crate) fn invalidated(&mut self, event: InvalidationEvent) {
         self.invalidations.push(event);
+        self.invalidation_sources.push(None);
+    }
+
+    /// Attribute the invalidations from `first` on to queue descriptor `index`.
+    pub(crate) fn attribute_invalidations(&mut self, first: usize, index: u16) {
+        for s in self.invalidation_sources.iter_mut().skip(first) {
+            *s = Some(index);
+        }
     }
 
     pub(crate) fn guest_error(&mut self, msg: impl Into<String>) {

@@ -107,6 +107,8 @@ pub struct Vtd {
     iotlb: Iotlb,
     ir_enabled: bool,
     ir_table: IrTable,
+    /// Stop queue processing at wait descriptors (see [`Effects::queue_barrier`]).
+    queue_barriers: bool,
 }
 
 impl Vtd {
@@ -135,7 +137,19 @@ impl Vtd {
             iotlb: Iotlb::default(),
             ir_enabled: false,
             ir_table: IrTable::default(),
+            queue_barriers: false,
         }
+    }
+
+    /// Make queue processing stop in front of every invalidation wait
+    /// descriptor that follows descriptors with side effects outside the
+    /// model (invalidations, interrupt entry cache invalidations), setting
+    /// [`Effects::queue_barrier`].  A glue with IOMMU notifiers or a host
+    /// IOMMU turns this on, carries out the effects, then calls
+    /// [`Vtd::resume_queue`]; without it the whole queue is processed at once
+    /// and a wait may complete before the glue has acted.
+    pub fn set_queue_barriers(&mut self, on: bool) {
+        self.queue_barriers = on;
     }
 
     /// The configuration.
@@ -156,7 +170,9 @@ impl Vtd {
     /// Architected reset: registers to reset values, translation and
     /// queued invalidation disabled, caches empty.
     pub fn reset(&mut self) {
+        let barriers = self.queue_barriers;
         *self = Vtd::new(self.cfg.clone());
+        self.queue_barriers = barriers;
     }
 
     /// GSTS.TES: DMA translation is enabled.
@@ -760,6 +776,9 @@ impl Vtd {
             scalable: self.root_scalable,
         };
         let mut budget = size;
+        // Effects already carried out by the glue (before a barrier) are not
+        // in `fx`; what is there from before this call is the caller's.
+        let (inv_start, iec_start) = (fx.invalidations.len(), fx.iec_invalidations.len());
         while self.queue.head != self.queue.tail && budget > 0 {
             budget -= 1;
             let addr = self
@@ -791,7 +810,17 @@ impl Vtd {
             } else {
                 decode(val[0], val[1], ctx.device_tlb)
             };
+            if self.queue_barriers
+                && matches!(decoded, Ok(InvRequest::Wait(_)))
+                && (fx.invalidations.len() > inv_start || fx.iec_invalidations.len() > iec_start)
+            {
+                // The wait stays at IQH, unfetched, until the glue resumes.
+                fx.queue_barrier = true;
+                return;
+            }
+            let first = fx.invalidations.len();
             let result = decoded.and_then(|req| self.execute(req, mem, fx));
+            fx.attribute_invalidations(first, self.queue.head);
             if let Err(msg) = result {
                 let msg = format!("descriptor {} at {addr:#x}: {msg}", self.queue.head);
                 self.queue_error(msg, fx);
@@ -800,6 +829,46 @@ impl Vtd {
             self.queue.head = self.queue.head.wrapping_add(1) % size;
             self.regs.set64(IQH, QueueState::index_reg(self.queue.head, dw));
         }
+    }
+
+    /// Continue queued-invalidation processing after a
+    /// [barrier](Effects::queue_barrier): the wait descriptor at IQH and what
+    /// follows, up to the next barrier or the tail.  Does nothing when the
+    /// queue is disabled, empty or stopped by an error.
+    pub fn resume_queue(&mut self, mem: &dyn GuestMemory) -> Effects {
+        let mut fx = Effects::default();
+        if self.queue.enabled
+            && self.queue.head != self.queue.tail
+            && self.regs.get32(FSTS) & FSTS_IQE == 0
+        {
+            self.process_queue(mem, &mut fx);
+        }
+        fx
+    }
+
+    /// The glue could not carry out an invalidation queue descriptor's
+    /// effect (a host IOMMU refused a forwarded invalidation or binding):
+    /// report an invalidation queue error at that descriptor, as hardware
+    /// does for a descriptor it cannot process.  IQH is moved back to it (the
+    /// descriptors after it are fetched again once software clears
+    /// FSTS.IQE; invalidations are idempotent) and any wait behind it stays
+    /// pending.  Only logged when QI is off, the index is outside the queue
+    /// or the queue already stopped at an error.
+    pub fn invalidation_failed(&mut self, index: u16, msg: &str) -> Effects {
+        let mut fx = Effects::default();
+        if !self.queue.enabled || index >= self.queue.size {
+            fx.guest_error(format!("vtd: invalidation not carried out: {msg}"));
+            return fx;
+        }
+        if self.regs.get32(FSTS) & FSTS_IQE != 0 {
+            // Already stopped at an earlier error: IQH stays there.
+            fx.guest_error(format!("vtd: invalidation not carried out: descriptor {index}: {msg}"));
+            return fx;
+        }
+        self.queue.head = index;
+        self.regs.set64(IQH, QueueState::index_reg(index, self.queue.dw));
+        self.queue_error(format!("descriptor {index}: {msg}"), &mut fx);
+        fx
     }
 
     fn execute(

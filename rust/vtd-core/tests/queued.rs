@@ -290,3 +290,147 @@ fn iqa_dw_bit_is_reserved_in_legacy_mode() {
     assert_eq!(fx.guest_errors.len(), 1);
     assert_eq!(e.rd64(IQA), 0x8000);
 }
+
+// ---- barriers: waits complete after the glue carried out what precedes them
+
+fn barrier_env() -> Env {
+    let mut e = qi_env();
+    e.vtd.set_queue_barriers(true);
+    e
+}
+
+#[test]
+fn barrier_stops_in_front_of_a_wait_that_follows_invalidations() {
+    let mut e = barrier_env();
+    unmask_completion(&mut e);
+    let st = e.alloc_page();
+    let fx = e.submit(&[
+        d_iotlb_domain(3),
+        d_cc_global(),
+        d_wait(true, true, false, 1, st),
+        d_iotlb_global(),
+        d_wait(true, false, false, 2, st + 8),
+    ]);
+    assert!(fx.queue_barrier);
+    assert_eq!(fx.invalidations.len(), 2);
+    assert_eq!(fx.invalidation_sources, vec![Some(0), Some(1)]);
+    assert!(fx.interrupts.is_empty(), "{fx:?}");
+    assert_eq!(e.mem.r32(st), 0, "wait not completed before the glue resumes");
+    assert_eq!(e.iq_head(), 2, "IQH at the wait");
+
+    let fx = e.vtd.resume_queue(&e.mem);
+    assert_eq!(e.mem.r32(st), 1);
+    assert_eq!(fx.interrupts.len(), 1, "completion interrupt of the first wait");
+    assert!(fx.queue_barrier, "second wait follows another invalidation");
+    assert_eq!(fx.invalidation_sources, vec![Some(3)]);
+    assert_eq!(e.mem.r32(st + 8), 0);
+    assert_eq!(e.iq_head(), 4);
+
+    let fx = e.vtd.resume_queue(&e.mem);
+    assert!(!fx.queue_barrier);
+    assert!(fx.invalidations.is_empty());
+    assert_eq!(e.mem.r32(st + 8), 2);
+    assert_eq!(e.iq_head(), 5);
+    assert!(e.vtd.resume_queue(&e.mem).is_empty(), "nothing left");
+}
+
+#[test]
+fn barrier_not_taken_for_waits_alone_or_without_barriers() {
+    let mut e = barrier_env();
+    let st = e.alloc_page();
+    let fx = e.submit(&[d_wait(true, false, false, 1, st), d_wait(true, false, false, 2, st + 4)]);
+    assert!(!fx.queue_barrier);
+    assert_eq!((e.mem.r32(st), e.mem.r32(st + 4)), (1, 2));
+
+    let mut e = qi_env();
+    let fx = e.submit(&[d_iotlb_global(), d_wait(true, false, false, 3, st)]);
+    assert!(!fx.queue_barrier, "barriers are off by default");
+    assert_eq!(e.mem.r32(st), 3);
+    assert_eq!(fx.invalidation_sources, vec![Some(0)]);
+}
+
+#[test]
+fn barrier_after_interrupt_entry_cache_invalidation() {
+    let mut e = Env::with(vtd_core::Config { intremap: true, ..vtd_core::Config::default() });
+    e.enable_qi(0);
+    e.vtd.set_queue_barriers(true);
+    let st = e.alloc_page();
+    let fx = e.submit(&[d_iec_global(), d_wait(true, false, false, 7, st)]);
+    assert!(fx.queue_barrier);
+    assert_eq!(fx.iec_invalidations.len(), 1);
+    assert_eq!(e.mem.r32(st), 0);
+    e.vtd.resume_queue(&e.mem);
+    assert_eq!(e.mem.r32(st), 7);
+}
+
+#[test]
+fn tail_write_while_stopped_at_a_barrier_continues_from_the_wait() {
+    // A glue that did not resume (or a second tail write in between) loses nothing.
+    let mut e = barrier_env();
+    let st = e.alloc_page();
+    assert!(e.submit(&[d_iotlb_global(), d_wait(true, false, false, 1, st)]).queue_barrier);
+    let fx = e.submit(&[d_wait(true, false, false, 2, st + 4)]);
+    assert!(!fx.queue_barrier);
+    assert_eq!((e.mem.r32(st), e.mem.r32(st + 4)), (1, 2));
+    assert_eq!(e.iq_head(), 3);
+}
+
+#[test]
+fn failed_invalidation_is_an_iqe_at_its_descriptor_and_the_wait_stays_pending() {
+    let mut e = barrier_env();
+    unmask_completion(&mut e);
+    unmask_faults(&mut e);
+    let st = e.alloc_page();
+    let fx = e.submit(&[
+        d_iotlb_domain(1),
+        d_iotlb_domain(2),
+        d_wait(true, true, false, 1, st),
+    ]);
+    assert!(fx.queue_barrier);
+    let failed = fx.invalidation_source(1).unwrap();
+    let fx = e.vtd.invalidation_failed(failed, "host refused");
+    assert_eq!(fx.interrupts, vec![Msi { address: 0xfee0_2000, data: 0x4022 }]);
+    assert!(fx.guest_errors.iter().any(|m| m.contains("host refused")), "{fx:?}");
+    assert_ne!(e.fsts() & FSTS_IQE, 0);
+    assert_eq!(e.iq_head(), 1, "IQH at the failed descriptor");
+    assert!(e.vtd.resume_queue(&e.mem).is_empty(), "stopped while IQE is set");
+    assert_eq!(e.mem.r32(st), 0, "wait not completed");
+
+    // A second failure while IQE is set leaves IQH alone.
+    let fx = e.vtd.invalidation_failed(0, "again");
+    assert!(fx.interrupts.is_empty());
+    assert_eq!(e.iq_head(), 1);
+
+    // Software (as Linux) replaces the bad descriptor by the wait and clears IQE.
+    let (lo, hi) = d_wait(true, false, false, 9, st + 4);
+    let base = e.iq_base;
+    e.mem.w64(base + 16, lo);
+    e.mem.w64(base + 24, hi);
+    let fx = e.w32(FSTS, FSTS_IQE);
+    assert!(!fx.queue_barrier);
+    assert_eq!(e.mem.r32(st + 4), 9);
+    assert_eq!(e.mem.r32(st), 1, "the original wait runs after it");
+    assert_eq!(e.iq_head(), 3);
+}
+
+#[test]
+fn failed_invalidation_outside_the_queue_is_only_logged() {
+    let mut e = barrier_env();
+    let fx = e.vtd.invalidation_failed(4096, "out of range");
+    assert!(fx.interrupts.is_empty());
+    assert_eq!(fx.guest_errors.len(), 1);
+    assert_eq!(e.fsts() & FSTS_IQE, 0);
+    let mut e = Env::new();
+    let fx = e.vtd.invalidation_failed(0, "no queue");
+    assert_eq!(fx.guest_errors.len(), 1);
+    assert_eq!(e.fsts() & FSTS_IQE, 0);
+}
+
+#[test]
+fn barriers_survive_reset() {
+    let mut e = barrier_env();
+    e.vtd.reset();
+    e.enable_qi(0);
+    let st = e.alloc_page();
+    assert!(e.submit(&[d_iotlb_global(), d_wait(true, false, false, 1, st)]).queue_barrier);
+}

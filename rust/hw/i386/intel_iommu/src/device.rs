@@ -29,11 +29,10 @@ use vtd_core::{
     SpaceUpdate, Translation, Vtd,
 };
 
-use crate::ffi::{self, AddressSpaces, SpaceRef, SystemMemory, VtdAddressSpace, X86IommuState};
-
-/// A host-IOMMU-backed function's new binding (if it changes) and the
-/// first-stage invalidations to forward.
-type NestedPlan = (u16, Option<vtd_core::HostBinding>, Vec<vtd_core::S1Invalidation>);
+use crate::ffi::{
+    self, AddressSpaces, HostFailure, NestedPlan, SpaceRef, SystemMemory, VtdAddressSpace,
+    X86IommuState,
+};
 
 /// qdev's `OnOffAuto` property type (0 auto, 1 on, 2 off).
 #[repr(transparent)]
@@ -109,6 +108,15 @@ impl ScalableMode {
 /// (whose limit is MemTxAttrs' 8-bit PASID), so that guests see the same
 /// capabilities on both builds.
 const PASID_MODE_BITS: u8 = 8;
+
+/// What `with_core` does after one round.
+enum Step {
+    /// Continue the invalidation queue after a barrier.
+    Resume,
+    /// The host IOMMU did not carry out the invalidation or binding asked
+    /// for by this queue descriptor.
+    Failed(u16, String),
+}
 
 thread_local! {
     static IN_VTD: Cell<bool> = const { Cell::new(false) };
@@ -330,7 +338,11 @@ impl IntelIommuState {
 
     pub(crate) fn realize(&self) -> Result<()> {
         let cfg = self.decide_config()?;
-        *self.core.lock().unwrap_or_else(PoisonError::into_inner) = Some(Vtd::new(cfg));
+        let mut vtd = Vtd::new(cfg);
+        // Wait descriptors complete only after notifiers and the host IOMMU
+        // have carried out what precedes them (see with_core).
+        vtd.set_queue_barriers(true);
+        *self.core.lock().unwrap_or_else(PoisonError::into_inner) = Some(vtd);
         ffi::map_registers(&self.iomem);
         ffi::setup_pci_iommu(self)?;
         Ok(())
@@ -342,7 +354,29 @@ impl IntelIommuState {
 
     /// Run `f` on the architectural state, then carry out its effects with
     /// the lock released.  `None` when re-entered from our own memory access.
+    ///
+    /// When queue processing stopped at a wait descriptor (a barrier), the
+    /// effects of the descriptors before it are carried out first (IOMMU
+    /// notifiers, device-TLBs, forwarded host invalidations), then the queue
+    /// resumes: the guest sees its wait complete only after they took
+    /// effect.  A host IOMMU failure becomes an invalidation queue error at
+    /// the descriptor it came from, and the wait stays pending.
     fn with_core<R>(&self, f: impl FnOnce(&mut Vtd) -> (R, Effects)) -> Option<R> {
+        let (r, mut step) = self.core_step(f)?;
+        while let Some(next) = step {
+            step = match next {
+                Step::Resume => self.core_step(|vtd| ((), vtd.resume_queue(&SystemMemory)))?.1,
+                Step::Failed(index, msg) => {
+                    self.core_step(|vtd| ((), vtd.invalidation_failed(index, &msg)))?.1
+                }
+            };
+        }
+        Some(r)
+    }
+
+    /// One round of `with_core`: `f` under the lock, its effects after, and
+    /// what to do next.
+    fn core_step<R>(&self, f: impl FnOnce(&mut Vtd) -> (R, Effects)) -> Option<(R, Option<Step>)> {
         if IN_VTD.with(Cell::get) {
             log_mask_ln!(
                 Log::GuestError,
@@ -373,10 +407,13 @@ impl IntelIommuState {
             self.ats.notify_device_tlb(event);
         }
         Self::apply_space_updates(updates);
-        if !nested.is_empty() {
-            self.nested.apply(&nested);
-        }
-        Some(r)
+        let failure = if nested.is_empty() { None } else { self.nested.apply(&nested) };
+        // A failure outside the queue (register write, reset) is only logged.
+        let next = match failure {
+            Some(HostFailure { source: Some(index), msg }) => Some(Step::Failed(index, msg)),
+            _ => effects.queue_barrier.then_some(Step::Resume),
+        };
+        Some((r, next))
     }
 
     /// With the core locked: the host bindings and invalidations of the
@@ -385,28 +422,35 @@ impl IntelIommuState {
         if effects.invalidations.is_empty() {
             return Vec::new();
         }
+        // The last invalidation that may change bindings names the
+        // descriptor a failed binding is reported at.
+        let rebinding = effects
+            .invalidations
+            .iter()
+            .rposition(vtd_core::hw_nest::rebinds)
+            .map(|i| effects.invalidation_source(i));
         let mut out = Vec::new();
         for (sid, bound) in self.nested.snapshot() {
-            let rebind = effects
-                .invalidations
-                .iter()
-                .any(vtd_core::hw_nest::rebinds)
-                .then(|| vtd.host_binding(sid, &SystemMemory));
-            let target = match rebind {
-                Some(vtd_core::HostBinding::Nested { did, pasid, .. }) => Some((did, pasid)),
+            let binding = rebinding.map(|source| (vtd.host_binding(sid, &SystemMemory), source));
+            let target = match binding {
+                Some((vtd_core::HostBinding::Nested { did, pasid, .. }, _)) => Some((did, pasid)),
                 Some(_) => None,
                 None => bound,
             };
-            let invs: Vec<_> = match target {
+            let invalidations: Vec<_> = match target {
                 Some((did, pasid)) => effects
                     .invalidations
                     .iter()
-                    .filter_map(|ev| vtd_core::hw_nest::host_invalidation(ev, did, pasid))
+                    .enumerate()
+                    .filter_map(|(i, ev)| {
+                        vtd_core::hw_nest::host_invalidation(ev, did, pasid)
+                            .map(|inv| (inv, effects.invalidation_source(i)))
+                    })
                     .collect(),
                 None => Vec::new(),
             };
-            if rebind.is_some() || !invs.is_empty() {
-                out.push((sid, rebind, invs));
+            if binding.is_some() || !invalidations.is_empty() {
+                out.push(NestedPlan { sid, binding, invalidations });
             }
         }
         out
@@ -434,10 +478,12 @@ impl IntelIommuState {
     /// Bind function `sid` as the guest's tables say now.
     pub(crate) fn rebind_nested(&self, sid: u16) {
         let plan = self.with_core(|vtd| {
-            (vec![(sid, Some(vtd.host_binding(sid, &SystemMemory)), Vec::new())], Effects::default())
+            let binding = Some((vtd.host_binding(sid, &SystemMemory), None));
+            (vec![NestedPlan { sid, binding, invalidations: Vec::new() }], Effects::default())
         });
         if let Some(plan) = plan {
-            self.nested.apply(&plan);
+            // Logged; nothing for the guest to see at attach time.
+            let _ = self.nested.apply(&plan);
         }
     }
 

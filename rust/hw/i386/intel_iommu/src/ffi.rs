@@ -1203,8 +1203,26 @@ impl NestedDevice {
         }
     }
 
-    /// Make the host translate as `binding` says.
+    /// Make the host translate as `binding` says.  On failure the function
+    /// is left blocked (detached): neither the old first stage nor guest RAM
+    /// untranslated.
     fn bind(&mut self, binding: vtd_core::HostBinding) -> Result<(), String> {
+        let sid = self.source_id();
+        let result = self.bind_inner(binding);
+        let (what, hwpt) = match self.attached {
+            Attached::Parent => (c"parent", self.parent),
+            Attached::Nested => (c"nested", self.nested.map_or(0, |(id, _)| id)),
+            Attached::Nothing => (c"blocked", 0),
+        };
+        crate::trace::trace_vtd_hw_nested_bind(sid, what, hwpt, if result.is_ok() { 0 } else { -1 });
+        if result.is_err() {
+            let _ = self.detach();
+            self.free_nested();
+        }
+        result
+    }
+
+    fn bind_inner(&mut self, binding: vtd_core::HostBinding) -> Result<(), String> {
         use vtd_core::HostBinding as B;
         match binding {
             B::Parent => {
@@ -1258,12 +1276,32 @@ impl NestedDevice {
     }
 
     /// Forward first-stage invalidations to the attached nested HWPT, in
-    /// one call when the kernel takes them all.
-    fn invalidate(&mut self, invs: &[vtd_core::S1Invalidation]) -> Result<(), String> {
+    /// one call when the kernel takes them all.  On failure: the index of
+    /// the first entry the host did not carry out, and why.
+    fn invalidate(&mut self, invs: &[vtd_core::S1Invalidation]) -> Result<(), (usize, String)> {
         let Some((id, _)) = self.nested else { return Ok(()) };
         if invs.is_empty() || self.attached != Attached::Nested {
             return Ok(());
         }
+        let mut calls = 0u32;
+        let result = self.invalidate_calls(id, invs, &mut calls);
+        let entries = u32::try_from(invs.len()).unwrap_or(u32::MAX);
+        crate::trace::trace_vtd_hw_nested_invalidate(
+            self.source_id(),
+            id,
+            entries,
+            calls,
+            if result.is_ok() { 0 } else { -1 },
+        );
+        result
+    }
+
+    fn invalidate_calls(
+        &mut self,
+        id: u32,
+        invs: &[vtd_core::S1Invalidation],
+        calls: &mut u32,
+    ) -> Result<(), (usize, String)> {
         let mut entries: Vec<bindings::iommu_hwpt_vtd_s1_invalidate> = invs
             .iter()
             .map(|i| bindings::iommu_hwpt_vtd_s1_invalidate {
@@ -1275,7 +1313,8 @@ impl NestedDevice {
             .collect();
         let mut done = 0usize;
         while done < entries.len() {
-            let mut num = (entries.len() - done) as u32;
+            let mut num = u32::try_from(entries.len() - done).unwrap_or(u32::MAX);
+            *calls += 1;
             let mut err: *mut bindings::Error = null_mut();
             // SAFETY: the entries are valid VTD_S1 invalidation records;
             // num and err receive the results.
@@ -1291,10 +1330,12 @@ impl NestedDevice {
                 )
             };
             if !ok {
-                return Err(take_error(err));
+                // num: the entries the host carried out before the failure.
+                let failed = (done + num as usize).min(entries.len() - 1);
+                return Err((failed, take_error(err)));
             }
             if num == 0 {
-                return Err("the host accepted no invalidation".into());
+                return Err((done, "the host accepted no invalidation".into()));
             }
             done += num as usize;
         }
@@ -1328,33 +1369,58 @@ impl NestedDevices {
     }
 
     /// Apply the planned binding changes and invalidations (under the BQL).
-    pub fn apply(&self, plan: &[(u16, Option<vtd_core::HostBinding>, Vec<vtd_core::S1Invalidation>)]) {
+    /// Every failure is logged; the first one is returned, for the guest to
+    /// see as an error of the descriptor it came from.
+    pub fn apply(&self, plan: &[NestedPlan]) -> Option<HostFailure> {
         let mut list = self.lock();
-        for (sid, binding, invs) in plan {
-            let Some(d) = list.iter_mut().find(|d| d.source_id() == *sid) else { continue };
-            if let Some(b) = binding {
-                if *b == vtd_core::HostBinding::Unsupported {
+        let mut first: Option<HostFailure> = None;
+        let mut failed = |source: Option<u16>, msg: String| {
+            util::log_mask_ln!(util::log::Log::GuestError, "intel-iommu: {msg}");
+            if first.is_none() {
+                first = Some(HostFailure { source, msg });
+            }
+        };
+        for p in plan {
+            let sid = p.sid;
+            let Some(d) = list.iter_mut().find(|d| d.source_id() == sid) else { continue };
+            if let Some((b, source)) = p.binding {
+                if b == vtd_core::HostBinding::Unsupported {
                     util::log_mask_ln!(
                         util::log::Log::GuestError,
                         "intel-iommu: {sid:04x} is translated by the host IOMMU, which can only \
                          nest a first-stage table: its second-stage or nested PASID entry blocks DMA"
                     );
                 }
-                if let Err(e) = d.bind(*b) {
-                    util::log_mask_ln!(
-                        util::log::Log::GuestError,
-                        "intel-iommu: host binding of {sid:04x} failed: {e}"
-                    );
+                if let Err(e) = d.bind(b) {
+                    failed(source, format!("host binding of {sid:04x} failed (DMA blocked): {e}"));
                 }
             }
-            if let Err(e) = d.invalidate(invs) {
-                util::log_mask_ln!(
-                    util::log::Log::GuestError,
-                    "intel-iommu: host invalidation for {sid:04x} failed: {e}"
-                );
+            let invs: Vec<_> = p.invalidations.iter().map(|(inv, _)| *inv).collect();
+            if let Err((index, e)) = d.invalidate(&invs) {
+                let source = p.invalidations.get(index).and_then(|(_, s)| *s);
+                failed(source, format!("host invalidation for {sid:04x} failed: {e}"));
             }
         }
+        first
     }
+}
+
+/// What one host-IOMMU-backed function needs after a batch of guest
+/// invalidations (planned with the core locked, applied after).
+pub struct NestedPlan {
+    pub sid: u16,
+    /// Its new binding, with the queue descriptor whose invalidation asked
+    /// for it (`None`: a register write, reset, or attach).
+    pub binding: Option<(vtd_core::HostBinding, Option<u16>)>,
+    /// First-stage invalidations to forward, each with its queue descriptor.
+    pub invalidations: Vec<(vtd_core::S1Invalidation, Option<u16>)>,
+}
+
+/// A binding or invalidation the host IOMMU did not carry out.
+pub struct HostFailure {
+    /// The invalidation queue descriptor it came from, if any.
+    pub source: Option<u16>,
+    pub msg: String,
 }
 
 /// # Safety

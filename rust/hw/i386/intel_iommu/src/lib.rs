@@ -12,4 +12,6 @@ mod bindings;
 pub mod device;
 mod ffi;
 
+::trace::include_trace!("hw_i386");
+
 pub const TYPE_INTEL_IOMMU: &::std::ffi::CStr = c"intel-iommu";
