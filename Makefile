@@ -5,7 +5,7 @@
 #   make check      the whole test suite (what CI runs)
 #   make ref        the pristine reference QEMU (C intel-iommu), for comparisons
 #   make unit       cargo tests of the QEMU-free crates only
-#   make iommufd-kernel  the guest kernel with iommufd/VFIO cdevs (not in check: 30-45 min)
+#   make iommufd-kernel  the guest kernel with iommufd/VFIO cdevs (part of check)
 
 SHELL := /bin/bash
 .ONESHELL:
@@ -32,13 +32,13 @@ demo: qemu kit
 unit:
 	scripts/unit.sh
 
-functional: qemu kit
+functional: qemu kit iommufd-kernel
 	tests/functional/run.sh
 
 upstream: qemu kit
 	tests/upstream-qtests.sh
 
-check: unit qemu kit functional upstream
+check: unit qemu kit iommufd-kernel functional upstream
 	@echo "==> all tests passed"
 
 clean-cache:

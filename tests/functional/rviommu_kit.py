@@ -306,9 +306,11 @@ class RvIommuGuestTest(QemuSystemTest):
             raise ValueError(f'unknown NIC model {model!r}')
         vm.add_args('-device', dev)
 
-    def boot_and_collect(self, vm, initrd, append='', kernel=None):
+    def boot_and_collect(self, vm, initrd, append='', kernel=None, during=None):
         """Launch, wait for RVIOMMU-TEST-END and QEMU's exit; return a GuestResult.
-        `kernel` defaults to the kit's."""
+        `kernel` defaults to the kit's.  `during()`, if given, runs in this thread
+        while another one reads the console (a test that talks to the guest over
+        other channels); an exception from it fails the test once QEMU is gone."""
         params = f'{self.KERNEL_PARAMS} rviommu.timeout={self.GUEST_TIMEOUT} {append}'.strip()
         vm.set_console()
         vm.add_args('-kernel', kernel or self.kit.kernel, '-initrd', initrd, '-append', params)
@@ -329,11 +331,40 @@ class RvIommuGuestTest(QemuSystemTest):
 
         timer = threading.Timer(limit, deadline)
         timer.start()
+        console = {}
+
+        def read_console():
+            try:
+                console['out'] = wait_for_console_pattern(
+                    self, 'RVIOMMU-TEST-END', failure_message='Kernel panic - not syncing', vm=vm)
+            except BaseException as e:   # pylint: disable=broad-except
+                console['error'] = e
+
+        during_error = None
         try:
-            out = wait_for_console_pattern(self, 'RVIOMMU-TEST-END',
-                                           failure_message='Kernel panic - not syncing',
-                                           vm=vm)
+            if during is None:
+                read_console()
+            else:
+                reader = threading.Thread(target=read_console, daemon=True)
+                reader.start()
+                try:
+                    during()
+                except BaseException as e:   # pylint: disable=broad-except
+                    during_error = e
+                    self.log.error('while the guest ran: %r; killing QEMU', e)
+                    try:
+                        os.kill(vm.get_pid(), signal.SIGKILL)
+                    except (OSError, TypeError):
+                        pass
+                reader.join(limit)
+            if during_error is not None:
+                raise during_error
+            if 'error' in console:
+                raise console['error']
+            out = console['out']
         except (socket.timeout, AssertionError) as e:
+            if during_error is not None:
+                raise
             if expired.is_set() or isinstance(e, socket.timeout):
                 self.fail(f'the guest gave no RVIOMMU-TEST-END within {limit}s '
                           f'(console: {self.console_log_name})')
@@ -360,6 +391,45 @@ class RvIommuGuestTest(QemuSystemTest):
         if up:
             self.log.info('guest kernel uptime at /init: %ss', up.group(1))
         return res
+
+    # -- QEMU in QEMU --------------------------------------------------------
+
+    def nested_qemu_files(self):
+        """(host, guest) pairs for an L1 initramfs that runs our QEMU: the binary
+        without debug info, its libraries and loader, and the firmware."""
+        stripped = os.path.join(self.workdir, 'qemu-system-x86_64')
+        subprocess.run(['strip', '--strip-debug', '-o', stripped, self.qemu_bin], check=True)
+        files = [(stripped, '/usr/bin/qemu-system-x86_64')]
+        ldd = subprocess.run(['ldd', self.qemu_bin], check=True, capture_output=True,
+                             text=True).stdout
+        for line in ldd.splitlines():
+            parts = line.split()
+            path = parts[2] if '=>' in parts and len(parts) > 2 else parts[0]
+            if path.startswith('/'):
+                files.append((os.path.realpath(path), path))
+        fw = self.kit.firmware_dir
+        for name in ('bios-256k.bin', 'linuxboot_dma.bin', 'kvmvapic.bin'):
+            files.append((os.path.join(fw, name), f'/usr/share/qemu/{name}'))
+        return files
+
+    @staticmethod
+    def l1_body(script):
+        """/init body of an L1 guest: tests/guest/l1-lib.sh, then `script`."""
+        guest = repo_dir() / 'tests' / 'guest'
+        return (guest / 'l1-lib.sh').read_text() + '\n' + (guest / script).read_text()
+
+    @staticmethod
+    def l2_qemu_log(res):
+        """What L1's QEMU (the one running L2) printed on stdout/stderr."""
+        out, inside = [], False
+        for line in res.lines:
+            if 'RVIOMMU-L1-L2-QEMU-LOG-BEGIN' in line:
+                inside = True
+            elif 'RVIOMMU-L1-L2-QEMU-LOG-END' in line:
+                inside = False
+            elif inside:
+                out.append(line)
+        return out
 
     def assertGuestPassed(self, res):
         self.assertTrue(res.begun, 'the guest never reached /init (RVIOMMU-TEST-BEGIN)')

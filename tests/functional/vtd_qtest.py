@@ -89,6 +89,73 @@ class Qtest:
         self.cmd(f'outl 0xcfc 0x{val:x}')
 
 
+class Channel:
+    """A line-oriented byte stream over a Unix socket that a QEMU chardev serves
+    (socket,server=on), e.g. a virtio-serial port whose other end is in a guest."""
+
+    def __init__(self, path, connect_timeout=60):
+        import socket
+        import time
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.buf = b''
+
+    def send(self, text):
+        self.sock.sendall(text.encode())
+
+    def read_until(self, marker, timeout):
+        """Everything up to and including `marker` (bytes); raises
+        QtestError when it does not come within `timeout` seconds."""
+        import time
+        deadline = time.monotonic() + timeout
+        while marker not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise QtestError(f'no {marker!r} within {timeout}s (got {self.buf[-300:]!r})')
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise QtestError(f'connection closed before {marker!r} (got {self.buf[-300:]!r})')
+            self.buf += chunk
+        end = self.buf.index(marker) + len(marker)
+        out, self.buf = self.buf[:end], self.buf[end:]
+        return out.decode(errors='replace')
+
+    def close(self):
+        self.sock.close()
+
+
+class StreamQtest(Qtest):
+    """The qtest wire protocol on a Channel (a QEMU started with
+    `-qtest chardev:X` somewhere else, e.g. inside a guest)."""
+
+    def __init__(self, channel, timeout=60):
+        super().__init__(None)
+        self.channel, self.timeout = channel, timeout
+
+    def cmd(self, line):
+        self.channel.send(line + '\n')
+        while True:
+            resp = self.channel.read_until(b'\n', self.timeout).strip()
+            if resp.startswith('IRQ'):
+                continue        # asynchronous interrupt notifications
+            if not resp.startswith('OK'):
+                raise QtestError(f'{line!r} -> {resp!r}')
+            return resp[2:].strip()
+
+
 class Edu:
     """QEMU's educational PCI device, used as a programmable DMA engine."""
 

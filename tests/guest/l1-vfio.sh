@@ -1,5 +1,5 @@
 # /init body of the L1 guest of the nested (QEMU-in-QEMU) tests (busybox ash, sourced by
-# the /init of scripts/guest/mkinitramfs.sh; the iommufd kernel, no modules).
+# the /init of scripts/guest/mkinitramfs.sh after l1-lib.sh; the iommufd kernel, no modules).
 #
 # L1 runs behind L0's intel-iommu. It hands the virtio-blk function L0 gives it to vfio-pci
 # and runs an L2 guest on it with the QEMU of this initramfs (KVM: L0's -cpu max has SVM).
@@ -11,20 +11,24 @@
 # Kernel parameters:
 #   rviommu.l2_iommu=PROPS     L2's -device intel-iommu,PROPS ('none': no vIOMMU in L2)
 #   rviommu.l2_backend=legacy|iommufd   vfio's backend (legacy container or iommufd cdev)
+#   rviommu.l2_nic=VENDOR:DEVICE  a NIC of L0's to assign to L2 too (e.g. 0x8086:0x10d3)
 #   rviommu.l2_append=ARGS     extra L2 kernel parameters ('+' stands for ' ', ',' stays)
 #   rviommu.sha256=HEX         the disk's expected sha256 (passed on to L2)
 #   rviommu.l2_timeout=SECONDS L2 watchdog (default 240)
 # Console lines:
-#   RVIOMMU-L1-PCI-DEVICE: <bdf> <vendor>:<device>   the function handed to L2
+#   RVIOMMU-L1-PCI-DEVICE: <bdf> <vendor>:<device>   each function handed to L2
 #   RVIOMMU-L1-IOMMU-GROUP: <n>
 #   RVIOMMU-L1-L2-COMMAND: <qemu command line>
 #   RVIOMMU-L1-L2-SECONDS: <s>                       L2 run time (QEMU start to exit)
 #   RVIOMMU-L1-L2-EXIT: <QEMU exit status>
 #   RVIOMMU-L1-DOMAIN: <type>                         L1's domain of the function (sysfs)
+#   RVIOMMU-L1-PASID0-ENTRY: <PGTT> <FSPTPTR>         each PASID 0 entry L1 programmed for the
+#                                    disk function while L2 ran (debugfs; 3: nested, 2: second stage)
+#   RVIOMMU-L1-L2-NESTED-BINDS: <n>                   host bindings L2's vIOMMU made (iommufd)
+#   RVIOMMU-L1-L2-NESTED-INVALIDATIONS: batches=B entries=E calls=C failed=F
+#                                    first-stage invalidations L2's vIOMMU forwarded (iommufd)
 #   RVIOMMU-L2-<KEY>: <value>                         each RVIOMMU-<KEY> line L2 printed
 #   RVIOMMU-L1-DMAR-FAULT: <line>                     DMAR faults in L1's dmesg
-
-uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
 iommu=$(kparam l2_iommu); iommu=${iommu:-none}
 backend=$(kparam l2_backend); backend=${backend:-legacy}
@@ -35,20 +39,14 @@ l2_timeout=$(kparam l2_timeout); l2_timeout=${l2_timeout:-240}
 echo "RVIOMMU-L1-KERNEL: $(uname -r)"
 [ -c /dev/kvm ] || fail "no /dev/kvm in L1"
 
-# The virtio-blk function (modern virtio-blk: 1af4:1042) to vfio-pci.
-dev=""
-for d in /sys/bus/pci/devices/*; do
-    [ "$(cat $d/vendor):$(cat $d/device)" = 0x1af4:0x1042 ] && { dev=${d##*/}; break; }
-done
-[ -n "$dev" ] || fail "no virtio-blk function (1af4:1042) in L1"
-d=/sys/bus/pci/devices/$dev
-group=$(basename "$(readlink $d/iommu_group)")
-echo "RVIOMMU-L1-PCI-DEVICE: $dev 1af4:1042"
-echo "RVIOMMU-L1-IOMMU-GROUP: ${group:-none}"
-[ -e $d/driver ] && echo "$dev" > $d/driver/unbind
-echo vfio-pci > $d/driver_override
-echo "$dev" > /sys/bus/pci/drivers_probe
-[ "$(basename "$(readlink $d/driver)")" = vfio-pci ] || fail "$dev did not bind to vfio-pci"
+# The virtio-blk function (modern virtio-blk: 1af4:1042) to vfio-pci, and the NIC if asked.
+to_vfio 0x1af4:0x1042 || return 0
+devs=$dev disk_dev=$dev disk_group=$group
+nic=$(kparam l2_nic)
+if [ -n "$nic" ]; then
+    to_vfio "$nic" || return 0
+    devs="$devs $dev"
+fi
 
 set -- -machine q35 -accel kvm -cpu host -m 384M -smp 1 -nodefaults -no-user-config \
     -display none -no-reboot -L /usr/share/qemu \
@@ -57,28 +55,33 @@ set -- -machine q35 -accel kvm -cpu host -m 384M -smp 1 -nodefaults -no-user-con
     -append "console=ttyS0 panic=-1 rviommu.timeout=$l2_timeout rviommu.sha256=$sha $l2_append"
 [ "$iommu" = none ] || set -- "$@" -device "intel-iommu,$iommu"
 case "$backend" in
-    legacy) set -- "$@" -device "vfio-pci,host=$dev" ;;
-    iommufd) set -- "$@" -object iommufd,id=ifd0 -device "vfio-pci,host=$dev,iommufd=ifd0" ;;
+    legacy) for d in $devs; do set -- "$@" -device "vfio-pci,host=$d"; done ;;
+    iommufd) set -- "$@" -object iommufd,id=ifd0 \
+                 -trace 'enable=vtd_hw_nested_*' -D /tmp/l2-trace.log
+             for d in $devs; do set -- "$@" -device "vfio-pci,host=$d,iommufd=ifd0"; done ;;
     *) fail "unknown rviommu.l2_backend=$backend" ;;
 esac
-echo "RVIOMMU-L1-L2-COMMAND: qemu-system-x86_64 $*"
-t0=$(uptime_s)
-timeout $((l2_timeout + 60)) qemu-system-x86_64 "$@" > /tmp/l2-qemu.log 2>&1
-rc=$?
-echo "RVIOMMU-L1-L2-EXIT: $rc"
-echo "RVIOMMU-L1-L2-SECONDS: $(echo "$(uptime_s) $t0" | awk '{printf "%.2f", $1 - $2}')"
-echo "RVIOMMU-L1-L2-QEMU-LOG-BEGIN"
-cat /tmp/l2-qemu.log
-echo "RVIOMMU-L1-L2-QEMU-LOG-END"
-[ $rc -eq 0 ] || fail "L2 QEMU exited with status $rc"
-echo "RVIOMMU-L1-DOMAIN: $(cat /sys/kernel/iommu_groups/$group/type 2>/dev/null || echo unknown)"
+# L1's PASID 0 entry of the disk function, sampled every second while L2 runs.
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+( while [ ! -e /tmp/l2-done ]; do pasid0_entry "$disk_dev" >> /tmp/pasid0; sleep 1; done ) &
+run_l2 $((l2_timeout + 60)) "$@"
+touch /tmp/l2-done
+sort -u /tmp/pasid0 2>/dev/null | while read -r l; do echo "RVIOMMU-L1-PASID0-ENTRY: $l"; done
+# What the vIOMMU of L2 forwarded to L1's iommufd (hardware nested translation only).
+if [ -s /tmp/l2-trace.log ]; then
+    echo "RVIOMMU-L1-L2-NESTED-BINDS: $(grep -c 'vtd_hw_nested_bind' /tmp/l2-trace.log)"
+    awk '/vtd_hw_nested_invalidate/ {
+            for (i = 1; i < NF; i++) { if ($i == "entries") e += $(i + 1); if ($i == "in") c += $(i + 1) }
+            b++; if ($NF != "(0)") f++ }
+         END { printf "RVIOMMU-L1-L2-NESTED-INVALIDATIONS: batches=%d entries=%d calls=%d failed=%d\n", b, e, c, f }' \
+        /tmp/l2-trace.log
+fi
+echo "RVIOMMU-L1-DOMAIN: $(cat /sys/kernel/iommu_groups/$disk_group/type 2>/dev/null || echo unknown)"
 # L2's console, with its own markers renamed: RVIOMMU-X -> RVIOMMU-L2-X.
 echo "RVIOMMU-L1-L2-CONSOLE-BEGIN"
 tr -d '\r' < /tmp/l2.log | grep -v '^RVIOMMU-' | tail -n 40
 echo "RVIOMMU-L1-L2-CONSOLE-END"
 tr -d '\r' < /tmp/l2.log | sed -n 's/^RVIOMMU-\([A-Z0-9-]*\): /RVIOMMU-L2-\1: /p'
 tr -d '\r' < /tmp/l2.log | grep -q '^RVIOMMU-TEST-RESULT: PASS' || fail "L2 did not pass"
-dmesg | grep -e 'DMAR: \[DMA' -e 'DMAR:.*[Ff]ault' | while read -r l; do
-    echo "RVIOMMU-L1-DMAR-FAULT: $l"
-done
+dmar_faults
 pass

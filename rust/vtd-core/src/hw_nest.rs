@@ -22,7 +22,8 @@
 //! ([`HostBinding::Unsupported`]).
 
 use crate::config::{
-    Config, CAP_FS1GP, CAP_MGAW_SHIFT, ECAP_FLTS, ECAP_NEST, ECAP_SLTS, ECAP_SMTS, ECAP_SRS,
+    Config, CAP_FS1GP, CAP_MGAW_SHIFT, ECAP_FLTS, ECAP_NEST, ECAP_PASID, ECAP_PSS_SHIFT,
+    ECAP_SLTS, ECAP_SMTS, ECAP_SRS,
 };
 use crate::invalidation::InvalidationEvent;
 use crate::mem::GuestMemory;
@@ -70,6 +71,24 @@ pub fn check_host(cfg: &Config, host: &HostVtd) -> Result<(), String> {
             host.ecap,
             missing.join(", ")
         ));
+    }
+    // PASID-tagged requests of an assigned function are the host's to
+    // check: it must take every PASID the guest may use.
+    if cfg.pasid_bits > 0 {
+        let host_bits = if host.ecap & ECAP_PASID != 0 {
+            ((host.ecap >> ECAP_PSS_SHIFT) & 0x1f) as u8 + 1
+        } else {
+            0
+        };
+        if host_bits < cfg.pasid_bits {
+            return Err(format!(
+                "the guest may use {}-bit PASIDs and the host IOMMU supports {} \
+                 (set pasid-bits={} or lower)",
+                cfg.pasid_bits,
+                if host_bits == 0 { "none".to_string() } else { format!("{host_bits}-bit ones") },
+                host_bits
+            ));
+        }
     }
     if host.mgaw() < cfg.aw_bits {
         return Err(format!(
@@ -242,6 +261,13 @@ mod tests {
         assert!(check_host(&modern(), &narrow).unwrap_err().contains("aw-bits=48"));
         let legacy = Config::default();
         assert!(check_host(&legacy, &h).unwrap_err().contains("modern"));
+        let no_pasid = HostVtd { ecap: h.ecap & !ECAP_PASID, ..h };
+        let err = check_host(&modern(), &no_pasid).unwrap_err();
+        assert!(err.contains("20-bit PASIDs") && err.contains("supports none"), "{err}");
+        let pss8 = HostVtd { ecap: (h.ecap & !(0x1f << ECAP_PSS_SHIFT)) | (7 << ECAP_PSS_SHIFT), ..h };
+        let err = check_host(&modern(), &pss8).unwrap_err();
+        assert!(err.contains("8-bit ones") && err.contains("pasid-bits=8"), "{err}");
+        assert_eq!(check_host(&Config { pasid_bits: 8, ..modern() }, &pss8), Ok(()));
     }
 
     #[test]

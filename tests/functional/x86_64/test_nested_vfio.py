@@ -15,11 +15,10 @@
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
-import os
-import shutil
-import subprocess
+import contextlib
+import hashlib
 
-from rviommu_kit import RvIommuGuestTest, repo_dir
+from rviommu_kit import NetPeer, RvIommuGuestTest
 
 
 class NestedVfio(RvIommuGuestTest):
@@ -36,35 +35,39 @@ class NestedVfio(RvIommuGuestTest):
             self.skipTest(self.kit.iommufd_kernel_why)
 
     def l1_files(self):
-        """(host, guest) pairs: our QEMU without debug info, its libraries and
-        loader, the firmware, and L2's kernel and initramfs."""
-        stripped = os.path.join(self.workdir, 'qemu-system-x86_64')
-        subprocess.run(['strip', '--strip-debug', '-o', stripped, self.qemu_bin], check=True)
-        files = [(stripped, '/usr/bin/qemu-system-x86_64')]
-        ldd = subprocess.run(['ldd', self.qemu_bin], check=True, capture_output=True,
-                             text=True).stdout
-        for line in ldd.splitlines():
-            parts = line.split()
-            path = parts[2] if '=>' in parts and len(parts) > 2 else parts[0]
-            if path.startswith('/'):
-                files.append((os.path.realpath(path), path))
-        fw = self.kit.firmware_dir
-        for name in ('bios-256k.bin', 'linuxboot_dma.bin', 'kvmvapic.bin'):
-            files.append((os.path.join(fw, name), f'/usr/share/qemu/{name}'))
-        files.append((self.kit.kernel, '/l2/vmlinuz'))
-        files.append((self.kit.dma_initramfs(), '/l2/initrd.gz'))
-        return files
+        """Our QEMU for L1 (nested_qemu_files) and L2's kernel and initramfs."""
+        return self.nested_qemu_files() + [(self.kit.kernel, '/l2/vmlinuz'),
+                                           (self.kit.dma_initramfs(), '/l2/initrd.gz')]
 
-    def run_stack(self, l2_iommu='none', backend='legacy', l2_append=''):
-        body = (repo_dir() / 'tests' / 'guest' / 'l1-vfio.sh').read_text()
-        initrd = self.kit.initramfs('l1-vfio', body, files=self.l1_files(), kmods='none')
+    # Network traffic of the second assigned device (nic=True): MiB each way.
+    NET_MIB = 2
+
+    def run_stack(self, l2_iommu='none', backend='legacy', l2_append='', nic=False):
+        """L2 reads the disk through the assigned virtio-blk function; with
+        `nic`, L0's e1000e is assigned too and L2 moves data both ways with a
+        peer on the host through it (L0's user network)."""
+        initrd = self.kit.initramfs('l1-vfio', self.l1_body('l1-vfio.sh'), files=self.l1_files(),
+                                    kmods='none')
         vm = self.q35_vm(iommu=self.L0_IOMMU, memory=self.L1_MEMORY)
         self.add_disk(vm, self.kit.disk)
         append = (f'{self.L1_APPEND} rviommu.l2_iommu={l2_iommu} rviommu.l2_backend={backend}'
                   f' rviommu.sha256={self.kit.disk_sha256} rviommu.l2_timeout=240')
-        if l2_append:
-            append += ' rviommu.l2_append=' + l2_append.replace(' ', '+')
-        res = self.boot_and_collect(vm, initrd, append, kernel=self.kit.iommufd_kernel)
+        peer = None
+        with contextlib.ExitStack() as stack:
+            if nic:
+                self.add_nic(vm, 'e1000e')
+                with open(self.kit.disk, 'rb') as f:
+                    tx_sha256 = hashlib.sha256(f.read(self.NET_MIB << 20)).hexdigest()
+                peer = stack.enter_context(NetPeer(self.NET_MIB << 20))
+                append += ' rviommu.l2_nic=0x8086:0x10d3'
+                l2_append += (f' rviommu.net_rx_port={peer.rx_port}'
+                              f' rviommu.net_rx_sha256={peer.blob_sha256}'
+                              f' rviommu.net_tx_port={peer.tx_port}'
+                              f' rviommu.net_tx_mib={self.NET_MIB}'
+                              f' rviommu.net_tx_sha256={tx_sha256}')
+            if l2_append.strip():
+                append += ' rviommu.l2_append=' + l2_append.strip().replace(' ', '+')
+            res = self.boot_and_collect(vm, initrd, append, kernel=self.kit.iommufd_kernel)
         self.log.info('L2 (%s, %s) ran %s s in L1; L2 read the disk in %s s',
                       l2_iommu, backend, res.value('L1-L2-SECONDS'),
                       res.value('L2-READ-SECONDS'))
@@ -73,6 +76,17 @@ class NestedVfio(RvIommuGuestTest):
                          'L2 read other data than the disk image through the assigned function')
         self.assertEqual(res.values.get('L1-DMAR-FAULT', []), [], 'DMAR faults in L1')
         self.assertEqual(res.values.get('L2-DMAR-FAULT', []), [], 'DMAR faults in L2')
+        if nic:
+            self.log.info('L2 network over the assigned e1000e: %s; rx %s s, tx %s s',
+                          res.value('L2-NET-IFACE'), res.value('L2-NET-RX-SECONDS'),
+                          res.value('L2-NET-TX-SECONDS'))
+            self.assertEqual(peer.errors, [], 'the host end of the transfers failed')
+            self.assertEqual(res.value('L2-NET-RX-SHA256'), peer.blob_sha256,
+                             'L2 received other data than the host sent')
+            self.assertEqual(peer.received, [(self.NET_MIB << 20, tx_sha256)],
+                             'the host received other data than L2 sent')
+            self.assertTrue(res.value('L2-NET-IFACE', '').endswith('driver=e1000e'),
+                            res.value('L2-NET-IFACE'))
         return res
 
     def test_l2_without_viommu_legacy_container(self):
@@ -95,31 +109,35 @@ class NestedVfio(RvIommuGuestTest):
         res = self.run_stack(l2_iommu='x-scalable-mode=on,caching-mode=on',
                              backend='iommufd', l2_append='intel_iommu=on,sm_on')
         self.assertEqual(res.value('L2-IOMMU-DOMAIN'), 'DMA')
-
-    def l2_qemu_log(self, res):
-        """What L1's QEMU (the one running L2) printed on stderr."""
-        out, inside = [], False
-        for line in res.lines:
-            if 'RVIOMMU-L1-L2-QEMU-LOG-BEGIN' in line:
-                inside = True
-            elif 'RVIOMMU-L1-L2-QEMU-LOG-END' in line:
-                inside = False
-            elif inside:
-                out.append(line)
-        return out
+        # Shadowing: L1 translates with a table of its own, never nested.
+        entries = res.values.get('L1-PASID0-ENTRY', [])
+        self.log.info("L1's PASID 0 entries of the disk function: %s", entries)
+        self.assertTrue(entries and all(e.split()[0] in ('1', '2') for e in entries), entries)
 
     def test_l2_hardware_nested(self):
         """Hardware nested translation: L2's intel-iommu in modern mode with
         caching mode hands L2's first-stage tables to L1's iommufd (a nested
         HWPT on the nesting parent vfio allocated); L0's VT-d walks them
         nested over L1's stage 2. Shadowing is refused with first stage, so
-        L2's DMA can only work through the nesting."""
+        L2's DMA can only work through the nesting. A second assigned
+        function (L0's e1000e) moves network traffic both ways."""
         res = self.run_stack(l2_iommu='x-scalable-mode=modern,caching-mode=on',
-                             backend='iommufd', l2_append='intel_iommu=on,sm_on')
+                             backend='iommufd', l2_append='intel_iommu=on,sm_on', nic=True)
         self.assertEqual(res.value('L2-IOMMU-DOMAIN'), 'DMA-FQ')
         log = self.l2_qemu_log(res)
         self.assertEqual([l for l in log if 'intel-iommu' in l], [],
                          'L1 QEMU reported intel-iommu errors')
+        inv = dict(kv.split('=') for kv in res.value('L1-L2-NESTED-INVALIDATIONS').split())
+        self.log.info('L2 vIOMMU: %s host bindings; forwarded invalidations: %s',
+                      res.value('L1-L2-NESTED-BINDS'), inv)
+        self.assertGreater(int(res.value('L1-L2-NESTED-BINDS')), 0)
+        # L1's view: the disk function's PASID 0 entry in L0's VT-d was nested
+        # (PGTT 3) while L2 ran.
+        entries = res.values.get('L1-PASID0-ENTRY', [])
+        self.log.info("L1's PASID 0 entries of the disk function: %s", entries)
+        self.assertTrue(any(e.split()[0] == '3' for e in entries), entries)
+        self.assertEqual(inv['failed'], '0')
+        self.assertEqual(inv['calls'], inv['batches'], 'more than one call for a batch')
 
 
 if __name__ == '__main__':

@@ -148,6 +148,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut vtd = Vtd::new(cfg);
+    // As the QEMU glue runs it: queue processing stops in front of waits
+    // that follow invalidations, and resumes once they are carried out.
+    vtd.set_queue_barriers(flags2 & 4 != 0);
     let mem = Mem::default();
     // Small work caps: the fuzzer's tables live in 64 KiB and loop freely.
     let mut spaces: Vec<Space> = [(0u16, None), (8, None), (0, Some(1))]
@@ -160,8 +163,14 @@ fuzz_target!(|data: &[u8]| {
                 // register write: offsets mostly inside the window
                 let (Some(off), Some(v)) = (input.u16(), input.u64()) else { break };
                 let size = if op & 0x80 != 0 { 8 } else { 4 };
-                let fx = vtd.write_reg(u64::from(off) % (Vtd::MMIO_SIZE + 16), size, v, &mem);
-                notify(&vtd, &mem, &fx, &mut spaces);
+                let mut fx = vtd.write_reg(u64::from(off) % (Vtd::MMIO_SIZE + 16), size, v, &mem);
+                loop {
+                    notify(&vtd, &mem, &fx, &mut spaces);
+                    if !fx.queue_barrier {
+                        break;
+                    }
+                    fx = vtd.resume_queue(&mem);
+                }
             }
             1 => {
                 let Some(off) = input.u16() else { break };

@@ -561,6 +561,11 @@ impl IntelIommuState {
             Err("cannot be assigned or used with vhost: snoop-control=on is not supported with IOMMU notifiers")
         } else if flags & IOMMU_NOTIFIER_MAP != 0 && !self.caching_mode {
             Err("requires caching mode (intel-iommu,caching-mode=on) for its MAP notifier (vfio)")
+        } else if flags & IOMMU_NOTIFIER_MAP != 0 && self.hw_nested() {
+            // A host device that did not come through iommufd (set_iommu_device
+            // refuses those too, but vfio registers its notifier first).
+            Err("can only be assigned with hardware nested translation in modern mode: use \
+                 vfio's iommufd backend (-object iommufd,id=X -device vfio-pci,...,iommufd=X)")
         } else if flags & IOMMU_NOTIFIER_MAP != 0 && self.first_stage_advertised() {
             // Caching mode only obliges software to invalidate new
             // second-stage entries: Linux does not invalidate new
@@ -577,7 +582,7 @@ impl IntelIommuState {
     }
 
     /// First-stage translation is among the capabilities (ECAP.FLTS).
-    fn first_stage_advertised(&self) -> bool {
+    pub(crate) fn first_stage_advertised(&self) -> bool {
         self.core
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

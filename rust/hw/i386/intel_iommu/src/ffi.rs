@@ -277,6 +277,11 @@ pub struct VtdAddressSpace {
     /// Always identity: the host IOMMU translates this function (hardware
     /// nested translation), vfio maps all of guest RAM for it.
     pinned: AtomicBool,
+    /// A vfio-pci function on iommufd registered a MAP notifier before its
+    /// host IOMMU device reached us (hot-plug while translation is on):
+    /// nothing is shadowed for it; set_iommu_device pins the address space
+    /// and vfio's listener then drops the notifier.
+    host_pending: AtomicBool,
     /// The mappings reported to MAP notifiers (caching mode). Locked after
     /// the device's core lock, never before it.
     shadow: Mutex<Shadow>,
@@ -305,7 +310,7 @@ impl VtdAddressSpace {
     pub fn notifier_flags(&self) -> NotifierFlags {
         let f = self.notifier_flags.load(Ordering::Acquire);
         NotifierFlags {
-            map: f & bindings::IOMMU_NOTIFIER_MAP != 0,
+            map: f & bindings::IOMMU_NOTIFIER_MAP != 0 && !self.host_pending.load(Ordering::Acquire),
             unmap: f & bindings::IOMMU_NOTIFIER_UNMAP != 0,
             device_iotlb: f & bindings::IOMMU_NOTIFIER_DEVIOTLB_UNMAP != 0,
         }
@@ -474,6 +479,7 @@ impl AddressSpaces {
                 addr_of_mut!(vas.notifier_flags).write(AtomicU32::new(0));
                 addr_of_mut!(vas.identity).write(AtomicBool::new(false));
                 addr_of_mut!(vas.pinned).write(AtomicBool::new(false));
+                addr_of_mut!(vas.host_pending).write(AtomicBool::new(false));
                 addr_of_mut!(vas.shadow).write(Mutex::new(Shadow::new()));
             }
             init_address_space(&mut vas, owner);
@@ -682,10 +688,32 @@ unsafe extern "C" fn vtd_translate(
     entry
 }
 
+/// Whether function (bus, devfn) is a vfio-pci device on the iommufd
+/// backend (its `iommufd` link is set): during its realize the device sits
+/// in the bus's slot before vfio registers its notifiers.
+fn is_iommufd_vfio(bus: *mut bindings::PCIBus, devfn: u8) -> bool {
+    // SAFETY: the bus is a live PCIBus (under the BQL); a non-NULL slot is
+    // a PCI device being realized or realized.
+    let dev = unsafe { (*bus).devices[usize::from(devfn)] };
+    if dev.is_null() {
+        return false;
+    }
+    // SAFETY: dev is a live QOM object; the cast and the property lookup
+    // only read it.
+    unsafe {
+        let obj: *mut bindings::Object = dev.cast();
+        !bindings::object_dynamic_cast(obj, c"vfio-pci".as_ptr()).is_null()
+            && !bindings::object_property_get_link(obj, c"iommufd".as_ptr(), null_mut()).is_null()
+    }
+}
+
 /// A notifier was added or removed: check that this configuration can
 /// serve it (as the C device: MAP notifiers need caching mode, device-IOTLB
 /// ones need device-iotlb, none work with snoop control), remember the
-/// region's flags, and start or drop the MAP shadow.
+/// region's flags, and start or drop the MAP shadow.  In hardware-nested
+/// mode a vfio-pci function on iommufd may register a MAP notifier when it
+/// is hot-plugged while translation is on: accepted without shadowing (its
+/// host IOMMU device follows and pins the address space).
 /// # Safety
 /// Called by the memory core (under the BQL) with a region of our IOMMU
 /// type and a valid `errp`.
@@ -700,6 +728,15 @@ unsafe extern "C" fn vtd_notify_flag_changed(
     let vas = unsafe { &*iommu.cast::<VtdAddressSpace>() };
     // SAFETY: the owner device outlives its address spaces.
     let owner = unsafe { &*vas.owner };
+    let pending = new & bindings::IOMMU_NOTIFIER_MAP != 0
+        && owner.hw_nested()
+        && vas.fixed_sid.is_none()
+        && is_iommufd_vfio(vas.bus, vas.devfn);
+    vas.host_pending.store(pending, Ordering::Release);
+    if pending {
+        vas.notifier_flags.store(new, Ordering::Release);
+        return 0;
+    }
     if let Err(why) = owner.check_notifier(new) {
         // SAFETY: the bus is live.
         let bus = unsafe { bindings::pci_bus_num(vas.bus) };
@@ -730,7 +767,10 @@ unsafe extern "C" fn vtd_notify_flag_changed(
 unsafe extern "C" fn vtd_replay(iommu: *mut bindings::IOMMUMemoryRegion, n: *mut bindings::IOMMUNotifier) {
     // SAFETY: as in vtd_notify_flag_changed; n is valid for the call.
     let (vas, flags) = unsafe { (&*iommu.cast::<VtdAddressSpace>(), (*n).notifier_flags) };
-    if flags & bindings::IOMMU_NOTIFIER_MAP == 0 || vas.fixed_sid.is_some() {
+    if flags & bindings::IOMMU_NOTIFIER_MAP == 0
+        || vas.fixed_sid.is_some()
+        || vas.host_pending.load(Ordering::Acquire)
+    {
         return;
     }
     // SAFETY: the owner outlives its address spaces.
@@ -1435,6 +1475,34 @@ unsafe extern "C" fn vtd_get_viommu_cap(opaque: *mut c_void) -> u64 {
     }
 }
 
+/// Take `hiod` (a live host IOMMU device) for function (bus, devfn):
+/// check the host, keep the function's DMA in guest RAM (vfio's nesting
+/// parent) and bind it as the guest's tables say.
+fn bind_host_device(
+    owner: &IntelIommuState,
+    bus: *mut bindings::PCIBus,
+    devfn: u8,
+    hiod: *mut bindings::HostIOMMUDevice,
+) -> Result<(), String> {
+    let (idev, host) = host_vtd(hiod)?;
+    owner.check_host(&host)?;
+    owner.address_spaces().space(owner, bus, devfn, None).pin_identity();
+    // SAFETY: hiod is live; the reference is dropped in unset.
+    unsafe { bindings::object_ref(hiod.cast()) };
+    // SAFETY: idev is the iommufd host device; hwpt_id is vfio's default.
+    let parent = unsafe { (*idev).hwpt_id };
+    owner.nested_devices().lock().push(NestedDevice {
+        bus,
+        devfn,
+        idev,
+        parent,
+        nested: None,
+        attached: Attached::Parent,
+    });
+    owner.rebind_nested(sid_of(bus, devfn));
+    Ok(())
+}
+
 /// # Safety
 /// Called by the PCI core (under the BQL) with our device as opaque, a live
 /// host IOMMU device and a valid errp.
@@ -1447,28 +1515,18 @@ unsafe extern "C" fn vtd_set_iommu_device(
 ) -> bool {
     // SAFETY: opaque is the device registered in pci_setup_iommu.
     let owner = unsafe { &*opaque.cast::<IntelIommuState>() };
-    if !owner.hw_nested() {
-        return true;
-    }
     let devfn = devfn as u8;
-    let result = host_vtd(hiod).and_then(|(idev, host)| {
-        owner.check_host(&host)?;
-        owner.address_spaces().space(owner, bus, devfn, None).pin_identity();
-        // SAFETY: hiod is live; the reference is dropped in unset.
-        unsafe { bindings::object_ref(hiod.cast()) };
-        // SAFETY: idev is the iommufd host device; hwpt_id is vfio's default.
-        let parent = unsafe { (*idev).hwpt_id };
-        owner.nested_devices().lock().push(NestedDevice {
-            bus,
-            devfn,
-            idev,
-            parent,
-            nested: None,
-            attached: Attached::Parent,
-        });
-        owner.rebind_nested(sid_of(bus, devfn));
-        Ok(())
-    });
+    let result = if owner.hw_nested() {
+        bind_host_device(owner, bus, devfn, hiod)
+    } else if owner.first_stage_advertised() {
+        // Neither shadowing (first-stage tables) nor nesting (no caching mode).
+        Err("with first-stage translation (x-scalable-mode=modern, x-flts or fsts) a host \
+             device can only be assigned through hardware nested translation, which needs \
+             caching-mode=on"
+            .to_string())
+    } else {
+        return true;
+    };
     match result {
         Ok(()) => true,
         Err(why) => {
