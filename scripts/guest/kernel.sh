@@ -216,7 +216,7 @@ build() {
     local jobs=$(( $(nproc) + 1 )) log=$OUT/build.log estimate=0 fresh=0 t0=$SECONDS
     [ -f "$BUILD/vmlinux" ] || fresh=1
     [ $fresh = 1 ] && [ -f "$KROOT/fresh-build-steps" ] && estimate=$(cat "$KROOT/fresh-build-steps")
-    step "make bzImage -j$jobs under nice -n 10 ($([ $fresh = 1 ] && echo "fresh build: 30-45 min on 2 cores, about 60 CPU-minutes" || echo incremental))"
+    step "make bzImage -j$jobs under nice -n 10 ($([ $fresh = 1 ] && echo "fresh build: about 20 min on 2 cores, 30 CPU-minutes" || echo incremental))"
     info "full output: $log"
     : > "$log"
     nice -n 10 "${KMAKE[@]}" -j"$jobs" bzImage 2>&1 | tee -a "$log" | progress "$estimate" \

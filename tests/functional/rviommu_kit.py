@@ -4,7 +4,7 @@
 # from scripts/guest/kit.sh, which records their paths in $CACHE/guest/kit.env
 # ($CACHE = $RVIOMMU_CACHE or ${XDG_CACHE_HOME:-~/.cache}/rviommu).  $RVIOMMU_KIT_ENV can
 # point at another kit.env.  The iommufd kernel of scripts/guest/kernel.sh (not part of the
-# kit: built on request, it takes half an hour or more) is recorded beside it, in
+# kit: `make check` builds it, about 20 minutes) is recorded beside it, in
 # iommufd-kernel.env; Kit.iommufd_kernel is None until it has been built.
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
