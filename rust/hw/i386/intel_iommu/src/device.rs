@@ -561,11 +561,6 @@ impl IntelIommuState {
             Err("cannot be assigned or used with vhost: snoop-control=on is not supported with IOMMU notifiers")
         } else if flags & IOMMU_NOTIFIER_MAP != 0 && !self.caching_mode {
             Err("requires caching mode (intel-iommu,caching-mode=on) for its MAP notifier (vfio)")
-        } else if flags & IOMMU_NOTIFIER_MAP != 0 && self.hw_nested() {
-            // A host device that did not come through iommufd (set_iommu_device
-            // refuses those too, but vfio registers its notifier first).
-            Err("can only be assigned with hardware nested translation in modern mode: use \
-                 vfio's iommufd backend (-object iommufd,id=X -device vfio-pci,...,iommufd=X)")
         } else if flags & IOMMU_NOTIFIER_MAP != 0 && self.first_stage_advertised() {
             // Caching mode only obliges software to invalidate new
             // second-stage entries: Linux does not invalidate new
@@ -573,7 +568,9 @@ impl IntelIommuState {
             // device refuses host devices with x-flts for the same reason).
             Err("cannot be shadowed for vfio with first-stage translation (x-flts, fsts or \
                  x-scalable-mode=modern): guests need not invalidate new first-stage \
-                 mappings; use x-scalable-mode=on, or hardware nested translation")
+                 mappings; assign devices with vfio's iommufd backend (-object iommufd,id=X \
+                 -device vfio-pci,...,iommufd=X) for hardware nested translation, or use \
+                 x-scalable-mode=on")
         } else if flags & IOMMU_NOTIFIER_DEVIOTLB_UNMAP != 0 && !self.x86_props().device_iotlb {
             Err("requires device IOTLB mode (intel-iommu,device-iotlb=on)")
         } else {
