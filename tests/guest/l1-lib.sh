@@ -4,11 +4,15 @@
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
 # to_vfio VENDOR:DEVICE (e.g. 0x1af4:0x1042): bind the first PCI function with these ids
-# to vfio-pci; sets $dev (its BDF) and $group (its IOMMU group).
+# that is not bound to vfio-pci yet to vfio-pci; sets $dev (its BDF) and $group (its IOMMU
+# group).
 to_vfio() {
     dev="" group=""
     for d in /sys/bus/pci/devices/*; do
-        [ "$(cat $d/vendor):$(cat $d/device)" = "$1" ] && { dev=${d##*/}; break; }
+        [ "$(cat $d/vendor):$(cat $d/device)" = "$1" ] || continue
+        [ "$(basename "$(readlink $d/driver 2>/dev/null)")" = vfio-pci ] && continue
+        dev=${d##*/}
+        break
     done
     [ -n "$dev" ] || { fail "no PCI function $1 in L1"; return 1; }
     d=/sys/bus/pci/devices/$dev

@@ -1,15 +1,15 @@
 # /init body of the L1 guest of the qtest-driven nested test (busybox ash, sourced by the
 # /init of scripts/guest/mkinitramfs.sh after l1-lib.sh; the iommufd kernel, no modules).
 #
-# L1 runs behind L0's intel-iommu. It hands L0's rviommu-testdev (1234:11f0) to vfio-pci
+# L1 runs behind L0's intel-iommu. It hands L0's two rviommu-testdevs (1234:11f0) to vfio-pci
 # and starts an L2 QEMU with `-accel qtest` (no guest code runs in L2): the test in L0
 # plays L2's guest over three virtio-serial ports of L0, found here by name:
 #   rviommu.l2-qtest    L2's qtest protocol (-qtest)
 #   rviommu.l2-monitor  L2's human monitor (system_reset, device_del, quit)
 #   rviommu.l1-shell    a shell of L1's, for what L1's kernel shows (debugfs, dmesg)
 # Once the test creates /tmp/l2-go (through the shell), L2 starts with our intel-iommu
-# (rviommu.l2_iommu), a PCIe root port with native hotplug (00:04.0)
-# and the test device behind it through vfio's iommufd backend (id td).  L2's QEMU traces
+# (rviommu.l2_iommu), two PCIe root ports with native hotplug (00:04.0, 00:06.0) and a test
+# device behind each through vfio's iommufd backend (ids td and tdb).  L2's QEMU traces
 # its iommufd calls and host bindings (-trace) into /tmp/l2-trace.log, which the test reads
 # through the shell; it ends L2 with the monitor's quit.
 #
@@ -42,6 +42,9 @@ port() {
 qt=$(port rviommu.l2-qtest) && mon=$(port rviommu.l2-monitor) && sh_port=$(port rviommu.l1-shell) \
     || return 0
 to_vfio 0x1234:0x11f0 || return 0
+dev_a=$dev
+to_vfio 0x1234:0x11f0 || return 0
+dev_b=$dev
 
 # The test's shell in L1 (one open of the port: a virtio console port opens once).
 (exec 3<>"$sh_port"; exec sh <&3 >&3 2>&3) &
@@ -59,8 +62,10 @@ set -- -machine q35 -accel qtest -m 256M -nodefaults -no-user-config -display no
     -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off \
     -device "intel-iommu,$iommu" \
     -device pcie-root-port,id=rp0,bus=pcie.0,addr=04.0,chassis=1,slot=1 \
+    -device pcie-root-port,id=rp1,bus=pcie.0,addr=06.0,chassis=2,slot=2 \
     -object iommufd,id=ifd0 \
-    -device "vfio-pci,host=$dev,iommufd=ifd0,bus=rp0,id=td,rombar=0" \
+    -device "vfio-pci,host=$dev_a,iommufd=ifd0,bus=rp0,id=td,rombar=0" \
+    -device "vfio-pci,host=$dev_b,iommufd=ifd0,bus=rp1,id=tdb,rombar=0" \
     -trace 'enable=vtd_hw_nested_*' -trace 'enable=iommufd_backend_alloc_hwpt' \
     -trace 'enable=iommufd_backend_free_id' -trace 'enable=iommufd_backend_invalidate_cache' \
     -trace 'enable=iommufd_cdev_attach_ioas_hwpt' -trace 'enable=iommufd_cdev_detach_ioas_hwpt' \

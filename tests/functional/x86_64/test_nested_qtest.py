@@ -39,9 +39,13 @@ from vtd_qtest import (Channel, StreamQtest, ScalableVtd, QtestError, ECAM_BASE,
                        PGTT_FS, PGTT_PT, TD_ID, TD_BAR0, TD_READ, TD_IOVA, TD_LEN, TD_PASID,
                        TD_CMD, TD_STATUS, TD_BUFFER, TD_STATUS_NAMES)
 
-# L2's view: root port 00:04.0, the assigned test device behind it at 01:00.0.
-RP_BDF = 0x20
-TD_BDF = 0x100
+# L2's view: root ports 00:04.0 and 00:06.0, an assigned test device behind each, at
+# 01:00.0 (BAR0 at TD_BAR0) and 02:00.0 (BAR0 at TD_BAR0_B).  Both are in one guest
+# domain (same PASID directory, DID and first-stage table); vfio gives each its own
+# container (one per address space), so each has its own parent and nested HWPT.
+RP_BDF, RP_B_BDF = 0x20, 0x30
+TD_BDF, TD_B_BDF = 0x100, 0x200
+TD_BAR0_B = 0xfe200000
 DID = 7
 IOVA = 0x40000000                 # first-stage input addresses (three pages)
 PAGES = 3
@@ -122,29 +126,31 @@ class NestedQtest(RvIommuGuestTest):
 
     # -- L2 as a qtest "guest" ------------------------------------------------
 
-    def pci_setup(self, qt):
-        """What firmware would do: ECAM, the root port's bus numbers and memory
-        window, the device's BAR0 and command register."""
+    def pci_setup(self, qt, devices=((RP_BDF, TD_BDF, TD_BAR0), (RP_B_BDF, TD_B_BDF, TD_BAR0_B))):
+        """What firmware would do: ECAM, each root port's bus numbers and
+        memory window, each device's BAR0 and command register."""
         qt.pci_cfg_writel(0, 0x64, 0)
         qt.pci_cfg_writel(0, 0x60, ECAM_BASE | 1)
-        qt.pci_cfg_writel(RP_BDF, 0x18, (1 << 16) | (1 << 8))          # sub 1, sec 1, pri 0
-        window = (TD_BAR0 >> 16) & 0xfff0
-        qt.pci_cfg_writel(RP_BDF, 0x20, (window << 16) | window)       # memory base/limit
-        qt.pci_cfg_writel(RP_BDF, 0x04, 0x6)
-        qt.pci_cfg_writel(TD_BDF, 0x10, TD_BAR0)
-        qt.pci_cfg_writel(TD_BDF, 0x04, 0x6)
-        ident = qt.readl(TD_BAR0 + TD_ID)
-        self.assertEqual(ident, 0x44545652, 'the assigned rviommu-testdev is not at BAR0 in L2')
+        for rp, td, bar in devices:
+            bus = td >> 8
+            qt.pci_cfg_writel(rp, 0x18, (bus << 16) | (bus << 8))      # sub, sec, pri 0
+            window = (bar >> 16) & 0xfff0
+            qt.pci_cfg_writel(rp, 0x20, (window << 16) | window)       # memory base/limit
+            qt.pci_cfg_writel(rp, 0x04, 0x6)
+            qt.pci_cfg_writel(td, 0x10, bar)
+            qt.pci_cfg_writel(td, 0x04, 0x6)
+            self.assertEqual(qt.readl(bar + TD_ID), 0x44545652,
+                             f'the assigned rviommu-testdev is not at 0x{bar:x} in L2')
 
-    def dma_read(self, qt, iova, n=64):
-        """The device reads n bytes at `iova` (request without PASID);
-        returns the data, or the status name when the DMA failed."""
-        qt.writeq(TD_BAR0 + TD_IOVA, iova)
-        qt.writel(TD_BAR0 + TD_LEN, n)
-        qt.writel(TD_BAR0 + TD_PASID, 0)
-        qt.writel(TD_BAR0 + TD_CMD, TD_READ)
-        status = TD_STATUS_NAMES.get(qt.readl(TD_BAR0 + TD_STATUS) & 0xff, 'unknown')
-        return qt.memread(TD_BAR0 + TD_BUFFER, n) if status == 'ok' else status
+    def dma_read(self, qt, iova, n=64, bar=TD_BAR0):
+        """The device at `bar` reads n bytes at `iova` (request without
+        PASID); returns the data, or the status name when the DMA failed."""
+        qt.writeq(bar + TD_IOVA, iova)
+        qt.writel(bar + TD_LEN, n)
+        qt.writel(bar + TD_PASID, 0)
+        qt.writel(bar + TD_CMD, TD_READ)
+        status = TD_STATUS_NAMES.get(qt.readl(bar + TD_STATUS) & 0xff, 'unknown')
+        return qt.memread(bar + TD_BUFFER, n) if status == 'ok' else status
 
     @staticmethod
     def pattern(tag, n=64):
@@ -159,22 +165,25 @@ class NestedQtest(RvIommuGuestTest):
             pos = (head >> 8) & 0xfc
         self.fail(f'no PCIe capability at {bdf:#x}')
 
-    def slot_power(self, qt, on):
-        """Power the root port's slot on or off (and its indicator with it)."""
-        cap = self.pcie_cap(qt, RP_BDF)
-        sltctl = qt.pci_cfg_readl(RP_BDF, cap + 0x18) & 0xffff
+    def slot_power(self, qt, on, rp=RP_BDF):
+        """Power a root port's slot on or off (and its indicator with it)."""
+        cap = self.pcie_cap(qt, rp)
+        sltctl = qt.pci_cfg_readl(rp, cap + 0x18) & 0xffff
         sltctl &= ~(SLTCTL_PCC | SLTCTL_PIC_OFF)
         sltctl |= SLTCTL_PIC_ON if on else SLTCTL_PCC | SLTCTL_PIC_OFF
-        qt.pci_cfg_writel(RP_BDF, cap + 0x18, sltctl)
+        qt.pci_cfg_writel(rp, cap + 0x18, sltctl)
 
-    def unplug(self, qt, mon, dev_id):
+    def unplug(self, qt, mon, dev_id, rp=RP_BDF):
         """Hot-unplug with the guest's part of the handshake: device_del
         presses the slot's attention button, the guest powers the slot off
         and QEMU removes the device."""
+        before = mon.cmd('info pci').count('1234:11f0')
         self.assertEqual(mon.cmd(f'device_del {dev_id}'), '', 'device_del')
-        self.assertIn('1234:11f0', mon.cmd('info pci'), 'removed before the guest agreed')
-        self.slot_power(qt, False)
-        self.assertNotIn('1234:11f0', mon.cmd('info pci'), 'the device is still plugged')
+        self.assertEqual(mon.cmd('info pci').count('1234:11f0'), before,
+                         'removed before the guest agreed')
+        self.slot_power(qt, False, rp)
+        self.assertEqual(mon.cmd('info pci').count('1234:11f0'), before - 1,
+                         f'{dev_id} is still plugged')
 
     # -- L1's view ---------------------------------------------------------------
 
@@ -223,18 +232,17 @@ class NestedQtest(RvIommuGuestTest):
         # L1's shell answers once L1 is up; the function vfio-pci holds is the device.
         sh.wait_ready(600)
         out, _ = sh.run('ls /sys/bus/pci/drivers/vfio-pci/')
-        bdfs = re.findall(r'0000:([0-9a-f]{2}:[0-9a-f]{2}\.[0-7])', out)
-        self.assertEqual(len(bdfs), 1, f'functions bound to vfio-pci in L1: {out!r}')
-        l1_bdf = bdfs[0]
-        self.config_errors(sh, '0000:' + l1_bdf)
+        bdfs = sorted(re.findall(r'0000:([0-9a-f]{2}:[0-9a-f]{2}\.[0-7])', out))
+        self.assertEqual(len(bdfs), 2, f'functions bound to vfio-pci in L1: {out!r}')
+        self.config_errors(sh, '0000:' + bdfs[0])
         sh.run('touch /tmp/l2-go')
         mon = Monitor(ch['mon'])
         mon.banner(300)
         qt = StreamQtest(ch['qt'])
-        self.scenario(qt, mon, sh, l1_bdf)
+        self.scenario(qt, mon, sh, *bdfs)
         mon.quit()
 
-    def scenario(self, qt, mon, sh, l1_bdf):
+    def scenario(self, qt, mon, sh, l1_bdf, l1_bdf_b):
         self.pci_setup(qt)
         vtd = ScalableVtd(qt, table_base=0x100000, table_limit=0x200000)
         for i, ram in enumerate((RAM_A, RAM_B, RAM_C)):
@@ -250,18 +258,21 @@ class NestedQtest(RvIommuGuestTest):
         pdir = vtd.new_pasid_dir()
         vtd.set_pasid_entry(pdir, 0, PGTT_FS, did=DID, flptptr=fs.root)
         vtd.set_context(1, 0, pdir)
+        vtd.set_context(2, 0, pdir)           # the second device: the same domain
         vtd.enable()
         vtd.enable_queue()
         vtd.invalidate(vtd.desc_context_global(), vtd.desc_pasid_cache_global(),
                        vtd.desc_piotlb_pasid(DID, 0))
         for p in range(PAGES):
-            self.assertEqual(self.dma_read(qt, IOVA + p * 0x1000), A[p],
-                             f'DMA through L2 first stage, page {p}')
-        pgtt, fsptr = self.l1_pasid_entry(sh, l1_bdf)
-        self.assertEqual((pgtt, fsptr), (PGTT_NESTED, fs.root),
-                         "L1's PASID entry is not nested over L2's first-stage table")
-        self.log.info('L1 %s PASID 0: PGTT %d (nested), first-stage table 0x%x = L2 table',
-                      l1_bdf, pgtt, fsptr)
+            for bar in (TD_BAR0, TD_BAR0_B):
+                self.assertEqual(self.dma_read(qt, IOVA + p * 0x1000, bar=bar), A[p],
+                                 f'DMA through L2 first stage, page {p}, device 0x{bar:x}')
+        for bdf in (l1_bdf, l1_bdf_b):
+            pgtt, fsptr = self.l1_pasid_entry(sh, bdf)
+            self.assertEqual((pgtt, fsptr), (PGTT_NESTED, fs.root),
+                             f"L1's PASID entry of {bdf} is not nested over L2's first-stage table")
+            self.log.info('L1 %s PASID 0: PGTT %d (nested), first-stage table 0x%x = L2 table',
+                          bdf, pgtt, fsptr)
 
         # 2. L2 changes its mappings: stale until its invalidation is forwarded.
         for p in range(PAGES):
@@ -270,10 +281,13 @@ class NestedQtest(RvIommuGuestTest):
             self.assertEqual(self.dma_read(qt, IOVA + p * 0x1000), A[p],
                              f'page {p}: the new mapping was used before L2 invalidated '
                              '(no IOTLB in L0, or an invalidation nobody asked for)')
+        self.assertEqual(self.dma_read(qt, IOVA, bar=TD_BAR0_B), A[0], 'second device: stale')
         vtd.invalidate(*(vtd.desc_piotlb_page(DID, 0, IOVA + p * 0x1000) for p in range(PAGES)))
         for p in range(PAGES):
             self.assertEqual(self.dma_read(qt, IOVA + p * 0x1000), B[p],
                              f'page {p}: still the old page after L2 invalidated')
+        self.assertEqual(self.dma_read(qt, IOVA, bar=TD_BAR0_B), B[0],
+                         'second device: still the old page after L2 invalidated')
 
         # 3. Replace the PASID entry: pass-through (the nesting parent: L2 GPA).
         vtd.set_pasid_entry(pdir, 0, PGTT_PT, did=DID)
@@ -325,13 +339,14 @@ class NestedQtest(RvIommuGuestTest):
                       'rombar=0')
         # (vfio warns that the test device has no reset mechanism)
         self.assertNotIn('rror', out, 'device_add')
-        self.assertIn('1234:11f0', mon.cmd('info pci'), 'hot-plugged device not there')
+        self.assertEqual(mon.cmd('info pci').count('1234:11f0'), 2, 'hot-plugged device not there')
         self.slot_power(qt, True)
         qt.pci_cfg_writel(TD_BDF, 0x10, TD_BAR0)
         qt.pci_cfg_writel(TD_BDF, 0x04, 0x6)
         self.assertEqual(self.dma_read(qt, IOVA), A[0], 'DMA of a device hot-plugged with TE on')
         self.assertEqual(self.l1_pasid_entry(sh, l1_bdf), (PGTT_NESTED, fs3.root))
         self.unplug(qt, mon, 'td2')
+        self.unplug(qt, mon, 'tdb', rp=RP_B_BDF)
 
         # No HWPT of L2's QEMU outlives the device.
         out, _ = sh.run('cat /tmp/l2-trace.log')
@@ -346,14 +361,14 @@ class NestedQtest(RvIommuGuestTest):
             else:
                 live.discard(m.group(2))
         self.log.info('%d HWPTs allocated; live after the last unplug: %s', allocated, live)
-        self.assertGreaterEqual(allocated, 6, 'two parents and four nested HWPTs expected')
+        self.assertGreaterEqual(allocated, 6, 'parents and nested HWPTs')
         self.assertEqual(live, set(), 'HWPTs left allocated after hot-unplug')
 
     # -- the test ----------------------------------------------------------------
 
     def test_qtest_driven_l2_hardware_nested(self):
         vm = self.q35_vm(iommu=L0_IOMMU, memory=self.L1_MEMORY)
-        vm.add_args('-device', 'rviommu-testdev,addr=05.0',
+        vm.add_args('-device', 'rviommu-testdev,addr=05.0', '-device', 'rviommu-testdev,addr=06.0',
                     '-device', 'virtio-serial-pci,id=vser,disable-legacy=on,iommu_platform=on')
         for name, port in (('qt', 'l2-qtest'), ('mon', 'l2-monitor'), ('sh', 'l1-shell')):
             path = os.path.join(self.sockdir, name)
@@ -371,12 +386,13 @@ class NestedQtest(RvIommuGuestTest):
         log = self.l2_qemu_log(res)
         self.assertEqual([l for l in log if 'intel-iommu' in l], [],
                          'L1 QEMU reported intel-iommu errors')
-        # One IOMMU_HWPT_INVALIDATE per forwarded batch: the three-page batch of step 2.
+        # One IOMMU_HWPT_INVALIDATE per forwarded batch and nested HWPT: the
+        # three-page batch of step 2 once for each device.
         calls = [(int(e), int(c)) for e, c in
                  re.findall(r'vtd_hw_nested_invalidate .*entries (\d+) in (\d+) '
                             r'IOMMU_HWPT_INVALIDATE calls \(0\)', self.trace)]
         self.log.info('forwarded invalidation batches (entries, calls): %s', calls)
-        self.assertIn((PAGES, 1), calls)
+        self.assertEqual(calls.count((PAGES, 1)), 2, calls)
         self.assertTrue(all(c == 1 for _, c in calls), calls)
 
 
