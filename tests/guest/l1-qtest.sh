@@ -51,8 +51,12 @@ dev_b=$dev
 
 # The test first starts L2 QEMUs of its own through the shell (configurations that must be
 # refused); it says when it is done with the device.
+# (/tmp/l2-skip instead: the test needed only the shell.)
 n=0
-while [ ! -e /tmp/l2-go ] && [ $n -lt 3000 ]; do sleep 0.2; n=$((n + 1)); done
+while [ ! -e /tmp/l2-go ] && [ ! -e /tmp/l2-skip ] && [ $n -lt 3000 ]; do
+    sleep 0.2; n=$((n + 1))
+done
+[ -e /tmp/l2-skip ] && { pass; return 0; }
 [ -e /tmp/l2-go ] || { fail "the test never said go (/tmp/l2-go)"; return 0; }
 
 set -- -machine q35 -accel qtest -m 256M -nodefaults -no-user-config -display none \

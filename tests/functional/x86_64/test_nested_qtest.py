@@ -364,10 +364,10 @@ class NestedQtest(RvIommuGuestTest):
         self.assertGreaterEqual(allocated, 6, 'parents and nested HWPTs')
         self.assertEqual(live, set(), 'HWPTs left allocated after hot-unplug')
 
-    # -- the test ----------------------------------------------------------------
+    # -- the tests ---------------------------------------------------------------
 
-    def test_qtest_driven_l2_hardware_nested(self):
-        vm = self.q35_vm(iommu=L0_IOMMU, memory=self.L1_MEMORY)
+    def l0_vm(self, l0_iommu):
+        vm = self.q35_vm(iommu=l0_iommu, memory=self.L1_MEMORY)
         vm.add_args('-device', 'rviommu-testdev,addr=05.0', '-device', 'rviommu-testdev,addr=06.0',
                     '-device', 'virtio-serial-pci,id=vser,disable-legacy=on,iommu_platform=on')
         for name, port in (('qt', 'l2-qtest'), ('mon', 'l2-monitor'), ('sh', 'l1-shell')):
@@ -375,12 +375,45 @@ class NestedQtest(RvIommuGuestTest):
             vm.add_args('-chardev', f'socket,id=rv{name},path={path},server=on,wait=off',
                         '-device', f'virtserialport,bus=vser.0,chardev=rv{name},'
                                    f'name=rviommu.{port}')
+        return vm
+
+    def boot_l1(self, vm, during, l1_append='intel_iommu=on,sm_on'):
         initrd = self.kit.initramfs('l1-qtest', self.l1_body('l1-qtest.sh'),
                                     files=self.nested_qemu_files(), kmods='none')
-        append = f'intel_iommu=on,sm_on rviommu.l2_iommu={L2_IOMMU} rviommu.l2_timeout=600'
+        append = f'{l1_append} rviommu.l2_iommu={L2_IOMMU} rviommu.l2_timeout=600'
+        return self.boot_and_collect(vm, initrd, append, kernel=self.kit.iommufd_kernel,
+                                     during=during)
+
+    def test_host_address_width_checked_in_every_mode(self):
+        """As the C device, in every mode: a host IOMMU that cannot take
+        aw-bits wide IOVAs is refused (L0's VT-d has 39 bits here; legacy
+        mode, vfio's legacy container)."""
+        vm = self.l0_vm('intel-iommu,aw-bits=39,caching-mode=on')
+
+        def during():
+            sh = Shell(Channel(os.path.join(self.sockdir, 'sh')))
+            sh.wait_ready(600)
+            out, _ = sh.run('ls /sys/bus/pci/drivers/vfio-pci/')
+            bdf = sorted(re.findall(r'0000:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]', out))[0]
+            base = ('timeout 120 qemu-system-x86_64 -M q35 -accel qtest -nodefaults '
+                    '-no-user-config -display none -L /usr/share/qemu -monitor stdio ')
+            out, rc = sh.run(f'echo quit | {base} -device intel-iommu,caching-mode=on '
+                             f'-device vfio-pci,host={bdf} 2>&1')
+            self.log.info('aw-bits 48 on a 39-bit host: exit %d: %s', rc, out.strip())
+            self.assertNotEqual(rc, 0)
+            self.assertIn('aw-bits 48 > host aw-bits 39', out)
+            out, rc = sh.run(f'echo quit | {base} -device intel-iommu,caching-mode=on,aw-bits=39 '
+                             f'-device vfio-pci,host={bdf} 2>&1')
+            self.assertEqual(rc, 0, f'aw-bits 39 on a 39-bit host: {out}')
+            sh.run('touch /tmp/l2-skip')
+
+        res = self.boot_l1(vm, during, l1_append='intel_iommu=on')
+        self.assertGuestPassed(res)
+
+    def test_qtest_driven_l2_hardware_nested(self):
+        vm = self.l0_vm(L0_IOMMU)
         self.trace = ''
-        res = self.boot_and_collect(vm, initrd, append, kernel=self.kit.iommufd_kernel,
-                                    during=self.drive)
+        res = self.boot_l1(vm, self.drive)
         self.log.info('L2 ran %s s in L1', res.value('L1-L2-SECONDS'))
         self.assertGuestPassed(res)
         log = self.l2_qemu_log(res)

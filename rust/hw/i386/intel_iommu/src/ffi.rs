@@ -1475,6 +1475,31 @@ unsafe extern "C" fn vtd_get_viommu_cap(opaque: *mut c_void) -> u64 {
     }
 }
 
+/// The check every mode makes (as the C device): the host IOMMU must take
+/// the guest's IOVAs, `aw-bits` wide.
+fn check_host_address_width(owner: &IntelIommuState, hiod: *mut bindings::HostIOMMUDevice) -> Result<(), String> {
+    // SAFETY: hiod is a live host IOMMU device; its class is a
+    // HostIOMMUDeviceClass (QOM type hierarchy).
+    let get_cap = unsafe {
+        let klass = bindings::object_get_class(hiod.cast()).cast::<bindings::HostIOMMUDeviceClass>();
+        (*klass).get_cap
+    };
+    let Some(get_cap) = get_cap else {
+        return Err(".get_cap() not implemented".into());
+    };
+    let mut err: *mut bindings::Error = null_mut();
+    // SAFETY: hiod is live; err receives an error.
+    let host = unsafe { get_cap(hiod, bindings::HOST_IOMMU_DEVICE_CAP_AW_BITS as c_int, &mut err) };
+    if host < 0 {
+        return Err(take_error(err));
+    }
+    let guest = i32::from(owner.aw_bits());
+    if guest > host {
+        return Err(format!("aw-bits {guest} > host aw-bits {host}"));
+    }
+    Ok(())
+}
+
 /// Take `hiod` (a live host IOMMU device) for function (bus, devfn):
 /// check the host, keep the function's DMA in guest RAM (vfio's nesting
 /// parent) and bind it as the guest's tables say.
@@ -1485,6 +1510,7 @@ fn bind_host_device(
     hiod: *mut bindings::HostIOMMUDevice,
 ) -> Result<(), String> {
     let (idev, host) = host_vtd(hiod)?;
+    check_host_address_width(owner, hiod)?;
     owner.check_host(&host)?;
     owner.address_spaces().space(owner, bus, devfn, None).pin_identity();
     // SAFETY: hiod is live; the reference is dropped in unset.
@@ -1525,7 +1551,7 @@ unsafe extern "C" fn vtd_set_iommu_device(
              caching-mode=on"
             .to_string())
     } else {
-        return true;
+        check_host_address_width(owner, hiod)
     };
     match result {
         Ok(()) => true,
