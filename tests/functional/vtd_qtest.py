@@ -8,7 +8,9 @@ the invalidation queue, and makes the device DMA to chosen IOVAs.  No guest code
 deterministic, and the virtual clock only moves when the test steps it.
 """
 
+import socket
 import struct
+import time
 
 VTD_BASE = 0xfed90000
 
@@ -94,8 +96,6 @@ class Channel:
     (socket,server=on), e.g. a virtio-serial port whose other end is in a guest."""
 
     def __init__(self, path, connect_timeout=60):
-        import socket
-        import time
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
@@ -115,7 +115,6 @@ class Channel:
     def read_until(self, marker, timeout):
         """Everything up to and including `marker` (bytes); raises
         QtestError when it does not come within `timeout` seconds."""
-        import time
         deadline = time.monotonic() + timeout
         while marker not in self.buf:
             left = deadline - time.monotonic()

@@ -31,6 +31,7 @@ import shutil
 import struct
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -60,6 +61,9 @@ SLTCTL_PIC_ON = 1 << 8            # power indicator on
 # advertises them); L2 then runs with fs1gp=off.
 L0_IOMMU = 'intel-iommu,x-scalable-mode=modern,caching-mode=on,fs1gp=off'
 L2_IOMMU = 'x-scalable-mode=modern,caching-mode=on,fs1gp=off'
+# An L2 QEMU started through L1's shell to check a configuration (no guest code).
+L2_CHECK = ('timeout 120 qemu-system-x86_64 -M q35 -accel qtest -nodefaults -no-user-config '
+            '-display none -L /usr/share/qemu')
 
 
 class Monitor:
@@ -93,7 +97,6 @@ class Shell:
     def wait_ready(self, timeout):
         """Until the shell answers (what is sent before L1 opens its end of the
         port is lost)."""
-        import time
         deadline = time.monotonic() + timeout
         while True:
             self.channel.send('echo __RVIOMMU_SHELL_READY__\n')
@@ -207,8 +210,6 @@ class NestedQtest(RvIommuGuestTest):
 
     def config_errors(self, sh, bdf):
         """L2 configurations that must be refused, each with a clear message."""
-        base = ('timeout 120 qemu-system-x86_64 -M q35 -accel qtest -nodefaults '
-                '-no-user-config -display none -L /usr/share/qemu ')
         cases = [
             ('legacy vfio container', f'-device intel-iommu,{L2_IOMMU} '
              f'-device vfio-pci,host={bdf}', 'iommufd'),
@@ -219,7 +220,7 @@ class NestedQtest(RvIommuGuestTest):
              f'-object iommufd,id=i -device vfio-pci,host={bdf},iommufd=i', 'FS1GP'),
         ]
         for what, args, expect in cases:
-            out, rc = sh.run(base + args + ' 2>&1 </dev/null')
+            out, rc = sh.run(f'{L2_CHECK} {args} 2>&1 </dev/null')
             self.log.info('L2 with %s: exit %d: %s', what, rc, out.strip())
             self.assertNotEqual(rc, 0, f'L2 with {what} started')
             self.assertNotEqual(rc, 124, f'L2 with {what} hung')
@@ -395,14 +396,13 @@ class NestedQtest(RvIommuGuestTest):
             sh.wait_ready(600)
             out, _ = sh.run('ls /sys/bus/pci/drivers/vfio-pci/')
             bdf = sorted(re.findall(r'0000:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]', out))[0]
-            base = ('timeout 120 qemu-system-x86_64 -M q35 -accel qtest -nodefaults '
-                    '-no-user-config -display none -L /usr/share/qemu -monitor stdio ')
-            out, rc = sh.run(f'echo quit | {base} -device intel-iommu,caching-mode=on '
+            base = f'echo quit | {L2_CHECK} -monitor stdio'
+            out, rc = sh.run(f'{base} -device intel-iommu,caching-mode=on '
                              f'-device vfio-pci,host={bdf} 2>&1')
             self.log.info('aw-bits 48 on a 39-bit host: exit %d: %s', rc, out.strip())
             self.assertNotEqual(rc, 0)
             self.assertIn('aw-bits 48 > host aw-bits 39', out)
-            out, rc = sh.run(f'echo quit | {base} -device intel-iommu,caching-mode=on,aw-bits=39 '
+            out, rc = sh.run(f'{base} -device intel-iommu,caching-mode=on,aw-bits=39 '
                              f'-device vfio-pci,host={bdf} 2>&1')
             self.assertEqual(rc, 0, f'aw-bits 39 on a 39-bit host: {out}')
             sh.run('touch /tmp/l2-skip')

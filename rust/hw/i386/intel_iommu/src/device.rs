@@ -364,12 +364,14 @@ impl IntelIommuState {
     fn with_core<R>(&self, f: impl FnOnce(&mut Vtd) -> (R, Effects)) -> Option<R> {
         let (r, mut step) = self.core_step(f)?;
         while let Some(next) = step {
-            step = match next {
-                Step::Resume => self.core_step(|vtd| ((), vtd.resume_queue(&SystemMemory)))?.1,
+            let round = match next {
+                Step::Resume => self.core_step(|vtd| ((), vtd.resume_queue(&SystemMemory))),
                 Step::Failed(index, msg) => {
-                    self.core_step(|vtd| ((), vtd.invalidation_failed(index, &msg)))?.1
+                    self.core_step(|vtd| ((), vtd.invalidation_failed(index, &msg)))
                 }
             };
+            // `f` has run: its result stands even if a later round cannot.
+            step = round.and_then(|(_, next)| next);
         }
         Some(r)
     }

@@ -1235,11 +1235,18 @@ impl NestedDevice {
         }
     }
 
+    /// Free a nested HWPT we allocated on this device's backend (attached
+    /// to nothing).
+    fn free_hwpt(&self, id: u32) {
+        // SAFETY: idev is live while registered; id is a HWPT we allocated
+        // on its backend.
+        unsafe { bindings::iommufd_backend_free_id((*self.idev).iommufd, id) };
+    }
+
     /// Free our nested HWPT (not attached any more).
     fn free_nested(&mut self) {
         if let Some((id, _)) = self.nested.take() {
-            // SAFETY: id is a HWPT we allocated on this backend.
-            unsafe { bindings::iommufd_backend_free_id((*self.idev).iommufd, id) };
+            self.free_hwpt(id);
         }
     }
 
@@ -1247,18 +1254,23 @@ impl NestedDevice {
     /// is left blocked (detached): neither the old first stage nor guest RAM
     /// untranslated.
     fn bind(&mut self, binding: vtd_core::HostBinding) -> Result<(), String> {
-        let sid = self.source_id();
         let result = self.bind_inner(binding);
+        if result.is_err() {
+            let _ = self.detach();
+            self.free_nested();
+        }
+        // What is attached now, after a failure too.
         let (what, hwpt) = match self.attached {
             Attached::Parent => (c"parent", self.parent),
             Attached::Nested => (c"nested", self.nested.map_or(0, |(id, _)| id)),
             Attached::Nothing => (c"blocked", 0),
         };
-        crate::trace::trace_vtd_hw_nested_bind(sid, what, hwpt, if result.is_ok() { 0 } else { -1 });
-        if result.is_err() {
-            let _ = self.detach();
-            self.free_nested();
-        }
+        crate::trace::trace_vtd_hw_nested_bind(
+            self.source_id(),
+            what,
+            hwpt,
+            if result.is_ok() { 0 } else { -1 },
+        );
         result
     }
 
@@ -1300,8 +1312,7 @@ impl NestedDevice {
                     return Err(take_error(err));
                 }
                 if let Err(e) = self.attach(id, Attached::Nested) {
-                    // SAFETY: id was just allocated and is not attached.
-                    unsafe { bindings::iommufd_backend_free_id((*self.idev).iommufd, id) };
+                    self.free_hwpt(id);
                     return Err(e);
                 }
                 self.free_nested();
@@ -1318,30 +1329,11 @@ impl NestedDevice {
     /// Forward first-stage invalidations to the attached nested HWPT, in
     /// one call when the kernel takes them all.  On failure: the index of
     /// the first entry the host did not carry out, and why.
-    fn invalidate(&mut self, invs: &[vtd_core::S1Invalidation]) -> Result<(), (usize, String)> {
+    fn invalidate(&self, invs: &[vtd_core::S1Invalidation]) -> Result<(), (usize, String)> {
         let Some((id, _)) = self.nested else { return Ok(()) };
         if invs.is_empty() || self.attached != Attached::Nested {
             return Ok(());
         }
-        let mut calls = 0u32;
-        let result = self.invalidate_calls(id, invs, &mut calls);
-        let entries = u32::try_from(invs.len()).unwrap_or(u32::MAX);
-        crate::trace::trace_vtd_hw_nested_invalidate(
-            self.source_id(),
-            id,
-            entries,
-            calls,
-            if result.is_ok() { 0 } else { -1 },
-        );
-        result
-    }
-
-    fn invalidate_calls(
-        &mut self,
-        id: u32,
-        invs: &[vtd_core::S1Invalidation],
-        calls: &mut u32,
-    ) -> Result<(), (usize, String)> {
         let mut entries: Vec<bindings::iommu_hwpt_vtd_s1_invalidate> = invs
             .iter()
             .map(|i| bindings::iommu_hwpt_vtd_s1_invalidate {
@@ -1352,9 +1344,11 @@ impl NestedDevice {
             })
             .collect();
         let mut done = 0usize;
+        let mut calls = 0u32;
+        let mut result = Ok(());
         while done < entries.len() {
             let mut num = u32::try_from(entries.len() - done).unwrap_or(u32::MAX);
-            *calls += 1;
+            calls += 1;
             let mut err: *mut bindings::Error = null_mut();
             // SAFETY: the entries are valid VTD_S1 invalidation records;
             // num and err receive the results.
@@ -1372,14 +1366,23 @@ impl NestedDevice {
             if !ok {
                 // num: the entries the host carried out before the failure.
                 let failed = (done + num as usize).min(entries.len() - 1);
-                return Err((failed, take_error(err)));
+                result = Err((failed, take_error(err)));
+                break;
             }
             if num == 0 {
-                return Err((done, "the host accepted no invalidation".into()));
+                result = Err((done, "the host accepted no invalidation".into()));
+                break;
             }
             done += num as usize;
         }
-        Ok(())
+        crate::trace::trace_vtd_hw_nested_invalidate(
+            self.source_id(),
+            id,
+            u32::try_from(invs.len()).unwrap_or(u32::MAX),
+            calls,
+            if result.is_ok() { 0 } else { -1 },
+        );
+        result
     }
 
     pub fn source_id(&self) -> u16 {
