@@ -21,7 +21,7 @@ cmd=("$QEMU" -L "$FIRMWARE_DIR" -machine q35 -accel tcg -cpu max -m 512M -smp 2
      -drive "if=none,id=disk0,file=$DISK,format=raw,readonly=on"
      -device "virtio-blk-pci,drive=disk0,iommu_platform=on,disable-legacy=on"
      -kernel "$KERNEL" -initrd "$INITRD_DMA"
-     -append "console=ttyS0 panic=-1 intel_iommu=on,sm_on rviommu.sha256=$DISK_SHA256 $*")
+     -append "console=ttyS0 panic=-1 no_timer_check intel_iommu=on,sm_on rviommu.sha256=$DISK_SHA256 $*")
 info "${cmd[*]}"
 t0=$(date +%s.%N)
 timeout 300 "${cmd[@]}" > "$log" 2>&1 || true

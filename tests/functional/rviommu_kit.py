@@ -262,7 +262,11 @@ class RvIommuGuestTest(QemuSystemTest):
     # guest has not printed RVIOMMU-TEST-END after GUEST_TIMEOUT + BOOT_ALLOWANCE seconds.
     GUEST_TIMEOUT = 300
     BOOT_ALLOWANCE = 120
-    KERNEL_PARAMS = 'console=ttyS0 panic=-1'
+    # no_timer_check: Linux's boot-time check that the PIT interrupt arrives
+    # through the I/O APIC gives TCG about 65 ms of host time; on a loaded
+    # host it fails now and then (measured with the C device as with ours:
+    # 'timer doesn't work through Interrupt-remapped IO-APIC', then a panic).
+    KERNEL_PARAMS = 'console=ttyS0 panic=-1 no_timer_check'
 
     def setUp(self):
         super().setUp()

@@ -52,7 +52,7 @@ set -- -machine q35 -accel kvm -cpu host -m 384M -smp 1 -nodefaults -no-user-con
     -display none -no-reboot -L /usr/share/qemu \
     -chardev file,id=con,path=/tmp/l2.log -serial chardev:con \
     -kernel /l2/vmlinuz -initrd /l2/initrd.gz \
-    -append "console=ttyS0 panic=-1 rviommu.timeout=$l2_timeout rviommu.sha256=$sha $l2_append"
+    -append "console=ttyS0 panic=-1 no_timer_check rviommu.timeout=$l2_timeout rviommu.sha256=$sha $l2_append"
 [ "$iommu" = none ] || set -- "$@" -device "intel-iommu,$iommu"
 case "$backend" in
     legacy) for d in $devs; do set -- "$@" -device "vfio-pci,host=$d"; done ;;
