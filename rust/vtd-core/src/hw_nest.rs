@@ -12,6 +12,9 @@
 //! * what the host must attach for the device's requests without PASID
 //!   ([`Vtd::host_binding`]): the parent (translation off, pass-through), a
 //!   nested domain over the guest's first-stage table, or nothing (blocked);
+//!   and likewise for each PASID with a present PASID entry
+//!   ([`Vtd::present_pasids`], [`Vtd::host_binding_pasid`]), after the
+//!   invalidations that may have changed them ([`pasid_rebind`]);
 //! * which guest invalidations must reach the host's nested domain, and
 //!   as what ([`host_invalidation`]): the first-stage IOTLB is the host's
 //!   now, so every guest invalidation that covers the bound domain and
@@ -27,7 +30,9 @@ use crate::config::{
 };
 use crate::invalidation::InvalidationEvent;
 use crate::mem::GuestMemory;
-use crate::scalable::{resolve, PasidMode};
+use crate::scalable::{
+    lookup_sm_context, resolve, PasidContext, PasidMode, PASID_DIR_ENTRY_SIZE, PASID_ENTRY_SIZE,
+};
 use crate::vtd::Vtd;
 
 /// A host VT-d's capability registers (`struct iommu_hw_info_vtd`).
@@ -145,6 +150,25 @@ pub enum HostBinding {
     Unsupported,
 }
 
+/// The most PASIDs besides RID_PASID of one function that are bound on the
+/// host; PASID entries beyond stay blocked there (the glue logs it).
+pub const MAX_HOST_PASIDS: usize = 256;
+
+fn binding_of(pc: &PasidContext) -> HostBinding {
+    let e = &pc.pasid_entry;
+    match e.mode {
+        PasidMode::PassThrough => HostBinding::Parent,
+        PasidMode::FirstStage(fs) => HostBinding::Nested {
+            did: e.domain_id,
+            pasid: pc.pasid,
+            pgtbl: fs.root,
+            addr_width: if fs.levels == 5 { 57 } else { 48 },
+            flags: S1Flags { sre: e.sre, eafe: e.eafe, wpe: e.wpe },
+        },
+        PasidMode::SecondStage(_) | PasidMode::Nested { .. } => HostBinding::Unsupported,
+    }
+}
+
 impl Vtd {
     /// The host binding for requests without PASID of function `sid`, from
     /// the guest's tables in memory (not from caches), as it stands after
@@ -157,22 +181,127 @@ impl Vtd {
             // Legacy tables have no first stage to hand over.
             return HostBinding::Unsupported;
         }
-        let pc = match resolve(mem, self.root_table_address(), sid, None, &self.sm_caps()) {
-            Ok(pc) => pc,
-            Err(_) => return HostBinding::Blocked,
-        };
-        let e = &pc.pasid_entry;
-        match e.mode {
-            PasidMode::PassThrough => HostBinding::Parent,
-            PasidMode::FirstStage(fs) => HostBinding::Nested {
-                did: e.domain_id,
-                pasid: pc.pasid,
-                pgtbl: fs.root,
-                addr_width: if fs.levels == 5 { 57 } else { 48 },
-                flags: S1Flags { sre: e.sre, eafe: e.eafe, wpe: e.wpe },
-            },
-            PasidMode::SecondStage(_) | PasidMode::Nested { .. } => HostBinding::Unsupported,
+        match resolve(mem, self.root_table_address(), sid, None, &self.sm_caps()) {
+            Ok(pc) => binding_of(&pc),
+            Err(_) => HostBinding::Blocked,
         }
+    }
+
+    /// The host binding for requests of function `sid` with PASID `pasid`
+    /// (not RID_PASID), likewise from memory. Requests with PASID are
+    /// blocked while translation is off or the tables are legacy ones.
+    /// The entry's SRE becomes a flag of the nested domain: whether a
+    /// supervisor request faults is the host's decision per request.
+    pub fn host_binding_pasid(&self, sid: u16, pasid: u32, mem: &dyn GuestMemory) -> HostBinding {
+        if !self.translation_enabled() || !self.root_table_scalable() {
+            return HostBinding::Blocked;
+        }
+        match resolve(mem, self.root_table_address(), sid, Some((pasid, false)), &self.sm_caps()) {
+            Ok(pc) => binding_of(&pc),
+            Err(_) => HostBinding::Blocked,
+        }
+    }
+
+    /// The PASIDs of function `sid` other than its RID_PASID whose PASID
+    /// directory and table entries are present, ascending, at most
+    /// `limit` of them; and whether there were more. Empty while
+    /// translation is off, with legacy tables or with PASIDs disabled in
+    /// the context entry. Reads the directory in 4 KiB pieces.
+    pub fn present_pasids(&self, sid: u16, mem: &dyn GuestMemory, limit: usize) -> (Vec<u32>, bool) {
+        let mut out = Vec::new();
+        if !self.translation_enabled() || !self.root_table_scalable() {
+            return (out, false);
+        }
+        let caps = self.sm_caps();
+        let Ok(ce) = lookup_sm_context(mem, self.root_table_address(), sid, &caps) else {
+            return (out, false);
+        };
+        if !ce.paside() || caps.pasid_bits == 0 {
+            return (out, false);
+        }
+        let pasids = 1u64 << u32::from(caps.pasid_bits.min(20));
+        let dir_entries = u64::from(ce.pasid_dir_entries()).min(pasids.div_ceil(64));
+        let dir = ce.pasid_dir() & caps.haw_mask;
+        const CHUNK: u64 = 4096 / PASID_DIR_ENTRY_SIZE;
+        let mut buf = [0u8; 4096];
+        let mut first = 0u64;
+        while first < dir_entries {
+            let n = (dir_entries - first).min(CHUNK);
+            let bytes = &mut buf[..(n * PASID_DIR_ENTRY_SIZE) as usize];
+            let base = dir.wrapping_add(first * PASID_DIR_ENTRY_SIZE);
+            // A piece that cannot be read whole is read entry by entry.
+            let whole = mem.read(base, bytes).is_ok();
+            for i in 0..n {
+                let de = if whole {
+                    let o = (i * PASID_DIR_ENTRY_SIZE) as usize;
+                    u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap_or([0; 8]))
+                } else {
+                    mem.read_u64(base.wrapping_add(i * PASID_DIR_ENTRY_SIZE)).unwrap_or(0)
+                };
+                if de & 1 == 0 {
+                    continue;
+                }
+                let table = de & !0xfff & caps.haw_mask;
+                for j in 0..64u64 {
+                    let p = (first + i) * 64 + j;
+                    if p >= pasids || p == u64::from(ce.rid_pasid()) {
+                        continue;
+                    }
+                    let present = mem
+                        .read_u64(table.wrapping_add(j * PASID_ENTRY_SIZE))
+                        .is_ok_and(|q0| q0 & 1 != 0);
+                    if present {
+                        if out.len() == limit {
+                            return (out, true);
+                        }
+                        out.push(p as u32);
+                    }
+                }
+            }
+            first += n;
+        }
+        (out, false)
+    }
+}
+
+/// Which host bindings of PASIDs other than RID_PASID a guest invalidation
+/// may change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PasidRebind {
+    /// None.
+    Nothing,
+    /// Those of these PASIDs (PASID-selective PASID-cache invalidations).
+    Pasids(Vec<u32>),
+    /// Any: enumerate the present entries again
+    /// ([`Vtd::present_pasids`]) and rebind those and the bound ones.
+    All,
+}
+
+impl PasidRebind {
+    /// Both scopes together.
+    pub fn union(self, other: PasidRebind) -> PasidRebind {
+        use PasidRebind as R;
+        match (self, other) {
+            (R::All, _) | (_, R::All) => R::All,
+            (R::Nothing, x) | (x, R::Nothing) => x,
+            (R::Pasids(mut a), R::Pasids(b)) => {
+                for p in b {
+                    if !a.contains(&p) {
+                        a.push(p);
+                    }
+                }
+                R::Pasids(a)
+            }
+        }
+    }
+}
+
+/// The PASID bindings `event` may change.
+pub fn pasid_rebind(event: &InvalidationEvent) -> PasidRebind {
+    match *event {
+        InvalidationEvent::PasidCachePasid { pasid, .. } => PasidRebind::Pasids(vec![pasid]),
+        ref e if crate::notify::changes_mode(e) => PasidRebind::All,
+        _ => PasidRebind::Nothing,
     }
 }
 

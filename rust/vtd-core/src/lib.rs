@@ -87,7 +87,7 @@ pub use config::Config;
 pub use effects::{Effects, Msi};
 pub use invalidation::{GlobalCause, InvalidationEvent};
 pub use fault::{Fault, FaultReason, FaultRecord};
-pub use hw_nest::{HostBinding, HostVtd, S1Flags, S1Invalidation};
+pub use hw_nest::{HostBinding, HostVtd, PasidRebind, S1Flags, S1Invalidation};
 pub use inv_queue::IecInvalidation;
 pub use irq_remap::{InterruptFault, InterruptRequest, IrTable};
 pub use mem::{GuestMemory, MemError};

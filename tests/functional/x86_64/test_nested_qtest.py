@@ -15,6 +15,10 @@
 #   - after L2 changes a mapping, DMA keeps hitting the old page until L2 invalidates:
 #     the invalidation is forwarded (one IOMMU_HWPT_INVALIDATE per batch), then the new
 #     page is used,
+#   - requests with a PASID (ATS-translated, as the device makes them): L2 sees an
+#     emulated PASID capability on the assigned function (vfio hides the real one),
+#     its PASID entries are bound on L1's iommufd per PASID (VFIO_DEVICE_ATTACH_PASID)
+#     and their invalidations forwarded to that PASID's nested HWPT,
 #   - PASID entry replace (pass-through, another first stage), detach (DMA blocked),
 #     guest reset, hot-unplug and hot-plug while translation is on leave no HWPT
 #     behind and QEMU running,
@@ -38,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rviommu_kit import RvIommuGuestTest  # noqa: E402
 from vtd_qtest import (Channel, StreamQtest, ScalableVtd, QtestError, ECAM_BASE,  # noqa: E402
                        PGTT_FS, PGTT_PT, TD_ID, TD_BAR0, TD_READ, TD_IOVA, TD_LEN, TD_PASID,
-                       TD_CMD, TD_STATUS, TD_BUFFER, TD_STATUS_NAMES)
+                       TD_CMD, TD_STATUS, TD_BUFFER, TD_STATUS_NAMES, TD_ATS, TD_PASID_VALID)
 
 # L2's view: root ports 00:04.0 and 00:06.0, an assigned test device behind each, at
 # 01:00.0 (BAR0 at TD_BAR0) and 02:00.0 (BAR0 at TD_BAR0_B).  Both are in one guest
@@ -56,10 +60,15 @@ PGTT_SS = 2
 SLTCTL_PCC = 1 << 10              # power controller control: off
 SLTCTL_PIC_OFF = 3 << 8           # power indicator off
 SLTCTL_PIC_ON = 1 << 8            # power indicator on
+PASID, DID_P = 5, 8               # a PASID of L2's with a first stage of its own
+PASID_CAP_ID, PASID_CAP_AT = 0x1b, 0xff8   # the emulated capability in L2
+# rviommu-testdev (L0): ATS control at 0x106 (bit 15 enable), PASID control at 0x126
+TD_ATS_CTRL, TD_PASID_CTRL = 0x106, 0x126
 
 # What L0 gives L1: no 1 GiB first-stage pages (to check the refusal of an L2 that
-# advertises them); L2 then runs with fs1gp=off.
-L0_IOMMU = 'intel-iommu,x-scalable-mode=modern,caching-mode=on,fs1gp=off'
+# advertises them; L2 then runs with fs1gp=off), and device-TLBs: L1 enables ATS and
+# PASIDs on the test devices, which make requests with a PASID as ATS translations.
+L0_IOMMU = 'intel-iommu,x-scalable-mode=modern,caching-mode=on,fs1gp=off,device-iotlb=on'
 L2_IOMMU = 'x-scalable-mode=modern,caching-mode=on,fs1gp=off'
 # An L2 QEMU started through L1's shell to check a configuration (no guest code).
 L2_CHECK = ('timeout 120 qemu-system-x86_64 -M q35 -accel qtest -nodefaults -no-user-config '
@@ -155,6 +164,32 @@ class NestedQtest(RvIommuGuestTest):
         status = TD_STATUS_NAMES.get(qt.readl(bar + TD_STATUS) & 0xff, 'unknown')
         return qt.memread(bar + TD_BUFFER, n) if status == 'ok' else status
 
+    def dma_read_pasid(self, qt, iova, pasid, n=64, bar=TD_BAR0):
+        """The same with PASID `pasid` (an ATS translation request, then the
+        translated access; the device caches the translation)."""
+        qt.writeq(bar + TD_IOVA, iova)
+        qt.writel(bar + TD_LEN, n)
+        qt.writel(bar + TD_PASID, TD_PASID_VALID | pasid)
+        qt.writel(bar + TD_CMD, TD_READ | TD_ATS)
+        status = TD_STATUS_NAMES.get(qt.readl(bar + TD_STATUS) & 0xff, 'unknown')
+        return qt.memread(bar + TD_BUFFER, n) if status == 'ok' else status
+
+    @staticmethod
+    def ecam(bdf, reg):
+        """Address of a configuration register in L2's ECAM (extended
+        configuration space; the 0xcf8 ports reach the first 256 bytes)."""
+        return ECAM_BASE + (bdf << 12) + reg
+
+    def ext_caps(self, qt, bdf):
+        """{id: offset} of a function's extended capabilities in L2."""
+        caps, pos = {}, 0x100
+        while pos and len(caps) < 64:
+            head = qt.readl(self.ecam(bdf, pos))
+            if head & 0xffff:
+                caps[head & 0xffff] = pos
+            pos = (head >> 20) & 0xffc
+        return caps
+
     @staticmethod
     def pattern(tag, n=64):
         return bytes((i * 13 + tag * 101) & 0xff for i in range(n))
@@ -190,17 +225,26 @@ class NestedQtest(RvIommuGuestTest):
 
     # -- L1's view ---------------------------------------------------------------
 
-    def l1_pasid_entry(self, sh, bdf):
-        """(PGTT, first-stage table pointer) of PASID 0 of L1's function `bdf` in
-        the translation structures L1's kernel programmed into L0's VT-d."""
+    def l1_pasid_entry(self, sh, bdf, pasid=0, missing_ok=False):
+        """(PGTT, first-stage table pointer) of PASID `pasid` of L1's function
+        `bdf` in the translation structures L1's kernel programmed into L0's
+        VT-d (None with `missing_ok` when there is no such entry)."""
         out, rc = sh.run('cat /sys/kernel/debug/iommu/intel/dmar_translation_struct')
         self.assertEqual(rc, 0, out)
         for line in out.splitlines():
             f = line.split()
-            if len(f) == 5 and f[0] == bdf and f[3] == '0':
+            if len(f) == 5 and f[0] == bdf and f[3] == str(pasid):
                 val2, _, val0 = (int(v, 16) for v in f[4].split(':'))
                 return (val0 >> 6) & 7, val2 & 0x000ffffffffff000
-        self.fail(f'no PASID 0 entry of {bdf} in L1 dmar_translation_struct:\n{out}')
+        if missing_ok:
+            return None
+        self.fail(f'no PASID {pasid} entry of {bdf} in L1 dmar_translation_struct:\n{out}')
+
+    def l1_config_word(self, sh, bdf, off):
+        """A 16-bit register of L1's function `bdf` (its real config space)."""
+        out, rc = sh.run(f'od -An -tx2 -j {off} -N 2 /sys/bus/pci/devices/0000:{bdf}/config')
+        self.assertEqual(rc, 0, out)
+        return int(out.split()[0], 16)
 
     def l1_dma_faults(self, sh):
         out, _ = sh.run("dmesg | grep -c 'DMAR: \\[DMA'")
@@ -290,6 +334,10 @@ class NestedQtest(RvIommuGuestTest):
         self.assertEqual(self.dma_read(qt, IOVA, bar=TD_BAR0_B), B[0],
                          'second device: still the old page after L2 invalidated')
 
+        # 2b. Requests with a PASID.
+        self.pasid_requests(qt, vtd, sh, pdir, l1_bdf, l1_bdf_b)
+        self.assertEqual(self.dma_read(qt, IOVA), B[0], 'requests without PASID changed')
+
         # 3. Replace the PASID entry: pass-through (the nesting parent: L2 GPA).
         vtd.set_pasid_entry(pdir, 0, PGTT_PT, did=DID)
         vtd.invalidate(vtd.desc_pasid_cache_pasid(DID, 0), vtd.desc_piotlb_pasid(DID, 0))
@@ -316,10 +364,17 @@ class NestedQtest(RvIommuGuestTest):
         vtd.set_pasid_entry(pdir, 0, PGTT_FS, did=DID, flptptr=fs2.root)
         vtd.invalidate(vtd.desc_pasid_cache_pasid(DID, 0))
         self.assertEqual(self.dma_read(qt, IOVA), self.pattern(2 * PAGES))
+        self.assertEqual(self.l1_pasid_entry(sh, l1_bdf, PASID)[0], PGTT_NESTED,
+                         f'PASID {PASID} is not bound before the reset')
         self.assertEqual(mon.cmd('system_reset'), '')
         self.pci_setup(qt)
         self.assertEqual(self.dma_read(qt, RAM_B), B[0], 'DMA after reset (translation off)')
         self.assertEqual(self.l1_pasid_entry(sh, l1_bdf)[0], PGTT_SS)
+        # Requests with a PASID are blocked while translation is off.
+        self.assertIsNone(self.l1_pasid_entry(sh, l1_bdf, PASID, missing_ok=True),
+                          f'PASID {PASID} still bound after the reset')
+        self.assertNotEqual(self.dma_read_pasid(qt, IOVA, PASID), 'ok',
+                            f'PASID {PASID} DMA after the reset')
 
         # 7. Translate once more, then hot-unplug.
         vtd2 = ScalableVtd(qt, table_base=0x200000, table_limit=0x280000)
@@ -364,6 +419,62 @@ class NestedQtest(RvIommuGuestTest):
         self.log.info('%d HWPTs allocated; live after the last unplug: %s', allocated, live)
         self.assertGreaterEqual(allocated, 6, 'parents and nested HWPTs')
         self.assertEqual(live, set(), 'HWPTs left allocated after hot-unplug')
+
+    def pasid_requests(self, qt, vtd, sh, pdir, l1_bdf, l1_bdf_b):
+        """PASID `PASID` of both devices (same PASID directory): an emulated
+        PASID capability, bind, translate, invalidate, unbind, bind again
+        (left bound for the reset step)."""
+        for bdf in (l1_bdf, l1_bdf_b):
+            self.assertTrue(self.l1_config_word(sh, bdf, TD_PASID_CTRL) & 1,
+                            f'L1 did not enable PASIDs on {bdf}')
+            self.assertTrue(self.l1_config_word(sh, bdf, TD_ATS_CTRL) & 0x8000,
+                            f'L1 did not enable ATS on {bdf}')
+        for bdf in (TD_BDF, TD_B_BDF):
+            caps = self.ext_caps(qt, bdf)
+            self.assertEqual(caps.get(PASID_CAP_ID), PASID_CAP_AT,
+                             f'no emulated PASID capability in L2 at {bdf:#x}: {caps}')
+            ctl = self.ecam(bdf, PASID_CAP_AT + 4)
+            cap = qt.readl(ctl) & 0xffff
+            self.assertEqual(((cap >> 8) & 0x1f, cap & 6), (20, 6),
+                             f'PASID capability register {cap:#x}: 20 bits, exec and priv')
+            # Emulated: L2 disabling PASIDs does not disable them on the device.
+            qt.writel(ctl, 0)
+            self.assertEqual(qt.readl(ctl) >> 16, 0)
+            qt.writel(ctl, 1 << 16)     # PASID Enable
+            self.assertEqual(qt.readl(ctl) >> 16, 1)
+        self.assertTrue(self.l1_config_word(sh, l1_bdf, TD_PASID_CTRL) & 1,
+                        "L2's write reached the device's real PASID control")
+        fs_p = vtd.first_stage()
+        fs_p.map_4k(IOVA, RAM_C)
+        vtd.set_pasid_entry(pdir, PASID, PGTT_FS, did=DID_P, flptptr=fs_p.root)
+        vtd.set_context(1, 0, pdir, paside=True)
+        vtd.set_context(2, 0, pdir, paside=True)
+        vtd.invalidate(vtd.desc_context_global(), vtd.desc_piotlb_pasid(DID_P, PASID))
+        C0 = self.pattern(2 * PAGES)
+        for bar in (TD_BAR0, TD_BAR0_B):
+            self.assertEqual(self.dma_read_pasid(qt, IOVA, PASID, bar=bar), C0,
+                             f'PASID {PASID} DMA through its first stage, device 0x{bar:x}')
+        for bdf in (l1_bdf, l1_bdf_b):
+            self.assertEqual(self.l1_pasid_entry(sh, bdf, PASID), (PGTT_NESTED, fs_p.root),
+                             f"L1's PASID {PASID} entry of {bdf} is not nested over L2's table")
+        self.log.info('L1 %s PASID %d: nested over L2 table 0x%x', l1_bdf, PASID, fs_p.root)
+        # Stale (the device's ATC, L0's IOTLB) until L2 invalidates the PASID.
+        fs_p.map_4k(IOVA, RAM_A)
+        self.assertEqual(self.dma_read_pasid(qt, IOVA, PASID), C0, 'new mapping before L2 invalidated')
+        vtd.invalidate(vtd.desc_piotlb_page(DID_P, PASID, IOVA))
+        for bar in (TD_BAR0, TD_BAR0_B):
+            self.assertEqual(self.dma_read_pasid(qt, IOVA, PASID, bar=bar), self.pattern(0),
+                             f'PASID {PASID}: old page after L2 invalidated, device 0x{bar:x}')
+        # Unbind: the entry cleared, a PASID-selective PASID-cache invalidation.
+        vtd.set_pasid_entry(pdir, PASID, 0, present=False)
+        vtd.invalidate(vtd.desc_pasid_cache_pasid(DID_P, PASID), vtd.desc_piotlb_pasid(DID_P, PASID))
+        self.assertNotEqual(self.dma_read_pasid(qt, IOVA, PASID), 'ok', f'PASID {PASID} DMA unbound')
+        self.assertIsNone(self.l1_pasid_entry(sh, l1_bdf, PASID, missing_ok=True),
+                          f'PASID {PASID} still bound in L1 after L2 cleared its entry')
+        # Bound again.
+        vtd.set_pasid_entry(pdir, PASID, PGTT_FS, did=DID_P, flptptr=fs_p.root)
+        vtd.invalidate(vtd.desc_pasid_cache_pasid(DID_P, PASID))
+        self.assertEqual(self.dma_read_pasid(qt, IOVA, PASID), self.pattern(0), 'bound again')
 
     # -- the tests ---------------------------------------------------------------
 
@@ -427,6 +538,11 @@ class NestedQtest(RvIommuGuestTest):
         self.log.info('forwarded invalidation batches (entries, calls): %s', calls)
         self.assertEqual(calls.count((PAGES, 1)), 2, calls)
         self.assertTrue(all(c == 1 for _, c in calls), calls)
+        # The PASID's invalidations (PASID-selective at the bind, then the
+        # page) went to its own nested HWPT, one call each per device.
+        pasid_calls = re.findall(rf'vtd_hw_nested_invalidate .*pasid {PASID} hwpt \d+ entries 1 in 1 ',
+                                 self.trace)
+        self.assertEqual(len(pasid_calls), 4, self.trace)
 
 
 if __name__ == '__main__':

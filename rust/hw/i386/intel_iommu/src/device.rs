@@ -421,6 +421,8 @@ impl IntelIommuState {
     /// With the core locked: the host bindings and invalidations of the
     /// host-IOMMU-backed functions after the invalidations in `effects`.
     fn plan_nested(&self, vtd: &Vtd, effects: &Effects) -> Vec<NestedPlan> {
+        use vtd_core::hw_nest::{pasid_rebind, MAX_HOST_PASIDS};
+        use vtd_core::{HostBinding, PasidRebind};
         if effects.invalidations.is_empty() {
             return Vec::new();
         }
@@ -431,28 +433,61 @@ impl IntelIommuState {
             .iter()
             .rposition(vtd_core::hw_nest::rebinds)
             .map(|i| effects.invalidation_source(i));
+        let mut scope = PasidRebind::Nothing;
+        let mut pasid_source = None;
+        for (i, ev) in effects.invalidations.iter().enumerate() {
+            let r = pasid_rebind(ev);
+            if r != PasidRebind::Nothing {
+                pasid_source = effects.invalidation_source(i);
+                scope = scope.union(r);
+            }
+        }
         let mut out = Vec::new();
-        for (sid, bound) in self.nested.snapshot() {
-            let binding = rebinding.map(|source| (vtd.host_binding(sid, &SystemMemory), source));
-            let target = match binding {
-                Some((vtd_core::HostBinding::Nested { did, pasid, .. }, _)) => Some((did, pasid)),
-                Some(_) => None,
-                None => bound,
-            };
-            let invalidations: Vec<_> = match target {
-                Some((did, pasid)) => effects
-                    .invalidations
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, ev)| {
-                        vtd_core::hw_nest::host_invalidation(ev, did, pasid)
-                            .map(|inv| (inv, effects.invalidation_source(i)))
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            if binding.is_some() || !invalidations.is_empty() {
-                out.push(NestedPlan { sid, binding, invalidations });
+        for st in self.nested.snapshot() {
+            let sid = st.sid;
+            let mut bindings = Vec::new();
+            if let Some(source) = rebinding {
+                bindings.push((None, vtd.host_binding(sid, &SystemMemory), source));
+            }
+            let mut truncated = false;
+            if st.pasid_capable {
+                let pasids = match &scope {
+                    PasidRebind::Nothing => Vec::new(),
+                    PasidRebind::Pasids(list) => list.clone(),
+                    PasidRebind::All => {
+                        let (mut present, more) = vtd.present_pasids(sid, &SystemMemory, MAX_HOST_PASIDS);
+                        truncated = more;
+                        present.extend(st.bound_pasids.iter().filter(|p| !present.contains(p)).collect::<Vec<_>>());
+                        present
+                    }
+                };
+                // PASID 0 is RID_PASID: the binding without PASID.
+                for p in pasids.into_iter().filter(|&p| p != 0) {
+                    let b = vtd.host_binding_pasid(sid, p, &SystemMemory);
+                    if b != HostBinding::Blocked || st.bound_pasids.contains(&p) {
+                        bindings.push((Some(p), b, pasid_source));
+                    }
+                }
+            }
+            // The nested HWPTs after the new bindings, and the guest
+            // (DID, PASID) each stands for.
+            let mut targets = st.nested;
+            for (key, b, _) in &bindings {
+                targets.retain(|(k, _)| k != key);
+                if let HostBinding::Nested { did, pasid, .. } = *b {
+                    targets.push((*key, (did, pasid)));
+                }
+            }
+            let mut invalidations = Vec::new();
+            for (i, ev) in effects.invalidations.iter().enumerate() {
+                for &(key, (did, pasid)) in &targets {
+                    if let Some(inv) = vtd_core::hw_nest::host_invalidation(ev, did, pasid) {
+                        invalidations.push((key, inv, effects.invalidation_source(i)));
+                    }
+                }
+            }
+            if !bindings.is_empty() || !invalidations.is_empty() || truncated {
+                out.push(NestedPlan { sid, bindings, invalidations, pasids_truncated: truncated });
             }
         }
         out
@@ -477,11 +512,23 @@ impl IntelIommuState {
         &self.nested
     }
 
-    /// Bind function `sid` as the guest's tables say now.
+    /// Bind function `sid` (requests without PASID and every PASID with a
+    /// present entry) as the guest's tables say now.
     pub(crate) fn rebind_nested(&self, sid: u16) {
+        use vtd_core::hw_nest::MAX_HOST_PASIDS;
+        let capable = self.nested.snapshot().iter().any(|st| st.sid == sid && st.pasid_capable);
         let plan = self.with_core(|vtd| {
-            let binding = Some((vtd.host_binding(sid, &SystemMemory), None));
-            (vec![NestedPlan { sid, binding, invalidations: Vec::new() }], Effects::default())
+            let mut bindings = vec![(None, vtd.host_binding(sid, &SystemMemory), None)];
+            let mut pasids_truncated = false;
+            if capable {
+                let (present, more) = vtd.present_pasids(sid, &SystemMemory, MAX_HOST_PASIDS);
+                pasids_truncated = more;
+                bindings.extend(
+                    present.into_iter().map(|p| (Some(p), vtd.host_binding_pasid(sid, p, &SystemMemory), None)),
+                );
+            }
+            let plan = NestedPlan { sid, bindings, invalidations: Vec::new(), pasids_truncated };
+            (vec![plan], Effects::default())
         });
         if let Some(plan) = plan {
             // Logged; nothing for the guest to see at attach time.

@@ -12,7 +12,7 @@
 //!   object), never from globals.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     ffi::{c_int, c_void, CStr, CString},
     mem::{offset_of, size_of},
     ptr::{addr_of, addr_of_mut, null_mut, NonNull},
@@ -1140,6 +1140,16 @@ unsafe extern "C" fn vtd_ats_request_translation(
 // RAM); we attach a nested HWPT over the guest's first-stage table, the
 // parent, or nothing, and forward the guest's first-stage invalidations.
 
+/// What is attached for one kind of request of a nested function: its
+/// requests without PASID, or those with one PASID.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// The nested HWPT we allocated and attached, with what it binds.
+    nested: Option<(u32, vtd_core::HostBinding)>,
+    /// Attached now: the parent, the nested HWPT, or nothing (blocked).
+    attached: Attached,
+}
+
 /// A function backed by a host IOMMU device of the iommufd backend, and
 /// what is attached for it now.
 pub struct NestedDevice {
@@ -1148,10 +1158,12 @@ pub struct NestedDevice {
     idev: *mut bindings::HostIOMMUDeviceIOMMUFD,
     /// vfio's default HWPT: the nesting parent.
     parent: u32,
-    /// The nested HWPT we allocated and attached, with what it binds.
-    nested: Option<(u32, vtd_core::HostBinding)>,
-    /// Attached now: the parent, the nested HWPT, or nothing (blocked).
-    attached: Attached,
+    /// Width of the PASIDs the host enabled for the function (0: none).
+    pasid_bits: u8,
+    /// Requests without PASID.
+    rid: Slot,
+    /// Requests with a PASID, for each PASID bound (not blocked).
+    pasids: BTreeMap<u32, Slot>,
 }
 
 /// What a nested device is attached to.
@@ -1212,23 +1224,53 @@ fn host_vtd(hiod: *mut bindings::HostIOMMUDevice) -> Result<(*mut bindings::Host
 }
 
 impl NestedDevice {
-    /// Attach `hwpt` (replacing what is attached).
-    fn attach(&mut self, hwpt: u32, what: Attached) -> Result<(), String> {
+    fn slot(&self, pasid: Option<u32>) -> Option<&Slot> {
+        match pasid {
+            None => Some(&self.rid),
+            Some(p) => self.pasids.get(&p),
+        }
+    }
+
+    fn slot_mut(&mut self, pasid: Option<u32>) -> &mut Slot {
+        match pasid {
+            None => &mut self.rid,
+            Some(p) => self.pasids.entry(p).or_insert(Slot { nested: None, attached: Attached::Nothing }),
+        }
+    }
+
+    /// Attach `hwpt` for requests without PASID or with `pasid` (replacing
+    /// what is attached).
+    fn attach(&mut self, pasid: Option<u32>, hwpt: u32, what: Attached) -> Result<(), String> {
         let mut err: *mut bindings::Error = null_mut();
         // SAFETY: idev is live while registered; err receives an error.
-        if unsafe { bindings::host_iommu_device_iommufd_attach_hwpt(self.idev, hwpt, &mut err) } {
-            self.attached = what;
+        let ok = unsafe {
+            match pasid {
+                None => bindings::host_iommu_device_iommufd_attach_hwpt(self.idev, hwpt, &mut err),
+                Some(p) => bindings::host_iommu_device_iommufd_attach_hwpt_pasid(self.idev, p, hwpt, &mut err),
+            }
+        };
+        if ok {
+            self.slot_mut(pasid).attached = what;
             Ok(())
         } else {
             Err(take_error(err))
         }
     }
 
-    fn detach(&mut self) -> Result<(), String> {
+    fn detach(&mut self, pasid: Option<u32>) -> Result<(), String> {
+        if pasid.is_some() && self.slot(pasid).is_none_or(|s| s.attached == Attached::Nothing) {
+            return Ok(());
+        }
         let mut err: *mut bindings::Error = null_mut();
         // SAFETY: as in attach.
-        if unsafe { bindings::host_iommu_device_iommufd_detach_hwpt(self.idev, &mut err) } {
-            self.attached = Attached::Nothing;
+        let ok = unsafe {
+            match pasid {
+                None => bindings::host_iommu_device_iommufd_detach_hwpt(self.idev, &mut err),
+                Some(p) => bindings::host_iommu_device_iommufd_detach_hwpt_pasid(self.idev, p, &mut err),
+            }
+        };
+        if ok {
+            self.slot_mut(pasid).attached = Attached::Nothing;
             Ok(())
         } else {
             Err(take_error(err))
@@ -1243,30 +1285,37 @@ impl NestedDevice {
         unsafe { bindings::iommufd_backend_free_id((*self.idev).iommufd, id) };
     }
 
-    /// Free our nested HWPT (not attached any more).
-    fn free_nested(&mut self) {
-        if let Some((id, _)) = self.nested.take() {
+    /// Free the slot's nested HWPT (not attached any more).
+    fn free_nested(&mut self, pasid: Option<u32>) {
+        if let Some((id, _)) = self.slot_mut(pasid).nested.take() {
             self.free_hwpt(id);
         }
     }
 
-    /// Make the host translate as `binding` says.  On failure the function
-    /// is left blocked (detached): neither the old first stage nor guest RAM
-    /// untranslated.
-    fn bind(&mut self, binding: vtd_core::HostBinding) -> Result<(), String> {
-        let result = self.bind_inner(binding);
+    /// Make the host translate requests without PASID, or with `pasid`, as
+    /// `binding` says. On failure they are left blocked (detached): neither
+    /// the old first stage nor guest RAM untranslated.
+    fn bind(&mut self, pasid: Option<u32>, binding: vtd_core::HostBinding) -> Result<(), String> {
+        let result = self.bind_inner(pasid, binding);
         if result.is_err() {
-            let _ = self.detach();
-            self.free_nested();
+            let _ = self.detach(pasid);
+            self.free_nested(pasid);
         }
         // What is attached now, after a failure too.
-        let (what, hwpt) = match self.attached {
+        let slot = *self.slot_mut(pasid);
+        let (what, hwpt) = match slot.attached {
             Attached::Parent => (c"parent", self.parent),
-            Attached::Nested => (c"nested", self.nested.map_or(0, |(id, _)| id)),
+            Attached::Nested => (c"nested", slot.nested.map_or(0, |(id, _)| id)),
             Attached::Nothing => (c"blocked", 0),
         };
+        if let Some(p) = pasid {
+            if slot.attached == Attached::Nothing && slot.nested.is_none() {
+                self.pasids.remove(&p);
+            }
+        }
         crate::trace::trace_vtd_hw_nested_bind(
             self.source_id(),
+            pasid.unwrap_or(0),
             what,
             hwpt,
             if result.is_ok() { 0 } else { -1 },
@@ -1274,15 +1323,16 @@ impl NestedDevice {
         result
     }
 
-    fn bind_inner(&mut self, binding: vtd_core::HostBinding) -> Result<(), String> {
+    fn bind_inner(&mut self, pasid: Option<u32>, binding: vtd_core::HostBinding) -> Result<(), String> {
         use vtd_core::HostBinding as B;
         match binding {
             B::Parent => {
-                self.attach(self.parent, Attached::Parent)?;
-                self.free_nested();
+                self.attach(pasid, self.parent, Attached::Parent)?;
+                self.free_nested(pasid);
             }
             B::Nested { pgtbl, addr_width, flags, .. } => {
-                if matches!(self.nested, Some((_, b)) if b == binding) && self.attached == Attached::Nested {
+                let slot = *self.slot_mut(pasid);
+                if matches!(slot.nested, Some((_, b)) if b == binding) && slot.attached == Attached::Nested {
                     return Ok(());
                 }
                 let mut data = bindings::iommu_hwpt_vtd_s1 {
@@ -1291,6 +1341,9 @@ impl NestedDevice {
                     addr_width: u32::from(addr_width),
                     __reserved: 0,
                 };
+                // Every HWPT of a function that has PASID attachments must
+                // be PASID-compatible (vfio made the parent so).
+                let alloc_flags = if self.pasid_bits > 0 { bindings::IOMMU_HWPT_ALLOC_PASID } else { 0 };
                 let mut id = 0u32;
                 let mut err: *mut bindings::Error = null_mut();
                 // SAFETY: idev is live; data is a valid VTD_S1 block for the
@@ -1300,7 +1353,7 @@ impl NestedDevice {
                         (*self.idev).iommufd,
                         (*self.idev).devid,
                         self.parent,
-                        0,
+                        alloc_flags,
                         bindings::IOMMU_HWPT_DATA_VTD_S1,
                         size_of::<bindings::iommu_hwpt_vtd_s1>() as u32,
                         addr_of_mut!(data).cast(),
@@ -1311,27 +1364,30 @@ impl NestedDevice {
                 if !ok {
                     return Err(take_error(err));
                 }
-                if let Err(e) = self.attach(id, Attached::Nested) {
+                if let Err(e) = self.attach(pasid, id, Attached::Nested) {
                     self.free_hwpt(id);
                     return Err(e);
                 }
-                self.free_nested();
-                self.nested = Some((id, binding));
+                self.free_nested(pasid);
+                self.slot_mut(pasid).nested = Some((id, binding));
             }
             B::Blocked | B::Unsupported => {
-                self.detach()?;
-                self.free_nested();
+                self.detach(pasid)?;
+                self.free_nested(pasid);
             }
         }
         Ok(())
     }
 
-    /// Forward first-stage invalidations to the attached nested HWPT, in
-    /// one call when the kernel takes them all.  On failure: the index of
-    /// the first entry the host did not carry out, and why.
-    fn invalidate(&self, invs: &[vtd_core::S1Invalidation]) -> Result<(), (usize, String)> {
-        let Some((id, _)) = self.nested else { return Ok(()) };
-        if invs.is_empty() || self.attached != Attached::Nested {
+    /// Forward first-stage invalidations to the nested HWPT attached for
+    /// requests without PASID or with `pasid`, in one call when the kernel
+    /// takes them all. On failure: the index of the first entry the host
+    /// did not carry out, and why.
+    fn invalidate(&self, pasid: Option<u32>, invs: &[vtd_core::S1Invalidation]) -> Result<(), (usize, String)> {
+        let Some(&Slot { nested: Some((id, _)), attached: Attached::Nested }) = self.slot(pasid) else {
+            return Ok(());
+        };
+        if invs.is_empty() {
             return Ok(());
         }
         let mut entries: Vec<bindings::iommu_hwpt_vtd_s1_invalidate> = invs
@@ -1377,6 +1433,7 @@ impl NestedDevice {
         }
         crate::trace::trace_vtd_hw_nested_invalidate(
             self.source_id(),
+            pasid.unwrap_or(0),
             id,
             u32::try_from(invs.len()).unwrap_or(u32::MAX),
             calls,
@@ -1385,9 +1442,34 @@ impl NestedDevice {
         result
     }
 
+    /// Back to the parent for requests without PASID, every PASID
+    /// detached, our HWPTs freed (before the function goes away).
+    fn release(&mut self) {
+        let pasids: Vec<u32> = self.pasids.keys().copied().collect();
+        for p in pasids {
+            let _ = self.detach(Some(p));
+            self.free_nested(Some(p));
+        }
+        self.pasids.clear();
+        let _ = self.attach(None, self.parent, Attached::Parent);
+        self.free_nested(None);
+    }
+
     pub fn source_id(&self) -> u16 {
         sid_of(self.bus, self.devfn)
     }
+}
+
+/// What the planner needs to know of one nested function.
+pub struct NestedState {
+    pub sid: u16,
+    /// The host enabled PASIDs for it.
+    pub pasid_capable: bool,
+    /// The (DID, PASID) of the guest entry each nested HWPT binds: `None`
+    /// for requests without PASID.
+    pub nested: Vec<(Option<u32>, (u16, u32))>,
+    /// The PASIDs bound now (not blocked).
+    pub bound_pasids: Vec<u32>,
 }
 
 impl NestedDevices {
@@ -1395,18 +1477,26 @@ impl NestedDevices {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Source ids and bound (DID, PASID) of the nested devices.
-    pub fn snapshot(&self) -> Vec<(u16, Option<(u16, u32)>)> {
+    /// What each nested device has bound.
+    pub fn snapshot(&self) -> Vec<NestedState> {
         self.lock()
             .iter()
             .map(|d| {
-                let bound = match d.nested {
-                    Some((_, vtd_core::HostBinding::Nested { did, pasid, .. })) if d.attached == Attached::Nested => {
-                        Some((did, pasid))
-                    }
-                    _ => None,
-                };
-                (d.source_id(), bound)
+                let slots = std::iter::once((None, &d.rid)).chain(d.pasids.iter().map(|(p, s)| (Some(*p), s)));
+                let nested = slots
+                    .filter_map(|(key, s)| match s.nested {
+                        Some((_, vtd_core::HostBinding::Nested { did, pasid, .. })) if s.attached == Attached::Nested => {
+                            Some((key, (did, pasid)))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                NestedState {
+                    sid: d.source_id(),
+                    pasid_capable: d.pasid_bits > 0,
+                    nested,
+                    bound_pasids: d.pasids.keys().copied().collect(),
+                }
             })
             .collect()
     }
@@ -1426,22 +1516,45 @@ impl NestedDevices {
         for p in plan {
             let sid = p.sid;
             let Some(d) = list.iter_mut().find(|d| d.source_id() == sid) else { continue };
-            if let Some((b, source)) = p.binding {
+            if p.pasids_truncated {
+                util::log_mask_ln!(
+                    util::log::Log::GuestError,
+                    "intel-iommu: {sid:04x} has more than {} PASID entries; the host binds the \
+                     first ones, requests with the others are blocked",
+                    vtd_core::hw_nest::MAX_HOST_PASIDS
+                );
+            }
+            for &(pasid, b, source) in &p.bindings {
+                let what = match pasid {
+                    None => format!("{sid:04x}"),
+                    Some(n) => format!("{sid:04x} PASID {n}"),
+                };
                 if b == vtd_core::HostBinding::Unsupported {
                     util::log_mask_ln!(
                         util::log::Log::GuestError,
-                        "intel-iommu: {sid:04x} is translated by the host IOMMU, which can only \
+                        "intel-iommu: {what} is translated by the host IOMMU, which can only \
                          nest a first-stage table: its second-stage or nested PASID entry blocks DMA"
                     );
                 }
-                if let Err(e) = d.bind(b) {
-                    failed(source, format!("host binding of {sid:04x} failed (DMA blocked): {e}"));
+                if let Err(e) = d.bind(pasid, b) {
+                    failed(source, format!("host binding of {what} failed (DMA blocked): {e}"));
                 }
             }
-            let invs: Vec<_> = p.invalidations.iter().map(|(inv, _)| *inv).collect();
-            if let Err((index, e)) = d.invalidate(&invs) {
-                let source = p.invalidations.get(index).and_then(|(_, s)| *s);
-                failed(source, format!("host invalidation for {sid:04x} failed: {e}"));
+            // One call per HWPT: the invalidations grouped by what they are
+            // for, in order.
+            let mut keys: Vec<Option<u32>> = Vec::new();
+            for (key, _, _) in &p.invalidations {
+                if !keys.contains(key) {
+                    keys.push(*key);
+                }
+            }
+            for key in keys {
+                let mine: Vec<_> = p.invalidations.iter().filter(|(k, _, _)| *k == key).collect();
+                let invs: Vec<_> = mine.iter().map(|(_, inv, _)| *inv).collect();
+                if let Err((index, e)) = d.invalidate(key, &invs) {
+                    let source = mine.get(index).and_then(|(_, _, s)| *s);
+                    failed(source, format!("host invalidation for {sid:04x} failed: {e}"));
+                }
             }
         }
         first
@@ -1452,11 +1565,15 @@ impl NestedDevices {
 /// invalidations (planned with the core locked, applied after).
 pub struct NestedPlan {
     pub sid: u16,
-    /// Its new binding, with the queue descriptor whose invalidation asked
-    /// for it (`None`: a register write, reset, or attach).
-    pub binding: Option<(vtd_core::HostBinding, Option<u16>)>,
-    /// First-stage invalidations to forward, each with its queue descriptor.
-    pub invalidations: Vec<(vtd_core::S1Invalidation, Option<u16>)>,
+    /// New bindings for requests without PASID (`None`) or with a PASID,
+    /// each with the queue descriptor whose invalidation asked for it
+    /// (`None`: a register write, reset, or attach).
+    pub bindings: Vec<(Option<u32>, vtd_core::HostBinding, Option<u16>)>,
+    /// First-stage invalidations to forward to the HWPT of requests
+    /// without PASID or with a PASID, each with its queue descriptor.
+    pub invalidations: Vec<(Option<u32>, vtd_core::S1Invalidation, Option<u16>)>,
+    /// More PASID entries are present than the host binds.
+    pub pasids_truncated: bool,
 }
 
 /// A binding or invalidation the host IOMMU did not carry out.
@@ -1518,15 +1635,17 @@ fn bind_host_device(
     owner.address_spaces().space(owner, bus, devfn, None).pin_identity();
     // SAFETY: hiod is live; the reference is dropped in unset.
     unsafe { bindings::object_ref(hiod.cast()) };
-    // SAFETY: idev is the iommufd host device; hwpt_id is vfio's default.
-    let parent = unsafe { (*idev).hwpt_id };
+    // SAFETY: idev is the iommufd host device; hwpt_id is vfio's default;
+    // the caps were filled at its realize.
+    let (parent, pasid_bits) = unsafe { ((*idev).hwpt_id, (*hiod).caps.max_pasid_log2) };
     owner.nested_devices().lock().push(NestedDevice {
         bus,
         devfn,
         idev,
         parent,
-        nested: None,
-        attached: Attached::Parent,
+        pasid_bits,
+        rid: Slot { nested: None, attached: Attached::Parent },
+        pasids: BTreeMap::new(),
     });
     owner.rebind_nested(sid_of(bus, devfn));
     Ok(())
@@ -1585,9 +1704,8 @@ unsafe extern "C" fn vtd_unset_iommu_device(bus: *mut bindings::PCIBus, opaque: 
         list.iter().position(|d| d.bus == bus && d.devfn == devfn).map(|i| list.remove(i))
     };
     let Some(mut d) = removed else { return };
-    // Back to the parent (vfio detaches from it), then drop our HWPT.
-    let _ = d.attach(d.parent, Attached::Parent);
-    d.free_nested();
+    // Back to the parent (vfio detaches from it), then drop our HWPTs.
+    d.release();
     // SAFETY: the reference taken in vtd_set_iommu_device.
     unsafe { bindings::object_unref(d.idev.cast()) };
     // A function plugged here later is translated as the tables say (the
