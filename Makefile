@@ -32,13 +32,13 @@ demo: qemu kit
 unit:
 	scripts/unit.sh
 
-functional: qemu kit iommufd-kernel
+functional: qemu ref kit iommufd-kernel
 	tests/functional/run.sh
 
 upstream: qemu kit
 	tests/upstream-qtests.sh
 
-check: unit qemu kit iommufd-kernel functional upstream
+check: unit qemu ref kit iommufd-kernel functional upstream
 	@echo "==> all tests passed"
 
 clean-cache:
