@@ -27,6 +27,9 @@ PHYS2 = 0x700000
 PATTERN = bytes((i * 13 + 5) & 0xff for i in range(512))
 TT_DEVICE_TLB = 1         # legacy context entry: translation with device-TLB
 TT_PASS_THROUGH = 2
+IRTA = 0xb8                          # interrupt remapping table address
+GCMD_CFI, GCMD_SIRTP, GCMD_IRE = 1 << 23, 1 << 24, 1 << 25
+GSTS_CFIS, GSTS_IRTPS, GSTS_IRES = 1 << 23, 1 << 24, 1 << 25
 
 
 class VtdTestDev(rviommu_kit.QtestVmTest):
@@ -158,6 +161,56 @@ class VtdTestDev(rviommu_kit.QtestVmTest):
         self.map_device(vtd)
         self.assertEqual(dev.dma(TD_READ, IOVA, 8, pasid=5, ats=True), 'ats-error')
         self.assertEqual(vtd.fault_record()['reason'], 0x31)
+
+    def test_interrupt_remapping_faults(self):
+        """MSIs the device writes (DMA writes to the interrupt address range)
+        go through interrupt remapping; bad requests are recorded as the
+        architected interrupt-remapping faults with their interrupt index:
+        entry not present (22h), index beyond the table (21h), source-id
+        check failed (26h), reserved bits (24h), compatibility format while
+        it is blocked (25h); a good entry and, with GCMD.CFI, a
+        compatibility-format request are not faults."""
+        qt, dev, vtd = self.launch('intremap=on')
+        table = vtd.alloc_page()              # 256 entries of 16 bytes
+        other_sid = TD_DEVFN + 1
+
+        def irte(index, present=True, vector=0x40, sid=TD_DEVFN, svt=1, rsvd=0):
+            lo = int(present) | (vector << 16) | rsvd     # fixed, physical, dest 0
+            hi = sid | (svt << 18)                         # SQ 0: all 16 bits
+            qt.memwrite(table + index * 16, struct.pack('<QQ', lo, hi))
+
+        irte(0)
+        irte(1, present=False)
+        irte(2, sid=other_sid)
+        irte(3, rsvd=1 << 13)                 # bits 14:12 are reserved
+        qt.writeq(VTD_BASE + IRTA, table | 7)   # S = 7: 2^8 entries
+        vtd._gcmd(GCMD_SIRTP, GSTS_IRTPS)
+        vtd._gcmd(GCMD_IRE, GSTS_IRES)
+
+        def msi(index=None, data=0):
+            """The device writes an MSI: remappable format with `index`, or
+            compatibility format (vector 0x33 to APIC 0) without."""
+            if index is None:
+                addr, data = 0xfee00000, 0x33
+            else:
+                addr = 0xfee00000 | ((index & 0x7fff) << 5) | (1 << 4) | ((index >> 15) << 2)
+            dev.load_buffer(struct.pack('<I', data))
+            dev.dma(TD_WRITE, addr, 4)
+            recs = vtd.pending_faults()
+            for i, _ in recs:
+                vtd.clear_fault_record(i)
+            qt.writel(VTD_BASE + FSTS, qt.readl(VTD_BASE + FSTS))
+            return [(r['reason'], r['sid'], r['raw'][0] >> 48) for _, r in recs]
+
+        self.assertEqual(msi(0), [], 'a valid entry')
+        self.assertEqual(msi(1), [(0x22, TD_DEVFN, 1)])
+        self.assertEqual(msi(300), [(0x21, TD_DEVFN, 300)])
+        self.assertEqual(msi(2), [(0x26, TD_DEVFN, 2)])
+        self.assertEqual(msi(3), [(0x24, TD_DEVFN, 3)])
+        self.assertEqual(msi(None), [(0x25, TD_DEVFN, 0)])
+        vtd._gcmd(GCMD_CFI, GSTS_CFIS)
+        self.assertEqual(msi(None), [], 'compatibility format allowed (CFI)')
+        self.assertEqual(msi(0), [], 'a valid entry again')
 
 
 if __name__ == '__main__':
