@@ -35,7 +35,7 @@ unit:
 functional: qemu ref kit iommufd-kernel
 	tests/functional/run.sh
 
-upstream: qemu kit
+upstream: qemu ref kit
 	tests/upstream-qtests.sh
 
 check: unit qemu ref kit iommufd-kernel functional upstream

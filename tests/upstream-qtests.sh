@@ -1,22 +1,15 @@
 #!/bin/bash
 # Build and run QEMU 10.2.2's own intel-iommu qtest (tests/qtest/intel-iommu-test.c,
-# unmodified) against a QEMU build: ours by default, or the C reference with --ref.
-# On our build also our libqtest test with the Rust test device
+# unmodified) against the reference build (the C device) and ours, and print the
+# results side by side. On our build also our libqtest test with the Rust test device
 # (tests/qtest/rviommu-testdev-test.c, registered by patches/0002).
 #
-#   tests/upstream-qtests.sh [--ref]
+#   tests/upstream-qtests.sh
 #
 # The machine has no network and the qtest starts QEMU itself: a wrapper named
 # qemu-system-x86_64 adds the kit's firmware directory (-L) and -nic none.
+# Fails if a test fails on our build, or passes on the C device but not on ours.
 . "$(dirname "$0")/../scripts/common.sh"
-
-BUILD=$BUILD_RS
-TESTS=(intel-iommu-test rviommu-testdev-test)
-if [ "${1:-}" = "--ref" ]; then BUILD=$BUILD_REF; TESTS=(intel-iommu-test); fi
-[ -f "$BUILD/build.ninja" ] || die "no QEMU build in $BUILD (scripts/setup.sh)"
-
-step "build ${TESTS[*]} in $BUILD"
-ninja -C "$BUILD" "${TESTS[@]/#/tests/qtest/}" | ninja_progress
 
 step "guest kit (firmware)"
 "$REPO/scripts/guest/kit.sh" > "$CACHE/guest-kit.log" 2>&1 \
@@ -25,17 +18,41 @@ step "guest kit (firmware)"
 
 WRAP=$(mktemp -d)
 trap 'rm -rf "$WRAP"' EXIT
-cat > "$WRAP/qemu-system-x86_64" <<WRAPPER
-#!/bin/sh
-exec "$BUILD/qemu-system-x86_64" -L "$FIRMWARE_DIR" -nic none "\$@"
-WRAPPER
-chmod +x "$WRAP/qemu-system-x86_64"
 
-for t in "${TESTS[@]}"; do
-    step "run $t"
-    QTEST_QEMU_BINARY=$WRAP/qemu-system-x86_64 timeout 300 "$BUILD/tests/qtest/$t" --tap -k \
-        | tee "$CACHE/upstream-$t.tap"
-    grep -q '^not ok' "$CACHE/upstream-$t.tap" && die "$t failed"
-    grep -q '^ok' "$CACHE/upstream-$t.tap" || die "$t ran no test"
-    info "$t passed on $BUILD"
+# run_tests NAME BUILD TEST...: TAP of each test in $CACHE/upstream-NAME-TEST.tap
+run_tests() {
+    local name=$1 build=$2 t
+    shift 2
+    [ -f "$build/build.ninja" ] || die "no QEMU build in $build (scripts/setup.sh)"
+    step "build $* in $build"
+    ninja -C "$build" "${@/#/tests/qtest/}" | ninja_progress
+    mkdir -p "$WRAP/$name"
+    cat > "$WRAP/$name/qemu-system-x86_64" <<WRAPPER
+#!/bin/sh
+exec "$build/qemu-system-x86_64" -L "$FIRMWARE_DIR" -nic none "\$@"
+WRAPPER
+    chmod +x "$WRAP/$name/qemu-system-x86_64"
+    for t in "$@"; do
+        step "run $t on the $name build"
+        QTEST_QEMU_BINARY=$WRAP/$name/qemu-system-x86_64 timeout 300 "$build/tests/qtest/$t" \
+            --tap -k | tee "$CACHE/upstream-$name-$t.tap"
+        grep -q '^ok' "$CACHE/upstream-$name-$t.tap" || die "$t ran no test on the $name build"
+    done
+}
+
+run_tests c "$BUILD_REF" intel-iommu-test
+run_tests rust "$BUILD_RS" intel-iommu-test rviommu-testdev-test
+
+step "side by side (C device | Rust device)"
+fail=0
+for t in intel-iommu-test rviommu-testdev-test; do
+    for case in $(sed -n 's/^\(not \)\?ok [0-9]* \([^ ]*\).*/\2/p' "$CACHE/upstream-rust-$t.tap"); do
+        c=n/a
+        [ -f "$CACHE/upstream-c-$t.tap" ] && c=$(awk -v n="$case" '$0 ~ "ok [0-9]+ "n"( |$)" { print ($1 == "not") ? "FAIL" : "pass" }' "$CACHE/upstream-c-$t.tap")
+        r=$(awk -v n="$case" '$0 ~ "ok [0-9]+ "n"( |$)" { print ($1 == "not") ? "FAIL" : "pass" }' "$CACHE/upstream-rust-$t.tap")
+        printf '    %-78s %-5s | %s\n' "$t $case" "${c:-n/a}" "$r"
+        [ "$r" = pass ] || fail=1
+    done
 done
+[ $fail = 0 ] || die "an upstream test failed on our build"
+info "all passed on our build"
