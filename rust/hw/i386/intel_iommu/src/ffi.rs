@@ -1292,10 +1292,28 @@ impl NestedDevice {
         }
     }
 
+    /// Whether requests without PASID, or with `pasid`, are translated as
+    /// `binding` says already.
+    fn bound_as(&self, pasid: Option<u32>, binding: vtd_core::HostBinding) -> bool {
+        use vtd_core::HostBinding as B;
+        let Some(slot) = self.slot(pasid) else {
+            return matches!(binding, B::Blocked | B::Unsupported);
+        };
+        match binding {
+            B::Parent => slot.attached == Attached::Parent && slot.nested.is_none(),
+            B::Nested { .. } => slot.attached == Attached::Nested && matches!(slot.nested, Some((_, b)) if b == binding),
+            B::Blocked | B::Unsupported => slot.attached == Attached::Nothing && slot.nested.is_none(),
+        }
+    }
+
     /// Make the host translate requests without PASID, or with `pasid`, as
-    /// `binding` says. On failure they are left blocked (detached): neither
-    /// the old first stage nor guest RAM untranslated.
+    /// `binding` says (nothing to do, and no trace, when they are already).
+    /// On failure they are left blocked (detached): neither the old first
+    /// stage nor guest RAM untranslated.
     fn bind(&mut self, pasid: Option<u32>, binding: vtd_core::HostBinding) -> Result<(), String> {
+        if self.bound_as(pasid, binding) {
+            return Ok(());
+        }
         let result = self.bind_inner(pasid, binding);
         if result.is_err() {
             let _ = self.detach(pasid);
@@ -1331,10 +1349,6 @@ impl NestedDevice {
                 self.free_nested(pasid);
             }
             B::Nested { pgtbl, addr_width, flags, .. } => {
-                let slot = *self.slot_mut(pasid);
-                if matches!(slot.nested, Some((_, b)) if b == binding) && slot.attached == Attached::Nested {
-                    return Ok(());
-                }
                 let mut data = bindings::iommu_hwpt_vtd_s1 {
                     flags: flags.bits(),
                     pgtbl_addr: pgtbl,
