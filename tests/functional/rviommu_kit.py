@@ -474,3 +474,25 @@ class QtestVmTest(QemuSystemTest):
         vm.launch()
         self._qtest_vms.append(vm)
         return vm
+
+
+class ReferenceTest(QemuSystemTest):
+    """A test that runs the reference build (QEMU 10.2.2 with the C
+    intel-iommu, `scripts/setup.sh ref`) next to ours; `self.vms` are shut
+    down at the end."""
+
+    def setUp(self):
+        super().setUp()
+        self.ref_bin = os.path.join(cache_dir(), 'ref', 'build', 'qemu-system-x86_64')
+        if not os.access(self.ref_bin, os.X_OK):
+            self.fail(f'no reference build at {self.ref_bin} (scripts/setup.sh ref)')
+        kit, why = Kit.load()
+        if kit is None:
+            self.fail(why)
+        self.fw = kit.firmware_dir
+        self.vms = []
+
+    def tearDown(self):
+        for vm in self.vms:
+            vm.shutdown()
+        super().tearDown()

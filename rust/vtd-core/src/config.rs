@@ -288,9 +288,10 @@ impl Config {
             ecap |= ECAP_SC;
         }
         if self.scalable_mode {
-            ecap |= ECAP_SMTS | ECAP_SLTS;
+            // As the C device: supervisor requests in every scalable mode.
+            ecap |= ECAP_SMTS | ECAP_SLTS | ECAP_SRS;
             if self.first_stage {
-                ecap |= ECAP_FLTS | ECAP_NEST | ECAP_SRS;
+                ecap |= ECAP_FLTS | ECAP_NEST;
             }
             if self.pasid_bits != 0 {
                 let pss = u64::from(self.pasid_bits.min(MAX_PASID_BITS) - 1) & 0x1f;
@@ -370,8 +371,10 @@ mod tests {
         let c = sm();
         assert!(c.validate().is_ok());
         assert_eq!(c.cap(), Config::default().cap());
-        assert_eq!(c.ecap(), 0xf42 | ECAP_SMTS | ECAP_SLTS);
-        assert_eq!(c.ecap() & (ECAP_FLTS | ECAP_NEST | ECAP_PASID | ECAP_SRS), 0);
+        // The C device's x-scalable-mode=on: SMTS, SLTS and SRS.
+        assert_eq!(c.ecap(), 0xf42 | ECAP_SMTS | ECAP_SLTS | ECAP_SRS);
+        assert_eq!(c.ecap(), 0x4800_8000_0f42);
+        assert_eq!(c.ecap() & (ECAP_FLTS | ECAP_NEST | ECAP_PASID), 0);
     }
 
     #[test]
@@ -398,7 +401,7 @@ mod tests {
             assert_eq!((c.ecap() >> ECAP_PSS_SHIFT) & 0x1f, u64::from(bits - 1));
         }
         let c = Config { pasid_bits: 20, ..sm() };
-        assert_eq!(c.ecap(), 0xf42 | ECAP_SMTS | ECAP_SLTS | ECAP_PASID | (19 << 35));
+        assert_eq!(c.ecap(), 0xf42 | ECAP_SMTS | ECAP_SLTS | ECAP_SRS | ECAP_PASID | (19 << 35));
     }
 
     #[test]
@@ -439,7 +442,7 @@ mod tests {
         let c = Config { aw_bits: 39, ..eim.clone() };
         assert_eq!((c.cap(), c.ecap()), (0x80d2_008c_2226_0206, 0xf0_0f5a));
         let c = Config { scalable_mode: true, ..ir };
-        assert_eq!(c.ecap(), 0xf0_0f4a | ECAP_SMTS | ECAP_SLTS);
+        assert_eq!(c.ecap(), 0xf0_0f4a | ECAP_SMTS | ECAP_SLTS | ECAP_SRS);
         assert_eq!(c.cap() & CAP_ESIRTPS, 0);
     }
 

@@ -227,6 +227,15 @@ impl crate::Vtd {
         fx.invalidated(InvalidationEvent::Global(GlobalCause::Reset));
         fx
     }
+
+    /// What follows [`Vtd::load_state`]: every cache is gone and
+    /// translation is as the loaded registers say (address spaces, shadows
+    /// and host bindings are to be brought in line, as after a reset).
+    pub fn loaded_effects(&self) -> crate::Effects {
+        let mut fx = crate::Effects::default();
+        fx.invalidated(InvalidationEvent::Global(GlobalCause::Reset));
+        fx
+    }
 }
 
 #[cfg(test)]

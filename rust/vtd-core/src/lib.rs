@@ -72,6 +72,7 @@ pub mod hw_nest;
 pub mod inv_queue;
 pub mod irq_remap;
 pub mod invalidation;
+pub mod migration;
 pub mod mem;
 pub mod notify;
 pub mod page_walk;

@@ -15,7 +15,6 @@ which these machines do not offer; its configuration is one of the cases
 here, under TCG's qtest accelerator.
 """
 
-import os
 import struct
 
 from qemu.machine.qtest import QEMUQtestMachine
@@ -56,24 +55,7 @@ def bswap32(v):
     return struct.unpack('<I', struct.pack('>I', v))[0]
 
 
-class VtdAcpiDmar(QemuSystemTest):
-
-    def setUp(self):
-        super().setUp()
-        self.ref_bin = os.path.join(rviommu_kit.cache_dir(), 'ref', 'build',
-                                    'qemu-system-x86_64')
-        if not os.access(self.ref_bin, os.X_OK):
-            self.fail(f'no reference build at {self.ref_bin} (scripts/setup.sh ref)')
-        kit, why = rviommu_kit.Kit.load()
-        if kit is None:
-            self.fail(why)
-        self.fw = kit.firmware_dir
-        self.vms = []
-
-    def tearDown(self):
-        for vm in self.vms:
-            vm.shutdown()
-        super().tearDown()
+class VtdAcpiDmar(rviommu_kit.ReferenceTest):
 
     def fw_cfg_read(self, vm, select, size):
         """`size` bytes of fw_cfg item `select`, by DMA into guest RAM."""

@@ -45,13 +45,14 @@ NEW_PROPERTIES = {
 MODE_REGISTERS = {
     '': (0x80d2008c222f0606, 0xf42),
     'x-scalable-mode=off': (0x80d2008c222f0606, 0xf42),
-    # SMTS, SLTS
-    'x-scalable-mode=on': (0x80d2008c222f0606, 0x480000000f42),
-    'x-scalable-mode=legacy': (0x80d2008c222f0606, 0x480000000f42),
-    'scalable-mode=on': (0x80d2008c222f0606, 0x480000000f42),
+    # SMTS, SLTS, SRS (the C device's values)
+    'x-scalable-mode=on': (0x80d2008c222f0606, 0x480080000f42),
+    'x-scalable-mode=legacy': (0x80d2008c222f0606, 0x480080000f42),
+    'scalable-mode=on': (0x80d2008c222f0606, 0x480080000f42),
     # + PASID, PSS = 7 (as the C device's x-pasid-mode)
-    'x-scalable-mode=on,x-pasid-mode=on': (0x80d2008c222f0606, 0x493800000f42),
-    # + FLTS, NEST, SRS and CAP.FS1GP
+    'x-scalable-mode=on,x-pasid-mode=on': (0x80d2008c222f0606, 0x493880000f42),
+    # + FLTS, NEST and CAP.FS1GP (the C device has FLTS without SLTS or NEST
+    # here: 0x880000000f42; see docs/rviommu/intel-iommu.rst)
     'x-scalable-mode=on,x-flts=on': (0x81d2008c222f0606, 0xc80084000f42),
     'x-scalable-mode=on,fsts=on': (0x81d2008c222f0606, 0xc80084000f42),
     # modern: first/second/nested, PASID with PSS = 19 (20-bit PASIDs)

@@ -28,3 +28,4 @@ typedef enum memory_order {
 #include "hw/i386/x86.h"
 #include "system/iommufd.h"
 #include "hw/iommu.h"
+#include "qemu/error-report.h"

@@ -17,7 +17,8 @@ use std::{
 
 use common::uninit_field_mut;
 use hwcore::{DeviceImpl, ResetType, ResettablePhasesImpl, SysBusDeviceImpl};
-use migration::{VMStateDescription, VMStateDescriptionBuilder};
+use bql::BqlRefCell;
+use migration::VMStateDescription;
 use qom::{prelude::*, ObjectImpl, ParentField, ParentInit};
 use system::{hwaddr, MemoryRegion, MemoryRegionOps, MemoryRegionOpsBuilder};
 use util::{
@@ -29,6 +30,7 @@ use vtd_core::{
     SpaceUpdate, Translation, Vtd,
 };
 
+use crate::vmstate::{VtdMigration, VMSTATE_VTD};
 use crate::ffi::{
     self, AddressSpaces, HostFailure, NestedPlan, SpaceRef, SystemMemory, VtdAddressSpace,
     X86IommuState,
@@ -167,6 +169,9 @@ pub struct IntelIommuState {
     fs1gp: bool,
 
     core: Mutex<Option<Vtd>>,
+    /// The migrated fields, filled from `core` before saving and loaded
+    /// into it after loading (see `vmstate`).
+    pub(crate) migration: BqlRefCell<VtdMigration>,
     spaces: AddressSpaces,
     ats: ffi::AtsNotifiers,
     nested: ffi::NestedDevices,
@@ -199,14 +204,6 @@ impl ResettablePhasesImpl for IntelIommuState {
 
 impl SysBusDeviceImpl for IntelIommuState {}
 
-/// Migration of the Rust device is not implemented yet: block it rather
-/// than lose the guest's IOMMU state silently.
-const VMSTATE_VTD: VMStateDescription<IntelIommuState> =
-    VMStateDescriptionBuilder::<IntelIommuState>::new()
-        .name(c"iommu-intel")
-        .unmigratable()
-        .build();
-
 static VTD_MMIO_OPS: MemoryRegionOps<IntelIommuState> =
     MemoryRegionOpsBuilder::<IntelIommuState>::new()
         .read(&IntelIommuState::mmio_read)
@@ -229,6 +226,7 @@ impl IntelIommuState {
             Vtd::MMIO_SIZE,
         );
         uninit_field_mut!(*this, core).write(Mutex::new(None));
+        uninit_field_mut!(*this, migration).write(BqlRefCell::new(VtdMigration::default()));
         uninit_field_mut!(*this, spaces).write(AddressSpaces::default());
         uninit_field_mut!(*this, ats).write(ffi::AtsNotifiers::default());
         uninit_field_mut!(*this, nested).write(ffi::NestedDevices::default());
@@ -350,6 +348,39 @@ impl IntelIommuState {
 
     fn reset_exit(&self, _type: ResetType) {
         let _ = self.with_core(|vtd| ((), vtd.reset_effects()));
+    }
+
+    /// Migration: the core's state as the C device's fields.
+    pub(crate) fn pre_save(&self) -> std::result::Result<(), migration::Infallible> {
+        let guard = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(vtd) = guard.as_ref() {
+            let c = vtd_core::migration::CVmState::from_state(&vtd.save_state());
+            *self.migration.borrow_mut() = (&c).into();
+        }
+        Ok(())
+    }
+
+    /// Migration: load the C device's fields into the core (checked against
+    /// this device's configuration), then bring every address space,
+    /// shadow and host binding in line with the loaded tables, as after a
+    /// reset.
+    pub(crate) fn post_load(&self, _version: u8) -> std::result::Result<(), migration::vmstate::InvalidError> {
+        let c = vtd_core::migration::CVmState::from(&*self.migration.borrow());
+        let loaded = self.with_core(|vtd| {
+            let st = c.to_state(vtd.config());
+            match vtd.load_state(&st) {
+                Ok(()) => (Ok(()), vtd.loaded_effects()),
+                Err(e) => (Err(e), Effects::default()),
+            }
+        });
+        match loaded {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => {
+                ffi::error_report(&format!("intel-iommu: {e}"));
+                Err(migration::vmstate::InvalidError)
+            }
+            None => Err(migration::vmstate::InvalidError),
+        }
     }
 
     /// Run `f` on the architectural state, then carry out its effects with

@@ -1187,6 +1187,13 @@ unsafe impl Sync for NestedDevices {}
 /// include/hw/iommu.h.
 const VIOMMU_CAP_HW_NESTED: u64 = bindings::VIOMMU_CAP_HW_NESTED as u64;
 
+/// Print `msg` as QEMU's `error_report` does (to the monitor or stderr).
+pub fn error_report(msg: &str) {
+    let text = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: a "%s" format with one NUL-terminated string argument.
+    unsafe { bindings::error_report(c"%s".as_ptr(), text.as_ptr()) };
+}
+
 /// Text of a QEMU error, which is freed.
 fn take_error(err: *mut bindings::Error) -> String {
     if err.is_null() {

@@ -11,6 +11,7 @@
 mod bindings;
 pub mod device;
 mod ffi;
+mod vmstate;
 
 ::trace::include_trace!("hw_i386");
 
