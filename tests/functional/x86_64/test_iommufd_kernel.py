@@ -125,7 +125,7 @@ class IommufdKernel(RvIommuGuestTest):
         self.assertEqual(res.value('DEV-VFIO0'), 'ok')
         self.assertEqual(res.value('CPU-SVM'), 'yes')
         self.assertEqual(res.value('DEV-KVM'), 'ok')
-        self.assertEqual(res.values.get('DMAR-FAULT', []), [], 'DMAR faults in dmesg')
+        self.assertNoDmarFaults(res.values.get('DMAR-FAULT', []))
 
 
 if __name__ == '__main__':

@@ -56,7 +56,7 @@ class RvIommuDma(RvIommuGuestTest):
         self.assertGuestPassed(res)
         self.assertEqual(res.value('SHA256'), self.kit.disk_sha256,
                          'sha256 of /dev/vda differs from the disk image')
-        self.assertEqual(res.values.get('DMAR-FAULT', []), [], 'DMAR faults in dmesg')
+        self.assertNoDmarFaults(res.values.get('DMAR-FAULT', []))
         if nic is not None:
             self.assertEqual(peer.errors, [], 'the host end of the transfers failed')
             self.assertEqual(res.value('NET-RX-SHA256'), peer.blob_sha256,

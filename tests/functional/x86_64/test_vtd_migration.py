@@ -8,8 +8,9 @@ file, and checks on the destination that every register reads as it did on
 the source and that the queue goes on where it stopped (a wait descriptor
 written at the migrated tail completes and moves the head).
 
-A VM with a guest doing DMA across such a migration is the next test to add
-(docs/rviommu/testing.rst).
+A Linux guest reading its disk through the IOMMU in a loop is migrated the
+same ways while it reads (GuestMigration): every read after the migration
+must still give the disk's sha256, and no DMAR fault may appear.
 """
 
 import os
@@ -17,8 +18,9 @@ import struct
 import subprocess
 import time
 
+from qemu.machine import QEMUMachine
 from qemu.machine.qtest import QEMUQtestMachine
-from qemu_test import QemuSystemTest
+from qemu_test import QemuSystemTest, wait_for_console_pattern
 
 import rviommu_kit
 
@@ -147,6 +149,90 @@ class VtdMigration(rviommu_kit.ReferenceTest):
         self.log.info('load into another configuration: exit %d: %s', r.returncode, r.stderr)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn('do not match configured', r.stderr)
+
+
+# /init body of the migrated guest: read the whole disk `rviommu.loops` times
+# (page cache dropped before each read, so every read is DMA), print each sum.
+READ_LOOP = r"""
+want=$(kparam sha256)
+n=$(kparam loops)
+i=0
+while [ $i -lt $n ]; do
+    echo 3 > /proc/sys/vm/drop_caches
+    sum=$(sha256sum /dev/vda | cut -d' ' -f1)
+    echo "RVIOMMU-LOOP: $i $sum"
+    [ "$sum" = "$want" ] || { fail "read $i: $sum"; break; }
+    i=$((i + 1))
+done
+dmesg | grep -e 'DMAR: \[DMA' -e 'DMAR:.*[Ff]ault' | sed 's/^/RVIOMMU-DMAR-FAULT: /'
+[ $i -eq $n ] && pass
+"""
+
+
+class GuestMigration(rviommu_kit.RvIommuGuestTest):
+    """A guest under DMA load migrated between the C device and ours."""
+
+    LOOPS = 12
+
+    def guest_vm(self, binary, iommu, initrd, append, incoming=None):
+        vm = QEMUMachine(binary, base_temp_dir=self.workdir)
+        vm.set_machine('q35')
+        vm.set_console()
+        vm.add_args('-accel', 'tcg', '-cpu', 'max', '-m', '512M', '-smp', '1', '-nodefaults',
+                    '-no-reboot', '-L', self.kit.firmware_dir, '-device', iommu)
+        self.add_disk(vm, self.kit.disk)
+        vm.add_args('-kernel', self.kit.kernel, '-initrd', initrd, '-append', append)
+        if incoming:
+            vm.add_args('-incoming', f'file:{incoming}')
+        vm.launch()
+        self.guest_vms.append(vm)
+        return vm
+
+    def setUp(self):
+        super().setUp()
+        self.guest_vms = []
+        self.ref_bin = rviommu_kit.reference_qemu(self)
+
+    def tearDown(self):
+        for vm in self.guest_vms:
+            vm.shutdown()
+        super().tearDown()
+
+    def migrate_guest(self, src_bin, dst_bin, iommu, guest_iommu):
+        initrd = self.kit.initramfs('mig-loop', READ_LOOP,
+                                    (rviommu_kit.repo_dir() / 'tests' / 'guest'
+                                     / 'dma-read.modules').read_text().split())
+        append = (f'{self.KERNEL_PARAMS} rviommu.timeout=300 {guest_iommu} '
+                  f'rviommu.sha256={self.kit.disk_sha256} rviommu.loops={self.LOOPS}')
+        src = self.guest_vm(src_bin, iommu, initrd, append)
+        wait_for_console_pattern(self, 'RVIOMMU-LOOP: 1 ', vm=src)
+        path = os.path.join(self.workdir, f'guest-{len(self.guest_vms)}.mig')
+        src.cmd('migrate', uri=f'file:{path}')
+        self.assertEqual(migration_status(src, timeout=120), 'completed')
+        src.shutdown()
+        dst = self.guest_vm(dst_bin, iommu, initrd, append, incoming=path)
+        self.assertEqual(migration_status(dst, timeout=120), 'completed')
+        out = wait_for_console_pattern(self, 'RVIOMMU-TEST-END',
+                                       failure_message='Kernel panic - not syncing', vm=dst)
+        res = rviommu_kit.GuestResult(out.decode(errors='replace'))
+        loops = res.values.get('LOOP', [])
+        self.log.info('%s -> %s: reads after migration: %s', os.path.basename(
+            os.path.dirname(os.path.dirname(src_bin))), os.path.basename(
+            os.path.dirname(os.path.dirname(dst_bin))), loops)
+        self.assertEqual(res.result, 'PASS', f'{res.reason} (reads: {loops})')
+        self.assertGreaterEqual(len(loops), 2, 'no read after the migration')
+        self.assertNoDmarFaults(res.values.get('DMAR-FAULT', []))
+        dst.wait(timeout=60)
+
+    def test_guest_reads_its_disk_across_migration_legacy(self):
+        iommu = 'intel-iommu,intremap=on'
+        self.migrate_guest(self.ref_bin, self.qemu_bin, iommu, 'intel_iommu=on')
+        self.migrate_guest(self.qemu_bin, self.ref_bin, iommu, 'intel_iommu=on')
+
+    def test_guest_reads_its_disk_across_migration_scalable(self):
+        iommu = 'intel-iommu,intremap=on,x-scalable-mode=on'
+        self.migrate_guest(self.ref_bin, self.qemu_bin, iommu, 'intel_iommu=on,sm_on')
+        self.migrate_guest(self.qemu_bin, self.ref_bin, iommu, 'intel_iommu=on,sm_on')
 
 
 if __name__ == '__main__':

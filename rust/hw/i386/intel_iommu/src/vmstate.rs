@@ -106,6 +106,9 @@ const VMSTATE_VTD_FIELDS: VMStateDescription<VtdMigration> =
         })
         .build();
 
+// SAFETY (of the `unsafe impl VMState` this expands to): VMSTATE_VTD_FIELDS
+// describes every field of the `#[repr(C)]` VtdMigration, by `vmstate_of!`
+// offsets and types (the unused byte has no field behind it).
 impl_vmstate_struct!(VtdMigration, VMSTATE_VTD_FIELDS);
 
 /// The device's section: the C fields (inline on the wire: a VMS_STRUCT
