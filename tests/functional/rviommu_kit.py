@@ -436,11 +436,12 @@ class RvIommuGuestTest(QemuSystemTest):
         return out
 
     # An interrupt-remapping fault seen in about 1 of 30 boots of the iommufd
-    # kernel behind x-scalable-mode=modern (0 in 40 boots with the C device,
-    # x-flts, and 0 in 20 with ours in legacy mode): while remapping is on,
-    # the I/O APIC sends one compatibility-format interrupt during boot
-    # (reason 25h, blocked). Not understood yet (docs/rviommu/testing.rst):
-    # logged as a warning, not failed; every other fault fails.
+    # kernel behind x-scalable-mode=modern: Linux briefly unmasks the timer
+    # pin of the I/O APIC while its entry is still in compatibility format,
+    # and the pending PIT interrupt is blocked (reason 25h), as the
+    # specification says; the C device passes such interrupts through and
+    # reports nothing (docs/rviommu/testing.rst). Logged as a warning, not
+    # failed; every other fault fails.
     KNOWN_BOOT_IR_FAULT = ('[INTR-REMAP] Request device [0000:ff:00.0]', 'fault reason 0x25')
 
     def assertNoDmarFaults(self, faults, what='DMAR faults in dmesg'):
