@@ -118,9 +118,15 @@ pub struct Config {
     /// table entries (ECAP.SLTS).
     pub scalable_mode: bool,
     /// First-stage translation (ECAP.FLTS, property `x-flts`); requires
-    /// `scalable_mode` and `aw_bits` 48. Together with the always-present
-    /// second stage this also advertises nested translation (ECAP.NEST).
+    /// `scalable_mode` and `aw_bits` 48. Together with `second_stage`
+    /// this also advertises nested translation (ECAP.NEST).
     pub first_stage: bool,
+    /// Second-stage tables in scalable mode (ECAP.SLTS, with ECAP.SRS).
+    /// On by default; off only together with `first_stage`, which then is
+    /// the one translation type offered, as by the C device's `x-flts=on`
+    /// (ECAP SMTS|FLTS, no SLTS, SRS or NEST). Ignored in legacy mode,
+    /// where second-stage tables are the only kind.
+    pub second_stage: bool,
     /// Width of supported PASIDs in bits (ECAP.PASID/PSS, property
     /// `x-pasid-mode`); 0 means no PASID support. At most 20; non-zero
     /// requires `scalable_mode`.
@@ -142,6 +148,10 @@ pub struct Config {
     /// invalidation descriptors are valid. Sets ECAP bit 2 and nothing
     /// else, as the C device does.
     pub device_tlb: bool,
+    /// Accept the TM bit (62) in second-stage leaf entries instead of
+    /// treating it as reserved (property `stale-tm`), for guests that still
+    /// set it; as in the C device it takes effect only with `device_tlb`.
+    pub stale_tm: bool,
 }
 
 impl Default for Config {
@@ -155,11 +165,13 @@ impl Default for Config {
             dma_translation: true,
             scalable_mode: false,
             first_stage: false,
+            second_stage: true,
             pasid_bits: 0,
             fs1gp: true,
             intremap: false,
             eim: false,
             device_tlb: false,
+            stale_tm: false,
         }
     }
 }
@@ -187,6 +199,9 @@ impl Config {
         }
         if self.first_stage && !self.scalable_mode {
             return Err("x-flts requires scalable mode (x-scalable-mode=on)".into());
+        }
+        if self.scalable_mode && !self.first_stage && !self.second_stage {
+            return Err("scalable mode needs first-stage or second-stage translation".into());
         }
         if self.pasid_bits != 0 && !self.scalable_mode {
             return Err("PASID support requires scalable mode (x-scalable-mode=on)".into());
@@ -246,30 +261,24 @@ impl Config {
     ///
     /// Scalable-mode bits, compared with the C device's `vtd_cap_init`:
     ///
-    /// | configuration            | C device                      | this model                                  |
-    /// |--------------------------|-------------------------------|---------------------------------------------|
-    /// | `x-scalable-mode=on`     | SMTS, SRS, SLTS               | SMTS, SLTS                                  |
-    /// | `... ,x-flts=on`         | SMTS, FLTS (no SLTS, no SRS)  | SMTS, SLTS, FLTS, NEST, SRS (+ CAP.FS1GP)   |
-    /// | `x-pasid-mode=on`        | PASID, PSS = 7 (fixed)        | PASID, PSS = `pasid_bits` - 1               |
+    /// | configuration                    | C device                     | this model                         |
+    /// |----------------------------------|------------------------------|------------------------------------|
+    /// | `scalable_mode`                  | SMTS, SRS, SLTS              | the same                           |
+    /// | `+ first_stage, !second_stage`   | SMTS, FLTS (+ CAP.FS1GP)     | the same (`x-flts=on`)             |
+    /// | `+ first_stage, second_stage`    | (none)                       | SMTS, SLTS, FLTS, NEST, SRS (+ CAP.FS1GP): `modern` |
+    /// | `pasid_bits`                     | PASID, PSS = 7 (fixed)       | PASID, PSS = `pasid_bits` - 1      |
     ///
-    /// Deliberate differences:
-    /// * second-stage tables stay available when first-stage is on (the C
-    ///   device drops SLTS with `x-flts`), so both stages and therefore
-    ///   nested translation (ECAP.NEST) are advertised together;
-    /// * SRS (supervisor requests) is tied to first-stage translation, the
-    ///   only place where the privilege of a request matters (the C device
-    ///   sets it only *without* `x-flts`);
-    /// * PSS follows the configured PASID width instead of a fixed 8 bits;
-    /// * `device_tlb` together with PASID support is accepted (the C device
-    ///   refuses `device-iotlb=on` with `x-pasid-mode=on` because it does
-    ///   not implement PASID-based device-TLB invalidation; this model
-    ///   decodes and reports it).
+    /// Beyond the C device: both stages together, and therefore nested
+    /// translation (ECAP.NEST); PSS following the configured PASID width;
+    /// `device_tlb` together with PASID support (the C device refuses
+    /// `device-iotlb=on` with `x-pasid-mode=on` because it does not
+    /// implement PASID-based device-TLB invalidation; this model does).
     ///
     /// Unchanged from the C device: CAP.ESRTPS is always set (SRTP flushes
     /// every cache, including PASID-derived state), CAP.ESIRTPS is never
     /// set, ECAP.IR|MHMV follow `intremap` and ECAP.EIM `eim`, CAP.FS1GP
-    /// follows `fs1gp` when first-stage is on. The legacy-mode values are unaffected by the
-    /// scalable-mode fields when `scalable_mode` is off.
+    /// follows `fs1gp` when first-stage is on. The legacy-mode values are
+    /// unaffected by the scalable-mode fields when `scalable_mode` is off.
     pub fn ecap(&self) -> u64 {
         let mut ecap = ECAP_QI | ECAP_IRO;
         if self.intremap {
@@ -288,10 +297,17 @@ impl Config {
             ecap |= ECAP_SC;
         }
         if self.scalable_mode {
-            // As the C device: supervisor requests in every scalable mode.
-            ecap |= ECAP_SMTS | ECAP_SLTS | ECAP_SRS;
+            ecap |= ECAP_SMTS;
+            // As the C device: supervisor requests come with the second
+            // stage (its x-flts=on has neither).
+            if self.second_stage {
+                ecap |= ECAP_SLTS | ECAP_SRS;
+            }
             if self.first_stage {
-                ecap |= ECAP_FLTS | ECAP_NEST;
+                ecap |= ECAP_FLTS;
+                if self.second_stage {
+                    ecap |= ECAP_NEST;
+                }
             }
             if self.pasid_bits != 0 {
                 let pss = u64::from(self.pasid_bits.min(MAX_PASID_BITS) - 1) & 0x1f;
@@ -390,6 +406,23 @@ mod tests {
         assert_eq!(c.cap() & CAP_FS1GP, 0);
         assert_eq!(c.cap() & CAP_ESIRTPS, 0);
         assert_ne!(c.cap() & CAP_ESRTPS, 0);
+    }
+
+    #[test]
+    fn first_stage_only_is_the_c_devices_x_flts() {
+        let c = Config { first_stage: true, second_stage: false, ..sm() };
+        assert!(c.validate().is_ok());
+        // The 10.2.2 C device with x-scalable-mode=on,x-flts=on.
+        assert_eq!((c.cap(), c.ecap()), (0x81d2_008c_222f_0606, 0x8800_0000_0f42));
+        let ir = Config { intremap: true, ..c.clone() };
+        assert_eq!(ir.ecap(), 0x8800_00f0_0f4a);
+        // Neither stage is not a configuration.
+        let e = Config { second_stage: false, ..sm() }.validate().unwrap_err();
+        assert!(e.contains("stage"), "{e}");
+        // Legacy mode ignores the field.
+        let l = Config { second_stage: false, ..Config::default() };
+        assert!(l.validate().is_ok());
+        assert_eq!((l.cap(), l.ecap()), (0x80d2_008c_222f_0606, 0xf42));
     }
 
     #[test]

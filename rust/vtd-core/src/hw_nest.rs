@@ -55,8 +55,8 @@ impl HostVtd {
 /// vIOMMU configuration; the error names what is missing.
 pub fn check_host(cfg: &Config, host: &HostVtd) -> Result<(), String> {
     if !cfg.scalable_mode || !cfg.first_stage {
-        return Err("hardware nested translation needs x-scalable-mode=modern \
-                    (first-stage translation)"
+        return Err("hardware nested translation needs first-stage translation \
+                    (x-scalable-mode=modern, or x-scalable-mode=on with x-flts=on)"
             .into());
     }
     let need = [
@@ -64,8 +64,11 @@ pub fn check_host(cfg: &Config, host: &HostVtd) -> Result<(), String> {
         (host.ecap & ECAP_NEST != 0, "nested translation (ECAP.NEST)"),
         (host.ecap & ECAP_FLTS != 0, "first-stage translation (ECAP.FLTS)"),
         (host.ecap & ECAP_SLTS != 0, "second-stage translation (ECAP.SLTS)"),
-        // The guest may set SRE in its PASID entries: we advertise SRS.
-        (host.ecap & ECAP_SRS != 0, "supervisor requests (ECAP.SRS)"),
+        // The guest may set SRE in its PASID entries when we advertise SRS.
+        (
+            cfg.ecap() & ECAP_SRS == 0 || host.ecap & ECAP_SRS != 0,
+            "supervisor requests (ECAP.SRS)",
+        ),
         (!cfg.fs1gp || host.cap & CAP_FS1GP != 0, "1 GiB first-stage pages (CAP.FS1GP; or use fs1gp=off)"),
     ];
     let missing: Vec<&str> = need.iter().filter(|(ok, _)| !ok).map(|(_, what)| *what).collect();
@@ -390,6 +393,12 @@ mod tests {
         assert!(check_host(&modern(), &narrow).unwrap_err().contains("aw-bits=48"));
         let legacy = Config::default();
         assert!(check_host(&legacy, &h).unwrap_err().contains("modern"));
+        // Without SRS on the host: fine for the C device's x-flts=on
+        // (first stage only, no SRS advertised), not for modern mode.
+        let no_srs = HostVtd { ecap: h.ecap & !ECAP_SRS, ..h };
+        assert!(check_host(&modern(), &no_srs).unwrap_err().contains("ECAP.SRS"));
+        let flts = Config { second_stage: false, pasid_bits: 0, ..modern() };
+        assert_eq!(check_host(&flts, &no_srs), Ok(()));
         let no_pasid = HostVtd { ecap: h.ecap & !ECAP_PASID, ..h };
         let err = check_host(&modern(), &no_pasid).unwrap_err();
         assert!(err.contains("20-bit PASIDs") && err.contains("supports none"), "{err}");

@@ -6,9 +6,10 @@
 //! entries. An entry with R = W = 0 is not present. Effective permissions
 //! are the AND of R/W over all levels walked. Reserved-bit masks follow the
 //! C device: the host address width (`aw_bits`) bounds every address field,
-//! bits 52..61 and 63 are ignored, bit 62 (TM) and bit 11 (SNP, unless
-//! snoop control) are reserved, PS is reserved at level 4, and address bits
-//! below the page size of a superpage are reserved.
+//! bits 52..61 and 63 are ignored, bit 62 (TM, unless `stale-tm`) and bit
+//! 11 (SNP, unless snoop control or scalable mode) are reserved in leaves,
+//! SNP in non-leaf entries, PS at level 4, and address bits below the page
+//! size of a superpage.
 
 use crate::config::width_mask;
 use crate::fault::FaultReason;
@@ -24,6 +25,8 @@ pub const SL_PS: u64 = 1 << 7;
 pub const SL_SNP: u64 = 1 << 11;
 /// Bits ignored by hardware in every second-stage entry.
 pub const SL_IGNORED: u64 = 0xbff0_0000_0000_0000;
+/// Transient-mapping bit of leaf entries (reserved unless `stale-tm`).
+pub const SL_TM: u64 = 1 << 62;
 
 /// Access permissions of a translation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -58,8 +61,12 @@ pub struct WalkConfig {
     pub large_2m: bool,
     /// CAP.SLLPS 1 GiB support.
     pub large_1g: bool,
-    /// ECAP.SC: SNP bit allowed in leaf entries.
+    /// SNP bit allowed in leaf entries: with ECAP.SC and, as in the C
+    /// device, in every scalable-mode configuration.
     pub snoop_control: bool,
+    /// TM bit allowed in leaf entries (`stale-tm` with device-TLB support,
+    /// as in the C device).
+    pub tm_allowed: bool,
 }
 
 /// Successful walk.
@@ -90,10 +97,11 @@ pub fn level_size(level: u8) -> u64 {
 pub fn reserved_mask(cfg: &WalkConfig, level: u8, large: bool) -> u64 {
     let outside = !(width_mask(u32::from(cfg.haw_bits)) | SL_IGNORED);
     let snp = if cfg.snoop_control { 0 } else { SL_SNP };
+    let leaf = outside & !if cfg.tm_allowed { SL_TM } else { 0 };
     match (level, large) {
-        (1, _) => outside | snp,
-        (2, true) => outside | snp | 0x1f_f000,
-        (3, true) => outside | snp | 0x3fff_f000,
+        (1, _) => leaf | snp,
+        (2, true) => leaf | snp | 0x1f_f000,
+        (3, true) => leaf | snp | 0x3fff_f000,
         (2, false) | (3, false) => outside | SL_SNP,
         (4, _) => outside | SL_SNP | SL_PS,
         _ => u64::MAX,
@@ -219,6 +227,7 @@ mod tests {
             large_2m: true,
             large_1g: true,
             snoop_control: false,
+            tm_allowed: false,
         }
     }
 
@@ -233,6 +242,19 @@ mod tests {
         assert_eq!(reserved_mask(&c, 4, false), hi | 0x880);
         assert_eq!(reserved_mask(&c, 2, true), hi | 0x1ff800);
         assert_eq!(reserved_mask(&c, 3, true), hi | 0x3fff_f800);
+    }
+
+    #[test]
+    fn stale_tm_unreserves_tm_only_in_leaves() {
+        let strict = cfg(48);
+        let c = WalkConfig { tm_allowed: true, ..cfg(48) };
+        for (level, large) in [(1, false), (2, true), (3, true)] {
+            assert_ne!(reserved_mask(&strict, level, large) & SL_TM, 0);
+            assert_eq!(reserved_mask(&c, level, large) & SL_TM, 0);
+        }
+        for (level, large) in [(2, false), (3, false), (4, false)] {
+            assert_ne!(reserved_mask(&c, level, large) & SL_TM, 0);
+        }
     }
 
     #[test]

@@ -958,7 +958,8 @@ impl Vtd {
             mgaw_bits: self.cfg.aw_bits,
             large_2m: self.cap & CAP_SLLPS_2M != 0,
             large_1g: self.cap & CAP_SLLPS_1G != 0,
-            snoop_control: self.cfg.snoop_control,
+            snoop_control: self.cfg.snoop_control || self.cfg.scalable_mode,
+            tm_allowed: self.cfg.stale_tm && self.cfg.device_tlb,
         }
     }
 

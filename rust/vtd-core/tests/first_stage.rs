@@ -310,6 +310,7 @@ const SS_CFG: WalkConfig = WalkConfig {
     large_2m: true,
     large_1g: true,
     snoop_control: false,
+    tm_allowed: false,
 };
 const SS: SsTable = SsTable { root: SS_ROOT, levels: 4, agaw: 48 };
 const FS_GPA_ROOT: u64 = 0x10_0000;

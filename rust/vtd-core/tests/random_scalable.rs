@@ -331,6 +331,7 @@ fn random_first_stage_and_nested_walks_never_panic() {
                 large_2m: rng.chance(2),
                 large_1g: rng.chance(2),
                 snoop_control: rng.chance(2),
+                tm_allowed: rng.chance(2),
             };
             if let Ok(o) = nested_walk(&mem, &cfg, &ss_cfg, &fs, &ss, &ctl, iova, acc) {
                 ok += 1;

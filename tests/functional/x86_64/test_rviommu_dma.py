@@ -165,6 +165,17 @@ class RvIommuDma(RvIommuGuestTest):
         self.check_remapping(res, 'DMA-FQ')
         self.assertTrue(res.dmesg_has('Enabled IRQ remapping in x2apic mode'))
 
+    def test_dma_translation_off_keeps_interrupt_remapping(self):
+        """dma-translation=off (CAP.SAGAW = 0): Linux leaves DMA
+        untranslated and still remaps interrupts in x2APIC mode (what the
+        knob is for: many vCPUs without DMA translation)."""
+        res = self.read_disk('intel-iommu,intremap=on,eim=on,dma-translation=off',
+                             'intel_iommu=on', nic='e1000e')
+        self.assertTrue(res.dmesg_has('No supported address widths'))
+        self.assertTrue(res.dmesg_has('Enabled IRQ remapping in x2apic mode'))
+        self.assertEqual(res.value('IOMMU-DOMAIN'), 'none')
+        self.assertEqual(res.value('NET-IOMMU-DOMAIN'), 'none')
+
     def test_dma_no_iommu(self):
         """Baseline: the same guest, disk and e1000e traffic with no IOMMU
         (validates the kit)."""

@@ -39,6 +39,8 @@ CASES = {
     'bios-tables-dmar': ('kernel-irqchip=split', [], 'intremap=on,device-iotlb=on'),
     'scalable': ('', [], 'x-scalable-mode=on,caching-mode=on'),
     'first-stage': ('', [], 'x-scalable-mode=on,x-flts=on,caching-mode=on'),
+    'interrupt-remapping-only': ('kernel-irqchip=split', [],
+                                 'intremap=on,eim=on,dma-translation=off'),
     # buses that bypass the IOMMU: the DRHD lists the translated ones
     'bypass-buses': ('default_bus_bypass_iommu=on',
                      ['-device', 'pxb-pcie,bus=pcie.0,bus_nr=0x40,id=pxb1,bypass_iommu=off',

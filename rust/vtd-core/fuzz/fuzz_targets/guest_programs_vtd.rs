@@ -142,6 +142,9 @@ fuzz_target!(|data: &[u8]| {
         device_tlb: flags & 16 != 0,
         intremap: flags2 & 1 != 0,
         eim: flags2 & 3 == 3,
+        second_stage: flags2 & 4 == 0,
+        stale_tm: flags2 & 8 != 0,
+        dma_translation: flags2 & 16 == 0,
         ..Config::default()
     };
     if cfg.validate().is_err() {

@@ -111,6 +111,38 @@ impl ScalableMode {
 /// capabilities on both builds.
 const PASID_MODE_BITS: u8 = 8;
 
+/// `-device intel-iommu,help` text of each property (the C device has
+/// none). The last four are x86-iommu's, shared with amd-iommu, so their
+/// text holds for both.
+pub(crate) const PROPERTY_HELP: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
+    (c"version", c"unused; accepted for command-line compatibility"),
+    (c"eim", c"x2APIC destinations in interrupt remapping (ECAP.EIM); \
+      auto: on with an in-kernel irqchip or x-buggy-eim"),
+    (c"x-buggy-eim", c"let eim=auto choose x2APIC mode and eim=on skip KVM's X2APIC_API check"),
+    (c"aw-bits", c"address width in bits: 39 or 48 (48 with first-stage translation)"),
+    (c"caching-mode", c"caching mode (CAP.CM): the guest also invalidates after mapping, \
+      which vfio and vhost need"),
+    (c"x-scalable-mode", c"off; on or legacy: scalable-mode tables with second-stage \
+      translation (x-flts=on: first stage instead), as the C device; modern: first and \
+      second stage, nested translation, 20-bit PASIDs"),
+    (c"scalable-mode", c"upstream's newer spelling of x-scalable-mode"),
+    (c"x-flts", c"first-stage translation (ECAP.FLTS, CAP.FS1GP with fs1gp); with \
+      x-scalable-mode=on the only translation type, as the C device"),
+    (c"fsts", c"upstream's newer spelling of x-flts"),
+    (c"snoop-control", c"snoop control (ECAP.SC): SNP allowed in second-stage leaf entries"),
+    (c"x-pasid-mode", c"PASID support with 8-bit PASIDs (ECAP.PASID, PSS=7)"),
+    (c"pasid-bits", c"PASID width, 1-20 bits; 0: 8 with x-pasid-mode=on, 20 in modern \
+      mode, else no PASIDs"),
+    (c"dma-drain", c"read and write draining (CAP.DRD/DWD); required in scalable mode"),
+    (c"stale-tm", c"accept the TM bit in second-stage leaf entries (with device-iotlb=on)"),
+    (c"fs1gp", c"1 GiB pages in first-stage tables (CAP.FS1GP)"),
+    (c"intremap", c"interrupt remapping; auto: on unless the whole irqchip is in KVM"),
+    (c"device-iotlb", c"device-TLB / ATS support (ECAP.DT)"),
+    (c"pt", c"pass-through translation (ECAP.PT)"),
+    (c"dma-translation", c"DMA translation; off: no page tables (CAP.SAGAW=0), \
+      translation enable is ignored, only interrupt remapping remains"),
+];
+
 /// What `with_core` does after one round.
 enum Step {
     /// Continue the invalidation queue after a barrier.
@@ -292,10 +324,10 @@ impl IntelIommuState {
             ));
         }
         if self.aw_bits != 39 && self.aw_bits != 48 {
+            // The C device's message, word for word.
             return Err(Error::format(format_args!(
-                "{}: supported values for aw-bits are: 39, 48 (aw-bits={} given)",
+                "{}: supported values for aw-bits are: 39, 48",
                 if scalable { "Scalable mode(flts=off)" } else { "Legacy mode" },
-                self.aw_bits
             )));
         }
         if scalable && !self.dma_drain {
@@ -306,15 +338,6 @@ impl IntelIommuState {
             (0, false, ScalableMode::Modern) => vtd_core::config::MAX_PASID_BITS,
             (bits, _, _) => bits,
         };
-        let unsupported = |what: &str| {
-            Err(Error::format(format_args!(
-                "intel-iommu: {what} is not supported yet by the Rust intel-iommu \
-                 (see docs/rviommu/intel-iommu.rst)"
-            )))
-        };
-        if !x86.dma_translation {
-            return unsupported("dma-translation=off");
-        }
         let cfg = Config {
             aw_bits: self.aw_bits,
             pass_through: x86.pt,
@@ -323,12 +346,16 @@ impl IntelIommuState {
             caching_mode: self.caching_mode,
             scalable_mode: scalable,
             first_stage: flts,
+            // x-flts=on / fsts=on in "on" mode is the C device's first stage
+            // only; "modern" offers both stages and nesting.
+            second_stage: !flts || mode == ScalableMode::Modern,
             pasid_bits,
             fs1gp: self.fs1gp,
             intremap,
             eim,
             device_tlb: x86.device_iotlb,
-            ..Config::default()
+            dma_translation: x86.dma_translation,
+            stale_tm: self.stale_tm,
         };
         cfg.validate().map_err(|e| Error::format(format_args!("intel-iommu: {e}")))?;
         Ok(cfg)
