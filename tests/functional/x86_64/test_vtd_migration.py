@@ -133,6 +133,12 @@ class VtdMigration(rviommu_kit.ReferenceTest):
         self.migrate(self.ref_bin, self.qemu_bin, iommu, scalable=True)
         self.migrate(self.qemu_bin, self.ref_bin, iommu, scalable=True)
 
+    def test_c_to_rust_and_back_first_stage(self):
+        """x-flts=on: first stage only on both devices (same ECAP)."""
+        iommu = 'intremap=on,eim=on,x-scalable-mode=on,x-flts=on,caching-mode=on'
+        self.migrate(self.ref_bin, self.qemu_bin, iommu, scalable=True)
+        self.migrate(self.qemu_bin, self.ref_bin, iommu, scalable=True)
+
     def test_rust_to_rust_refuses_another_configuration(self):
         """The destination's configuration must match: CAP/ECAP differ with
         and without interrupt remapping, and the load fails cleanly."""
@@ -231,6 +237,12 @@ class GuestMigration(rviommu_kit.RvIommuGuestTest):
 
     def test_guest_reads_its_disk_across_migration_scalable(self):
         iommu = 'intel-iommu,intremap=on,x-scalable-mode=on'
+        self.migrate_guest(self.ref_bin, self.qemu_bin, iommu, 'intel_iommu=on,sm_on')
+        self.migrate_guest(self.qemu_bin, self.ref_bin, iommu, 'intel_iommu=on,sm_on')
+
+    def test_guest_reads_its_disk_across_migration_first_stage(self):
+        """x-flts=on: Linux maps DMA with first-stage tables."""
+        iommu = 'intel-iommu,intremap=on,x-scalable-mode=on,x-flts=on'
         self.migrate_guest(self.ref_bin, self.qemu_bin, iommu, 'intel_iommu=on,sm_on')
         self.migrate_guest(self.qemu_bin, self.ref_bin, iommu, 'intel_iommu=on,sm_on')
 
