@@ -634,6 +634,12 @@ def enable_ecam(qt):
     qt.pci_cfg_writel(0, 0x60, ECAM_BASE | 1)
 
 
+def ecam(bdf, reg=0):
+    """Address of configuration register `reg` of `bdf` in the ECAM (the
+    0xcf8 ports reach only the first 256 bytes)."""
+    return ECAM_BASE + (bdf << 12) + reg
+
+
 class TestDev:
     """Our PCIe DMA test device: DMA with or without ATS, with a PASID."""
 
@@ -645,7 +651,7 @@ class TestDev:
         ident = qt.readl(bar0 + TD_ID)
         if ident != 0x44545652:
             raise QtestError(f'rviommu-testdev not found at BAR0 (id 0x{ident:x})')
-        cfg = ECAM_BASE + (bdf << 12)
+        cfg = ecam(bdf)
         if (qt.readl(cfg + ATS_CAP) & 0xffff, qt.readl(cfg + PASID_CAP) & 0xffff) != (0x0f, 0x1b):
             raise QtestError('ATS/PASID extended capabilities not where expected')
         # ATS control: enable (bit 15); PASID control: enable, exec, privileged

@@ -32,7 +32,6 @@
 import os
 import re
 import shutil
-import struct
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rviommu_kit import RvIommuGuestTest  # noqa: E402
-from vtd_qtest import (Channel, StreamQtest, ScalableVtd, QtestError, ECAM_BASE,  # noqa: E402
+from vtd_qtest import (Channel, StreamQtest, ScalableVtd, QtestError, ecam, enable_ecam,  # noqa: E402
                        PGTT_FS, PGTT_PT, TD_ID, TD_BAR0, TD_READ, TD_IOVA, TD_LEN, TD_PASID,
                        TD_CMD, TD_STATUS, TD_BUFFER, TD_STATUS_NAMES, TD_ATS, TD_PASID_VALID)
 
@@ -141,8 +140,7 @@ class NestedQtest(RvIommuGuestTest):
     def pci_setup(self, qt, devices=((RP_BDF, TD_BDF, TD_BAR0), (RP_B_BDF, TD_B_BDF, TD_BAR0_B))):
         """What firmware would do: ECAM, each root port's bus numbers and
         memory window, each device's BAR0 and command register."""
-        qt.pci_cfg_writel(0, 0x64, 0)
-        qt.pci_cfg_writel(0, 0x60, ECAM_BASE | 1)
+        enable_ecam(qt)
         for rp, td, bar in devices:
             bus = td >> 8
             qt.pci_cfg_writel(rp, 0x18, (bus << 16) | (bus << 8))      # sub, sec, pri 0
@@ -174,17 +172,11 @@ class NestedQtest(RvIommuGuestTest):
         status = TD_STATUS_NAMES.get(qt.readl(bar + TD_STATUS) & 0xff, 'unknown')
         return qt.memread(bar + TD_BUFFER, n) if status == 'ok' else status
 
-    @staticmethod
-    def ecam(bdf, reg):
-        """Address of a configuration register in L2's ECAM (extended
-        configuration space; the 0xcf8 ports reach the first 256 bytes)."""
-        return ECAM_BASE + (bdf << 12) + reg
-
     def ext_caps(self, qt, bdf):
         """{id: offset} of a function's extended capabilities in L2."""
         caps, pos = {}, 0x100
         while pos and len(caps) < 64:
-            head = qt.readl(self.ecam(bdf, pos))
+            head = qt.readl(ecam(bdf, pos))
             if head & 0xffff:
                 caps[head & 0xffff] = pos
             pos = (head >> 20) & 0xffc
@@ -433,7 +425,7 @@ class NestedQtest(RvIommuGuestTest):
             caps = self.ext_caps(qt, bdf)
             self.assertEqual(caps.get(PASID_CAP_ID), PASID_CAP_AT,
                              f'no emulated PASID capability in L2 at {bdf:#x}: {caps}')
-            ctl = self.ecam(bdf, PASID_CAP_AT + 4)
+            ctl = ecam(bdf, PASID_CAP_AT + 4)
             cap = qt.readl(ctl) & 0xffff
             self.assertEqual(((cap >> 8) & 0x1f, cap & 6), (20, 6),
                              f'PASID capability register {cap:#x}: 20 bits, exec and priv')

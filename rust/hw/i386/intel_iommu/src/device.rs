@@ -479,7 +479,7 @@ impl IntelIommuState {
     /// With the core locked: the host bindings and invalidations of the
     /// host-IOMMU-backed functions after the invalidations in `effects`.
     fn plan_nested(&self, vtd: &Vtd, effects: &Effects) -> Vec<NestedPlan> {
-        use vtd_core::hw_nest::{pasid_rebind, MAX_HOST_PASIDS};
+        use vtd_core::hw_nest::pasid_rebind;
         use vtd_core::{HostBinding, PasidRebind};
         if effects.invalidations.is_empty() {
             return Vec::new();
@@ -503,30 +503,7 @@ impl IntelIommuState {
         let mut out = Vec::new();
         for st in self.nested.snapshot() {
             let sid = st.sid;
-            let mut bindings = Vec::new();
-            if let Some(source) = rebinding {
-                bindings.push((None, vtd.host_binding(sid, &SystemMemory), source));
-            }
-            let mut truncated = false;
-            if st.pasid_capable {
-                let pasids = match &scope {
-                    PasidRebind::Nothing => Vec::new(),
-                    PasidRebind::Pasids(list) => list.clone(),
-                    PasidRebind::All => {
-                        let (mut present, more) = vtd.present_pasids(sid, &SystemMemory, MAX_HOST_PASIDS);
-                        truncated = more;
-                        present.extend(st.bound_pasids.iter().filter(|p| !present.contains(p)).collect::<Vec<_>>());
-                        present
-                    }
-                };
-                // PASID 0 is RID_PASID: the binding without PASID.
-                for p in pasids.into_iter().filter(|&p| p != 0) {
-                    let b = vtd.host_binding_pasid(sid, p, &SystemMemory);
-                    if b != HostBinding::Blocked || st.bound_pasids.contains(&p) {
-                        bindings.push((Some(p), b, pasid_source));
-                    }
-                }
-            }
+            let (bindings, truncated) = Self::function_bindings(vtd, &st, rebinding, &scope, pasid_source);
             // The nested HWPTs after the new bindings, and the guest
             // (DID, PASID) each stands for.
             let mut targets = st.nested;
@@ -570,21 +547,58 @@ impl IntelIommuState {
         &self.nested
     }
 
+    /// With the core locked: the bindings of one host-IOMMU-backed function
+    /// for a rebinding event: requests without PASID when `rid_source` is
+    /// given (the descriptor to report a failure at), and the PASIDs in
+    /// `scope` (all: those with present entries, at most MAX_HOST_PASIDS,
+    /// and those bound now) unless they stay blocked and unbound. Also
+    /// whether the present PASIDs were more than the bound.
+    fn function_bindings(
+        vtd: &Vtd,
+        st: &ffi::NestedState,
+        rid_source: Option<Option<u16>>,
+        scope: &vtd_core::PasidRebind,
+        pasid_source: Option<u16>,
+    ) -> (Vec<(Option<u32>, vtd_core::HostBinding, Option<u16>)>, bool) {
+        use vtd_core::hw_nest::MAX_HOST_PASIDS;
+        use vtd_core::{HostBinding, PasidRebind};
+        let sid = st.sid;
+        let mut bindings = Vec::new();
+        if let Some(source) = rid_source {
+            bindings.push((None, vtd.host_binding(sid, &SystemMemory), source));
+        }
+        let mut truncated = false;
+        if st.pasid_capable {
+            let pasids = match scope {
+                PasidRebind::Nothing => Vec::new(),
+                PasidRebind::Pasids(list) => list.clone(),
+                PasidRebind::All => {
+                    let (mut present, more) = vtd.present_pasids(sid, &SystemMemory, MAX_HOST_PASIDS);
+                    truncated = more;
+                    present.extend(st.bound_pasids.iter().filter(|p| !present.contains(p)).collect::<Vec<_>>());
+                    present
+                }
+            };
+            // PASID 0 is RID_PASID: the binding without PASID.
+            for p in pasids.into_iter().filter(|&p| p != 0) {
+                let b = vtd.host_binding_pasid(sid, p, &SystemMemory);
+                if b != HostBinding::Blocked || st.bound_pasids.contains(&p) {
+                    bindings.push((Some(p), b, pasid_source));
+                }
+            }
+        }
+        (bindings, truncated)
+    }
+
     /// Bind function `sid` (requests without PASID and every PASID with a
     /// present entry) as the guest's tables say now.
     pub(crate) fn rebind_nested(&self, sid: u16) {
-        use vtd_core::hw_nest::MAX_HOST_PASIDS;
-        let capable = self.nested.snapshot().iter().any(|st| st.sid == sid && st.pasid_capable);
+        let Some(st) = self.nested.snapshot().into_iter().find(|st| st.sid == sid) else {
+            return;
+        };
         let plan = self.with_core(|vtd| {
-            let mut bindings = vec![(None, vtd.host_binding(sid, &SystemMemory), None)];
-            let mut pasids_truncated = false;
-            if capable {
-                let (present, more) = vtd.present_pasids(sid, &SystemMemory, MAX_HOST_PASIDS);
-                pasids_truncated = more;
-                bindings.extend(
-                    present.into_iter().map(|p| (Some(p), vtd.host_binding_pasid(sid, p, &SystemMemory), None)),
-                );
-            }
+            let (bindings, pasids_truncated) =
+                Self::function_bindings(vtd, &st, Some(None), &vtd_core::PasidRebind::All, None);
             let plan = NestedPlan { sid, bindings, invalidations: Vec::new(), pasids_truncated };
             (vec![plan], Effects::default())
         });
