@@ -13,6 +13,10 @@
 #   RVIOMMU-READ-SECONDS: <s>
 #   RVIOMMU-DMESG-BEGIN / -END                    `dmesg | grep -i -e DMAR -e iommu` between
 #   RVIOMMU-DMAR-FAULT: <line>                    each dmesg line that reports a DMAR fault
+#   RVIOMMU-IRQ: <bdf> <count> <chip> <name>      each interrupt of the disk's and the NIC's
+#                                                 function after the traffic (/proc/interrupts;
+#                                                 the chip is IR-PCI-MSI* when remapped), and
+#                                                 with IO-APIC for <bdf>, the I/O APIC's ones
 #
 # Network traffic over a second PCI device (the first interface with a device behind it:
 # e1000e or virtio-net), when rviommu.net_rx_port=PORT is given.  The interface gets
@@ -146,6 +150,16 @@ fi
 if [ -n "$net" ]; then
     net_traffic
 fi
+
+# irq_info BDF: the function's interrupts, counts summed over the CPUs
+irq_info() {
+    awk -v bdf="$1" 'NR == 1 { n = NF; next }
+        index($0, bdf) { s = 0; for (i = 2; i <= n + 1; i++) s += $i
+                         print "RVIOMMU-IRQ: " bdf " " s " " $(n + 2) " " $NF }' /proc/interrupts
+}
+[ -z "$pci" ] || irq_info "${pci##*/}"
+[ -z "$net" ] || irq_info "${dev##*/}"
+irq_info IO-APIC
 
 echo "RVIOMMU-DMESG-BEGIN"
 dmesg | grep -i -e DMAR -e iommu

@@ -133,6 +133,7 @@ class RvIommuDma(RvIommuGuestTest):
         self.check_remapping(res, 'DMA-FQ')
         self.assertTrue(res.dmesg_has('ecap c99884f00f4a'))
         self.assertTrue(res.dmesg_has('Enabled IRQ remapping in xapic mode'))
+        self.assertRemappedInterrupts(res)
 
     def test_dma_modern_strict(self):
         res = self.read_disk(self.MODERN, 'intel_iommu=on,sm_on iommu.strict=1',
@@ -158,12 +159,42 @@ class RvIommuDma(RvIommuGuestTest):
         self.check_remapping(res, 'DMA-FQ')
         self.assertTrue(res.dmesg_has('cap 81d2008c222f0686'))
 
+    def assertRemappedInterrupts(self, res, remapped=True):
+        """The disk's and the NIC's functions and the I/O APIC took
+        interrupts, through interrupt remapping (chips IR-PCI-MSI*,
+        IR-IO-APIC) or not."""
+        counts = {}
+        for line in res.values.get('IRQ', []):
+            bdf, count, chip = line.split()[:3]
+            self.assertEqual(chip.startswith('IR-'), remapped, line)
+            counts[bdf] = counts.get(bdf, 0) + int(count)
+        self.log.info('interrupts per function: %s', counts)
+        # the I/O APIC's (the serial console's, at least) too
+        self.assertGreater(counts.get('IO-APIC', 0), 0, 'no I/O APIC interrupts')
+        for key in ('PCI-DEVICE', 'NET-PCI-DEVICE'):
+            bdf = res.value(key, '').split(' ')[0]
+            self.assertGreater(counts.get(bdf, 0), 0, f'no interrupts of {key} {bdf}')
+
+    def test_dma_legacy_xapic_interrupt_remapping(self):
+        """intremap=on: Linux remaps the disk's and e1000e's MSI-X in xAPIC mode."""
+        res = self.read_disk('intel-iommu,intremap=on', 'intel_iommu=on', nic='e1000e')
+        self.check_remapping(res, 'DMA-FQ')
+        self.assertTrue(res.dmesg_has('Enabled IRQ remapping in xapic mode'))
+        self.assertRemappedInterrupts(res)
+
     def test_dma_legacy_x2apic_interrupt_remapping(self):
         """intremap=on,eim=on: Linux runs x2APIC with remapped interrupts."""
         res = self.read_disk('intel-iommu,intremap=on,eim=on', 'intel_iommu=on',
                              nic='virtio-net')
         self.check_remapping(res, 'DMA-FQ')
         self.assertTrue(res.dmesg_has('Enabled IRQ remapping in x2apic mode'))
+        self.assertRemappedInterrupts(res)
+
+    def test_dma_legacy_x2apic_interrupt_remapping_e1000e(self):
+        res = self.read_disk('intel-iommu,intremap=on,eim=on', 'intel_iommu=on', nic='e1000e')
+        self.check_remapping(res, 'DMA-FQ')
+        self.assertTrue(res.dmesg_has('Enabled IRQ remapping in x2apic mode'))
+        self.assertRemappedInterrupts(res)
 
     def test_dma_translation_off_keeps_interrupt_remapping(self):
         """dma-translation=off (CAP.SAGAW = 0): Linux leaves DMA
@@ -175,6 +206,7 @@ class RvIommuDma(RvIommuGuestTest):
         self.assertTrue(res.dmesg_has('Enabled IRQ remapping in x2apic mode'))
         self.assertEqual(res.value('IOMMU-DOMAIN'), 'none')
         self.assertEqual(res.value('NET-IOMMU-DOMAIN'), 'none')
+        self.assertRemappedInterrupts(res)
 
     def test_dma_no_iommu(self):
         """Baseline: the same guest, disk and e1000e traffic with no IOMMU
@@ -182,6 +214,7 @@ class RvIommuDma(RvIommuGuestTest):
         res = self.read_disk(None, '', iommu_platform=False, nic='e1000e')
         self.assertEqual(res.value('IOMMU-DOMAIN'), 'none')
         self.assertEqual(res.value('NET-IOMMU-DOMAIN'), 'none')
+        self.assertRemappedInterrupts(res, remapped=False)
 
     def test_dma_virtio_net_no_iommu(self):
         """Baseline of the virtio-net traffic (no iommu_platform, no IOMMU)."""
