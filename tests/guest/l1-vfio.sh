@@ -10,6 +10,7 @@
 # /l2/vmlinuz, /l2/initrd.gz.
 # Kernel parameters:
 #   rviommu.l2_iommu=PROPS     L2's -device intel-iommu,PROPS ('none': no vIOMMU in L2)
+#   rviommu.l2_machine=OPTS    more -machine q35 options of L2's (e.g. kernel-irqchip=split)
 #   rviommu.l2_backend=legacy|iommufd   vfio's backend (legacy container or iommufd cdev)
 #   rviommu.l2_nic=VENDOR:DEVICE  a NIC of L0's to assign to L2 too (e.g. 0x8086:0x10d3)
 #   rviommu.l2_append=ARGS     extra L2 kernel parameters ('+' stands for ' ', ',' stays)
@@ -31,6 +32,7 @@
 #   RVIOMMU-L1-DMAR-FAULT: <line>                     DMAR faults in L1's dmesg
 
 iommu=$(kparam l2_iommu); iommu=${iommu:-none}
+machine=q35; [ -z "$(kparam l2_machine)" ] || machine="q35,$(kparam l2_machine)"
 backend=$(kparam l2_backend); backend=${backend:-legacy}
 l2_append=$(kparam l2_append | tr '+' ' ')
 sha=$(kparam sha256)
@@ -52,7 +54,7 @@ fi
 # timer interrupts stopped for minutes once a device was assigned (3 runs of 3: 226 s,
 # and twice killed at 240 s); with the LAPIC's one-shot mode, alternating in the same
 # L1, they did not (3 of 3 in 57-71 s). See docs/rviommu/testing.rst.
-set -- -machine q35 -accel kvm -cpu host,-tsc-deadline -m 384M -smp 1 -nodefaults -no-user-config \
+set -- -machine "$machine" -accel kvm -cpu host,-tsc-deadline -m 384M -smp 1 -nodefaults -no-user-config \
     -display none -no-reboot -L /usr/share/qemu \
     -chardev file,id=con,path=/tmp/l2.log -serial chardev:con \
     -kernel /l2/vmlinuz -initrd /l2/initrd.gz \

@@ -325,6 +325,19 @@ pub fn remap(
     req: &InterruptRequest,
     mem: &dyn GuestMemory,
 ) -> Result<Msi, RemapFailure> {
+    remap_checked(table, cfis, req, true, mem)
+}
+
+/// [`remap`], with the IRTE's source-id validation only when `check_sid`
+/// (a request whose requester is not known, such as an interrupt route
+/// of an accelerator's in-kernel interrupt controller, cannot be checked).
+pub fn remap_checked(
+    table: &IrTable,
+    cfis: bool,
+    req: &InterruptRequest,
+    check_sid: bool,
+    mem: &dyn GuestMemory,
+) -> Result<Msi, RemapFailure> {
     let fail = |reason: FaultReason, index: Option<u32>, fpd: bool| RemapFailure {
         fault: InterruptFault { reason, sid: req.sid, index },
         fpd,
@@ -354,7 +367,7 @@ pub fn remap(
     if irte.reserved(table.eime) {
         return Err(fail(FaultReason::IrteReserved, at, fpd));
     }
-    if !irte.source_valid(req.sid) {
+    if check_sid && !irte.source_valid(req.sid) {
         return Err(fail(FaultReason::IrSourceIdInvalid, at, fpd));
     }
     Ok(irte.message(table.eime, req.address))

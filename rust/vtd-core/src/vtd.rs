@@ -1100,6 +1100,28 @@ impl Vtd {
 }
 
 impl Vtd {
+    /// Remap an interrupt message for an interrupt route (the KVM MSI
+    /// routes of devices whose interrupts bypass the interrupt window):
+    /// the same as [`Vtd::remap_interrupt`] without recording faults, and
+    /// with `sid` `None` when the requester is not known (its source id is
+    /// then not validated). The route is computed again after every
+    /// interrupt entry cache invalidation ([`Effects::iec_invalidations`]).
+    pub fn remap_interrupt_route(
+        &self,
+        sid: Option<u16>,
+        address: u64,
+        data: u32,
+        mem: &dyn GuestMemory,
+    ) -> Result<Msi, InterruptFault> {
+        if !(self.cfg.intremap && self.ir_enabled) {
+            return Ok(Msi { address, data });
+        }
+        let cfis = self.regs.get32(GSTS) & GSTS_CFIS != 0;
+        let req = InterruptRequest { sid: sid.unwrap_or(0), address, data };
+        irq_remap::remap_checked(&self.ir_table, cfis, &req, sid.is_some(), mem)
+            .map_err(|e| e.fault)
+    }
+
     pub(crate) fn sm_caps(&self) -> SmCaps {
         SmCaps::from_regs(self.cap, self.ecap, self.cfg.aw_bits)
     }

@@ -544,3 +544,35 @@ fn fault_record_decoding_of_ir_faults() {
     let rec = FaultRecord::from_raw(0x1234 << 48, (1 << 63) | (0x26 << 32) | 0x0310);
     assert_eq!((rec.interrupt_index(), rec.sid, rec.reason_code), (Some(0x1234), 0x310, 0x26));
 }
+
+// ---- interrupt routes (KVM's MSI routes) ------------------------------------
+
+#[test]
+fn routes_remap_without_recording_faults() {
+    let mut e = ir_env(false, 3, false);
+    let target = sid(2, 5, 6);
+    set_irte(&e, 1, irte_xapic(0x51, 3), u64::from(target) | (1 << 18));
+    let fsts = e.fsts();
+    // As the interrupt window: the same message for the right requester.
+    let want = Ok(Msi { address: 0xfee0_3000, data: 0x4051 });
+    assert_eq!(e.vtd.remap_interrupt_route(Some(target), remappable(1, false), 0, &e.mem), want);
+    assert_eq!(remap(&mut e, target, remappable(1, false), 0).0, want);
+    // An unknown requester is not validated; a wrong one is refused.
+    assert_eq!(e.vtd.remap_interrupt_route(None, remappable(1, false), 0, &e.mem), want);
+    let err = e.vtd.remap_interrupt_route(Some(sid(2, 5, 7)), remappable(1, false), 0, &e.mem);
+    assert_eq!(err.unwrap_err().reason.code(), 0x26);
+    // Not present, beyond the table, compatibility format without CFI:
+    // refused, and nothing recorded.
+    for (address, code) in [(remappable(2, false), 0x22), (remappable(99, false), 0x21), (0xfee0_0000, 0x25)] {
+        let err = e.vtd.remap_interrupt_route(Some(target), address, 0, &e.mem).unwrap_err();
+        assert_eq!(err.reason.code(), code);
+    }
+    assert_eq!(e.fsts(), fsts);
+    assert!(!e.vtd.fault_record(0).is_some_and(|r| r.pending));
+    // Remapping disabled: the message as it is.
+    e.gcmd(0, GCMD_IRE);
+    assert_eq!(
+        e.vtd.remap_interrupt_route(None, 0xfee0_1000, 0x33, &e.mem),
+        Ok(Msi { address: 0xfee0_1000, data: 0x33 })
+    );
+}

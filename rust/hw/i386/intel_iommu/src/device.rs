@@ -463,6 +463,11 @@ impl IntelIommuState {
         for msi in &effects.interrupts {
             ffi::send_msi(msi.address, msi.data);
         }
+        if !effects.iec_invalidations.is_empty() && bql::is_locked() {
+            for inv in &effects.iec_invalidations {
+                self.iec_notify(inv);
+            }
+        }
         for event in &effects.invalidations {
             self.ats.notify_device_tlb(event);
         }
@@ -749,6 +754,15 @@ impl IntelIommuState {
         self.with_core(|vtd| {
             let (result, effects) = vtd.remap_interrupt(&req, &SystemMemory);
             (result.ok(), effects)
+        })
+        .flatten()
+    }
+
+    /// Remap an interrupt message for an interrupt route (`int_remap`):
+    /// `None` when blocked; nothing is recorded.
+    pub(crate) fn remap_interrupt_route(&self, sid: Option<u16>, address: u64, data: u32) -> Option<Msi> {
+        self.with_core(|vtd| {
+            (vtd.remap_interrupt_route(sid, address, data, &SystemMemory).ok(), Effects::default())
         })
         .flatten()
     }

@@ -112,6 +112,7 @@ pub fn class_init(klass: &mut bindings::X86IOMMUClass) {
     dc.hotpluggable = false;
     dc.desc = c"Intel IOMMU (VT-d) DMA Remapping device (Rust)".as_ptr();
     klass.realize = Some(vtd_realize_inner);
+    klass.int_remap = Some(vtd_int_remap);
     let oc: *mut bindings::ObjectClass = &mut dc.parent_class;
     for (name, text) in crate::device::PROPERTY_HELP {
         let owner = property_owner(oc, name);
@@ -149,6 +150,50 @@ fn property_owner(oc: *mut bindings::ObjectClass, name: &std::ffi::CStr) -> *mut
 
 /// `DeviceClass::realize`: x86-iommu's realize (which resolves
 /// `intremap=auto` and makes this the machine's IOMMU), which then calls
+/// `X86IOMMUClass::int_remap`: remap an interrupt message for an
+/// accelerator's interrupt route (KVM's MSI routes with a split irqchip:
+/// vfio's and vhost's irqfds, the I/O APIC's pins), without fault records;
+/// `sid` is X86_IOMMU_SID_INVALID when the route has no requester. Non-zero:
+/// the message is blocked.
+/// # Safety
+/// Called by the accelerator under the BQL with an instance of
+/// `intel-iommu` and valid messages.
+unsafe extern "C" fn vtd_int_remap(
+    iommu: *mut bindings::X86IOMMUState,
+    src: *mut bindings::MSIMessage,
+    dst: *mut bindings::MSIMessage,
+    sid: u16,
+) -> c_int {
+    // SAFETY: only our instances have this class method; the device struct
+    // starts with its x86-iommu parent.
+    let state = unsafe { &*iommu.cast::<IntelIommuState>() };
+    // SAFETY: `src` is valid for reading (caller's contract).
+    let (address, data) = unsafe { ((*src).address, (*src).data) };
+    let sid = (u32::from(sid) != bindings::X86_IOMMU_SID_INVALID).then_some(sid);
+    match state.remap_interrupt_route(sid, address, data) {
+        Some(msi) => {
+            // SAFETY: `dst` is valid for writing (caller's contract).
+            unsafe { *dst = bindings::MSIMessage { address: msi.address, data: msi.data } };
+            0
+        }
+        None => -EINVAL,
+    }
+}
+
+impl IntelIommuState {
+    /// Tell x86-iommu's interrupt entry cache listeners (KVM's MSI routes)
+    /// that remapped interrupts may have changed.
+    pub(crate) fn iec_notify(&self, inv: &vtd_core::IecInvalidation) {
+        let (global, index, mask) = match *inv {
+            vtd_core::IecInvalidation::Global => (true, 0, 0),
+            vtd_core::IecInvalidation::Index { index, mask } => (false, u32::from(index), u32::from(mask)),
+        };
+        // SAFETY: our own live x86-iommu; the listeners run under the BQL
+        // that our callers (register writes) hold.
+        unsafe { bindings::x86_iommu_iec_notify_all(self.x86_ptr(), global, index, mask) };
+    }
+}
+
 /// `X86IOMMUClass::realize`.
 /// # Safety
 /// Called by qdev with an instance of `intel-iommu` and a valid `errp`.
@@ -828,6 +873,7 @@ unsafe extern "C" fn vtd_replay(iommu: *mut bindings::IOMMUMemoryRegion, n: *mut
 
 /// errno's ENOTSUP (not among the generated bindings).
 const ENOTSUP: c_int = 95;
+const EINVAL: c_int = 22;
 
 /// # Safety
 /// Called by QOM with the class of `intel-iommu-iommu-memory-region`.
