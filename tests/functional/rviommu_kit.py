@@ -454,6 +454,22 @@ class RvIommuGuestTest(QemuSystemTest):
         if not known:
             self.assertEqual(faults, [], what)
 
+    def assertRemappedInterrupts(self, res, remapped=True, prefix=''):
+        """The disk's and the NIC's functions and the I/O APIC took
+        interrupts (tests/guest/dma-read.sh's RVIOMMU-IRQ lines; `prefix`
+        'L2-' for an L2 guest's), all through interrupt remapping (chips
+        IR-PCI-MSI*, IR-IO-APIC) or, with `remapped` False, none."""
+        counts = {}
+        for line in res.values.get(prefix + 'IRQ', []):
+            bdf, count, chip = line.split()[:3]
+            self.assertEqual(chip.startswith('IR-'), remapped, line)
+            counts[bdf] = counts.get(bdf, 0) + int(count)
+        self.log.info('interrupts per function: %s', counts)
+        self.assertGreater(counts.get('IO-APIC', 0), 0, 'no I/O APIC interrupts')
+        for key in ('PCI-DEVICE', 'NET-PCI-DEVICE'):
+            bdf = res.value(prefix + key, '').split(' ')[0]
+            self.assertGreater(counts.get(bdf, 0), 0, f'no interrupts of {prefix}{key} {bdf}')
+
     def assertGuestPassed(self, res):
         self.assertTrue(res.begun, 'the guest never reached /init (RVIOMMU-TEST-BEGIN)')
         self.assertEqual(res.result, 'PASS',

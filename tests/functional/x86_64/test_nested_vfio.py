@@ -124,16 +124,7 @@ class NestedVfio(RvIommuGuestTest):
                              l2_machine='kernel-irqchip=split', l2_append='intel_iommu=on',
                              nic=True)
         self.assertEqual(res.value('L2-IOMMU-DOMAIN'), 'DMA')
-        irqs = res.values.get('L2-IRQ', [])
-        self.log.info("L2's interrupts: %s", irqs)
-        counts = {}
-        for line in irqs:
-            bdf, count, chip = line.split()[:3]
-            self.assertTrue(chip.startswith('IR-'), line)
-            counts[bdf] = counts.get(bdf, 0) + int(count)
-        for key in ('L2-PCI-DEVICE', 'L2-NET-PCI-DEVICE', None):
-            bdf = res.value(key, '').split(' ')[0] if key else 'IO-APIC'
-            self.assertGreater(counts.get(bdf, 0), 0, f'no interrupts of {bdf}')
+        self.assertRemappedInterrupts(res, prefix='L2-')
 
     def test_l2_scalable_caching_mode_iommufd(self):
         """The same in scalable mode (second stage through RID_PASID, 256-bit

@@ -159,22 +159,6 @@ class RvIommuDma(RvIommuGuestTest):
         self.check_remapping(res, 'DMA-FQ')
         self.assertTrue(res.dmesg_has('cap 81d2008c222f0686'))
 
-    def assertRemappedInterrupts(self, res, remapped=True):
-        """The disk's and the NIC's functions and the I/O APIC took
-        interrupts, through interrupt remapping (chips IR-PCI-MSI*,
-        IR-IO-APIC) or not."""
-        counts = {}
-        for line in res.values.get('IRQ', []):
-            bdf, count, chip = line.split()[:3]
-            self.assertEqual(chip.startswith('IR-'), remapped, line)
-            counts[bdf] = counts.get(bdf, 0) + int(count)
-        self.log.info('interrupts per function: %s', counts)
-        # the I/O APIC's (the serial console's, at least) too
-        self.assertGreater(counts.get('IO-APIC', 0), 0, 'no I/O APIC interrupts')
-        for key in ('PCI-DEVICE', 'NET-PCI-DEVICE'):
-            bdf = res.value(key, '').split(' ')[0]
-            self.assertGreater(counts.get(bdf, 0), 0, f'no interrupts of {key} {bdf}')
-
     def test_dma_legacy_xapic_interrupt_remapping(self):
         """intremap=on: Linux remaps the disk's and e1000e's MSI-X in xAPIC mode."""
         res = self.read_disk('intel-iommu,intremap=on', 'intel_iommu=on', nic='e1000e')
