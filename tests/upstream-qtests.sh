@@ -3,6 +3,10 @@
 # unmodified) against the reference build (the C device) and ours, and print the
 # results side by side. On our build also our libqtest test with the Rust test device
 # (tests/qtest/rviommu-testdev-test.c, registered by patches/0002).
+# Then upstream's functional test tests/functional/x86_64/test_intel_iommu.py (its 4 cases,
+# imported from the 10.2.2 tree) on both builds, through tests/functional/run.sh:
+# tests/functional/x86_64/test_upstream_intel_iommu.py adapts only where its kernel, initrd
+# and disk come from, TCG for KVM and busybox for Fedora's tools (see its docstring).
 #
 #   tests/upstream-qtests.sh
 #
@@ -43,6 +47,21 @@ WRAPPER
 run_tests c "$BUILD_REF" intel-iommu-test
 run_tests rust "$BUILD_RS" intel-iommu-test rviommu-testdev-test
 
+# Classes IntelIOMMU_C (the reference build) and IntelIOMMU_Rust (ours) of the functional
+# test; run.sh prints "PASS|FAIL|SKIP  <id>  (<seconds>s...)" per case.  Its exit status is
+# not used: the table below decides (a failure on the C device alone is reported, not fatal).
+FUNC=test_upstream_intel_iommu
+FUNC_CASES="test_intel_iommu test_intel_iommu_strict test_intel_iommu_strict_cm test_intel_iommu_pt"
+step "run upstream's functional test_intel_iommu.py on both builds"
+"$REPO/tests/functional/run.sh" --qemu "$BUILD_RS/qemu-system-x86_64" --timeout 400 "$FUNC." \
+    | tee "$CACHE/upstream-functional.log" || true
+# func_result CLASS CASE: "pass 41.2s", "FAIL 12.0s", "SKIP ..." or "n/a"
+func_result() {
+    awk -v id="$FUNC.$1.$2" '$2 == id { v = ($1 == "PASS") ? "pass" : $1; t = $3; gsub(/[(),]/, "", t)
+                                        print v " " t; found = 1; exit }
+                             END { if (!found) print "n/a" }' "$CACHE/upstream-functional.log"
+}
+
 step "side by side (C device | Rust device)"
 fail=0
 for t in intel-iommu-test rviommu-testdev-test; do
@@ -53,6 +72,12 @@ for t in intel-iommu-test rviommu-testdev-test; do
         printf '    %-78s %-5s | %s\n' "$t $case" "${c:-n/a}" "$r"
         [ "$r" = pass ] || fail=1
     done
+done
+for case in $FUNC_CASES; do
+    c=$(func_result IntelIOMMU_C "$case"); r=$(func_result IntelIOMMU_Rust "$case")
+    printf '    %-78s %-5s | %-5s (C %s, Rust %s)\n' "test_intel_iommu.py IntelIOMMU.$case" \
+        "${c%% *}" "${r%% *}" "${c#* }" "${r#* }"
+    [ "${r%% *}" = pass ] || fail=1
 done
 [ $fail = 0 ] || die "an upstream test failed on our build"
 info "all passed on our build"

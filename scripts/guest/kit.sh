@@ -13,6 +13,9 @@
 #   - a firmware directory for QEMU's -L: bios-256k.bin (seabios) and the x86 option ROMs
 #     (linuxboot_dma.bin, kvmvapic.bin, ...; qemu-system-data), which the +ds source lacks.
 #   - a raw disk image of deterministic content and its sha256.
+#   - iPXE's option ROMs from trixie's ipxe-qemu (efi-virtio.rom, ...), in a directory of their
+#     own for a second -L: QEMU's default romfile of a NIC, for tests that keep upstream's
+#     command lines (test_upstream_intel_iommu.py; the others pass romfile=).
 #   - the initramfs of the virtio-blk DMA test (tests/guest/dma-read.sh), made by
 #     scripts/guest/mkinitramfs.sh, which tests also call for their own /init bodies.
 #
@@ -53,6 +56,11 @@ done
 GAPT=$GUEST/apt APT_SUITE=$SUITE APT_DEBS=$GUEST/debs
 . "$REPO/scripts/guest/apt.sh"
 
+# Host tools of the disk images tests build at run time (test_upstream_intel_iommu.py:
+# sfdisk, mke2fs -d; qemu-img comes with scripts/setup.sh's qemu-utils).
+step "host packages"
+host_packages e2fsprogs fdisk
+
 # ---------------------------------------------------------------- versions
 resolve_versions() {
     step "guest package versions ($SUITE)"
@@ -60,7 +68,7 @@ resolve_versions() {
         info "recorded in $VERSIONS (scripts/guest/kit.sh --refresh resolves them again)"
     else
         apt_update
-        local kmeta kpkg kver bb sb qd
+        local kmeta kpkg kver bb sb qd ix
         kmeta=$(candidate linux-image-amd64)
         [ -n "$kmeta" ] && [ "$kmeta" != "(none)" ] || die "no linux-image-amd64 in $SUITE"
         # The metapackage depends on exactly one linux-image-<abi>-amd64 (= version).
@@ -75,7 +83,8 @@ resolve_versions() {
         [ -n "$kpkg" ] || die "no linux-image-6.12.*-amd64 package in $SUITE"
         kver=$(candidate "$kpkg")
         bb=$(candidate busybox-static); sb=$(candidate seabios); qd=$(candidate qemu-system-data)
-        for v in "$kver" "$bb" "$sb" "$qd"; do
+        ix=$(candidate ipxe-qemu)
+        for v in "$kver" "$bb" "$sb" "$qd" "$ix"; do
             [ -n "$v" ] && [ "$v" != "(none)" ] || die "a guest package has no candidate in $SUITE"
         done
         cat > "$VERSIONS.tmp" <<EOF
@@ -85,14 +94,23 @@ KERNEL_PKG_VERSION=$kver
 BUSYBOX_PKG_VERSION=$bb
 SEABIOS_PKG_VERSION=$sb
 QEMU_DATA_PKG_VERSION=$qd
+IPXE_PKG_VERSION=$ix
 EOF
         mv "$VERSIONS.tmp" "$VERSIONS"
     fi
     # shellcheck disable=SC1090
     . "$VERSIONS"
+    if [ -z "${IPXE_PKG_VERSION:-}" ]; then
+        # Recorded before ipxe-qemu was part of the kit: resolve only that one.
+        apt_update
+        IPXE_PKG_VERSION=$(candidate ipxe-qemu)
+        [ -n "$IPXE_PKG_VERSION" ] && [ "$IPXE_PKG_VERSION" != "(none)" ] || die "no ipxe-qemu in $SUITE"
+        echo "IPXE_PKG_VERSION=$IPXE_PKG_VERSION" >> "$VERSIONS"
+    fi
     info "kernel   $KERNEL_PKG $KERNEL_PKG_VERSION"
     info "busybox  busybox-static $BUSYBOX_PKG_VERSION"
     info "firmware seabios $SEABIOS_PKG_VERSION, qemu-system-data $QEMU_DATA_PKG_VERSION"
+    info "ipxe     ipxe-qemu $IPXE_PKG_VERSION"
 }
 
 # ---------------------------------------------------------------- kernel
@@ -188,6 +206,28 @@ build_firmware() {
     info "$(cd "$FIRMWARE" && ls *.bin | tr '\n' ' ')"
 }
 
+# ---------------------------------------------------------------- iPXE option ROMs
+IPXE_ROM_DIR=""
+build_ipxe_roms() {
+    step "iPXE option ROMs (ipxe-qemu $IPXE_PKG_VERSION)"
+    IPXE_ROM_DIR=$GUEST/ipxe/${IPXE_PKG_VERSION//:/_}
+    if [ ! -f "$IPXE_ROM_DIR/.rviommu-done" ]; then
+        local tmp=$IPXE_ROM_DIR.tmp deb
+        download_deb ipxe-qemu "$IPXE_PKG_VERSION"; deb=$DEB
+        rm -rf "$tmp"; mkdir -p "$tmp/x"
+        dpkg-deb -x "$deb" "$tmp/x" || die "dpkg-deb -x $(basename "$deb") failed"
+        cp -L "$tmp"/x/usr/share/qemu/*.rom "$tmp/" || die "no ROMs in $(basename "$deb")"
+        rm -rf "$tmp/x"
+        [ -f "$tmp/efi-virtio.rom" ] || die "efi-virtio.rom missing from $(basename "$deb")"
+        (cd "$tmp" && sha256sum *.rom > SHA256SUMS)
+        touch "$tmp/.rviommu-done"
+        rm -rf "$IPXE_ROM_DIR"; mv "$tmp" "$IPXE_ROM_DIR"; rm -f "$deb"
+    else
+        info "cached in $IPXE_ROM_DIR"
+    fi
+    info "$(cd "$IPXE_ROM_DIR" && ls *.rom | tr '\n' ' ')"
+}
+
 # ---------------------------------------------------------------- disk image
 DISK="" DISK_SHA256=""
 build_disk() {
@@ -242,6 +282,7 @@ KERNEL_MODULES=$KMODS
 BUSYBOX=$BUSYBOX
 BUSYBOX_PKG_VERSION=$BUSYBOX_PKG_VERSION
 FIRMWARE_DIR=$FIRMWARE
+IPXE_ROM_DIR=$IPXE_ROM_DIR
 DISK=$DISK
 DISK_SHA256=$DISK_SHA256
 DISK_MIB=$DISK_MIB
@@ -256,6 +297,7 @@ resolve_versions
 build_busybox
 build_kernel
 build_firmware
+build_ipxe_roms
 build_disk
 build_initramfs
 write_env

@@ -10,6 +10,11 @@
 #   --timeout   limit per test method (default 600)
 #   PATTERN     run only the tests whose id contains PATTERN (e.g. test_dma_lazy, no_iommu)
 #
+# Without a PATTERN every test runs except those of x86_64/test_upstream_*.py: upstream's own
+# tests adapted to this machine, run on the C device and ours by tests/upstream-qtests.sh
+# (`make upstream`), which selects them with a PATTERN; `make functional` does not run them
+# a second time.
+#
 # Environment: QEMU_BUILD_ROOT (where qemu_test writes logs: <it>/tests/functional/x86_64/
 # <test id>/; default the binary's build dir), QEMU_TREE (QEMU source tree giving python/
 # and tests/functional/qemu_test; default the Rust tree, else the pristine source),
@@ -89,12 +94,16 @@ while IFS=$'\t' read -r file id; do
     if [ ${#PATTERNS[@]} -gt 0 ]; then
         sel=0; for p in "${PATTERNS[@]}"; do [[ $id == *"$p"* ]] && sel=1; done
         [ $sel = 1 ] || continue
+    elif [[ $id == test_upstream_* ]]; then
+        continue    # tests/upstream-qtests.sh runs them (see the header)
     fi
     logdir=$QEMU_BUILD_ROOT/tests/functional/x86_64/$id
     out=$(mktemp); t0=$(date +%s.%N)
-    # -k with the whole id: unittest matches it as a substring of the test ids.
+    # -k '*<id>': a pattern with a wildcard is matched (fnmatch) against the whole test
+    # name, module.Class.method, so exactly this method runs.  Without one, unittest
+    # matches -k as a substring and test_x would run test_x_e1000e (or test_x_strict) too.
     rc=0
-    (cd "$FT" && timeout -k 10 "$LIMIT" python3 "$file" -k "$id") > "$out" 2>&1 || rc=$?
+    (cd "$FT" && timeout -k 10 "$LIMIT" python3 "$file" -k "*$id") > "$out" 2>&1 || rc=$?
     secs=$(echo "$(date +%s.%N) $t0" | awk '{printf "%.1f", $1 - $2}')
     if [ $rc -eq 0 ] && grep -q "^ok .*# [Ss][Kk][Ii][Pp]" "$out"; then
         skip+=1; echo "SKIP  $id  (${secs}s) $(sed -n 's/^ok .*# [Ss][Kk][Ii][Pp] *//p' "$out" | head -1)"
