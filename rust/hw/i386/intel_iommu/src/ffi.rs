@@ -148,8 +148,6 @@ fn property_owner(oc: *mut bindings::ObjectClass, name: &std::ffi::CStr) -> *mut
     }
 }
 
-/// `DeviceClass::realize`: x86-iommu's realize (which resolves
-/// `intremap=auto` and makes this the machine's IOMMU), which then calls
 /// `X86IOMMUClass::int_remap`: remap an interrupt message for an
 /// accelerator's interrupt route (KVM's MSI routes with a split irqchip:
 /// vfio's and vhost's irqfds, the I/O APIC's pins), without fault records;
@@ -194,6 +192,8 @@ impl IntelIommuState {
     }
 }
 
+/// `DeviceClass::realize`: x86-iommu's realize (which resolves
+/// `intremap=auto` and makes this the machine's IOMMU), which then calls
 /// `X86IOMMUClass::realize`.
 /// # Safety
 /// Called by qdev with an instance of `intel-iommu` and a valid `errp`.
@@ -871,7 +871,7 @@ unsafe extern "C" fn vtd_replay(iommu: *mut bindings::IOMMUMemoryRegion, n: *mut
     }
 }
 
-/// errno's ENOTSUP (not among the generated bindings).
+/// errno's ENOTSUP and EINVAL (not among the generated bindings).
 const ENOTSUP: c_int = 95;
 const EINVAL: c_int = 22;
 
