@@ -401,7 +401,12 @@ class RvIommuGuestTest(QemuSystemTest):
     def nested_qemu_files(self):
         """(host, guest) pairs for an L1 initramfs that runs our QEMU: the binary
         without debug info, its libraries and loader, and the firmware."""
-        stripped = os.path.join(self.workdir, 'qemu-system-x86_64')
+        # At a fixed place per binary, so that its initramfs (named by its
+        # files' paths, cached by their content) is replaced, not added to,
+        # when the binary changes.
+        where = self.kit.dir / 'l1-qemu' / hashlib.sha256(self.qemu_bin.encode()).hexdigest()[:12]
+        where.mkdir(parents=True, exist_ok=True)
+        stripped = str(where / 'qemu-system-x86_64')
         subprocess.run(['strip', '--strip-debug', '-o', stripped, self.qemu_bin], check=True)
         files = [(stripped, '/usr/bin/qemu-system-x86_64')]
         ldd = subprocess.run(['ldd', self.qemu_bin], check=True, capture_output=True,
