@@ -175,6 +175,39 @@ class VtdProperties(QemuSystemTest):
                 finally:
                     vm.shutdown()
 
+    def test_scalable_mode_takes_json_booleans_and_globals(self):
+        """x-scalable-mode is a boolean in the C device: JSON -device (as
+        libvirt writes it) and -global spellings must keep working, next to
+        our string values."""
+        dev = '{"driver": "intel-iommu", "id": "iommu", '
+        cases = [
+            (['-device', dev + '"x-scalable-mode": true}'], 0x480080000f42, 'on'),
+            (['-device', dev + '"x-scalable-mode": false}'], 0xf42, 'off'),
+            (['-device', dev + '"x-scalable-mode": "modern"}'], 0xc99884000f42, 'modern'),
+            (['-device', dev + '"scalable-mode": true, "x-flts": true}'], 0x880000000f42, ''),
+            (['-global', 'intel-iommu.x-scalable-mode=on', '-device', 'intel-iommu,id=iommu'],
+             0x480080000f42, 'on'),
+            (['-global', 'intel-iommu.x-scalable-mode=modern', '-device', 'intel-iommu,id=iommu'],
+             0xc99884000f42, 'modern'),
+        ]
+        for args, ecap, value in cases:
+            with self.subTest(args=args):
+                vm = QEMUQtestMachine(self.qemu_bin, base_temp_dir=self.workdir, name='props')
+                vm.add_args('-L', self.firmware(), '-machine', 'q35', '-accel', 'qtest',
+                            '-nodefaults', '-display', 'none', '-global',
+                            'intel-iommu.intremap=off', *args)
+                vm.launch()
+                try:
+                    got = int(vm.qtest('readq 0xfed90010').split()[1], 16)
+                    self.assertEqual(hex(got), hex(ecap))
+                    self.assertEqual(vm.cmd('qom-get', path='/machine/peripheral/iommu',
+                                            property='x-scalable-mode'), value)
+                finally:
+                    vm.shutdown()
+        res = self.run_qemu('{"driver": "intel-iommu", "x-scalable-mode": 3}', '-qtest', 'null')
+        self.assertNotEqual(res.returncode, 0)
+        self.assertIn('x-scalable-mode', res.stderr)
+
     def test_accepted_configurations_start(self):
         for props in ('aw-bits=39', 'aw-bits=48', 'pt=off', 'snoop-control=on',
                       'dma-drain=off', 'stale-tm=on', 'version=3', 'intremap=off',

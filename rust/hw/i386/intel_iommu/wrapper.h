@@ -29,3 +29,5 @@ typedef enum memory_order {
 #include "system/iommufd.h"
 #include "hw/iommu.h"
 #include "qemu/error-report.h"
+#include "qapi/visitor.h"
+#include "qapi/visitor-impl.h"

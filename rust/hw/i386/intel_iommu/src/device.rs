@@ -47,16 +47,28 @@ unsafe impl hwcore::QDevProp for OnOffAuto {
         std::ptr::addr_of!(hwcore::bindings::qdev_prop_on_off_auto);
 }
 
-/// qdev's string property type: a C string owned by qdev (freed by the
-/// property's release hook), NULL when the property was not set.
+/// A string property's field: a C string owned by the instance (freed by
+/// the property's release hook), NULL when the property was not set.
 #[repr(transparent)]
 #[derive(Debug)]
 pub struct QdevString(*mut std::ffi::c_char);
 
-// SAFETY: qdev_prop_string stores a `char *` in the field, as this type.
-unsafe impl hwcore::QDevProp for QdevString {
-    const BASE_INFO: *const hwcore::bindings::PropertyInfo =
-        std::ptr::addr_of!(hwcore::bindings::qdev_prop_string);
+/// `x-scalable-mode` / `scalable-mode`: a string property that also takes a
+/// JSON boolean, as the C device's boolean `x-scalable-mode` (see
+/// `ffi::SCALABLE_MODE_PROP`).
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct ScalableModeString(QdevString);
+
+// SAFETY: the property's functions store a `char *` in the field, as this type.
+unsafe impl hwcore::QDevProp for ScalableModeString {
+    const BASE_INFO: *const hwcore::bindings::PropertyInfo = std::ptr::addr_of!(ffi::SCALABLE_MODE_PROP.0);
+}
+
+impl ScalableModeString {
+    fn get(&self) -> Option<String> {
+        self.0.get()
+    }
 }
 
 // SAFETY: the pointer is written by qdev under the BQL before realize and
@@ -176,10 +188,10 @@ pub struct IntelIommuState {
     caching_mode: bool,
     /// off | on/legacy | modern (the 10.2.2 boolean spellings too).
     #[property(rename = "x-scalable-mode")]
-    scalable_mode: QdevString,
+    scalable_mode: ScalableModeString,
     /// Upstream's newer spelling of `x-scalable-mode`.
     #[property(rename = "scalable-mode")]
-    scalable_mode_new: QdevString,
+    scalable_mode_new: ScalableModeString,
     #[property(rename = "x-flts", default = false)]
     flts: bool,
     /// Upstream's newer spelling of `x-flts`.
