@@ -408,18 +408,25 @@ class RvIommuGuestTest(QemuSystemTest):
         where.mkdir(parents=True, exist_ok=True)
         stripped = str(where / 'qemu-system-x86_64')
         subprocess.run(['strip', '--strip-debug', '-o', stripped, self.qemu_bin], check=True)
-        files = [(stripped, '/usr/bin/qemu-system-x86_64')]
-        ldd = subprocess.run(['ldd', self.qemu_bin], check=True, capture_output=True,
-                             text=True).stdout
-        for line in ldd.splitlines():
-            parts = line.split()
-            path = parts[2] if '=>' in parts and len(parts) > 2 else parts[0]
-            if path.startswith('/'):
-                files.append((os.path.realpath(path), path))
+        files = [(stripped, '/usr/bin/qemu-system-x86_64')] + self.shared_libraries(self.qemu_bin)
         fw = self.kit.firmware_dir
         for name in ('bios-256k.bin', 'linuxboot_dma.bin', 'kvmvapic.bin'):
             files.append((os.path.join(fw, name), f'/usr/share/qemu/{name}'))
         return files
+
+    @staticmethod
+    def shared_libraries(*binaries):
+        """(host, guest) pairs of the libraries and loader `ldd` lists for
+        `binaries`, each once, at the paths the binaries look for them."""
+        libs = set()
+        for b in binaries:
+            ldd = subprocess.run(['ldd', b], check=True, capture_output=True, text=True).stdout
+            for line in ldd.splitlines():
+                parts = line.split()
+                path = parts[2] if '=>' in parts and len(parts) > 2 else parts[0]
+                if path.startswith('/'):
+                    libs.add(path)
+        return [(os.path.realpath(p), p) for p in sorted(libs)]
 
     @staticmethod
     def l1_body(script):

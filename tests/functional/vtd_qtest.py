@@ -440,13 +440,14 @@ class LegacyVtd(VtdBase):
     """Legacy-mode VT-d programming: root table, context tables and
     second-stage page tables, 128-bit invalidation descriptors."""
 
-    def set_context(self, bus, devfn, slptptr, did=1, tt=0, present=True):
+    def set_context(self, bus, devfn, slptptr, did=1, tt=0, present=True, aw=None):
+        """A context entry; `aw` defaults to the second-stage width in use."""
         ctx = self.context_tables.get(bus)
         if ctx is None:
             ctx = self.context_tables[bus] = self.alloc_page()
             self.write_quads(self.root + bus * 16, ctx | 1, 0)
         lo = (slptptr & ~0xfff) | (tt << 2) | (1 if present else 0)
-        hi = self.aw | (did << 8)
+        hi = (self.aw if aw is None else aw) | (did << 8)
         self.write_quads(ctx + devfn * 16, lo, hi)
 
 

@@ -223,9 +223,7 @@ impl crate::Vtd {
     /// the glue should do the same.)
     pub fn reset_effects(&mut self) -> crate::Effects {
         self.reset();
-        let mut fx = crate::Effects::default();
-        fx.invalidated(InvalidationEvent::Global(GlobalCause::Reset));
-        fx
+        self.loaded_effects()
     }
 
     /// What follows [`Vtd::load_state`]: every cache is gone and

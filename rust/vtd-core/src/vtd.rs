@@ -1080,11 +1080,7 @@ impl Vtd {
         mem: &dyn GuestMemory,
     ) -> (Result<Msi, InterruptFault>, Effects) {
         let mut fx = Effects::default();
-        if !(self.cfg.intremap && self.ir_enabled) {
-            return (Ok(Msi { address: req.address, data: req.data }), fx);
-        }
-        let cfis = self.regs.get32(GSTS) & GSTS_CFIS != 0;
-        let r = match irq_remap::remap(&self.ir_table, cfis, req, mem) {
+        let r = match self.remap_with_table(req, true, mem) {
             Ok(msi) => Ok(msi),
             Err(e) => {
                 if !(e.fpd && e.fault.reason.is_qualified()) {
@@ -1113,13 +1109,23 @@ impl Vtd {
         data: u32,
         mem: &dyn GuestMemory,
     ) -> Result<Msi, InterruptFault> {
+        let req = InterruptRequest { sid: sid.unwrap_or(0), address, data };
+        self.remap_with_table(&req, sid.is_some(), mem).map_err(|e| e.fault)
+    }
+
+    /// `req` through the interrupt remapping table when remapping is on
+    /// (with source-id validation when `check_sid`), else unchanged.
+    fn remap_with_table(
+        &self,
+        req: &InterruptRequest,
+        check_sid: bool,
+        mem: &dyn GuestMemory,
+    ) -> Result<Msi, irq_remap::RemapFailure> {
         if !(self.cfg.intremap && self.ir_enabled) {
-            return Ok(Msi { address, data });
+            return Ok(Msi { address: req.address, data: req.data });
         }
         let cfis = self.regs.get32(GSTS) & GSTS_CFIS != 0;
-        let req = InterruptRequest { sid: sid.unwrap_or(0), address, data };
-        irq_remap::remap_checked(&self.ir_table, cfis, &req, sid.is_some(), mem)
-            .map_err(|e| e.fault)
+        irq_remap::remap_checked(&self.ir_table, cfis, req, check_sid, mem)
     }
 
     pub(crate) fn sm_caps(&self) -> SmCaps {

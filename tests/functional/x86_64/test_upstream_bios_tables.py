@@ -92,15 +92,7 @@ class UpstreamBiosTables(RvIommuGuestTest):
             self.log.info('%s: %s, %s, expected tables %s', name, qemu, btt, ' '.join(expected))
             for n in expected:
                 files.append((str((data / n).resolve()), f'/bt/{name}/{DATA}/{n}'))
-        libs = set()
-        for b in binaries:
-            ldd = subprocess.run(['ldd', b], check=True, capture_output=True, text=True).stdout
-            for line in ldd.splitlines():
-                parts = line.split()
-                path = parts[2] if '=>' in parts and len(parts) > 2 else parts[0]
-                if path.startswith('/'):
-                    libs.add(path)
-        files += [(os.path.realpath(p), p) for p in sorted(libs)]
+        files += self.shared_libraries(*binaries)
         for fw in FIRMWARE:
             files.append((os.path.join(self.kit.firmware_dir, fw), f'/usr/share/qemu/{fw}'))
         return files

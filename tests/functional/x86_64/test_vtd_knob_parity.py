@@ -123,11 +123,7 @@ def legacy(tt=0, leaf_bits=0, superpage=None, aw=None, phys_bits=0):
                 ram_g = IOVA_G & (size - 1)      # the superpage covers it too
         else:
             top = ss_tables(vtd, ram_t | phys_bits, ram_g, leaf_bits)
-        saved = vtd.aw
-        if aw is not None:
-            vtd.aw = aw
-        vtd.set_context(0, devfn, 0 if tt == 2 else top, did=did, tt=tt)
-        vtd.aw = saved
+        vtd.set_context(0, devfn, 0 if tt == 2 else top, did=did, tt=tt, aw=aw)
         if tt == 2:
             return IOVA_T, IOVA_T, IOVA_G
         return IOVA_T, ram_t, ram_g
@@ -185,7 +181,6 @@ class Side:
     """One build with one configuration: starts QEMU, or keeps its error."""
 
     def __init__(self, test, binary, props, devices):
-        self.test, self.binary, self.props = test, binary, props
         args = ['-L', test.fw, '-machine', 'q35', '-accel', 'qtest', '-m', '256M',
                 '-nodefaults', '-display', 'none', '-device',
                 'intel-iommu' + (',' + props if props else '')]

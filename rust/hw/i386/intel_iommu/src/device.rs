@@ -47,44 +47,33 @@ unsafe impl hwcore::QDevProp for OnOffAuto {
         std::ptr::addr_of!(hwcore::bindings::qdev_prop_on_off_auto);
 }
 
-/// A string property's field: a C string owned by the instance (freed by
-/// the property's release hook), NULL when the property was not set.
+/// The field of `x-scalable-mode` / `scalable-mode`: a string property that
+/// also takes a JSON boolean, as the C device's boolean `x-scalable-mode`
+/// (see `ffi::SCALABLE_MODE_PROP`). A C string owned by the instance (freed
+/// by the property's release hook), NULL when the property was not set.
 #[repr(transparent)]
 #[derive(Debug)]
-pub struct QdevString(*mut std::ffi::c_char);
-
-/// `x-scalable-mode` / `scalable-mode`: a string property that also takes a
-/// JSON boolean, as the C device's boolean `x-scalable-mode` (see
-/// `ffi::SCALABLE_MODE_PROP`).
-#[repr(transparent)]
-#[derive(Debug)]
-pub struct ScalableModeString(QdevString);
+pub struct ScalableModeString(*mut std::ffi::c_char);
 
 // SAFETY: the property's functions store a `char *` in the field, as this type.
 unsafe impl hwcore::QDevProp for ScalableModeString {
     const BASE_INFO: *const hwcore::bindings::PropertyInfo = std::ptr::addr_of!(ffi::SCALABLE_MODE_PROP.0);
 }
 
-impl ScalableModeString {
-    fn get(&self) -> Option<String> {
-        self.0.get()
-    }
-}
-
 // SAFETY: the pointer is written by qdev under the BQL before realize and
 // only read afterwards.
-unsafe impl Send for QdevString {}
+unsafe impl Send for ScalableModeString {}
 // SAFETY: see `Send`.
-unsafe impl Sync for QdevString {}
+unsafe impl Sync for ScalableModeString {}
 
-impl QdevString {
+impl ScalableModeString {
     /// The property value, `None` when unset.
     fn get(&self) -> Option<String> {
         if self.0.is_null() {
             return None;
         }
-        // SAFETY: a non-NULL value is a NUL-terminated string that qdev
-        // allocated when the property was set; it lives as long as the device.
+        // SAFETY: a non-NULL value is a NUL-terminated string that the
+        // property's setter allocated; it lives as long as the device.
         let s = unsafe { std::ffi::CStr::from_ptr(self.0) };
         Some(s.to_string_lossy().into_owned())
     }
@@ -475,7 +464,7 @@ impl IntelIommuState {
         for msi in &effects.interrupts {
             ffi::send_msi(msi.address, msi.data);
         }
-        if !effects.iec_invalidations.is_empty() && bql::is_locked() {
+        if bql::is_locked() {
             for inv in &effects.iec_invalidations {
                 self.iec_notify(inv);
             }

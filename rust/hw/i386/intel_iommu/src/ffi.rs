@@ -178,7 +178,7 @@ pub static SCALABLE_MODE_PROP: StaticPropertyInfo = StaticPropertyInfo(hwcore::b
 /// # Safety
 /// `obj` is an instance holding the property, `opaque` its `Property`.
 unsafe fn string_field(obj: *mut hwcore::bindings::Object, opaque: *mut c_void) -> *mut *mut c_char {
-    // SAFETY: the caller's contract; the field is a `char *` (QdevString).
+    // SAFETY: the caller's contract; the field is a `char *` (ScalableModeString).
     unsafe { hwcore::bindings::object_field_prop_ptr(obj, opaque.cast()).cast() }
 }
 
