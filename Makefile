@@ -6,11 +6,12 @@
 #   make ref        the pristine reference QEMU (C intel-iommu), for comparisons
 #   make unit       cargo tests of the QEMU-free crates only
 #   make iommufd-kernel  the guest kernel with iommufd/VFIO cdevs (part of check)
+#   make bench      translation benchmark, our device against the C one (callgrind + wall clock)
 
 SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -eo pipefail -c
-.PHONY: all qemu ref kit iommufd-kernel demo check unit functional upstream clean-cache
+.PHONY: all qemu ref kit iommufd-kernel demo check unit functional upstream bench bench-quick clean-cache
 
 all: demo
 
@@ -38,7 +39,14 @@ functional: qemu ref kit iommufd-kernel
 upstream: qemu ref kit
 	tests/upstream-qtests.sh
 
-check: unit qemu ref kit iommufd-kernel functional upstream
+bench: qemu ref kit
+	scripts/bench.sh
+
+# In check: tiny loops, only that every case ran and gave numbers on both builds.
+bench-quick: qemu ref kit
+	scripts/bench.sh --quick
+
+check: unit qemu ref kit iommufd-kernel functional upstream bench-quick
 	@echo "==> all tests passed"
 
 clean-cache:

@@ -90,12 +90,15 @@ prepare_rust_wraps() {
 }
 
 # Overlay files are copied when their content differs; files that left the overlay
-# are restored from the pristine source (or removed).
+# are restored from the pristine source (or removed).  Optional arguments: the
+# overlay folders to copy (default: all of them).
 sync_overlay() {
-    local tree=$1
-    step "overlay -> $tree"
+    local tree=$1; shift
+    local roots=("$@")
+    [ ${#roots[@]} -gt 0 ] || roots=(rust hw include tests docs subprojects)
+    step "overlay (${roots[*]}) -> $tree"
     local manifest="$tree/.rviommu-overlay-files" new changed=0
-    new=$(cd "$REPO" && find rust hw include tests docs subprojects -type f \
+    new=$(cd "$REPO" && find "${roots[@]}" -type f \
             ! -path "rust/target/*" ! -name "*.orig" ! -name "*~" 2>/dev/null | LC_ALL=C sort || true)
     # Root-level files of ours that are not QEMU's are never copied (README, Cargo.toml, meson.build).
     while IFS= read -r f; do
@@ -124,16 +127,16 @@ patch_files() {   # files patches create, modify or delete
     sed -n -e 's|^+++ b/\([^	 ]*\).*|\1|p' -e 's|^--- a/\([^	 ]*\).*|\1|p' "$@" | LC_ALL=C sort -u
 }
 
-apply_patches() {
-    local tree=$1
-    step "patches -> $tree"
+apply_patches() {   # tree [patch directory, default patches/]
+    local tree=$1 dir=${2:-$REPO/patches}
+    step "patches ($(basename "$dir")/) -> $tree"
     local applied="$tree/.rviommu-applied"
     local want have
-    want=$(cd "$REPO/patches" && cat $(ls *.patch 2>/dev/null | LC_ALL=C sort) 2>/dev/null | sha256sum | cut -d' ' -f1)
+    want=$(cd "$dir" && cat $(ls *.patch 2>/dev/null | LC_ALL=C sort) 2>/dev/null | sha256sum | cut -d' ' -f1)
     have=$(cat "$applied/series.sha256" 2>/dev/null || true)
     if [ "$want" = "$have" ]; then info "series unchanged"; return; fi
     local new_series=() old_series=() files work f changed=0
-    for p in $(ls "$REPO/patches"/*.patch 2>/dev/null | LC_ALL=C sort); do new_series+=("$p"); done
+    for p in $(ls "$dir"/*.patch 2>/dev/null | LC_ALL=C sort); do new_series+=("$p"); done
     for p in $(ls "$applied"/*.patch 2>/dev/null | LC_ALL=C sort); do old_series+=("$p"); done
     files=$(patch_files "${new_series[@]}" "${old_series[@]}" /dev/null | LC_ALL=C sort -u)
     work=$(mktemp -d)
@@ -214,9 +217,13 @@ case "$WHAT" in
     ref)
         install_deps
         fetch_source
-        step "tree for the reference build (pristine, C intel-iommu)"
+        step "tree for the reference build (pristine, C intel-iommu, plus our test device)"
         make_tree "$TREE_REF"
+        # Only the PCIe DMA test device (ATS/PASID requests for benchmarks and
+        # side-by-side tests) and the two lines that build it: patches/ref/.
+        sync_overlay "$TREE_REF" rust/hw/misc rust/testdev-core
         prepare_rust_wraps "$TREE_REF"
+        apply_patches "$TREE_REF" "$REPO/patches/ref"
         # Rust stays enabled (Rust HPET/PL011, as in our build) so that the two
         # builds differ only in the intel-iommu and share ccache objects.
         configure_build "$TREE_REF" "$BUILD_REF" --enable-rust
