@@ -161,6 +161,64 @@ impl Vtd {
         (r, fx)
     }
 
+    /// The answer [`Vtd::translate_ats`] gives `req` when the caches alone
+    /// give it a translation (context and PASID caches allow device-TLBs,
+    /// the IOTLB holds the page with the permission asked for): nothing is
+    /// recorded, there are no effects.  `None` when the full path must run.
+    pub fn translate_ats_cached(&self, req: &AtsRequest) -> Option<AtsTranslation> {
+        if self.ecap() & ECAP_DT == 0 || !self.translation_enabled() {
+            return None;
+        }
+        let in_interrupt_range = req.pasid.is_none()
+            && (INTERRUPT_ADDR_FIRST..=INTERRUPT_ADDR_LAST).contains(&req.iova);
+        let write = !req.no_write;
+        // A recent translation answers if it was recorded as allowed to
+        // use a device-TLB (untranslated requests do not look that up).
+        let recent = if req.pasid.is_none() && !in_interrupt_range {
+            self.recent_translation(req.sid, req.iova, write).filter(|&(_, device_tlb)| device_tlb)
+        } else {
+            None
+        };
+        let t = if let Some((t, _)) = recent {
+            t
+        } else if self.root_table_scalable() {
+            let sreq = SmRequest {
+                sid: req.sid,
+                iova: req.iova,
+                write,
+                pasid: req.pasid.map(|p| (p, req.privileged)),
+            };
+            let (pc, t) = self.sm_hit(&sreq)?;
+            if !pc.context.dte() || in_interrupt_range {
+                return None;
+            }
+            t
+        } else {
+            if req.pasid.is_some() || in_interrupt_range {
+                return None;
+            }
+            let (ctx, t) = self.legacy_hit(&Request { sid: req.sid, iova: req.iova, write })?;
+            if ctx.entry.translation_type() != TranslationType::DeviceTlb {
+                return None;
+            }
+            t
+        };
+        if req.pasid.is_none() && recent.is_none() {
+            // what an untranslated request of the same access gets too
+            self.remember_translation(req.sid, req.iova, t, true);
+        }
+        Some(AtsTranslation {
+            iova: t.iova,
+            phys: t.phys,
+            page_mask: t.page_mask,
+            perm: Perm { read: t.perm.read, write: t.perm.write && write },
+            exec: false,
+            privileged: req.pasid.is_some() && req.privileged,
+            untranslated_only: false,
+            global: false,
+        })
+    }
+
     fn ats_fault(&mut self, req: &AtsRequest, cf: ContextFault, fx: &mut Effects) -> Fault {
         let mut f = match req.pasid {
             Some(p) => {
@@ -230,9 +288,9 @@ impl Vtd {
                     write,
                     pasid: req.pasid.map(|p| (p, req.privileged)),
                 };
-                v.translate_sm_raw(&sreq, mem)
+                v.translate_sm_raw(&sreq, mem, true)
             } else {
-                v.translate_legacy_raw(&Request { sid: req.sid, iova: req.iova, write }, mem)
+                v.translate_legacy_raw(&Request { sid: req.sid, iova: req.iova, write }, mem, true)
             }
         };
         let mut result = attempt(self, !req.no_write);

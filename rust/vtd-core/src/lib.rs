@@ -98,4 +98,4 @@ pub use shadow::{
     AddressSpaceMode, NotifierEvent, NotifierKind, Shadow, ShadowEntry, SyncOutcome, TranslationKind,
 };
 pub use translation::{PasidRequest, Request, Translation};
-pub use vtd::{Vtd, VtdState, INTERRUPT_ADDR_FIRST, INTERRUPT_ADDR_LAST};
+pub use vtd::{CacheMiss, Vtd, VtdState, INTERRUPT_ADDR_FIRST, INTERRUPT_ADDR_LAST};

@@ -11,7 +11,8 @@
 //! remapping ([`Vtd::remap_interrupt`]) is decoded in [`crate::irq_remap`].
 
 use crate::cache::{
-    ContextCache, Iotlb, IotlbEntry, MappingKind, PasidCache, PasidCacheEntry, SmContextCache,
+    ContextCache, Iotlb, IotlbEntry, MappingKind, PasidCache, PasidCacheEntry, RecentTranslations,
+    SmContextCache,
 };
 use crate::config::{
     width_mask, Config, CAP_FS1GP, CAP_SAGAW_SHIFT, CAP_SLLPS_1G, CAP_SLLPS_2M, ECAP_DT,
@@ -32,10 +33,13 @@ use crate::irq_remap::{self, InterruptFault, InterruptRequest, IrTable, IRTA_EIM
 use crate::mem::GuestMemory;
 use crate::page_walk::{level_size, walk, walk_detailed, Perm, WalkConfig};
 use crate::registers::*;
-use crate::root_context::{lookup_device_context, ContextChecks, ContextMode, DeviceContext};
+use crate::root_context::{
+    lookup_device_context, ContextChecks, ContextMode, DeviceContext, TranslationType,
+};
 use crate::root_context::ContextFault;
 use crate::scalable::{
     effective_pasid, lookup_sm_context, read_pasid_entry, PasidContext, PasidMode, SmCaps,
+    SmContextEntry,
 };
 use crate::translation::{PasidRequest, Request, Translation};
 
@@ -105,6 +109,8 @@ pub struct Vtd {
     sm_context_cache: SmContextCache,
     pasid_cache: PasidCache,
     iotlb: Iotlb,
+    /// Recent translations of requests without PASID, in front of the caches.
+    recent: RecentTranslations,
     ir_enabled: bool,
     ir_table: IrTable,
     /// Stop queue processing at wait descriptors (see [`Effects::queue_barrier`]).
@@ -135,6 +141,7 @@ impl Vtd {
             sm_context_cache: SmContextCache::default(),
             pasid_cache: PasidCache::default(),
             iotlb: Iotlb::default(),
+            recent: RecentTranslations::default(),
             ir_enabled: false,
             ir_table: IrTable::default(),
             queue_barriers: false,
@@ -787,12 +794,15 @@ impl Vtd {
                 .wrapping_add(u64::from(self.queue.head) * QueueState::entry_bytes(dw));
             let mut val = [0u64; 4];
             let quads = if dw { 4 } else { 2 };
-            let mut read_ok = true;
-            for (i, q) in val.iter_mut().enumerate().take(quads) {
-                match mem.read_u64(addr.wrapping_add(8 * i as u64)) {
-                    Ok(v) => *q = v,
-                    Err(_) => read_ok = false,
-                }
+            // One read of the whole descriptor (aligned to its size, so
+            // within a page): a guest memory access costs far more than
+            // its bytes.
+            let mut bytes = [0u8; 32];
+            let read_ok = mem.read(addr, &mut bytes[..8 * quads]).is_ok();
+            for (q, b) in val.iter_mut().zip(bytes.chunks_exact(8)).take(quads) {
+                let mut le = [0u8; 8];
+                le.copy_from_slice(b);
+                *q = u64::from_le_bytes(le);
             }
             if !read_ok {
                 self.queue.last_desc_type = DESC_NONE;
@@ -973,7 +983,22 @@ impl Vtd {
         mem: &dyn GuestMemory,
     ) -> (Result<Translation, Fault>, Effects) {
         let mut fx = Effects::default();
-        let r = self.translate_inner(req, mem, &mut fx);
+        let r = self.translate_inner(req, mem, &mut fx, None);
+        (r, fx)
+    }
+
+    /// [`Vtd::translate`] for a caller that has just found no answer in
+    /// [`Vtd::lookup_cached`] (with nothing changed since): the same
+    /// result, without looking in the caches a second time where that
+    /// lookup already did.
+    pub fn translate_miss(
+        &mut self,
+        req: &Request,
+        miss: CacheMiss,
+        mem: &dyn GuestMemory,
+    ) -> (Result<Translation, Fault>, Effects) {
+        let mut fx = Effects::default();
+        let r = self.translate_inner(req, mem, &mut fx, Some(miss));
         (r, fx)
     }
 
@@ -995,15 +1020,44 @@ impl Vtd {
         req: &Request,
         mem: &dyn GuestMemory,
         fx: &mut Effects,
+        miss: Option<CacheMiss>,
     ) -> Result<Translation, Fault> {
         if !self.dmar_enabled {
             return Ok(Translation::identity_4k(req.iova, 0));
         }
-        if self.root_scalable {
-            return self.translate_scalable(req, mem, fx);
+        let scalable = self.root_scalable;
+        if miss.is_none() {
+            if let Some((t, _)) = self.recent.get(req.sid, req.iova, req.write, scalable, self.cache_epoch()) {
+                return Ok(t);
+            }
         }
-        self.translate_legacy_raw(req, mem)
-            .map_err(|cf| self.report(cf.reason, cf.fpd, req, fx))
+        let probe = !miss.is_some_and(|m| m.iotlb_probed);
+        let r = if scalable {
+            let sreq = SmRequest { sid: req.sid, iova: req.iova, write: req.write, pasid: None };
+            self.translate_sm(&sreq, mem, fx, probe)
+        } else {
+            self.translate_legacy_raw(req, mem, probe)
+                .map_err(|cf| self.report(cf.reason, cf.fpd, req, fx))
+        };
+        if let Ok(t) = r {
+            // Whether the context allows ATS is not looked up here (a miss
+            // already paid enough): ATS requests fill in their own entries.
+            self.recent.put(req.sid, req.iova, scalable, self.cache_epoch(), t, false);
+        }
+        r
+    }
+
+    /// The combined change count of the context caches, the PASID cache
+    /// and the IOTLB: it grows whenever one of them drops or replaces an
+    /// entry, so recent translations tagged with it are still what those
+    /// caches would give.
+    #[inline]
+    fn cache_epoch(&self) -> u64 {
+        self.context_cache
+            .changes()
+            .wrapping_add(self.sm_context_cache.changes())
+            .wrapping_add(self.pasid_cache.changes())
+            .wrapping_add(self.iotlb.changes())
     }
 
     /// The legacy context entry of `sid` through the context cache (filled
@@ -1021,14 +1075,41 @@ impl Vtd {
         Ok(c)
     }
 
+    /// Legacy mode, context `ctx` known: the translation of `req` from the
+    /// IOTLB alone (or pass-through), as the walk would give it; `None`
+    /// when the tables must be read (a miss, not enough permission cached,
+    /// an address the context does not allow).
+    #[inline]
+    fn legacy_hit_in(&self, ctx: &DeviceContext, req: &Request) -> Option<Translation> {
+        match ctx.mode {
+            ContextMode::PassThrough => Some(Translation::identity_4k(req.iova, ctx.domain_id)),
+            ContextMode::SecondStage { agaw, .. } => {
+                let limit = u32::from(agaw.min(self.cfg.aw_bits));
+                if req.iova & !width_mask(limit) != 0 {
+                    return None;
+                }
+                let e = self.iotlb.lookup(ctx.domain_id, req.iova)?;
+                e.perm.allows(req.write).then(|| translation_of(&e))
+            }
+        }
+    }
+
     /// Legacy-mode translation with translation enabled; a failure is
     /// returned, not recorded.
+    /// `probe`: look in the IOTLB (false: the caller just did, in vain).
     pub(crate) fn translate_legacy_raw(
         &mut self,
         req: &Request,
         mem: &dyn GuestMemory,
+        probe: bool,
     ) -> Result<Translation, ContextFault> {
         let ctx = self.legacy_context(req.sid, mem)?;
+        if probe {
+            if let Some(t) = self.legacy_hit_in(&ctx, req) {
+                return Ok(t);
+            }
+        }
+        // A miss, or not enough permission in the cached entry: walk.
         let fail = |reason| ContextFault { reason, fpd: ctx.fpd };
         let (slptptr, levels, agaw) = match ctx.mode {
             ContextMode::PassThrough => {
@@ -1039,12 +1120,6 @@ impl Vtd {
         let limit = u32::from(agaw.min(self.cfg.aw_bits));
         if req.iova & !width_mask(limit) != 0 {
             return Err(fail(FaultReason::AddressBeyondMgaw));
-        }
-        if let Some(e) = self.iotlb.lookup(ctx.domain_id, req.iova) {
-            if e.perm.allows(req.write) {
-                return Ok(translation_of(&e));
-            }
-            // Not enough permission in the cached entry: walk again.
         }
         let out = walk(mem, &self.walk_config(), slptptr, levels, agaw, req.iova, req.write)
             .map_err(fail)?;
@@ -1153,7 +1228,7 @@ impl Vtd {
         } else if !self.root_scalable {
             Err(self.report_sm(FaultReason::SmTtmLegacyWithPasid, false, &sreq, &mut fx))
         } else {
-            self.translate_sm(&sreq, mem, &mut fx)
+            self.translate_sm(&sreq, mem, &mut fx, true)
         };
         (r, fx)
     }
@@ -1201,34 +1276,119 @@ impl Vtd {
                 PasidCacheEntry { config, fpd }
             }
         };
-        let fpd = ce.fpd() || pe.fpd;
-        let privileged = match pasid {
-            Some((_, pr)) => pr,
-            None => ce.rid_priv(),
-        };
-        if privileged && !pe.config.sre {
-            return Err(ContextFault { reason: FaultReason::PasidEntrySreClear, fpd });
-        }
+        let pc = pasid_context(ce, p, pe, pasid)?;
         if cached_ce.is_none() {
             self.sm_context_cache.insert(sid, ce);
         }
         if cached_pe.is_none() {
             self.pasid_cache.insert(sid, p, pe);
         }
-        Ok(PasidContext { context: ce, pasid: p, privileged, fpd, pasid_entry: pe.config })
+        Ok(pc)
+    }
+
+    /// [`Vtd::resolve_cached`] from the caches alone: `None` when an entry
+    /// is not cached or the resolution faults.
+    #[inline]
+    pub(crate) fn resolve_hit(&self, sid: u16, pasid: Option<(u32, bool)>) -> Option<PasidContext> {
+        let ce = self.sm_context_cache.lookup(sid)?;
+        let p = effective_pasid(&ce, pasid.map(|(p, _)| p), &self.sm_caps()).ok()?;
+        let pe = self.pasid_cache.lookup(sid, p)?;
+        pasid_context(ce, p, pe, pasid).ok()
+    }
+
+    /// Scalable mode, PASID entry resolved: the translation of `req` from
+    /// the IOTLB alone (or pass-through), as the walk would give it;
+    /// `None` when the tables must be read.
+    #[inline]
+    fn sm_hit_in(&self, pc: &PasidContext, req: &SmRequest) -> Option<Translation> {
+        let did = pc.pasid_entry.domain_id;
+        match pc.pasid_entry.mode {
+            PasidMode::PassThrough => return Some(Translation::identity_4k(req.iova, did)),
+            PasidMode::SecondStage(ss) => {
+                let limit = u32::from(ss.agaw.min(self.cfg.aw_bits));
+                if req.iova & !width_mask(limit) != 0 {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+        let e = self.iotlb.lookup_pasid(did, pc.pasid, req.iova)?;
+        e.perm.allows(req.write).then(|| translation_of(&e))
+    }
+
+    /// The translation [`Vtd::translate`] gives `req` when the caches alone
+    /// answer it (context and PASID caches, IOTLB; translation disabled,
+    /// pass-through): no table is read, nothing is recorded, there are no
+    /// effects.  `None` when the full path must run (a miss, a fault, not
+    /// enough permission cached).  Takes `&self`: a glue can answer IOTLB
+    /// hits without its post-processing of effects.
+    #[inline]
+    pub fn translate_cached(&self, req: &Request) -> Option<Translation> {
+        self.lookup_cached(req).ok()
+    }
+
+    /// [`Vtd::translate_cached`], saying on a miss how far the lookup got,
+    /// for [`Vtd::translate_miss`].
+    #[inline]
+    pub fn lookup_cached(&self, req: &Request) -> Result<Translation, CacheMiss> {
+        const NOT_PROBED: CacheMiss = CacheMiss { iotlb_probed: false };
+        const PROBED: CacheMiss = CacheMiss { iotlb_probed: true };
+        if !self.dmar_enabled {
+            return Ok(Translation::identity_4k(req.iova, 0));
+        }
+        let scalable = self.root_scalable;
+        let epoch = self.cache_epoch();
+        let device_tlb;
+        if let Some((t, _)) = self.recent.get(req.sid, req.iova, req.write, scalable, epoch) {
+            return Ok(t);
+        }
+        let t = if scalable {
+            let pc = self.resolve_hit(req.sid, None).ok_or(NOT_PROBED)?;
+            let sreq = SmRequest { sid: req.sid, iova: req.iova, write: req.write, pasid: None };
+            device_tlb = pc.context.dte();
+            self.sm_hit_in(&pc, &sreq).ok_or(PROBED)?
+        } else {
+            let ctx = self.context_cache.lookup(req.sid).ok_or(NOT_PROBED)?;
+            device_tlb = ctx.entry.translation_type() == TranslationType::DeviceTlb;
+            self.legacy_hit_in(&ctx, req).ok_or(PROBED)?
+        };
+        self.recent.put(req.sid, req.iova, scalable, epoch, t, device_tlb);
+        Ok(t)
+    }
+
+    /// The recent translation of a request without PASID (see
+    /// [`RecentTranslations`]), and whether the requester may use a
+    /// device-TLB.
+    #[inline]
+    pub(crate) fn recent_translation(&self, sid: u16, iova: u64, write: bool) -> Option<(Translation, bool)> {
+        self.recent.get(sid, iova, write, self.root_scalable, self.cache_epoch())
+    }
+
+    /// Record `t`, just found in the caches for a request without PASID
+    /// of `sid`, among the recent translations.
+    #[inline]
+    pub(crate) fn remember_translation(&self, sid: u16, iova: u64, t: Translation, device_tlb: bool) {
+        self.recent.put(sid, iova, self.root_scalable, self.cache_epoch(), t, device_tlb);
+    }
+
+
+    /// Scalable-mode translation from the caches alone (see
+    /// [`Vtd::translate_cached`]), for ATS.
+    pub(crate) fn sm_hit(&self, req: &SmRequest) -> Option<(PasidContext, Translation)> {
+        let pc = self.resolve_hit(req.sid, req.pasid)?;
+        let t = self.sm_hit_in(&pc, req)?;
+        Some((pc, t))
+    }
+
+    /// Legacy-mode translation from the caches alone (see
+    /// [`Vtd::translate_cached`]), for ATS.
+    pub(crate) fn legacy_hit(&self, req: &Request) -> Option<(DeviceContext, Translation)> {
+        let ctx = self.context_cache.lookup(req.sid)?;
+        let t = self.legacy_hit_in(&ctx, req)?;
+        Some((ctx, t))
     }
 
     /// Scalable-mode translation of a request without PASID (RID_PASID).
-    fn translate_scalable(
-        &mut self,
-        req: &Request,
-        mem: &dyn GuestMemory,
-        fx: &mut Effects,
-    ) -> Result<Translation, Fault> {
-        let sreq = SmRequest { sid: req.sid, iova: req.iova, write: req.write, pasid: None };
-        self.translate_sm(&sreq, mem, fx)
-    }
-
     /// Scalable-mode translation. Leaf translations go to the IOTLB tagged
     /// with the PASID entry's domain id, the PASID used (RID_PASID for
     /// requests without PASID) and the PGTT; pass-through is not cached.
@@ -1237,18 +1397,27 @@ impl Vtd {
         req: &SmRequest,
         mem: &dyn GuestMemory,
         fx: &mut Effects,
+        probe: bool,
     ) -> Result<Translation, Fault> {
-        self.translate_sm_raw(req, mem)
+        self.translate_sm_raw(req, mem, probe)
             .map_err(|cf| self.report_sm(cf.reason, cf.fpd, req, fx))
     }
 
     /// Scalable-mode translation; a failure is returned, not recorded.
+    /// `probe`: look in the IOTLB (false: the caller just did, in vain).
     pub(crate) fn translate_sm_raw(
         &mut self,
         req: &SmRequest,
         mem: &dyn GuestMemory,
+        probe: bool,
     ) -> Result<Translation, ContextFault> {
         let pc = self.resolve_cached(req.sid, req.pasid, mem)?;
+        if probe {
+            if let Some(t) = self.sm_hit_in(&pc, req) {
+                return Ok(t);
+            }
+        }
+        // A miss, or not enough permission in the cached entry: walk.
         let did = pc.pasid_entry.domain_id;
         let fpd = pc.fpd;
         let fail = |reason| ContextFault { reason, fpd };
@@ -1260,11 +1429,6 @@ impl Vtd {
             let limit = u32::from(ss.agaw.min(self.cfg.aw_bits));
             if req.iova & !width_mask(limit) != 0 {
                 return Err(fail(FaultReason::SmAddressBeyondAgaw));
-            }
-        }
-        if let Some(e) = self.iotlb.lookup_pasid(did, pasid, req.iova) {
-            if e.perm.allows(req.write) {
-                return Ok(translation_of(&e));
             }
         }
         let ss_cfg = self.walk_config();
@@ -1325,6 +1489,14 @@ impl Vtd {
     }
 }
 
+/// Why [`Vtd::lookup_cached`] had no answer, for [`Vtd::translate_miss`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheMiss {
+    /// The context (and PASID) entries were cached and the IOTLB had no
+    /// usable entry: the full path need not look again.
+    iotlb_probed: bool,
+}
+
 /// A scalable-mode request: without PASID (`pasid` None, RID_PASID and
 /// RID_PRIV apply) or with PASID and privilege.
 #[derive(Clone, Copy, Debug)]
@@ -1333,6 +1505,26 @@ pub(crate) struct SmRequest {
     pub(crate) iova: u64,
     pub(crate) write: bool,
     pub(crate) pasid: Option<(u32, bool)>,
+}
+
+/// The resolution of a request to a cached or just-read context entry
+/// `ce` and PASID entry `pe` (of PASID `p`): the privilege check, and what
+/// the translation needs.
+fn pasid_context(
+    ce: SmContextEntry,
+    p: u32,
+    pe: PasidCacheEntry,
+    pasid: Option<(u32, bool)>,
+) -> Result<PasidContext, ContextFault> {
+    let fpd = ce.fpd() || pe.fpd;
+    let privileged = match pasid {
+        Some((_, pr)) => pr,
+        None => ce.rid_priv(),
+    };
+    if privileged && !pe.config.sre {
+        return Err(ContextFault { reason: FaultReason::PasidEntrySreClear, fpd });
+    }
+    Ok(PasidContext { context: ce, pasid: p, privileged, fpd, pasid_entry: pe.config })
 }
 
 fn translation_of(e: &IotlbEntry) -> Translation {

@@ -23,7 +23,7 @@ fn dt() -> Config {
 
 fn ats(e: &mut Env, s: u16, iova: u64, no_write: bool) -> AtsResult {
     let req = AtsRequest { sid: s, iova, no_write, ..AtsRequest::default() };
-    let (r, _fx) = e.vtd.translate_ats(&req, &e.mem);
+    let (r, _fx) = common::translate_ats_checked(&mut e.vtd, &req, &e.mem);
     r
 }
 
@@ -209,7 +209,47 @@ fn sm(ctx_lo: u64) -> (Env, u16, u64) {
 
 fn ats_pasid(e: &mut Env, s: u16, privileged: bool, iova: u64, no_write: bool) -> AtsResult {
     let req = AtsRequest { sid: s, pasid: Some(5), privileged, iova, no_write, exec: false };
-    e.vtd.translate_ats(&req, &e.mem).0
+    common::translate_ats_checked(&mut e.vtd, &req, &e.mem).0
+}
+
+/// The second request for a page is answered from the caches alone (and
+/// translate_ats_checked compares that answer with the full path's), in
+/// legacy mode and for a request with PASID; a request needing more
+/// permission than cached, or from a context without device-TLBs, is not.
+#[test]
+fn ats_hits_are_answered_from_the_caches() {
+    let (mut e, s, _) = legacy(dt(), TT_DEV_TLB);
+    let req = AtsRequest { sid: s, iova: 0x1008, ..AtsRequest::default() };
+    assert_eq!(e.vtd.translate_ats_cached(&req), None, "nothing cached yet");
+    let first = ok(ats(&mut e, s, 0x1008, false));
+    assert_eq!(e.vtd.translate_ats_cached(&req), Some(first));
+    let ro = AtsRequest { iova: 0x2000, ..req };
+    ok(ats(&mut e, s, 0x2000, true));
+    assert!(e.vtd.translate_ats_cached(&AtsRequest { no_write: true, ..ro }).is_some());
+    assert_eq!(e.vtd.translate_ats_cached(&ro), None, "write asked, read-only cached");
+
+    // After untranslated DMA to a page, ATS to it is answered from the
+    // caches (and then from the recent translations), only for a context
+    // that allows device-TLBs.
+    let (mut e, s, _) = legacy(dt(), TT_DEV_TLB);
+    let dma = common::translate_checked(&mut e.vtd, &vtd_core::Request::write(s, 0x20_1000), &e.mem).0;
+    assert!(dma.is_ok());
+    let req = AtsRequest { sid: s, iova: 0x20_1000, ..AtsRequest::default() };
+    let cached = e.vtd.translate_ats_cached(&req).expect("answered from the caches");
+    assert_eq!(e.vtd.translate_ats_cached(&req), Some(cached));
+    assert_eq!(ok(ats(&mut e, s, 0x20_1000, false)), cached);
+
+    let (mut e, s, _) = legacy(dt(), 0);
+    let _ = ats(&mut e, s, 0x1000, false);
+    assert_eq!(e.vtd.translate_ats_cached(&AtsRequest { sid: s, iova: 0x1000, ..AtsRequest::default() }), None);
+    assert!(common::translate_checked(&mut e.vtd, &vtd_core::Request::read(s, 0x1000), &e.mem).0.is_ok());
+    assert_eq!(e.vtd.translate_ats_cached(&AtsRequest { sid: s, iova: 0x1000, ..AtsRequest::default() }), None);
+
+    let (mut e, s, _) = sm(DTE);
+    let req = AtsRequest { sid: s, pasid: Some(5), privileged: false, iova: 0x1000, no_write: true, exec: false };
+    let first = ok(ats_pasid(&mut e, s, false, 0x1000, true));
+    assert_eq!(e.vtd.translate_ats_cached(&req), Some(first));
+    let _ = ats_pasid(&mut e, s, false, 0x1000, true);
 }
 
 #[test]

@@ -228,7 +228,7 @@ fn run(seed: u64, iterations: u32, cfg: Config) -> Stats {
                     },
                     no_write: rng.chance(2),
                 };
-                let (r, fx) = vtd.translate_ats(&req, &mem);
+                let (r, fx) = common::translate_ats_checked(&mut vtd, &req, &mem);
                 st.interrupts += fx.interrupts.len() as u32;
                 if let vtd_core::AtsResult::Success(t) = r {
                     st.ats_ok += 1;
@@ -275,7 +275,7 @@ fn run(seed: u64, iterations: u32, cfg: Config) -> Stats {
                     _ => rng.below(WINDOW_PAGES << 12),
                 };
                 let req = Request { sid, iova, write: rng.chance(2) };
-                let (r, fx) = vtd.translate(&req, &mem);
+                let (r, fx) = common::translate_checked(&mut vtd, &req, &mem);
                 st.interrupts += fx.interrupts.len() as u32;
                 if let Err(f) = &r {
                     st.fault_codes[usize::from(f.reason.code() & 0xf)] += 1;
@@ -405,7 +405,7 @@ fn random_migration_state_never_panics() {
         let _ = vtd.load_state(&st);
         for _ in 0..20 {
             let _ = vtd.write_reg(INTERESTING[rng.below(24) as usize], 4, rng.next(), &mem);
-            let _ = vtd.translate(&Request::read(rng.below(4) as u16, rng.below(1 << 20)), &mem);
+            let _ = common::translate_checked(&mut vtd, &Request::read(rng.below(4) as u16, rng.below(1 << 20)), &mem);
         }
     }
 }

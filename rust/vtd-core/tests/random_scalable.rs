@@ -233,7 +233,7 @@ fn run(seed: u64, iterations: u32, cfg: Config) -> Stats {
                     _ => BASE + rng.below(WINDOW_PAGES << 12),
                 };
                 let req = Request { sid, iova, write: rng.chance(2) };
-                let (r, _fx) = vtd.translate(&req, &mem);
+                let (r, _fx) = common::translate_checked(&mut vtd, &req, &mem);
                 match r {
                     Ok(t) => {
                         if vtd.translation_enabled() {
@@ -361,7 +361,7 @@ fn random_migration_with_scalable_root_never_panics() {
             assert_eq!(vtd.root_table_scalable(), loaded.is_ok() && st.root_scalable);
             for _ in 0..20 {
                 let req = Request { sid: rng.below(0x90) as u16, iova: rng.next() >> rng.below(64), write: rng.chance(2) };
-                let _ = vtd.translate(&req, &mem);
+                let _ = common::translate_checked(&mut vtd, &req, &mem);
             }
         }
     }
@@ -425,7 +425,7 @@ fn run_qi_pasid(seed: u64, iterations: u32, cfg: Config) -> (u32, u32) {
                     },
                     no_write: rng.chance(2),
                 };
-                let (r, _fx) = vtd.translate_ats(&req, &mem);
+                let (r, _fx) = common::translate_ats_checked(&mut vtd, &req, &mem);
                 if let AtsResult::Success(t) = r {
                     assert_eq!(t.iova, req.iova & !t.page_mask);
                     assert_eq!(t.phys & t.page_mask, 0);
@@ -484,7 +484,7 @@ fn run_qi_pasid(seed: u64, iterations: u32, cfg: Config) -> (u32, u32) {
                     let req = PasidRequest { sid, pasid, privileged: rng.chance(3), iova, write };
                     vtd.translate_pasid(&req, &mem)
                 } else {
-                    vtd.translate(&Request { sid, iova, write }, &mem)
+                    common::translate_checked(&mut vtd, &Request { sid, iova, write }, &mem)
                 };
                 match r {
                     Ok(t) => {

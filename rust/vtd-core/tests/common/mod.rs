@@ -428,3 +428,45 @@ pub fn notify_all(vtd: &Vtd, mem: &dyn GuestMemory, fx: &Effects, spaces: &mut [
         }
     }
 }
+
+/// `vtd.translate(req)`, checking the cache-only answer against it: when
+/// `translate_cached` answers, the full path must give the same
+/// translation, and no effects.
+#[allow(dead_code)]
+pub fn translate_checked(
+    vtd: &mut vtd_core::Vtd,
+    req: &vtd_core::Request,
+    mem: &dyn vtd_core::GuestMemory,
+) -> (Result<vtd_core::Translation, vtd_core::Fault>, vtd_core::Effects) {
+    let lookup = vtd.lookup_cached(req);
+    let cached = lookup.ok();
+    assert_eq!(cached, vtd.translate_cached(req));
+    // Without a cached answer, the path that skips what the lookup already
+    // did must give what the full path gives (on a copy: both record faults).
+    let uncached = lookup.err().map(|miss| vtd.clone().translate_miss(req, miss, mem));
+    let (r, fx) = vtd.translate(req, mem);
+    if let Some(u) = uncached {
+        assert_eq!(u, (r.clone(), fx.clone()), "translate_miss disagrees for {req:?}");
+    }
+    if let Some(t) = cached {
+        assert_eq!(r, Ok(t), "translate_cached disagrees with translate for {req:?}");
+        assert!(fx.is_empty(), "a cached translation of {req:?} had effects {fx:?}");
+    }
+    (r, fx)
+}
+
+/// `vtd.translate_ats(req)`, checking `translate_ats_cached` the same way.
+#[allow(dead_code)]
+pub fn translate_ats_checked(
+    vtd: &mut vtd_core::Vtd,
+    req: &vtd_core::AtsRequest,
+    mem: &dyn vtd_core::GuestMemory,
+) -> (vtd_core::AtsResult, vtd_core::Effects) {
+    let cached = vtd.translate_ats_cached(req);
+    let (r, fx) = vtd.translate_ats(req, mem);
+    if let Some(t) = cached {
+        assert_eq!(r, vtd_core::AtsResult::Success(t), "translate_ats_cached disagrees for {req:?}");
+        assert!(fx.is_empty(), "a cached ATS translation of {req:?} had effects {fx:?}");
+    }
+    (r, fx)
+}

@@ -12,7 +12,7 @@
 
 use std::{
     cell::Cell,
-    sync::{Mutex, PoisonError},
+    sync::{Mutex, MutexGuard, PoisonError},
 };
 
 use common::uninit_field_mut;
@@ -26,7 +26,7 @@ use util::{
     log_mask_ln, Error, Result,
 };
 use vtd_core::{
-    AtsRequest, AtsResult, Config, Effects, InterruptRequest, Msi, Notification, Request,
+    AtsRequest, AtsResult, Config, Effects, InterruptRequest, Msi, Notification, NotifierFlags, Request,
     SpaceUpdate, Translation, Vtd,
 };
 
@@ -366,7 +366,8 @@ impl IntelIommuState {
         let cfg = self.decide_config()?;
         let mut vtd = Vtd::new(cfg);
         // Wait descriptors complete only after notifiers and the host IOMMU
-        // have carried out what precedes them (see with_core).
+        // have carried out what precedes them (see with_core); register
+        // writes lift this while nothing consumes those effects.
         vtd.set_queue_barriers(true);
         *self.core.lock().unwrap_or_else(PoisonError::into_inner) = Some(vtd);
         ffi::map_registers(&self.iomem);
@@ -421,43 +422,105 @@ impl IntelIommuState {
     /// effect.  A host IOMMU failure becomes an invalidation queue error at
     /// the descriptor it came from, and the wait stays pending.
     fn with_core<R>(&self, f: impl FnOnce(&mut Vtd) -> (R, Effects)) -> Option<R> {
-        let (r, mut step) = self.core_step(f)?;
-        while let Some(next) = step {
-            let round = match next {
-                Step::Resume => self.core_step(|vtd| ((), vtd.resume_queue(&SystemMemory))),
-                Step::Failed(index, msg) => {
-                    self.core_step(|vtd| ((), vtd.invalidation_failed(index, &msg)))
-                }
-            };
-            // `f` has run: its result stands even if a later round cannot.
-            step = round.and_then(|(_, next)| next);
-        }
-        Some(r)
+        let guard = self.lock_core()?;
+        self.drive(self.core_step(guard, f))
     }
 
-    /// One round of `with_core`: `f` under the lock, its effects after, and
-    /// what to do next.
-    fn core_step<R>(&self, f: impl FnOnce(&mut Vtd) -> (R, Effects)) -> Option<(R, Option<Step>)> {
-        if IN_VTD.with(Cell::get) {
+    /// `with_core`, first asking `hit` under the same lock: what the
+    /// core's caches alone answer (no guest memory read, no effects, so
+    /// nothing can re-enter and nothing is left to carry out).  When it
+    /// does not answer, `miss` runs with what `hit` found, as `with_core`
+    /// runs its closure.
+    #[inline]
+    fn with_core_or_hit<H, R>(
+        &self,
+        hit: impl FnOnce(&Vtd) -> std::result::Result<R, H>,
+        miss: impl FnOnce(&mut Vtd, H) -> (R, Effects),
+    ) -> Option<R> {
+        let guard = self.lock_core()?;
+        let found = match hit(guard.as_ref()?) {
+            Ok(r) => return Some(r),
+            Err(found) => found,
+        };
+        self.after_miss(guard, found, miss)
+    }
+
+    /// The rest of `with_core_or_hit` when `hit` did not answer: out of
+    /// line, so that the hit path stays small.
+    #[inline(never)]
+    fn after_miss<H, R>(
+        &self,
+        guard: MutexGuard<'_, Option<Vtd>>,
+        found: H,
+        miss: impl FnOnce(&mut Vtd, H) -> (R, Effects),
+    ) -> Option<R> {
+        self.drive(self.core_step(guard, |vtd| miss(vtd, found)))
+    }
+
+    /// The core's lock, unless this thread holds it already: an access
+    /// that comes back into the device while the core reads guest memory
+    /// is refused (logged), not deadlocked.
+    #[inline]
+    fn lock_core(&self) -> Option<MutexGuard<'_, Option<Vtd>>> {
+        #[cold]
+        fn refused() {
             log_mask_ln!(
                 Log::GuestError,
                 "intel-iommu: re-entrant access (a table or descriptor address points \
                  back into the IOMMU) refused"
             );
+        }
+        if IN_VTD.with(Cell::get) {
+            refused();
             return None;
         }
+        Some(self.core.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Carry out the rounds a core step asks for (queue resumption after
+    /// a barrier, host failures); the first round's result.
+    fn drive<R>(&self, first: Option<(R, Option<Step>)>) -> Option<R> {
+        let (r, mut step) = first?;
+        while let Some(next) = step {
+            let round = match next {
+                Step::Resume => self.lock_core().and_then(|g| {
+                    self.core_step(g, |vtd| ((), vtd.resume_queue(&SystemMemory)))
+                }),
+                Step::Failed(index, msg) => self.lock_core().and_then(|g| {
+                    self.core_step(g, |vtd| ((), vtd.invalidation_failed(index, &msg)))
+                }),
+            };
+            // The first round has run: its result stands even if a later
+            // round cannot.
+            step = round.and_then(|(_, next)| next);
+        }
+        Some(r)
+    }
+
+    /// One round: `f` under the lock `guard`, its effects after, and what
+    /// to do next.
+    fn core_step<R>(
+        &self,
+        mut guard: MutexGuard<'_, Option<Vtd>>,
+        f: impl FnOnce(&mut Vtd) -> (R, Effects),
+    ) -> Option<(R, Option<Step>)> {
+        // From here on the core may read guest memory (see lock_core).
         IN_VTD.with(|c| c.set(true));
-        let out = {
-            let mut guard = self.core.lock().unwrap_or_else(PoisonError::into_inner);
-            guard.as_mut().map(|vtd| {
-                let (r, effects) = f(vtd);
-                let updates = self.plan_space_updates(vtd, &effects);
-                let nested = self.plan_nested(vtd, &effects);
-                (r, effects, updates, nested)
-            })
-        };
+        let out = guard.as_mut().map(|vtd| {
+            let (r, effects) = f(vtd);
+            // Plans only when the guest invalidated something.
+            let plans = (!effects.invalidations.is_empty()).then(|| {
+                (self.plan_space_updates(vtd, &effects), self.plan_nested(vtd, &effects))
+            });
+            (r, effects, plans)
+        });
+        drop(guard);
         IN_VTD.with(|c| c.set(false));
-        let (r, effects, updates, nested) = out?;
+        let (r, effects, plans) = out?;
+        if effects.is_empty() {
+            return Some((r, None));
+        }
+        let (updates, nested) = plans.unwrap_or_default();
         for msg in &effects.guest_errors {
             log_mask_ln!(Log::GuestError, "intel-iommu: {msg}");
         }
@@ -621,8 +684,17 @@ impl IntelIommuState {
             return Vec::new();
         }
         let mut out = Vec::new();
+        // Without notifiers, a space only cares about invalidations that
+        // may switch it between translated and identity-mapped.
+        let mode_may_change = effects.invalidations.iter().any(vtd_core::notify::changes_mode);
+        if !mode_may_change && !self.spaces.any_notified() {
+            return out;
+        }
         for space in self.spaces.pci_functions() {
             let flags = space.notifier_flags();
+            if !mode_may_change && flags == NotifierFlags::default() {
+                continue;
+            }
             let mut shadow = flags.map.then(|| space.shadow());
             let up = vtd.update_notified_space(
                 space.source_id(),
@@ -737,7 +809,21 @@ impl IntelIommuState {
     }
 
     fn mmio_write(&self, addr: hwaddr, value: u64, size: u32) {
-        let _ = self.with_core(|vtd| ((), vtd.write_reg(addr, size, value, &SystemMemory)));
+        // Wait descriptors complete only after the consumers of what
+        // precedes them (notifiers, device-TLBs, the host IOMMU, KVM's
+        // interrupt routes) have carried it out (see with_core).  With no
+        // consumer there is nothing to wait for: the queue runs through.
+        // Consumers come and go under the BQL, which register writes hold.
+        let barriers = self.spaces.any_notified()
+            || !self.ats.is_empty()
+            || !self.nested.is_empty()
+            || self.has_iec_listeners();
+        let _ = self.with_core(|vtd| {
+            vtd.set_queue_barriers(barriers);
+            let effects = vtd.write_reg(addr, size, value, &SystemMemory);
+            vtd.set_queue_barriers(true);
+            ((), effects)
+        });
     }
 
     pub(crate) fn ats_notifiers(&self) -> &ffi::AtsNotifiers {
@@ -768,19 +854,27 @@ impl IntelIommuState {
         .flatten()
     }
 
-    /// Answer an ATS translation request.
+    /// Answer an ATS translation request (from the caches alone when
+    /// they can).
     pub(crate) fn translate_ats(&self, req: &AtsRequest) -> Option<AtsResult> {
-        self.with_core(|vtd| vtd.translate_ats(req, &SystemMemory))
+        self.with_core_or_hit(
+            |vtd| vtd.translate_ats_cached(req).map(AtsResult::Success).ok_or(()),
+            |vtd, ()| vtd.translate_ats(req, &SystemMemory),
+        )
     }
 
     /// Translate a DMA request of source id `sid`; `None` means the access
     /// faults (the fault is recorded by the core as architected).
     pub(crate) fn translate(&self, sid: u16, iova: u64, write: bool) -> Option<Translation> {
         let req = Request { sid, iova, write };
-        self.with_core(|vtd| {
-            let (result, effects) = vtd.translate(&req, &SystemMemory);
-            (result.ok(), effects)
-        })
+        // IOTLB hits: no effects to carry out, no re-entrancy guard to set.
+        self.with_core_or_hit(
+            |vtd| vtd.lookup_cached(&req).map(Some),
+            |vtd, miss| {
+                let (result, effects) = vtd.translate_miss(&req, miss, &SystemMemory);
+                (result.ok(), effects)
+            },
+        )
         .flatten()
     }
 }

@@ -17,7 +17,7 @@ use std::{
     mem::{offset_of, size_of},
     ptr::{addr_of, addr_of_mut, null_mut, NonNull},
     sync::{
-        atomic::{AtomicBool, AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
         Mutex, MutexGuard, OnceLock, PoisonError,
     },
 };
@@ -295,6 +295,14 @@ unsafe extern "C" fn vtd_int_remap(
 impl IntelIommuState {
     /// Tell x86-iommu's interrupt entry cache listeners (KVM's MSI routes)
     /// that remapped interrupts may have changed.
+    /// Whether something (KVM's interrupt routes) listens to interrupt
+    /// entry cache invalidations.
+    pub(crate) fn has_iec_listeners(&self) -> bool {
+        // SAFETY: our own live x86-iommu; its list changes under the BQL
+        // that our callers (register writes) hold.
+        unsafe { !(*self.x86_ptr()).iec_notifiers.lh_first.is_null() }
+    }
+
     pub(crate) fn iec_notify(&self, inv: &vtd_core::IecInvalidation) {
         let (global, index, mask) = match *inv {
             vtd_core::IecInvalidation::Global => (true, 0, 0),
@@ -384,6 +392,34 @@ impl GuestMemory for SystemMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         // buf is exclusively borrowed for the call: C may write to it.
         system_memory_rw(addr, buf.as_mut_ptr().cast(), buf.len(), false)
+    }
+
+    /// Page-table entries are read one quadword at a time: the memory
+    /// core's load helper is about half the cost of `address_space_rw`.
+    /// Only aligned quadwords (always within one page, so within one
+    /// region) take it.
+    fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
+        if addr & 7 != 0 {
+            let mut b = [0u8; 8];
+            self.read(addr, &mut b)?;
+            return Ok(u64::from_le_bytes(b));
+        }
+        let mut result: bindings::MemTxResult = bindings::MEMTX_OK;
+        // SAFETY: a load through QEMU's global system address space;
+        // result is a valid slot for the call.
+        let v = unsafe {
+            bindings::address_space_ldq_le(
+                addr_of_mut!(bindings::address_space_memory),
+                addr,
+                unspecified_attrs(),
+                &mut result,
+            )
+        };
+        if result == bindings::MEMTX_OK {
+            Ok(v)
+        } else {
+            Err(MemError)
+        }
     }
 
     fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
@@ -603,9 +639,10 @@ impl VtdAddressSpace {
     }
 }
 
-/// Address spaces by (bus, devfn), owned by the device.
+/// Address spaces by (bus, devfn), owned by the device, and how many of
+/// them have notifiers.
 #[derive(Default)]
-pub struct AddressSpaces(Mutex<HashMap<(usize, u8), Box<VtdAddressSpace>>>);
+pub struct AddressSpaces(Mutex<HashMap<(usize, u8), Box<VtdAddressSpace>>>, AtomicUsize);
 
 /// A reference to a boxed address space, which lives as long as the device.
 #[derive(Clone, Copy)]
@@ -624,6 +661,27 @@ impl std::ops::Deref for SpaceRef {
 }
 
 impl AddressSpaces {
+    /// Whether some address space has notifiers (vfio, vhost, a device's
+    /// mirror): without any, invalidations that leave every space's mode
+    /// alone need no per-space work.
+    pub fn any_notified(&self) -> bool {
+        self.1.load(Ordering::Acquire) != 0
+    }
+
+    /// Record the new notifier flags of `vas`.
+    fn set_notifier_flags(&self, vas: &VtdAddressSpace, new: bindings::IOMMUNotifierFlag) {
+        let old = vas.notifier_flags.swap(new, Ordering::AcqRel);
+        match (old != 0, new != 0) {
+            (false, true) => {
+                self.1.fetch_add(1, Ordering::AcqRel);
+            }
+            (true, false) => {
+                self.1.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+    }
+
     /// The address spaces of PCI functions (not of pseudo-devices).
     pub fn pci_functions(&self) -> Vec<SpaceRef> {
         let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -926,7 +984,7 @@ unsafe extern "C" fn vtd_notify_flag_changed(
         && is_iommufd_vfio(vas.bus, vas.devfn);
     vas.host_pending.store(pending, Ordering::Release);
     if pending {
-        vas.notifier_flags.store(new, Ordering::Release);
+        owner.address_spaces().set_notifier_flags(vas, new);
         return 0;
     }
     if let Err(why) = owner.check_notifier(new) {
@@ -942,7 +1000,7 @@ unsafe extern "C" fn vtd_notify_flag_changed(
         unsafe { err.propagate(errp.cast()) };
         return -ENOTSUP;
     }
-    vas.notifier_flags.store(new, Ordering::Release);
+    owner.address_spaces().set_notifier_flags(vas, new);
     if (old ^ new) & bindings::IOMMU_NOTIFIER_MAP != 0 {
         // A new MAP notifier starts from nothing (replay fills it); the
         // last one gone, the shadow is forgotten.
@@ -1138,6 +1196,11 @@ fn sid_of(bus: *mut bindings::PCIBus, devfn: u8) -> u16 {
 }
 
 impl AtsNotifiers {
+    /// No device has a device-TLB notifier.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
     /// Fire the device-TLB notifiers a device-TLB invalidation targets.
     pub fn notify_device_tlb(&self, event: &vtd_core::InvalidationEvent) {
         if !matches!(event, vtd_core::InvalidationEvent::DeviceTlb(_)) {
@@ -1687,6 +1750,11 @@ pub struct NestedState {
 }
 
 impl NestedDevices {
+    /// No function is translated by the host IOMMU.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<NestedDevice>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
