@@ -187,7 +187,17 @@ fuzz_target!(|data: &[u8]| {
             3 | 4 => {
                 let (Some(sid), Some(iova)) = (input.u16(), input.u64()) else { break };
                 let req = Request { sid, iova, write: op & 0x40 != 0 };
-                let (result, _effects) = vtd.translate(&req, &mem);
+                let lookup = vtd.lookup_cached(&req);
+                let (result, effects) = match lookup {
+                    // the path the glue takes after a miss, with the lookup's findings
+                    Err(miss) if op & 0x20 != 0 => vtd.translate_miss(&req, miss, &mem),
+                    _ => vtd.translate(&req, &mem),
+                };
+                if let Ok(t) = lookup {
+                    // a cache-only answer is the full path's, without effects
+                    assert_eq!(result, Ok(t));
+                    assert!(effects.is_empty());
+                }
                 if let Ok(t) = result {
                     // a mapping covers the request and is naturally aligned
                     assert_eq!(t.iova & t.page_mask, 0);
@@ -224,7 +234,13 @@ fuzz_target!(|data: &[u8]| {
                     iova,
                     no_write: op & 0x40 != 0,
                 };
-                if let (AtsResult::Success(t), _) = vtd.translate_ats(&req, &mem) {
+                let cached = vtd.translate_ats_cached(&req);
+                let (answer, effects) = vtd.translate_ats(&req, &mem);
+                if let Some(t) = cached {
+                    assert_eq!(answer, AtsResult::Success(t));
+                    assert!(effects.is_empty());
+                }
+                if let AtsResult::Success(t) = answer {
                     assert_eq!(t.iova & t.page_mask, 0);
                     assert_eq!(t.phys & t.page_mask, 0);
                     assert_eq!(iova & !t.page_mask, t.iova);
