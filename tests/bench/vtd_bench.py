@@ -502,13 +502,20 @@ CCMD = 0x28
 IRTA, GCMD_SIRTP, GCMD_IRE, GSTS_IRTPS, GSTS_IRES = 0xb8, 1 << 24, 1 << 25, 1 << 24, 1 << 25
 
 
-def cfg_legacy(m):
-    qt = m.qt
+def legacy_edu(qt):
+    """Legacy mode: the edu in domain 1 on the second-stage tables,
+    translation on; returns the LegacyVtd."""
     vtd = LegacyVtd(qt, table_limit=0x1000000)
     top = ss_tables(vtd)
     Edu(qt, EDU_DEVFN, EDU_BAR0)
     vtd.set_context(0, EDU_DEVFN, top, did=1)
     vtd.enable()
+    return vtd
+
+
+def cfg_legacy(m):
+    qt = m.qt
+    vtd = legacy_edu(qt)
     pages = Pages()
     cases = hit_miss_cases(m, vtd, 'legacy second stage', 'edu', pages, group='legacy')
     ccmd = f'writeq 0x{VTD_BASE + CCMD:x} 0x{(1 << 63) | (3 << 61) | (EDU_DEVFN << 16) | 1:x}'
@@ -526,12 +533,7 @@ def cfg_legacy(m):
 
 
 def cfg_legacy_qi(m):
-    qt = m.qt
-    vtd = LegacyVtd(qt, table_limit=0x1000000)
-    top = ss_tables(vtd)
-    Edu(qt, EDU_DEVFN, EDU_BAR0)
-    vtd.set_context(0, EDU_DEVFN, top, did=1)
-    vtd.enable()
+    vtd = legacy_edu(m.qt)
     queue = Queue(vtd)
     # page-selective: a mapped page of the domain that is never DMAed;
     # domain-selective: another domain (nothing of it is cached)
