@@ -205,7 +205,6 @@ def parse_callgrind(path, names):
     fn_names = {}
     cur_fn = None
     self_cost = {}
-    call_cost = {}      # caller -> inclusive cost of its calls
     calls_in = {}       # callee -> number of calls
     incoming = {}       # callee -> inclusive cost of the calls into it
     pending = None      # (callee, count) of a 'calls=' line
@@ -240,7 +239,6 @@ def parse_callgrind(path, names):
                 if pending:
                     callee, count = pending
                     pending = None
-                    call_cost[cur_fn] = call_cost.get(cur_fn, 0) + cost
                     if callee != cur_fn:
                         calls_in[callee] = calls_in.get(callee, 0) + count
                         incoming[callee] = incoming.get(callee, 0) + cost
@@ -255,27 +253,6 @@ def parse_callgrind(path, names):
                 calls += calls_in.get(fn, 0)
         out[want] = (inc, calls)
     return total, out
-
-
-def self_costs(path, top=25):
-    """The `top` functions by self cost in a callgrind dump."""
-    fn_names, cur, costs, pending = {}, None, {}, False
-    with open(path) as f:
-        for line in f:
-            if line.startswith('fn='):
-                m = re.match(r'\((\d+)\)(?: (.*))?', line[3:].rstrip('\n'))
-                if m and m.group(2) is not None:
-                    fn_names[m.group(1)] = m.group(2)
-                cur = fn_names.get(m.group(1)) if m else line[3:].strip()
-            elif line.startswith('calls='):
-                pending = True
-            elif line[:1].isdigit() or line[:1] in '+-*':
-                parts = line.split()
-                if pending:
-                    pending = False
-                elif len(parts) > 1:
-                    costs[cur] = costs.get(cur, 0) + int(parts[1])
-    return sorted(costs.items(), key=lambda kv: -kv[1])[:top]
 
 
 # ---------------------------------------------------------------------------

@@ -1371,7 +1371,6 @@ impl Vtd {
         self.recent.put(sid, iova, self.root_scalable, self.cache_epoch(), t, device_tlb);
     }
 
-
     /// Scalable-mode translation from the caches alone (see
     /// [`Vtd::translate_cached`]), for ATS.
     pub(crate) fn sm_hit(&self, req: &SmRequest) -> Option<(PasidContext, Translation)> {
@@ -1388,7 +1387,6 @@ impl Vtd {
         Some((ctx, t))
     }
 
-    /// Scalable-mode translation of a request without PASID (RID_PASID).
     /// Scalable-mode translation. Leaf translations go to the IOTLB tagged
     /// with the PASID entry's domain id, the PASID used (RID_PASID for
     /// requests without PASID) and the PGTT; pass-through is not cached.

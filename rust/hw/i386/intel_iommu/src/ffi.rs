@@ -293,8 +293,6 @@ unsafe extern "C" fn vtd_int_remap(
 }
 
 impl IntelIommuState {
-    /// Tell x86-iommu's interrupt entry cache listeners (KVM's MSI routes)
-    /// that remapped interrupts may have changed.
     /// Whether something (KVM's interrupt routes) listens to interrupt
     /// entry cache invalidations.
     pub(crate) fn has_iec_listeners(&self) -> bool {
@@ -303,6 +301,8 @@ impl IntelIommuState {
         unsafe { !(*self.x86_ptr()).iec_notifiers.lh_first.is_null() }
     }
 
+    /// Tell x86-iommu's interrupt entry cache listeners (KVM's MSI routes)
+    /// that remapped interrupts may have changed.
     pub(crate) fn iec_notify(&self, inv: &vtd_core::IecInvalidation) {
         let (global, index, mask) = match *inv {
             vtd_core::IecInvalidation::Global => (true, 0, 0),
