@@ -15,12 +15,9 @@
 //! Cached data is used until explicitly invalidated. Caches are not part of
 //! the migrated state.
 
-use std::{
-    cell::Cell,
-    collections::hash_map::{Entry, HashMap, RandomState},
-    hash::{BuildHasher, Hash, Hasher},
-    ops::Deref,
-};
+pub use iommu_core::cache::{BoundedMap, FastHasher, FastMap, FastState};
+use iommu_core::cache::pages::{Classes, PageCache};
+use iommu_core::cache::recent::Recent;
 
 use crate::page_walk::{level_shift, level_size, Perm};
 use crate::root_context::DeviceContext;
@@ -37,155 +34,6 @@ pub const PASID_CACHE_MAX: usize = 1024;
 pub const CONTEXT_CACHE_MAX: usize = 1024;
 /// Maximum number of IOTLB entries before a full flush (`VTD_IOTLB_MAX_SIZE`).
 pub const IOTLB_MAX: usize = 1024;
-
-/// The hasher of the caches: keys are a few integers (source-ids, domain
-/// ids, PASIDs, page numbers), looked up on every DMA.  Each integer is
-/// folded in with a multiply, and the result gets a 64-bit finaliser so
-/// that keys differing only in high bits (a domain id above a PASID) still
-/// spread over the table.  The state starts from a per-map random seed, so
-/// a guest cannot precompute colliding keys (and a cache holds at most a
-/// bounded number of entries anyway).  Several times cheaper than the
-/// standard library's SipHash for such keys.
-#[derive(Clone, Copy, Debug)]
-pub struct FastHasher(u64);
-
-const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl FastHasher {
-    #[inline]
-    fn add(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(23) ^ v).wrapping_mul(MIX);
-    }
-}
-
-impl Hasher for FastHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, v: u8) {
-        self.add(u64::from(v));
-    }
-
-    #[inline]
-    fn write_u16(&mut self, v: u16) {
-        self.add(u64::from(v));
-    }
-
-    #[inline]
-    fn write_u32(&mut self, v: u32) {
-        self.add(u64::from(v));
-    }
-
-    #[inline]
-    fn write_u64(&mut self, v: u64) {
-        self.add(v);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, v: usize) {
-        self.add(v as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // murmur3's fmix64
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-}
-
-/// Builds [`FastHasher`]s from a seed drawn once per map.
-#[derive(Clone, Copy, Debug)]
-pub struct FastState(u64);
-
-impl Default for FastState {
-    fn default() -> Self {
-        // RandomState carries the process's random keys; one SipHash per
-        // map creation turns them into a seed.
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(MIX);
-        FastState(h.finish())
-    }
-}
-
-impl BuildHasher for FastState {
-    type Hasher = FastHasher;
-
-    #[inline]
-    fn build_hasher(&self) -> FastHasher {
-        FastHasher(self.0)
-    }
-}
-
-/// A hash map with the caches' hasher.
-pub type FastMap<K, V> = HashMap<K, V, FastState>;
-
-/// A cache map bounded to `MAX` entries.  Inserting a new key into a full
-/// map empties it first: the replacement policy of QEMU's C device.  Caches
-/// only have to be bounded (the guest cannot grow host memory without
-/// limit) and never return a wrong entry; they need no cleverer eviction.
-/// Reads go through `Deref` to the `HashMap`.
-#[derive(Clone, Debug)]
-pub struct BoundedMap<K, V, const MAX: usize> {
-    map: FastMap<K, V>,
-    changes: u64,
-}
-
-impl<K, V, const MAX: usize> Default for BoundedMap<K, V, MAX> {
-    fn default() -> Self {
-        BoundedMap { map: FastMap::default(), changes: 0 }
-    }
-}
-
-impl<K: Eq + Hash, V, const MAX: usize> BoundedMap<K, V, MAX> {
-    /// Insert or replace `k`, emptying the map first if `k` is new and the
-    /// map is full.
-    pub fn insert(&mut self, k: K, v: V) {
-        if self.map.len() >= MAX && !self.map.contains_key(&k) {
-            self.clear();
-        }
-        if self.map.insert(k, v).is_some() {
-            self.changes += 1;
-        }
-    }
-
-    /// Remove every entry.
-    pub fn clear(&mut self) {
-        self.map.clear();
-        self.changes += 1;
-    }
-
-    /// Keep only the entries for which `keep` returns true.
-    pub fn retain(&mut self, keep: impl FnMut(&K, &mut V) -> bool) {
-        self.map.retain(keep);
-        self.changes += 1;
-    }
-
-    /// A count that grows whenever an entry is removed or replaced (never
-    /// when one is only added): what was read from the map stays valid
-    /// while it is unchanged.
-    pub fn changes(&self) -> u64 {
-        self.changes
-    }
-}
-
-impl<K, V, const MAX: usize> Deref for BoundedMap<K, V, MAX> {
-    type Target = FastMap<K, V>;
-    fn deref(&self) -> &FastMap<K, V> {
-        &self.map
-    }
-}
 
 /// Context cache, keyed by source-id.
 #[derive(Clone, Debug, Default)]
@@ -292,139 +140,31 @@ impl MappingKind {
     }
 }
 
-/// Leaf levels the IOTLB holds (4 KiB, 2 MiB, 1 GiB pages).
-const LEVELS: std::ops::RangeInclusive<u8> = 1..=3;
-
-/// Key of a page inside a bucket: its page frame number (4 KiB units)
-/// aligned to its level, and the level.
-fn page_key(iova: u64, level: u8) -> u64 {
-    let gfn = (iova >> level_shift(level)) << (level_shift(level) - 12);
-    (gfn << 2) | u64::from(level)
-}
-
-/// Key of a bucket: (domain id, PASID).
-fn bucket_key(domain_id: u16, pasid: u32) -> u64 {
-    (u64::from(domain_id) << 32) | u64::from(pasid)
-}
-
-/// The cached translations of one (domain id, PASID).
-#[derive(Clone, Debug, Default)]
-struct Bucket {
-    pages: FastMap<u64, (IotlbEntry, MappingKind)>,
-    /// How many of `pages` are first-stage or nested.
-    first_stage: usize,
-    /// How many of `pages` are at level 1, 2, 3: a lookup skips the levels
-    /// with none.
-    per_level: [u32; 3],
-}
-
-impl Bucket {
-    fn count(&mut self, e: &IotlbEntry, kind: MappingKind, add: bool) {
-        let slot = &mut self.per_level[usize::from(e.level - 1)];
-        let fs = kind.has_first_stage();
-        if add {
-            *slot += 1;
-            self.first_stage += usize::from(fs);
-        } else {
-            *slot -= 1;
-            self.first_stage -= usize::from(fs);
-        }
-    }
-
-    fn remove_key(&mut self, key: u64) -> bool {
-        match self.pages.remove(&key) {
-            Some((e, kind)) => {
-                self.count(&e, kind, false);
-                true
-            }
-            None => false,
-        }
-    }
-
-    #[inline]
-    fn lookup(&self, iova: u64) -> Option<IotlbEntry> {
-        LEVELS
-            .into_iter()
-            .filter(|&l| self.per_level[usize::from(l - 1)] != 0)
-            .find_map(|level| self.pages.get(&page_key(iova, level)).map(|v| v.0))
-    }
-
-    /// Remove the entries overlapping the pages `first..=last` (4 KiB
-    /// units) for which `pick` holds, and every entry for which `all`
-    /// holds; returns how many went.  Looks the candidate keys up when
-    /// they are fewer than the entries, else scans the bucket: the cost is
-    /// bounded by the smaller of the range and the bucket.
-    fn remove_range(
-        &mut self,
-        (first, last): (u64, u64),
-        pick: impl Fn(MappingKind) -> bool,
-        all: impl Fn(MappingKind) -> bool,
-    ) -> usize {
-        let before = self.pages.len();
-        let scan_all = self.first_stage > 0 && all(MappingKind::FirstStage);
-        let candidates: u64 = LEVELS
-            .map(|l| {
-                let span_shift = level_shift(l) - 12;
-                (last >> span_shift) - (first >> span_shift) + 1
-            })
-            .fold(0u64, u64::saturating_add);
-        if scan_all || candidates > self.pages.len() as u64 {
-            let (per_level, first_stage) = (&mut self.per_level, &mut self.first_stage);
-            self.pages.retain(|k, (e, kind)| {
-                let hit = all(*kind) || (pick(*kind) && overlaps(*k >> 2, e, (first, last)));
-                if hit {
-                    per_level[usize::from(e.level - 1)] -= 1;
-                    *first_stage -= usize::from(kind.has_first_stage());
-                }
-                !hit
-            });
-        } else {
-            for l in LEVELS {
-                let span_shift = level_shift(l) - 12;
-                for g in (first >> span_shift)..=(last >> span_shift) {
-                    let key = ((g << span_shift) << 2) | u64::from(l);
-                    if let Some(&(_, kind)) = self.pages.get(&key) {
-                        if pick(kind) || all(kind) {
-                            self.remove_key(key);
-                        }
-                    }
-                }
-            }
-        }
-        before - self.pages.len()
+impl MappingKind {
+    /// The page cache class of entries of this kind.
+    fn class(self) -> u8 {
+        self as u8
     }
 }
+
+/// First-stage and nested entries.
+const FIRST_STAGE: Classes = Classes(1 << MappingKind::FirstStage as u8 | 1 << MappingKind::Nested as u8);
 
 /// Naturally aligned range of 2^`am` 4 KiB pages containing `addr`, as
-/// inclusive page frame numbers.
+/// inclusive byte addresses.
 fn page_range(addr: u64, am: u8) -> (u64, u64) {
     let shift = 12 + u32::from(am.min(51));
-    let first = (addr >> shift) << (shift - 12);
-    let count = 1u64 << (shift - 12);
-    (first, first.saturating_add(count - 1))
+    let first = (addr >> shift) << shift;
+    (first, first | ((1u64 << shift) - 1))
 }
 
-fn overlaps(gfn: u64, e: &IotlbEntry, (first, last): (u64, u64)) -> bool {
-    let e_last = gfn.saturating_add((e.size() >> 12).saturating_sub(1));
-    !(e_last < first || gfn > last)
-}
-
-/// The IOTLB, keyed by domain-id, PASID and input page.
-///
-/// Entries live in one bucket per (domain id, PASID), with an index of the
-/// PASIDs each domain has buckets for, so that every invalidation touches
-/// only what it may remove: a domain- or PASID-selective invalidation
-/// drops whole buckets, a page-selective one looks up the few keys its
-/// range can hold (or scans the one bucket when that is smaller).  Entries
-/// of other domains and PASIDs never cost anything.
+/// The IOTLB, keyed by domain-id, PASID and input page: a
+/// [`PageCache`] whose outer tag is the domain id and inner tag the PASID
+/// ([`LEGACY_PASID`] in legacy mode), classed by [`MappingKind`], so that
+/// every invalidation touches only what it may remove.
 #[derive(Clone, Debug, Default)]
 pub struct Iotlb {
-    buckets: FastMap<u64, Bucket>,
-    /// Domain id -> the PASIDs with a bucket in that domain.
-    pasids: FastMap<u16, Vec<u32>>,
-    len: usize,
-    /// See [`Iotlb::changes`].
-    changes: u64,
+    pages: PageCache<(IotlbEntry, MappingKind), IOTLB_MAX>,
 }
 
 impl Iotlb {
@@ -436,7 +176,7 @@ impl Iotlb {
     /// Cached translation covering `iova` for (`domain_id`, `pasid`).
     #[inline]
     pub fn lookup_pasid(&self, domain_id: u16, pasid: u32, iova: u64) -> Option<IotlbEntry> {
-        self.buckets.get(&bucket_key(domain_id, pasid))?.lookup(iova)
+        self.pages.lookup(u32::from(domain_id), pasid, iova).map(|((e, _), _)| e)
     }
 
     /// Cache a legacy-mode translation.
@@ -447,58 +187,17 @@ impl Iotlb {
     /// Cache a translation for `pasid` of the given kind.  Only 4 KiB,
     /// 2 MiB and 1 GiB pages are cached (no other leaf exists).
     pub fn insert_tagged(&mut self, entry: IotlbEntry, pasid: u32, kind: MappingKind) {
-        if !LEVELS.contains(&entry.level) {
+        if !(1..=3).contains(&entry.level) {
             return;
         }
-        let bkey = bucket_key(entry.domain_id, pasid);
-        let key = page_key(entry.iova, entry.level);
-        if self.len >= IOTLB_MAX
-            && !self.buckets.get(&bkey).is_some_and(|b| b.pages.contains_key(&key))
-        {
-            self.invalidate_all();
-        }
-        let bucket = match self.buckets.entry(bkey) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => {
-                self.pasids.entry(entry.domain_id).or_default().push(pasid);
-                v.insert(Bucket::default())
-            }
-        };
-        if let Some((old, old_kind)) = bucket.pages.insert(key, (entry, kind)) {
-            bucket.count(&old, old_kind, false);
-            self.changes += 1;
-        } else {
-            self.len += 1;
-        }
-        bucket.count(&entry, kind, true);
-    }
-
-    /// Forget the bucket of (`domain_id`, `pasid`) if it is empty.
-    fn drop_if_empty(&mut self, domain_id: u16, pasid: u32) {
-        let bkey = bucket_key(domain_id, pasid);
-        if self.buckets.get(&bkey).is_some_and(|b| b.pages.is_empty()) {
-            self.buckets.remove(&bkey);
-            self.unindex(domain_id, pasid);
-        }
-    }
-
-    fn unindex(&mut self, domain_id: u16, pasid: u32) {
-        if let Some(list) = self.pasids.get_mut(&domain_id) {
-            list.retain(|&p| p != pasid);
-            if list.is_empty() {
-                self.pasids.remove(&domain_id);
-            }
-        }
+        let shift = level_shift(entry.level);
+        self.pages.insert(u32::from(entry.domain_id), pasid, entry.iova, shift, kind.class(), (entry, kind));
     }
 
     /// PASID-selective-within-domain invalidation (PASID-based IOTLB
     /// invalidation, G = 10b): every entry of (`domain_id`, `pasid`).
     pub fn invalidate_pasid(&mut self, domain_id: u16, pasid: u32) {
-        self.changes += 1;
-        if let Some(b) = self.buckets.remove(&bucket_key(domain_id, pasid)) {
-            self.len -= b.pages.len();
-            self.unindex(domain_id, pasid);
-        }
+        self.pages.invalidate_bucket(u32::from(domain_id), pasid);
     }
 
     /// Page-selective-within-PASID invalidation (G = 11b): first-stage and
@@ -507,32 +206,18 @@ impl Iotlb {
     /// entries are not affected (the spec leaves them to the legacy IOTLB
     /// invalidations).
     pub fn invalidate_pasid_pages(&mut self, domain_id: u16, pasid: u32, addr: u64, am: u8) {
-        self.changes += 1;
-        let range = page_range(addr, am);
-        let Some(b) = self.buckets.get_mut(&bucket_key(domain_id, pasid)) else { return };
-        if b.first_stage == 0 {
-            return;
-        }
-        self.len -= b.remove_range(range, MappingKind::has_first_stage, |_| false);
-        self.drop_if_empty(domain_id, pasid);
+        let (first, last) = page_range(addr, am);
+        self.pages.invalidate_range(u32::from(domain_id), pasid, first, last, FIRST_STAGE, Classes::NONE);
     }
 
     /// Global invalidation.
     pub fn invalidate_all(&mut self) {
-        self.buckets.clear();
-        self.pasids.clear();
-        self.len = 0;
-        self.changes += 1;
+        self.pages.invalidate_all();
     }
 
     /// Domain-selective invalidation.
     pub fn invalidate_domain(&mut self, domain_id: u16) {
-        self.changes += 1;
-        for pasid in self.pasids.remove(&domain_id).unwrap_or_default() {
-            if let Some(b) = self.buckets.remove(&bucket_key(domain_id, pasid)) {
-                self.len -= b.pages.len();
-            }
-        }
+        self.pages.invalidate_outer(u32::from(domain_id));
     }
 
     /// Page-selective invalidation of the naturally aligned range of
@@ -545,84 +230,39 @@ impl Iotlb {
     /// domain is removed whatever its address (as the spec and the C device
     /// specify).
     pub fn invalidate_pages(&mut self, domain_id: u16, addr: u64, am: u8) {
-        self.changes += 1;
-        let range = page_range(addr, am);
-        let Some(mut pasids) = self.pasids.remove(&domain_id) else { return };
-        pasids.retain(|&pasid| {
-            let bkey = bucket_key(domain_id, pasid);
-            let Some(b) = self.buckets.get_mut(&bkey) else { return false };
-            self.len -= b.remove_range(range, |_| true, MappingKind::has_first_stage);
-            if b.pages.is_empty() {
-                self.buckets.remove(&bkey);
-                return false;
-            }
-            true
-        });
-        if !pasids.is_empty() {
-            self.pasids.insert(domain_id, pasids);
-        }
+        let (first, last) = page_range(addr, am);
+        self.pages.invalidate_range_outer(u32::from(domain_id), first, last, Classes::ALL, FIRST_STAGE);
     }
 
     /// Number of cached entries.
     pub fn len(&self) -> usize {
-        self.len
+        self.pages.len()
     }
 
     /// A count that grows whenever an entry is removed or replaced (by an
     /// invalidation, by the flush when full, by a new translation of a
     /// cached page), never when one is only added.
     pub fn changes(&self) -> u64 {
-        self.changes
+        self.pages.changes()
     }
 
     /// True if empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.pages.is_empty()
     }
 }
 
-/// Slots of [`RecentTranslations`].
-const RECENT_SLOTS: usize = 64;
-
-#[derive(Clone, Copy, Debug, Default)]
-struct RecentSlot {
-    /// [`RecentTranslations::get`]'s `epoch` + 1 when filled; 0: empty.
-    tag: u64,
-    sid: u16,
-    /// 4 KiB page number of the request.
-    page: u64,
-    scalable: bool,
-    /// The requester's context lets it use a device-TLB (ATS).
-    device_tlb: bool,
-    t: Option<Translation>,
-}
-
-/// The last successful translations of requests without PASID, one per
-/// slot, indexed by requester and 4 KiB page: a small direct-mapped cache
-/// in front of the context caches and the IOTLB, like the first-level TLB
-/// of a real IOMMU.  It holds only what those caches gave, tagged with
-/// their combined change count (`epoch`): an entry is used only while
-/// none of them has dropped or replaced anything since, so it never
-/// answers differently from them.  Interior mutability lets a lookup
-/// through `&Vtd` fill it.
-#[derive(Clone, Debug)]
+/// The last successful translations of requests without PASID: a
+/// [`Recent`] cache keyed by source-id, 4 KiB page and root table format,
+/// holding the translation and whether the requester may use a device-TLB
+/// (ATS). Valid while the caches' combined change count (`epoch`) is
+/// unchanged, so it never answers differently from them.
+#[derive(Clone, Debug, Default)]
 pub struct RecentTranslations {
-    slots: Box<[Cell<RecentSlot>; RECENT_SLOTS]>,
-}
-
-impl Default for RecentTranslations {
-    fn default() -> Self {
-        RecentTranslations { slots: Box::new([const { Cell::new(RecentSlot { tag: 0, sid: 0, page: 0, scalable: false, device_tlb: false, t: None }) }; RECENT_SLOTS]) }
-    }
+    slots: Recent<(Translation, bool)>,
 }
 
 impl RecentTranslations {
-    #[inline]
-    fn slot(&self, sid: u16, page: u64) -> &Cell<RecentSlot> {
-        let i = (page ^ u64::from(sid).wrapping_mul(0x9e37_79b9)) as usize % RECENT_SLOTS;
-        &self.slots[i]
-    }
-
     /// The translation of (`sid`, `iova`) recorded at `epoch` in the same
     /// root table format, if it grants the access, and whether the
     /// requester may use a device-TLB.
@@ -635,20 +275,15 @@ impl RecentTranslations {
         scalable: bool,
         epoch: u64,
     ) -> Option<(Translation, bool)> {
-        let page = iova >> 12;
-        let e = self.slot(sid, page).get();
-        if e.tag != epoch.wrapping_add(1) || e.sid != sid || e.page != page || e.scalable != scalable {
-            return None;
-        }
-        e.t.filter(|t| t.perm.allows(write)).map(|t| (t, e.device_tlb))
+        self.slots
+            .get(u32::from(sid), iova, u8::from(scalable), epoch)
+            .filter(|(t, _)| t.perm.allows(write))
     }
 
     /// Record the translation of (`sid`, `iova`) at `epoch`.
     #[inline]
     pub fn put(&self, sid: u16, iova: u64, scalable: bool, epoch: u64, t: Translation, device_tlb: bool) {
-        let page = iova >> 12;
-        let tag = epoch.wrapping_add(1);
-        self.slot(sid, page).set(RecentSlot { tag, sid, page, scalable, device_tlb, t: Some(t) });
+        self.slots.put(u32::from(sid), iova, u8::from(scalable), epoch, (t, device_tlb));
     }
 }
 
@@ -813,6 +448,14 @@ mod tests {
         assert_eq!(t.len(), 1);
     }
 
+    /// Whether the entry at 4 KiB page `gfn` overlaps the inclusive byte
+    /// range.
+    fn overlaps(gfn: u64, e: &IotlbEntry, (first, last): (u64, u64)) -> bool {
+        let start = gfn << 12;
+        let end = start + (e.size() - 1);
+        !(end < first || start > last)
+    }
+
     /// The IOTLB against a plain list with the architected rules, under a
     /// long random sequence of inserts, lookups and every invalidation.
     #[test]
@@ -937,18 +580,6 @@ mod tests {
         t.invalidate_domain(1);
         assert!(t.is_empty());
         assert!(t.lookup(1, 0).is_none());
-    }
-
-    #[test]
-    fn hasher_spreads_high_bit_keys() {
-        // Keys that differ only above bit 32 (domain ids over a PASID) must
-        // not share their low hash bits, or a table would chain them.
-        let s = FastState::default();
-        let mut low = std::collections::HashSet::new();
-        for did in 0..256u64 {
-            low.insert(s.hash_one(did << 32) & 0xff);
-        }
-        assert!(low.len() > 128, "{} distinct low bytes", low.len());
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! Guest physical memory as seen by the remapping hardware.
+//! Guest physical memory as seen by an IOMMU.
 //!
 //! Conventions: every structure the hardware reads or writes in guest
-//! memory (root/context tables, paging entries, invalidation descriptors,
-//! wait-descriptor status writes) is little-endian. Addresses are guest
+//! memory (stream/root/context tables, paging entries, queue entries,
+//! status writes) is little-endian. Addresses are guest
 //! physical addresses. A failed access is reported as [`MemError`] and is
 //! turned by the caller into the architected fault or queue error; it is
 //! never a panic.

@@ -1,0 +1,603 @@
+//! x86 page-table formats as an Intel VT-d walks them: the second-stage
+//! format (legacy "second-level" tables, R/W/PS entries) and the
+//! first-stage format (x86-64 4- and 5-level paging), alone or nested
+//! under a second stage.
+//!
+//! Conventions: levels are numbered as in the VT-d spec, 1 = page table
+//! (4 KiB leaves), 2 = page directory (2 MiB leaves with PS), 3 = PDPT
+//! (1 GiB leaves with PS), 4 = PML4, 5 = PML5; the walk engine's height is
+//! `level - 1`. Each table is 512 little-endian 8-byte entries.
+//!
+//! Second stage: an entry with R = W = 0 is not present; effective
+//! permissions are the AND of R/W over the levels walked, checked at each
+//! level. Reserved bits follow QEMU's C VT-d: the host address width
+//! bounds every address field, bits 52..61 and 63 are ignored, bit 62 (TM,
+//! unless allowed) and bit 11 (SNP, unless snoop control) are reserved in
+//! leaves, SNP in non-leaf entries, PS at level 4, and address bits below
+//! the page size of a superpage.
+//!
+//! First stage: P (bit 0), R/W (1), U/S (2), A (5), D (6, leaves), PS (7),
+//! EA (10, extended accessed), address in 51:12; bits 63:52 (XD included:
+//! execute requests are not modelled) are ignored. Reserved: address bits
+//! at or above the host address width, PS at levels 4 and 5, address bits
+//! 20:13 / 29:13 of 2 MiB / 1 GiB leaves (bit 12 is PAT); a 1 GiB leaf
+//! without 1 GiB support is reserved. A present entry grants read; a user
+//! request needs U/S on every level; a write needs R/W on every level,
+//! except that a supervisor may write read-only pages when WPE is clear.
+//! Accessed/dirty flags (A, EA with EAFE, D in the leaf for writes) are set
+//! only after the whole translation succeeded ([`fs_walk`],
+//! [`nested_walk`]), through [`super::walk::commit`]; an update to an
+//! entry that the second stage maps read-only fails the translation.
+
+use super::walk::{self, Format, Geometry, Located, Next, Step, Walked};
+use super::{width_mask, Perm};
+use crate::memory::GuestMemory;
+
+/// Second stage: read permission.
+pub const SL_R: u64 = 1;
+/// Second stage: write permission.
+pub const SL_W: u64 = 1 << 1;
+/// Second stage: page size (superpage) bit.
+pub const SL_PS: u64 = 1 << 7;
+/// Second stage: snoop behaviour bit.
+pub const SL_SNP: u64 = 1 << 11;
+/// Second stage: bits ignored by hardware in every entry.
+pub const SL_IGNORED: u64 = 0xbff0_0000_0000_0000;
+/// Second stage: transient-mapping bit of leaf entries.
+pub const SL_TM: u64 = 1 << 62;
+
+/// First stage: present.
+pub const FS_P: u64 = 1;
+/// First stage: read/write.
+pub const FS_RW: u64 = 1 << 1;
+/// First stage: user/supervisor.
+pub const FS_US: u64 = 1 << 2;
+/// First stage: accessed.
+pub const FS_A: u64 = 1 << 5;
+/// First stage: dirty (leaves).
+pub const FS_D: u64 = 1 << 6;
+/// First stage: page size.
+pub const FS_PS: u64 = 1 << 7;
+/// First stage: extended accessed.
+pub const FS_EA: u64 = 1 << 10;
+/// First stage: bits ignored in every entry (63:52).
+pub const FS_IGNORED: u64 = 0xfff0_0000_0000_0000;
+/// Every flag a first-stage walk may set.
+pub const FS_UPDATE_FLAGS: u64 = FS_A | FS_D | FS_EA;
+
+/// Address bit where the index for `level` starts.
+#[inline]
+pub fn level_shift(level: u8) -> u32 {
+    12 + 9 * u32::from(level.saturating_sub(1))
+}
+
+/// Size in bytes of the region mapped by one entry at `level`.
+#[inline]
+pub fn level_size(level: u8) -> u64 {
+    1u64.checked_shl(level_shift(level)).unwrap_or(0)
+}
+
+fn x86_geometry(levels: u8) -> Geometry {
+    Geometry { granule_shift: 12, stride: 9, start_height: u32::from(levels) - 1, root_bits: 9 }
+}
+
+// ---------------------------------------------------------------- second stage
+
+/// Hardware capabilities a second-stage walk depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkConfig {
+    /// Host address width in bits (bounds output and table addresses).
+    pub haw_bits: u8,
+    /// Maximum guest address width in bits (CAP.MGAW + 1).
+    pub mgaw_bits: u8,
+    /// 2 MiB leaves supported.
+    pub large_2m: bool,
+    /// 1 GiB leaves supported.
+    pub large_1g: bool,
+    /// SNP allowed in leaf entries.
+    pub snoop_control: bool,
+    /// TM allowed in leaf entries.
+    pub tm_allowed: bool,
+}
+
+/// A successful second-stage walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WalkOutput {
+    /// Output address of the page (aligned to the page size).
+    pub phys: u64,
+    /// Level of the leaf entry (1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB).
+    pub level: u8,
+    /// Effective permissions.
+    pub perm: Perm,
+    /// The leaf entry.
+    pub pte: u64,
+}
+
+/// Reserved bits of a second-stage entry at `level`; `large` when PS is
+/// set at level 2 or 3.
+pub fn reserved_mask(cfg: &WalkConfig, level: u8, large: bool) -> u64 {
+    let outside = !(width_mask(u32::from(cfg.haw_bits)) | SL_IGNORED);
+    let snp = if cfg.snoop_control { 0 } else { SL_SNP };
+    let leaf = outside & !if cfg.tm_allowed { SL_TM } else { 0 };
+    match (level, large) {
+        (1, _) => leaf | snp,
+        (2, true) => leaf | snp | 0x1f_f000,
+        (3, true) => leaf | snp | 0x3fff_f000,
+        (2, false) | (3, false) => outside | SL_SNP,
+        (4, _) => outside | SL_SNP | SL_PS,
+        _ => u64::MAX,
+    }
+}
+
+/// Why a second-stage walk failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SsError {
+    /// `levels` is not in 1..=4.
+    BadLevels,
+    /// The input address is above the adjusted guest address width.
+    BeyondAgaw,
+    /// The root-level table could not be read.
+    RootAccess,
+    /// A table below the root level could not be read.
+    EntryAccess,
+    /// An entry has R = W = 0.
+    NotPresent,
+    /// A present entry has a reserved bit set (or an unsupported PS).
+    Reserved,
+    /// The effective permission does not allow the access.
+    Permission,
+}
+
+struct SecondStage<'a> {
+    cfg: &'a WalkConfig,
+    levels: u8,
+    write: bool,
+}
+
+impl Format for SecondStage<'_> {
+    type State = Perm;
+    type Error = SsError;
+
+    #[inline]
+    fn geometry(&self) -> Geometry {
+        x86_geometry(self.levels)
+    }
+
+    #[inline]
+    fn step(&self, perm: &mut Perm, height: u32, pte: u64) -> Result<Step, SsError> {
+        let level = height as u8 + 1;
+        if pte & (SL_R | SL_W) == 0 {
+            return Err(SsError::NotPresent);
+        }
+        let large = (level == 2 || level == 3) && pte & SL_PS != 0;
+        let large_ok = match level {
+            2 => self.cfg.large_2m,
+            3 => self.cfg.large_1g,
+            _ => true,
+        };
+        if pte & reserved_mask(self.cfg, level, large) != 0 || (large && !large_ok) {
+            return Err(SsError::Reserved);
+        }
+        if height == self.levels as u32 - 1 {
+            *perm = Perm::RW;
+        }
+        perm.read &= pte & SL_R != 0;
+        perm.write &= pte & SL_W != 0;
+        if !perm.allows(self.write) {
+            return Err(SsError::Permission);
+        }
+        let haw = width_mask(u32::from(self.cfg.haw_bits));
+        let next = if level == 1 || large {
+            Next::Leaf(pte & haw & !level_size(level).wrapping_sub(1))
+        } else {
+            Next::Table(pte & haw & !0xfff)
+        };
+        Ok(Step { next, set: 0 })
+    }
+
+    fn read_failed(&self, height: u32, root: bool) -> SsError {
+        let _ = height;
+        if root {
+            SsError::RootAccess
+        } else {
+            SsError::EntryAccess
+        }
+    }
+}
+
+/// Translate `iova` through the second-stage tables rooted at `root`
+/// (`levels` deep, `agaw` bits of input address).
+#[inline]
+pub fn ss_walk(
+    mem: &dyn GuestMemory,
+    cfg: &WalkConfig,
+    root: u64,
+    levels: u8,
+    agaw: u8,
+    iova: u64,
+    write: bool,
+) -> Result<WalkOutput, SsError> {
+    if !(1..=4).contains(&levels) {
+        return Err(SsError::BadLevels);
+    }
+    let limit_bits = u32::from(agaw.min(cfg.mgaw_bits));
+    if iova & !width_mask(limit_bits) != 0 {
+        return Err(SsError::BeyondAgaw);
+    }
+    let root = root & width_mask(u32::from(cfg.haw_bits)) & !0xfff;
+    let fmt = SecondStage { cfg, levels, write };
+    let w = walk::walk_single(mem, &fmt, root, iova)?;
+    Ok(WalkOutput { phys: w.out, level: w.height as u8 + 1, perm: w.state, pte: w.leaf })
+}
+
+// ---------------------------------------------------------------- first stage
+
+/// First-stage tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FsTable {
+    /// Root table address (a guest physical address under nesting).
+    pub root: u64,
+    /// Number of levels (4 or 5).
+    pub levels: u8,
+}
+
+/// Second-stage tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SsTable {
+    /// Root table address.
+    pub root: u64,
+    /// Number of levels (3 or 4).
+    pub levels: u8,
+    /// Adjusted guest address width in bits.
+    pub agaw: u8,
+}
+
+/// Hardware capabilities a first-stage walk depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsWalkConfig {
+    /// Host address width in bits.
+    pub haw_bits: u8,
+    /// 1 GiB leaves allowed.
+    pub large_1g: bool,
+}
+
+/// Per-table controls of a first-stage walk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FsControls {
+    /// WPE: supervisor writes honour R/W.
+    pub wpe: bool,
+    /// EAFE: set EA along with A.
+    pub eafe: bool,
+}
+
+/// The kind of access being translated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FsAccess {
+    /// Write (else read).
+    pub write: bool,
+    /// Supervisor request (else user).
+    pub supervisor: bool,
+}
+
+/// A successful first-stage (or nested) translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FsOutput {
+    /// Output address of the page (aligned to the page size).
+    pub phys: u64,
+    /// Leaf level (1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB).
+    pub level: u8,
+    /// Permissions of the page for this kind of request (privilege).
+    pub perm: Perm,
+    /// The leaf's D flag is set after this walk.
+    pub dirty: bool,
+    /// The leaf entry as read.
+    pub pte: u64,
+}
+
+/// Why a first-stage or nested walk failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FsError {
+    /// `levels` is not 4 or 5.
+    BadLevels,
+    /// The input address is not canonical.
+    NonCanonical,
+    /// The root table could not be read.
+    RootAccess,
+    /// A table below the root could not be read.
+    EntryAccess,
+    /// An entry has P = 0.
+    NotPresent,
+    /// A present entry has a reserved bit set.
+    Reserved,
+    /// A user request to a supervisor page.
+    Privilege,
+    /// A write to a read-only page.
+    Write,
+    /// An accessed/dirty update to an entry the second stage maps
+    /// read-only.
+    UpdateBlocked,
+    /// An accessed/dirty update could not be written.
+    UpdateFailed,
+    /// Nested: the second stage failed on the address of a first-stage
+    /// table entry (`root`: in the root table).
+    Stage2Table {
+        /// The second-stage failure.
+        error: SsError,
+        /// The entry is in the first-stage root table.
+        root: bool,
+    },
+    /// Nested: the second stage failed on the final output address.
+    Stage2Output(SsError),
+}
+
+/// Reserved bits of a first-stage entry at `level` (`large` when PS is set
+/// at level 2 or 3).
+pub fn fs_reserved_mask(haw_bits: u8, level: u8, large: bool) -> u64 {
+    let outside = !(width_mask(u32::from(haw_bits)) | FS_IGNORED);
+    match (level, large) {
+        (1, _) | (2, false) | (3, false) => outside,
+        (2, true) => outside | 0x1f_e000,
+        (3, true) => outside | 0x3fff_e000,
+        (4, _) | (5, _) => outside | FS_PS,
+        _ => u64::MAX,
+    }
+}
+
+/// Whether `iova` is canonical for `levels`-level first-stage tables
+/// (bits 63..(12 + 9 * levels - 1) all equal).
+pub fn is_canonical(iova: u64, levels: u8) -> bool {
+    let va_bits = 12 + 9 * u32::from(levels.clamp(1, 5));
+    let top = iova >> (va_bits - 1);
+    top == 0 || top == u64::MAX >> (va_bits - 1)
+}
+
+/// R/W and U/S accumulated over a first-stage walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsState {
+    rw: bool,
+    us: bool,
+}
+
+impl Default for FsState {
+    fn default() -> Self {
+        FsState { rw: true, us: true }
+    }
+}
+
+struct FirstStage<'a> {
+    cfg: &'a FsWalkConfig,
+    ctl: &'a FsControls,
+    levels: u8,
+    write: bool,
+}
+
+impl Format for FirstStage<'_> {
+    type State = FsState;
+    type Error = FsError;
+
+    #[inline]
+    fn geometry(&self) -> Geometry {
+        x86_geometry(self.levels)
+    }
+
+    #[inline]
+    fn step(&self, st: &mut FsState, height: u32, pte: u64) -> Result<Step, FsError> {
+        let level = height as u8 + 1;
+        if pte & FS_P == 0 {
+            return Err(FsError::NotPresent);
+        }
+        let large = (level == 2 || level == 3) && pte & FS_PS != 0;
+        if pte & fs_reserved_mask(self.cfg.haw_bits, level, large) != 0
+            || (large && level == 3 && !self.cfg.large_1g)
+        {
+            return Err(FsError::Reserved);
+        }
+        st.rw &= pte & FS_RW != 0;
+        st.us &= pte & FS_US != 0;
+        let is_leaf = level == 1 || large;
+        let mut set = FS_A;
+        if self.ctl.eafe {
+            set |= FS_EA;
+        }
+        if is_leaf && self.write {
+            set |= FS_D;
+        }
+        let haw = width_mask(u32::from(self.cfg.haw_bits));
+        let next = if is_leaf {
+            Next::Leaf(pte & haw & !level_size(level).wrapping_sub(1))
+        } else {
+            Next::Table(pte & haw & !0xfff)
+        };
+        Ok(Step { next, set })
+    }
+
+    fn read_failed(&self, _height: u32, root: bool) -> FsError {
+        if root {
+            FsError::RootAccess
+        } else {
+            FsError::EntryAccess
+        }
+    }
+}
+
+/// Walk first-stage tables, checking privilege and write permission; no
+/// accessed/dirty update is made yet.
+fn fs_walk_core<L: FnMut(u64, bool) -> Result<Located, FsError>>(
+    mem: &dyn GuestMemory,
+    cfg: &FsWalkConfig,
+    table: &FsTable,
+    ctl: &FsControls,
+    iova: u64,
+    access: FsAccess,
+    locate: L,
+) -> Result<(FsOutput, Walked<FsState>), FsError> {
+    let levels = table.levels;
+    if !(4..=5).contains(&levels) {
+        return Err(FsError::BadLevels);
+    }
+    if !is_canonical(iova, levels) {
+        return Err(FsError::NonCanonical);
+    }
+    let root = table.root & width_mask(u32::from(cfg.haw_bits)) & !0xfff;
+    let fmt = FirstStage { cfg, ctl, levels, write: access.write };
+    let w = walk::walk(mem, &fmt, root, iova, locate)?;
+    if !access.supervisor && !w.state.us {
+        return Err(FsError::Privilege);
+    }
+    let write_ok = w.state.rw || (access.supervisor && !ctl.wpe);
+    if access.write && !write_ok {
+        return Err(FsError::Write);
+    }
+    if w.pending.blocked() {
+        return Err(FsError::UpdateBlocked);
+    }
+    let out = FsOutput {
+        phys: w.out,
+        level: w.height as u8 + 1,
+        perm: Perm { read: true, write: write_ok },
+        dirty: w.leaf & FS_D != 0 || access.write,
+        pte: w.leaf,
+    };
+    Ok((out, w))
+}
+
+/// Translate `iova` through first-stage tables whose addresses are output
+/// addresses, updating accessed/dirty flags on success.
+pub fn fs_walk(
+    mem: &dyn GuestMemory,
+    cfg: &FsWalkConfig,
+    table: &FsTable,
+    ctl: &FsControls,
+    iova: u64,
+    access: FsAccess,
+) -> Result<FsOutput, FsError> {
+    let identity = |addr: u64, _root: bool| Ok(Located::identity(addr));
+    let (out, w) = fs_walk_core(mem, cfg, table, ctl, iova, access, identity)?;
+    walk::commit(mem, &w.pending, FS_UPDATE_FLAGS).map_err(|_| FsError::UpdateFailed)?;
+    Ok(out)
+}
+
+/// Nested translation: the first-stage tables at `fs` hold guest physical
+/// addresses; every table entry address and the final output address are
+/// translated by the second-stage tables at `ss`. Accessed/dirty updates
+/// happen only once the whole translation succeeded, and need second-stage
+/// write permission on the page holding the entry.
+#[allow(clippy::too_many_arguments)]
+pub fn nested_walk(
+    mem: &dyn GuestMemory,
+    fs_cfg: &FsWalkConfig,
+    ss_cfg: &WalkConfig,
+    fs: &FsTable,
+    ss: &SsTable,
+    ctl: &FsControls,
+    iova: u64,
+    access: FsAccess,
+) -> Result<FsOutput, FsError> {
+    let locate = |gpa: u64, root: bool| {
+        let o = ss_walk(mem, ss_cfg, ss.root, ss.levels, ss.agaw, gpa, false)
+            .map_err(|error| FsError::Stage2Table { error, root })?;
+        let offset = gpa & level_size(o.level).wrapping_sub(1);
+        Ok(Located { addr: o.phys | offset, writable: o.perm.write })
+    };
+    let (f, w) = fs_walk_core(mem, fs_cfg, fs, ctl, iova, access, locate)?;
+    let gpa = f.phys | (iova & level_size(f.level).wrapping_sub(1));
+    let s = ss_walk(mem, ss_cfg, ss.root, ss.levels, ss.agaw, gpa, access.write)
+        .map_err(FsError::Stage2Output)?;
+    walk::commit(mem, &w.pending, FS_UPDATE_FLAGS).map_err(|_| FsError::UpdateFailed)?;
+    let level = f.level.min(s.level);
+    let size = level_size(level);
+    let hpa = s.phys | (gpa & level_size(s.level).wrapping_sub(1));
+    Ok(FsOutput {
+        phys: hpa & !size.wrapping_sub(1),
+        level,
+        perm: Perm { read: s.perm.read, write: f.perm.write && s.perm.write },
+        dirty: f.dirty,
+        pte: f.pte,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(haw: u8) -> WalkConfig {
+        WalkConfig {
+            haw_bits: haw,
+            mgaw_bits: haw,
+            large_2m: true,
+            large_1g: true,
+            snoop_control: false,
+            tm_allowed: false,
+        }
+    }
+
+    #[test]
+    fn reserved_masks_match_c_device_for_aw48() {
+        let c = cfg(48);
+        let hi = !(width_mask(48) | SL_IGNORED);
+        assert_eq!(hi, 0x400f_0000_0000_0000);
+        assert_eq!(reserved_mask(&c, 1, false), hi | 0x800);
+        assert_eq!(reserved_mask(&c, 2, false), hi | 0x800);
+        assert_eq!(reserved_mask(&c, 3, false), hi | 0x800);
+        assert_eq!(reserved_mask(&c, 4, false), hi | 0x880);
+        assert_eq!(reserved_mask(&c, 2, true), hi | 0x1ff800);
+        assert_eq!(reserved_mask(&c, 3, true), hi | 0x3fff_f800);
+    }
+
+    #[test]
+    fn stale_tm_unreserves_tm_only_in_leaves() {
+        let strict = cfg(48);
+        let c = WalkConfig { tm_allowed: true, ..cfg(48) };
+        for (level, large) in [(1, false), (2, true), (3, true)] {
+            assert_ne!(reserved_mask(&strict, level, large) & SL_TM, 0);
+            assert_eq!(reserved_mask(&c, level, large) & SL_TM, 0);
+        }
+        for (level, large) in [(2, false), (3, false), (4, false)] {
+            assert_ne!(reserved_mask(&c, level, large) & SL_TM, 0);
+        }
+    }
+
+    #[test]
+    fn snoop_control_unreserves_snp_only_in_leaves() {
+        let c = WalkConfig { snoop_control: true, ..cfg(48) };
+        assert_eq!(reserved_mask(&c, 1, false) & SL_SNP, 0);
+        assert_eq!(reserved_mask(&c, 2, true) & SL_SNP, 0);
+        assert_eq!(reserved_mask(&c, 3, true) & SL_SNP, 0);
+        assert_ne!(reserved_mask(&c, 2, false) & SL_SNP, 0);
+        assert_ne!(reserved_mask(&c, 4, false) & SL_SNP, 0);
+    }
+
+    #[test]
+    fn level_geometry() {
+        assert_eq!(level_size(1), 4096);
+        assert_eq!(level_size(2), 2 << 20);
+        assert_eq!(level_size(3), 1 << 30);
+        assert_eq!(level_shift(4), 39);
+    }
+
+    #[test]
+    fn canonical_boundaries_4_and_5_level() {
+        assert!(is_canonical(0, 4));
+        assert!(is_canonical(0x0000_7fff_ffff_ffff, 4));
+        assert!(!is_canonical(0x0000_8000_0000_0000, 4));
+        assert!(is_canonical(0xffff_8000_0000_0000, 4));
+        assert!(!is_canonical(0xfffe_8000_0000_0000, 4));
+        assert!(is_canonical(u64::MAX, 4));
+        assert!(is_canonical(0x00ff_ffff_ffff_ffff, 5));
+        assert!(!is_canonical(0x0100_0000_0000_0000, 5));
+        assert!(is_canonical(0xff00_0000_0000_0000, 5));
+        let _ = (is_canonical(1, 0), is_canonical(1, 255));
+    }
+
+    #[test]
+    fn fs_reserved_masks_match_c_device_for_aw48() {
+        let hi = 0x000f_0000_0000_0000;
+        assert_eq!(fs_reserved_mask(48, 1, false), hi);
+        assert_eq!(fs_reserved_mask(48, 4, false), hi | 0x80);
+        assert_eq!(fs_reserved_mask(48, 5, false), hi | 0x80);
+        assert_eq!(fs_reserved_mask(48, 2, true), hi | 0x1f_e000);
+        assert_eq!(fs_reserved_mask(48, 3, true), hi | 0x3fff_e000);
+        assert_eq!(fs_reserved_mask(48, 0, false), u64::MAX);
+        assert_eq!(fs_reserved_mask(39, 1, false), 0x000f_ff80_0000_0000);
+    }
+}
