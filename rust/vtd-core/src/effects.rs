@@ -10,9 +10,9 @@
 //! remapped interrupts (QEMU re-routes KVM MSI routes) and must refresh it.
 //! Invalidations are listed in the order the guest performed them.
 
-use crate::invalidation::InvalidationEvent;
+use crate::queues::invalidation::InvalidationEvent;
 
-use crate::inv_queue::IecInvalidation;
+use crate::queues::inv_queue::IecInvalidation;
 
 /// An MSI message: one the remapping unit sends (fault event or
 /// invalidation completion event), or the result of interrupt remapping.

@@ -7,7 +7,7 @@
 //! same way; caches are not migrated (they are rebuilt on demand).
 
 use crate::config::{Config, ECAP_SMTS};
-use crate::inv_queue::QueueState;
+use crate::queues::inv_queue::QueueState;
 use crate::registers::{DMAR_REG_SIZE, ECAP, IQA, IQA_DW, RTADDR, RTADDR_TTM};
 use crate::VtdState;
 

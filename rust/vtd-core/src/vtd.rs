@@ -8,9 +8,9 @@
 //! diagnostics are returned in [`Effects`] for the caller to act on after
 //! releasing its lock. The architectural state that must be migrated is
 //! exposed as [`VtdState`]; caches are rebuilt on demand. Interrupt
-//! remapping ([`Vtd::remap_interrupt`]) is decoded in [`crate::irq_remap`].
+//! remapping ([`Vtd::remap_interrupt`]) is decoded in [`crate::interrupts::irq_remap`].
 
-use crate::cache::{
+use crate::translation::cache::{
     ContextCache, Iotlb, IotlbEntry, MappingKind, PasidCache, PasidCacheEntry, RecentTranslations,
     SmContextCache,
 };
@@ -19,25 +19,25 @@ use crate::config::{
     ECAP_SMTS,
 };
 use crate::effects::{Effects, Msi};
-use crate::invalidation::{GlobalCause, InvalidationEvent};
-use crate::fault::{self, Fault, FaultReason, FaultRecord};
-use crate::first_stage::{
+use crate::queues::invalidation::{GlobalCause, InvalidationEvent};
+use crate::queues::fault::{self, Fault, FaultReason, FaultRecord};
+use crate::translation::first_stage::{
     fs_walk, nested_walk, ss_output_fault, FsAccess, FsControls, FsOutput, FsWalkConfig,
 };
-use crate::inv_queue::{
+use crate::queues::inv_queue::{
     decode, decode_256, decode_ccmd, decode_iotlb_reg, descriptor_type, ContextInvalidation,
     DecodeContext, IecInvalidation, InvRequest, IotlbInvalidation, PasidCacheInvalidation,
     PasidIotlbInvalidation, QueueState, DESC_NONE,
 };
-use crate::irq_remap::{self, InterruptFault, InterruptRequest, IrTable, IRTA_EIME};
+use crate::interrupts::irq_remap::{self, InterruptFault, InterruptRequest, IrTable, IRTA_EIME};
 use crate::mem::GuestMemory;
-use crate::page_walk::{level_size, walk, walk_detailed, Perm, WalkConfig};
+use crate::translation::page_walk::{level_size, walk, walk_detailed, Perm, WalkConfig};
 use crate::registers::*;
-use crate::root_context::{
+use crate::translation::root_context::{
     lookup_device_context, ContextChecks, ContextMode, DeviceContext, TranslationType,
 };
-use crate::root_context::ContextFault;
-use crate::scalable::{
+use crate::translation::root_context::ContextFault;
+use crate::translation::scalable::{
     effective_pasid, lookup_sm_context, read_pasid_entry, PasidContext, PasidMode, SmCaps,
     SmContextEntry,
 };
@@ -1144,7 +1144,7 @@ impl Vtd {
     /// Remap an interrupt request (a DWORD write to the interrupt address
     /// range by requester `req.sid`). Without [`Config::intremap`] or with
     /// GSTS.IRES clear, the message passes through unchanged; otherwise
-    /// see [`crate::irq_remap`] for the formats and checks. A blocked
+    /// see [`crate::interrupts::irq_remap`] for the formats and checks. A blocked
     /// request is dropped: its fault is recorded with the interrupt index
     /// in FRCD.FI bits 63:48 (unless the IRTE's FPD suppresses a qualified
     /// fault, or it is collapsed or overflows) and returned; the effects

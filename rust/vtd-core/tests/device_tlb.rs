@@ -6,8 +6,8 @@ mod sm_common;
 
 use common::{d_wait, sid, Env, PS, R, RW};
 use sm_common::*;
-use vtd_core::fault::FaultReason as F;
-use vtd_core::inv_queue::DeviceTlbInvalidation;
+use vtd_core::queues::fault::FaultReason as F;
+use vtd_core::queues::inv_queue::DeviceTlbInvalidation;
 use vtd_core::registers::*;
 use vtd_core::{AtsRequest, AtsResult, AtsTranslation, Config, InvalidationEvent, Perm};
 

@@ -6,11 +6,11 @@ mod sm_common;
 use common::TestMem;
 use sm_common::*;
 use std::cell::Cell;
-use vtd_core::fault::FaultReason as F;
-use vtd_core::first_stage::{
+use vtd_core::queues::fault::FaultReason as F;
+use vtd_core::translation::first_stage::{
     fs_walk, nested_walk, FsAccess, FsControls, FsOutput, FsTable, FsWalkConfig, SsTable,
 };
-use vtd_core::page_walk::WalkConfig;
+use vtd_core::translation::page_walk::WalkConfig;
 use vtd_core::{GuestMemory, MemError};
 
 const ROOT4: u64 = 0x10_0000;

@@ -8,7 +8,7 @@ mod sm_common;
 use common::{sid, Env};
 use sm_common::*;
 use vtd_core::registers::GCMD_TE;
-use vtd_core::hw_nest::{pasid_rebind, MAX_HOST_PASIDS};
+use vtd_core::nesting::hw_nest::{pasid_rebind, MAX_HOST_PASIDS};
 use vtd_core::{Config, HostBinding, InvalidationEvent, PasidRebind, S1Flags};
 
 const PASIDE: u64 = 1 << 3;

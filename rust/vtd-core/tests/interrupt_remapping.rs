@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use vtd_core::fault::FRCD_IR_INDEX_SHIFT;
+use vtd_core::queues::fault::FRCD_IR_INDEX_SHIFT;
 use vtd_core::registers::*;
 use vtd_core::{
     Config, Effects, FaultRecord, IecInvalidation, InterruptFault, InterruptRequest, Msi, Vtd,

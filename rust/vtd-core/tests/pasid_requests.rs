@@ -7,7 +7,7 @@ mod sm_common;
 
 use common::*;
 use sm_common::*;
-use vtd_core::fault::FaultReason as F;
+use vtd_core::queues::fault::FaultReason as F;
 use vtd_core::registers::*;
 use vtd_core::{Config, Effects, Fault, PasidRequest, Translation};
 

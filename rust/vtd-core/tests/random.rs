@@ -316,8 +316,8 @@ fn run(seed: u64, iterations: u32, cfg: Config) -> Stats {
                 }
             }
         }
-        assert!(vtd.iotlb_len() <= vtd_core::cache::IOTLB_MAX);
-        assert!(vtd.context_cache_len() <= vtd_core::cache::CONTEXT_CACHE_MAX);
+        assert!(vtd.iotlb_len() <= vtd_core::translation::cache::IOTLB_MAX);
+        assert!(vtd.context_cache_len() <= vtd_core::translation::cache::CONTEXT_CACHE_MAX);
     }
     st
 }

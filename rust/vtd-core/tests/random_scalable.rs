@@ -8,8 +8,8 @@ mod common;
 use common::{notify_all, Notified, Rng};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use vtd_core::first_stage::{fs_walk, nested_walk, FsAccess, FsControls, FsTable, FsWalkConfig, SsTable};
-use vtd_core::page_walk::WalkConfig;
+use vtd_core::translation::first_stage::{fs_walk, nested_walk, FsAccess, FsControls, FsTable, FsWalkConfig, SsTable};
+use vtd_core::translation::page_walk::WalkConfig;
 use vtd_core::registers::*;
 use vtd_core::{AtsRequest, AtsResult, Config, Effects, GuestMemory, MemError, PasidRequest, Request, Vtd};
 
@@ -261,7 +261,7 @@ fn run(seed: u64, iterations: u32, cfg: Config) -> Stats {
                 let _ = vtd.write_reg(FRCD_REG_OFFSET + 8, 8, FRCD_F, &mem);
             }
         }
-        assert!(vtd.iotlb_len() <= vtd_core::cache::IOTLB_MAX);
+        assert!(vtd.iotlb_len() <= vtd_core::translation::cache::IOTLB_MAX);
     }
     st
 }
@@ -520,11 +520,11 @@ fn run_qi_pasid(seed: u64, iterations: u32, cfg: Config) -> (u32, u32) {
         let q = vtd.queue();
         if q.enabled {
             assert!(q.head < q.size);
-            assert_eq!(vtd.registers().get64(IQH), vtd_core::inv_queue::QueueState::index_reg(q.head, q.dw));
+            assert_eq!(vtd.registers().get64(IQH), vtd_core::queues::inv_queue::QueueState::index_reg(q.head, q.dw));
         }
-        assert!(vtd.iotlb_len() <= vtd_core::cache::IOTLB_MAX);
-        assert!(vtd.pasid_cache_len() <= vtd_core::cache::PASID_CACHE_MAX);
-        assert!(vtd.sm_context_cache_len() <= vtd_core::cache::CONTEXT_CACHE_MAX);
+        assert!(vtd.iotlb_len() <= vtd_core::translation::cache::IOTLB_MAX);
+        assert!(vtd.pasid_cache_len() <= vtd_core::translation::cache::PASID_CACHE_MAX);
+        assert!(vtd.sm_context_cache_len() <= vtd_core::translation::cache::CONTEXT_CACHE_MAX);
     }
     if shadowed > 0 {
         eprintln!("seed {seed:#x}: {shadowed} shadowed mappings seen by replays");

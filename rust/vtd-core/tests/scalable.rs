@@ -8,9 +8,9 @@ mod sm_common;
 use common::{sid, Env, ROOT};
 use sm_common::*;
 use vtd_core::config::ECAP_SMTS;
-use vtd_core::fault::FaultReason as F;
+use vtd_core::queues::fault::FaultReason as F;
 use vtd_core::registers::*;
-use vtd_core::scalable::{resolve, SmCaps};
+use vtd_core::translation::scalable::{resolve, SmCaps};
 use vtd_core::Config;
 
 fn cfg() -> Config {

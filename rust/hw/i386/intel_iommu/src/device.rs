@@ -548,7 +548,7 @@ impl IntelIommuState {
     /// With the core locked: the host bindings and invalidations of the
     /// host-IOMMU-backed functions after the invalidations in `effects`.
     fn plan_nested(&self, vtd: &Vtd, effects: &Effects) -> Vec<NestedPlan> {
-        use vtd_core::hw_nest::pasid_rebind;
+        use vtd_core::nesting::hw_nest::pasid_rebind;
         use vtd_core::{HostBinding, PasidRebind};
         if effects.invalidations.is_empty() {
             return Vec::new();
@@ -558,7 +558,7 @@ impl IntelIommuState {
         let rebinding = effects
             .invalidations
             .iter()
-            .rposition(vtd_core::hw_nest::rebinds)
+            .rposition(vtd_core::nesting::hw_nest::rebinds)
             .map(|i| effects.invalidation_source(i));
         let mut scope = PasidRebind::Nothing;
         let mut pasid_source = None;
@@ -585,7 +585,7 @@ impl IntelIommuState {
             let mut invalidations = Vec::new();
             for (i, ev) in effects.invalidations.iter().enumerate() {
                 for &(key, (did, pasid)) in &targets {
-                    if let Some(inv) = vtd_core::hw_nest::host_invalidation(ev, did, pasid) {
+                    if let Some(inv) = vtd_core::nesting::hw_nest::host_invalidation(ev, did, pasid) {
                         invalidations.push((key, inv, effects.invalidation_source(i)));
                     }
                 }
@@ -607,7 +607,7 @@ impl IntelIommuState {
     pub(crate) fn check_host(&self, host: &vtd_core::HostVtd) -> std::result::Result<(), String> {
         let guard = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         match guard.as_ref() {
-            Some(vtd) => vtd_core::hw_nest::check_host(vtd.config(), host),
+            Some(vtd) => vtd_core::nesting::hw_nest::check_host(vtd.config(), host),
             None => Err("intel-iommu is not realized".into()),
         }
     }
@@ -629,7 +629,7 @@ impl IntelIommuState {
         scope: &vtd_core::PasidRebind,
         pasid_source: Option<u16>,
     ) -> (Vec<(Option<u32>, vtd_core::HostBinding, Option<u16>)>, bool) {
-        use vtd_core::hw_nest::MAX_HOST_PASIDS;
+        use vtd_core::nesting::hw_nest::MAX_HOST_PASIDS;
         use vtd_core::{HostBinding, PasidRebind};
         let sid = st.sid;
         let mut bindings = Vec::new();
@@ -686,7 +686,7 @@ impl IntelIommuState {
         let mut out = Vec::new();
         // Without notifiers, a space only cares about invalidations that
         // may switch it between translated and identity-mapped.
-        let mode_may_change = effects.invalidations.iter().any(vtd_core::notify::changes_mode);
+        let mode_may_change = effects.invalidations.iter().any(vtd_core::nesting::notify::changes_mode);
         if !mode_may_change && !self.spaces.any_notified() {
             return out;
         }

@@ -616,7 +616,7 @@ impl VtdAddressSpace {
             let (flags, start, end, next) =
                 unsafe { ((*n).notifier_flags, (*n).start, (*n).end, (*n).node.le_next) };
             if flags & kind != 0 && only.is_none_or(|o| o == n) && start <= last && first <= end {
-                for (iova, size) in vtd_core::notify::aligned_pieces(first.max(start), last.min(end)) {
+                for (iova, size) in vtd_core::nesting::notify::aligned_pieces(first.max(start), last.min(end)) {
                     let event = bindings::IOMMUTLBEvent {
                         type_: kind,
                         entry: bindings::IOMMUTLBEntry {
@@ -1803,7 +1803,7 @@ impl NestedDevices {
                     util::log::Log::GuestError,
                     "intel-iommu: {sid:04x} has more than {} PASID entries; the host binds the \
                      first ones, requests with the others are blocked",
-                    vtd_core::hw_nest::MAX_HOST_PASIDS
+                    vtd_core::nesting::hw_nest::MAX_HOST_PASIDS
                 );
             }
             for &(pasid, b, source) in &p.bindings {

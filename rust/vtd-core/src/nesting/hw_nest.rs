@@ -28,9 +28,9 @@ use crate::config::{
     Config, CAP_FS1GP, CAP_MGAW_SHIFT, ECAP_FLTS, ECAP_NEST, ECAP_PASID, ECAP_PSS_SHIFT,
     ECAP_SLTS, ECAP_SMTS, ECAP_SRS,
 };
-use crate::invalidation::InvalidationEvent;
+use crate::queues::invalidation::InvalidationEvent;
 use crate::mem::GuestMemory;
-use crate::scalable::{
+use crate::translation::scalable::{
     lookup_sm_context, resolve, PasidContext, PasidMode, PASID_DIR_ENTRY_SIZE, PASID_ENTRY_SIZE,
 };
 use crate::vtd::Vtd;
@@ -303,7 +303,7 @@ impl PasidRebind {
 pub fn pasid_rebind(event: &InvalidationEvent) -> PasidRebind {
     match *event {
         InvalidationEvent::PasidCachePasid { pasid, .. } => PasidRebind::Pasids(vec![pasid]),
-        ref e if crate::notify::changes_mode(e) => PasidRebind::All,
+        ref e if crate::nesting::notify::changes_mode(e) => PasidRebind::All,
         _ => PasidRebind::Nothing,
     }
 }
@@ -347,7 +347,7 @@ pub fn host_invalidation(event: &InvalidationEvent, did: u16, pasid: u32) -> Opt
 /// Whether `event` can change a host binding (re-evaluate
 /// [`Vtd::host_binding`] after it).
 pub fn rebinds(event: &InvalidationEvent) -> bool {
-    crate::notify::changes_mode(event)
+    crate::nesting::notify::changes_mode(event)
 }
 
 #[cfg(test)]

@@ -32,10 +32,10 @@
 
 use crate::config::ECAP_DT;
 use crate::effects::Effects;
-use crate::fault::{self, Fault, FaultReason};
+use crate::queues::fault::{self, Fault, FaultReason};
 use crate::mem::GuestMemory;
-use crate::page_walk::Perm;
-use crate::root_context::{ContextFault, TranslationType};
+use crate::translation::page_walk::Perm;
+use crate::translation::root_context::{ContextFault, TranslationType};
 use crate::translation::{Request, Translation};
 use crate::vtd::{SmRequest, Vtd, INTERRUPT_ADDR_FIRST, INTERRUPT_ADDR_LAST};
 

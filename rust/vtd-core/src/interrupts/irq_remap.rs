@@ -53,7 +53,7 @@
 //! from guest memory, which the spec permits.
 
 use crate::effects::Msi;
-use crate::fault::FaultReason;
+use crate::queues::fault::FaultReason;
 use crate::mem::GuestMemory;
 use crate::vtd::{INTERRUPT_ADDR_FIRST, INTERRUPT_ADDR_LAST};
 

@@ -24,10 +24,10 @@
 //! does (which is also what lets vfio map all of guest memory for a
 //! pass-through device).
 
-use crate::invalidation::InvalidationEvent;
+use crate::queues::invalidation::InvalidationEvent;
 use crate::mem::GuestMemory;
-use crate::page_walk::Perm;
-use crate::shadow::{scope_range, NotifierEvent, NotifierKind, Shadow};
+use crate::translation::page_walk::Perm;
+use crate::nesting::shadow::{scope_range, NotifierEvent, NotifierKind, Shadow};
 use crate::vtd::Vtd;
 
 /// The kinds of notifier registered on an address space (the union of

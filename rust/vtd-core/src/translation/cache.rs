@@ -19,9 +19,9 @@ pub use iommu_core::cache::{BoundedMap, FastHasher, FastMap, FastState};
 use iommu_core::cache::pages::{Classes, PageCache};
 use iommu_core::cache::recent::Recent;
 
-use crate::page_walk::{level_shift, level_size, Perm};
-use crate::root_context::DeviceContext;
-use crate::scalable::{PasidConfig, SmContextEntry};
+use crate::translation::page_walk::{level_shift, level_size, Perm};
+use crate::translation::root_context::DeviceContext;
+use crate::translation::scalable::{PasidConfig, SmContextEntry};
 use crate::translation::Translation;
 
 /// PASID tag of IOTLB entries created in legacy mode (outside the 20-bit

@@ -17,9 +17,9 @@
 //! read-only-dirty-clear entry satisfy a later write (it must walk again
 //! so that D gets set).
 
-use crate::fault::FaultReason;
+use crate::queues::fault::FaultReason;
 use crate::mem::GuestMemory;
-use crate::page_walk::{SsError, WalkConfig};
+use crate::translation::page_walk::{SsError, WalkConfig};
 use iommu_core::translation::x86::{self, FsError};
 
 pub use iommu_core::translation::x86::{

@@ -9,7 +9,7 @@
 //! order as the C device and yields either a validated [`DeviceContext`]
 //! or the fault reason (plus whether the context entry's FPD applies).
 
-use crate::fault::FaultReason;
+use crate::queues::fault::FaultReason;
 use crate::mem::GuestMemory;
 
 /// Size of a legacy root entry.

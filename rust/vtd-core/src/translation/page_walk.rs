@@ -6,7 +6,7 @@
 //! failures to VT-d legacy fault reasons and re-exports what the rest of
 //! the crate uses under the names it has always used.
 
-use crate::fault::FaultReason;
+use crate::queues::fault::FaultReason;
 use crate::mem::GuestMemory;
 
 pub use iommu_core::translation::x86::{

@@ -4,7 +4,7 @@
 //!
 //! Conventions: every structure is read little-endian from guest memory
 //! and kept raw (`val` quadwords, quadword 0 holding bits 63:0) with typed
-//! accessors, like the legacy structures in [`crate::root_context`].
+//! accessors, like the legacy structures in [`crate::translation::root_context`].
 //! Layout (bit numbers within the whole entry):
 //!
 //! * root entry (128 bits, indexed by bus): bit 0 LP and bits 63:12 LCTP
@@ -41,10 +41,10 @@ use crate::config::{
     width_mask, CAP_SAGAW_SHIFT, ECAP_FLTS, ECAP_NEST, ECAP_PASID, ECAP_PSS_SHIFT, ECAP_PT,
     ECAP_SLTS, ECAP_SRS, MAX_PASID_BITS,
 };
-use crate::fault::FaultReason;
-use crate::first_stage::{FsTable, SsTable};
+use crate::queues::fault::FaultReason;
+use crate::translation::first_stage::{FsTable, SsTable};
 use crate::mem::{GuestMemory, MemError};
-use crate::root_context::ContextFault;
+use crate::translation::root_context::ContextFault;
 
 /// Size of a scalable-mode root entry.
 pub const SM_ROOT_ENTRY_SIZE: u64 = 16;

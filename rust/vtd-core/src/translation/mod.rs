@@ -1,4 +1,10 @@
-//! DMA requests and their translations.
+//! DMA requests and their translations, and everything that produces
+//! them: the legacy root and context tables ([`root_context`]), the
+//! scalable-mode root, context and PASID tables ([`scalable`]), the
+//! second-stage walk ([`page_walk`]) and the first-stage and nested walks
+//! ([`first_stage`]) over the shared x86 formats of `iommu_core`, the
+//! context, PASID and IO translation caches ([`cache`]), and ATS
+//! translation requests ([`ats`]).
 //!
 //! Conventions: a [`Request`] is an untranslated DMA from requester id
 //! `sid` (bus << 8 | devfn) to input address `iova`. A successful
@@ -6,7 +12,14 @@
 //! address: `iova` and `phys` are aligned to `page_mask + 1`, so the output
 //! address of any byte `a` in the page is `phys | (a & page_mask)`.
 
-pub use crate::page_walk::Perm;
+pub mod ats;
+pub mod cache;
+pub mod first_stage;
+pub mod page_walk;
+pub mod root_context;
+pub mod scalable;
+
+pub use iommu_core::translation::Perm;
 
 /// An untranslated DMA request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -15,8 +15,8 @@
 //! for every address space that has MAP notifiers, and to
 //! [`InvalidationEvent::device_tlb_range`] for device-TLB (ATS) notifiers.
 
-use crate::cache::function_mask;
-pub use crate::inv_queue::DeviceTlbInvalidation;
+use crate::translation::cache::function_mask;
+pub use crate::queues::inv_queue::DeviceTlbInvalidation;
 
 /// Why every cached translation is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,7 +46,7 @@ pub enum InvalidationEvent {
         did: u16,
     },
     /// Context-cache invalidation, device-selective: every source-id equal
-    /// to `sid` in the bits [`crate::cache::function_mask`]
+    /// to `sid` in the bits [`crate::translation::cache::function_mask`]
     /// of `fm` keeps.
     ContextDevice {
         /// Source-id.
@@ -162,7 +162,7 @@ impl InvalidationEvent {
     }
 }
 
-use crate::inv_queue::{
+use crate::queues::inv_queue::{
     ContextInvalidation, IotlbInvalidation, PasidCacheInvalidation, PasidIotlbInvalidation,
 };
 
@@ -226,7 +226,7 @@ impl crate::Vtd {
         self.loaded_effects()
     }
 
-    /// What follows [`Vtd::load_state`]: every cache is gone and
+    /// What follows [`Vtd::load_state`](crate::Vtd::load_state): every cache is gone and
     /// translation is as the loaded registers say (address spaces, shadows
     /// and host bindings are to be brought in line, as after a reset).
     pub fn loaded_effects(&self) -> crate::Effects {

@@ -52,17 +52,17 @@
 use std::collections::BTreeMap;
 
 use crate::config::{width_mask, CAP_FS1GP};
-use crate::first_stage::{
+use crate::translation::first_stage::{
     fs_reserved_mask, FsControls, FsTable, FsWalkConfig, SsTable, FS_A, FS_D, FS_EA, FS_P,
     FS_PS, FS_RW, FS_US,
 };
-use crate::invalidation::InvalidationEvent;
+use crate::queues::invalidation::InvalidationEvent;
 use crate::mem::GuestMemory;
-use crate::page_walk::{
+use crate::translation::page_walk::{
     level_shift, level_size, reserved_mask, walk_detailed, Perm, WalkConfig, SL_PS, SL_R, SL_W,
 };
-use crate::root_context::{lookup_device_context, ContextMode};
-use crate::scalable::{resolve, PasidMode};
+use crate::translation::root_context::{lookup_device_context, ContextMode};
+use crate::translation::scalable::{resolve, PasidMode};
 use crate::vtd::{Vtd, INTERRUPT_ADDR_FIRST, INTERRUPT_ADDR_LAST};
 
 #[cfg(doc)]
