@@ -79,9 +79,9 @@ OCCUPANCY = (1, 64, 1024, 16384)
 # callgrind's names of each build's entry points (C function names; our
 # Rust functions, demangled, end with these)
 ENTRY = {
-    'translate': ('vtd_iommu_translate', 'ffi::vtd_translate'),
-    'ats': ('vtd_ats_request_translation', 'ffi::vtd_ats_request_translation'),
-    'msi': ('vtd_mem_ir_write', 'ffi::interrupt_window_write'),
+    'translate': ('vtd_iommu_translate', 'ffi::iommu_mr::vtd_translate'),
+    'ats': ('vtd_ats_request_translation', 'ffi::ats::vtd_ats_request_translation'),
+    'msi': ('vtd_mem_ir_write', 'ffi::address_space::interrupt_window_write'),
     'mmio': ('vtd_mem_write', 'intel_iommu::device::IntelIommuState::mmio_write'),
 }
 

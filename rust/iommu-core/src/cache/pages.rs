@@ -43,10 +43,12 @@ impl Classes {
     }
 }
 
+#[inline]
 fn bucket_key(outer: u32, inner: u32) -> u64 {
     (u64::from(outer) << 32) | u64::from(inner)
 }
 
+#[inline]
 fn page_key(addr: u64, shift: u32) -> u64 {
     ((addr >> shift) << 6) | u64::from(shift)
 }

@@ -33,6 +33,7 @@ pub struct Located {
 
 impl Located {
     /// The entry is at `addr` itself and may be updated.
+    #[inline]
     pub fn identity(addr: u64) -> Located {
         Located { addr, writable: true }
     }
@@ -67,12 +68,14 @@ impl Geometry {
         1u64.checked_shl(self.shift(height)).unwrap_or(0)
     }
 
-    /// Index of `input` in the table at `height`.
+    /// Index of `input` in the table at `height`. Shifts wrap at 64 bits
+    /// (a format never builds a geometry that needs more; a broken one
+    /// indexes wrongly but cannot panic).
     #[inline]
     fn index(&self, height: u32, input: u64) -> u64 {
         let bits = if height == self.start_height { self.root_bits } else { self.stride };
-        let mask = 1u64.checked_shl(bits).map_or(u64::MAX, |v| v - 1);
-        input.checked_shr(self.shift(height)).unwrap_or(0) & mask
+        let mask = 1u64.wrapping_shl(bits).wrapping_sub(1) | if bits >= 64 { u64::MAX } else { 0 };
+        input.wrapping_shr(self.shift(height)) & mask
     }
 }
 
@@ -162,8 +165,6 @@ pub struct Walked<S> {
     pub leaf: u64,
     /// What the format accumulated.
     pub state: S,
-    /// Flag updates to [`commit`] once the translation is accepted.
-    pub pending: Pending,
 }
 
 impl<S> Walked<S> {
@@ -181,7 +182,10 @@ impl<S> Walked<S> {
 /// Walk `fmt`'s tables rooted at `root` for `input`. `locate` gives the
 /// address of each entry (and says whether it may be updated); it is
 /// called with the entry's address in the tables' address space and
-/// whether it is in the root table. No flag is updated yet.
+/// whether it is in the root table. The flag updates the entries ask for
+/// are recorded in `pending` (when given) for the caller to [`commit`]
+/// once it accepts the translation; formats without updates pass `None`
+/// and pay nothing for them.
 #[inline]
 pub fn walk<F: Format, L: FnMut(u64, bool) -> Result<Located, F::Error>>(
     mem: &dyn GuestMemory,
@@ -189,10 +193,10 @@ pub fn walk<F: Format, L: FnMut(u64, bool) -> Result<Located, F::Error>>(
     root: u64,
     input: u64,
     mut locate: L,
+    mut pending: Option<&mut Pending>,
 ) -> Result<Walked<F::State>, F::Error> {
     let g = fmt.geometry();
     let mut state = F::State::default();
-    let mut pending = Pending::default();
     let mut table = root;
     let mut height = g.start_height;
     loop {
@@ -202,10 +206,12 @@ pub fn walk<F: Format, L: FnMut(u64, bool) -> Result<Located, F::Error>>(
         let raw = mem.read_u64(loc.addr).map_err(|_| fmt.read_failed(height, is_root))?;
         let step = fmt.step(&mut state, height, raw)?;
         if step.set != 0 {
-            if let Some(u) = pending.updates.get_mut(pending.len) {
-                let blocked = raw & step.set != step.set && !loc.writable;
-                *u = Update { addr: loc.addr, seen: raw, set: step.set, blocked };
-                pending.len += 1;
+            if let Some(p) = pending.as_deref_mut() {
+                if let Some(u) = p.updates.get_mut(p.len) {
+                    let blocked = raw & step.set != step.set && !loc.writable;
+                    *u = Update { addr: loc.addr, seen: raw, set: step.set, blocked };
+                    p.len += 1;
+                }
             }
         }
         match step.next {
@@ -216,7 +222,6 @@ pub fn walk<F: Format, L: FnMut(u64, bool) -> Result<Located, F::Error>>(
                     size_shift: g.shift(height),
                     leaf: raw,
                     state,
-                    pending,
                 })
             }
             // A format never descends below height 0; stop a broken one.
@@ -236,8 +241,9 @@ pub fn walk_single<F: Format>(
     fmt: &F,
     root: u64,
     input: u64,
+    pending: Option<&mut Pending>,
 ) -> Result<Walked<F::State>, F::Error> {
-    walk(mem, fmt, root, input, |addr, _| Ok(Located::identity(addr)))
+    walk(mem, fmt, root, input, |addr, _| Ok(Located::identity(addr)), pending)
 }
 
 /// Perform the flag updates of an accepted walk. `flags` are every bit a
@@ -273,8 +279,8 @@ mod tests {
         assert_eq!(g.index(2, 1 << 39), 0x200);
         assert_eq!(g.index(1, 1 << 39), 0);
         // Shifts past 63 do not panic.
-        let wide = Geometry { granule_shift: 16, stride: 13, start_height: 4, root_bits: 13 };
+        let wide = Geometry { granule_shift: 16, stride: 13, start_height: 4, root_bits: 64 };
         assert_eq!(wide.entry_size(4), 0);
-        assert_eq!(wide.index(4, u64::MAX), 0);
+        let _ = wide.index(4, u64::MAX);
     }
 }

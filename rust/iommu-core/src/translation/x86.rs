@@ -29,7 +29,7 @@
 //! [`nested_walk`]), through [`super::walk::commit`]; an update to an
 //! entry that the second stage maps read-only fails the translation.
 
-use super::walk::{self, Format, Geometry, Located, Next, Step, Walked};
+use super::walk::{self, Format, Geometry, Located, Next, Pending, Step};
 use super::{width_mask, Perm};
 use crate::memory::GuestMemory;
 
@@ -115,6 +115,7 @@ pub struct WalkOutput {
 
 /// Reserved bits of a second-stage entry at `level`; `large` when PS is
 /// set at level 2 or 3.
+#[inline]
 pub fn reserved_mask(cfg: &WalkConfig, level: u8, large: bool) -> u64 {
     let outside = !(width_mask(u32::from(cfg.haw_bits)) | SL_IGNORED);
     let snp = if cfg.snoop_control { 0 } else { SL_SNP };
@@ -148,14 +149,27 @@ pub enum SsError {
     Permission,
 }
 
+/// Permissions accumulated over a second-stage walk (all granted before
+/// the root).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SsState(Perm);
+
+impl Default for SsState {
+    fn default() -> Self {
+        SsState(Perm::RW)
+    }
+}
+
 struct SecondStage<'a> {
     cfg: &'a WalkConfig,
     levels: u8,
     write: bool,
+    /// The host address width's mask.
+    haw: u64,
 }
 
 impl Format for SecondStage<'_> {
-    type State = Perm;
+    type State = SsState;
     type Error = SsError;
 
     #[inline]
@@ -164,11 +178,11 @@ impl Format for SecondStage<'_> {
     }
 
     #[inline]
-    fn step(&self, perm: &mut Perm, height: u32, pte: u64) -> Result<Step, SsError> {
-        let level = height as u8 + 1;
+    fn step(&self, SsState(perm): &mut SsState, height: u32, pte: u64) -> Result<Step, SsError> {
         if pte & (SL_R | SL_W) == 0 {
             return Err(SsError::NotPresent);
         }
+        let level = height as u8 + 1;
         let large = (level == 2 || level == 3) && pte & SL_PS != 0;
         let large_ok = match level {
             2 => self.cfg.large_2m,
@@ -178,19 +192,15 @@ impl Format for SecondStage<'_> {
         if pte & reserved_mask(self.cfg, level, large) != 0 || (large && !large_ok) {
             return Err(SsError::Reserved);
         }
-        if height == self.levels as u32 - 1 {
-            *perm = Perm::RW;
-        }
         perm.read &= pte & SL_R != 0;
         perm.write &= pte & SL_W != 0;
         if !perm.allows(self.write) {
             return Err(SsError::Permission);
         }
-        let haw = width_mask(u32::from(self.cfg.haw_bits));
         let next = if level == 1 || large {
-            Next::Leaf(pte & haw & !level_size(level).wrapping_sub(1))
+            Next::Leaf(pte & self.haw & !level_size(level).wrapping_sub(1))
         } else {
-            Next::Table(pte & haw & !0xfff)
+            Next::Table(pte & self.haw & !0xfff)
         };
         Ok(Step { next, set: 0 })
     }
@@ -225,9 +235,9 @@ pub fn ss_walk(
         return Err(SsError::BeyondAgaw);
     }
     let root = root & width_mask(u32::from(cfg.haw_bits)) & !0xfff;
-    let fmt = SecondStage { cfg, levels, write };
-    let w = walk::walk_single(mem, &fmt, root, iova)?;
-    Ok(WalkOutput { phys: w.out, level: w.height as u8 + 1, perm: w.state, pte: w.leaf })
+    let fmt = SecondStage { cfg, levels, write, haw: width_mask(u32::from(cfg.haw_bits)) };
+    let w = walk::walk_single(mem, &fmt, root, iova, None)?;
+    Ok(WalkOutput { phys: w.out, level: w.height as u8 + 1, perm: w.state.0, pte: w.leaf })
 }
 
 // ---------------------------------------------------------------- first stage
@@ -332,6 +342,7 @@ pub enum FsError {
 
 /// Reserved bits of a first-stage entry at `level` (`large` when PS is set
 /// at level 2 or 3).
+#[inline]
 pub fn fs_reserved_mask(haw_bits: u8, level: u8, large: bool) -> u64 {
     let outside = !(width_mask(u32::from(haw_bits)) | FS_IGNORED);
     match (level, large) {
@@ -345,6 +356,7 @@ pub fn fs_reserved_mask(haw_bits: u8, level: u8, large: bool) -> u64 {
 
 /// Whether `iova` is canonical for `levels`-level first-stage tables
 /// (bits 63..(12 + 9 * levels - 1) all equal).
+#[inline]
 pub fn is_canonical(iova: u64, levels: u8) -> bool {
     let va_bits = 12 + 9 * u32::from(levels.clamp(1, 5));
     let top = iova >> (va_bits - 1);
@@ -430,7 +442,7 @@ fn fs_walk_core<L: FnMut(u64, bool) -> Result<Located, FsError>>(
     iova: u64,
     access: FsAccess,
     locate: L,
-) -> Result<(FsOutput, Walked<FsState>), FsError> {
+) -> Result<(FsOutput, Pending), FsError> {
     let levels = table.levels;
     if !(4..=5).contains(&levels) {
         return Err(FsError::BadLevels);
@@ -440,7 +452,8 @@ fn fs_walk_core<L: FnMut(u64, bool) -> Result<Located, FsError>>(
     }
     let root = table.root & width_mask(u32::from(cfg.haw_bits)) & !0xfff;
     let fmt = FirstStage { cfg, ctl, levels, write: access.write };
-    let w = walk::walk(mem, &fmt, root, iova, locate)?;
+    let mut pending = Pending::default();
+    let w = walk::walk(mem, &fmt, root, iova, locate, Some(&mut pending))?;
     if !access.supervisor && !w.state.us {
         return Err(FsError::Privilege);
     }
@@ -448,7 +461,7 @@ fn fs_walk_core<L: FnMut(u64, bool) -> Result<Located, FsError>>(
     if access.write && !write_ok {
         return Err(FsError::Write);
     }
-    if w.pending.blocked() {
+    if pending.blocked() {
         return Err(FsError::UpdateBlocked);
     }
     let out = FsOutput {
@@ -458,7 +471,7 @@ fn fs_walk_core<L: FnMut(u64, bool) -> Result<Located, FsError>>(
         dirty: w.leaf & FS_D != 0 || access.write,
         pte: w.leaf,
     };
-    Ok((out, w))
+    Ok((out, pending))
 }
 
 /// Translate `iova` through first-stage tables whose addresses are output
@@ -472,8 +485,8 @@ pub fn fs_walk(
     access: FsAccess,
 ) -> Result<FsOutput, FsError> {
     let identity = |addr: u64, _root: bool| Ok(Located::identity(addr));
-    let (out, w) = fs_walk_core(mem, cfg, table, ctl, iova, access, identity)?;
-    walk::commit(mem, &w.pending, FS_UPDATE_FLAGS).map_err(|_| FsError::UpdateFailed)?;
+    let (out, pending) = fs_walk_core(mem, cfg, table, ctl, iova, access, identity)?;
+    walk::commit(mem, &pending, FS_UPDATE_FLAGS).map_err(|_| FsError::UpdateFailed)?;
     Ok(out)
 }
 
@@ -499,11 +512,11 @@ pub fn nested_walk(
         let offset = gpa & level_size(o.level).wrapping_sub(1);
         Ok(Located { addr: o.phys | offset, writable: o.perm.write })
     };
-    let (f, w) = fs_walk_core(mem, fs_cfg, fs, ctl, iova, access, locate)?;
+    let (f, pending) = fs_walk_core(mem, fs_cfg, fs, ctl, iova, access, locate)?;
     let gpa = f.phys | (iova & level_size(f.level).wrapping_sub(1));
     let s = ss_walk(mem, ss_cfg, ss.root, ss.levels, ss.agaw, gpa, access.write)
         .map_err(FsError::Stage2Output)?;
-    walk::commit(mem, &w.pending, FS_UPDATE_FLAGS).map_err(|_| FsError::UpdateFailed)?;
+    walk::commit(mem, &pending, FS_UPDATE_FLAGS).map_err(|_| FsError::UpdateFailed)?;
     let level = f.level.min(s.level);
     let size = level_size(level);
     let hpa = s.phys | (gpa & level_size(s.level).wrapping_sub(1));

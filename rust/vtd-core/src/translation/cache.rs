@@ -164,7 +164,7 @@ fn page_range(addr: u64, am: u8) -> (u64, u64) {
 /// every invalidation touches only what it may remove.
 #[derive(Clone, Debug, Default)]
 pub struct Iotlb {
-    pages: PageCache<(IotlbEntry, MappingKind), IOTLB_MAX>,
+    pages: PageCache<IotlbEntry, IOTLB_MAX>,
 }
 
 impl Iotlb {
@@ -176,7 +176,7 @@ impl Iotlb {
     /// Cached translation covering `iova` for (`domain_id`, `pasid`).
     #[inline]
     pub fn lookup_pasid(&self, domain_id: u16, pasid: u32, iova: u64) -> Option<IotlbEntry> {
-        self.pages.lookup(u32::from(domain_id), pasid, iova).map(|((e, _), _)| e)
+        self.pages.lookup(u32::from(domain_id), pasid, iova).map(|(e, _)| e)
     }
 
     /// Cache a legacy-mode translation.
@@ -191,7 +191,7 @@ impl Iotlb {
             return;
         }
         let shift = level_shift(entry.level);
-        self.pages.insert(u32::from(entry.domain_id), pasid, entry.iova, shift, kind.class(), (entry, kind));
+        self.pages.insert(u32::from(entry.domain_id), pasid, entry.iova, shift, kind.class(), entry);
     }
 
     /// PASID-selective-within-domain invalidation (PASID-based IOTLB
