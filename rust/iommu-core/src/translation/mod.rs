@@ -2,6 +2,7 @@
 //! engine ([`walk`]) and the page-table formats the IOMMUs walk ([`x86`]
 //! for Intel VT-d, [`vmsa`] for the Arm SMMUv3's VMSAv8-64 stages).
 
+pub mod vmsa;
 pub mod walk;
 pub mod x86;
 
