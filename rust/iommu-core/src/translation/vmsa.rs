@@ -88,7 +88,7 @@
 
 use bilge::prelude::*;
 
-use super::walk::{self, Format, Geometry, Located, Next, Step, Walked};
+use super::walk::{self, Format, Geometry, Located, Next, Pending, Step, Walked};
 use super::{width_mask, Perm};
 use crate::memory::GuestMemory;
 
@@ -1187,7 +1187,7 @@ impl S1Tables {
     }
 
     /// The stage-1 output of a walk, and its hardware update.
-    fn finish(&self, tt: &Tt, w: &Walked<S1State>) -> (S1Output, Option<DescUpdate>) {
+    fn finish(&self, tt: &Tt, w: &Walked<S1State>, pending: &Pending) -> (S1Output, Option<DescUpdate>) {
         let level = level_of_height(w.height);
         let out = S1Output {
             out: w.out,
@@ -1199,7 +1199,7 @@ impl S1Tables {
         };
         let fault = Fault::TableAbort { level, root: w.height == tt.geo.start_height };
         let update =
-            w.pending.updates().first().and_then(|u| DescUpdate::from_engine(u, true, fault, Ctx::S1));
+            pending.updates().first().and_then(|u| DescUpdate::from_engine(u, true, fault, Ctx::S1));
         (out, update)
     }
 
@@ -1208,8 +1208,9 @@ impl S1Tables {
     pub fn translate(&self, mem: &dyn GuestMemory, va: u64, access: Access) -> Result<S1Output, VmsaError> {
         let tt = self.select(va).map_err(VmsaError::Stage1)?;
         let fmt = S1Walk { tt, tables: self, access };
-        let w = walk::walk_single(mem, &fmt, tt.root, va)?;
-        let (out, update) = self.finish(tt, &w);
+        let mut pending = Pending::default();
+        let w = walk::walk_single(mem, &fmt, tt.root, va, Some(&mut pending))?;
+        let (out, update) = self.finish(tt, &w, &pending);
         let mut ups = Updates::default();
         ups.push(update);
         ups.apply(mem).map_err(|u| u.error())?;
@@ -1372,12 +1373,12 @@ impl S2Tables {
         if self.root_out_of_range {
             return Err(Fault::AddressSize { level: 0 });
         }
-        let w = walk::walk_single(mem, &S2Walk { t: self, access }, self.root, ipa)?;
+        let mut pending = Pending::default();
+        let w = walk::walk_single(mem, &S2Walk { t: self, access }, self.root, ipa, Some(&mut pending))?;
         let level = level_of_height(w.height);
         let out = S2Output { out: w.out, level, size_shift: w.size_shift, perms: w.state, desc: w.leaf };
         let fault = Fault::TableAbort { level, root: w.height == self.geo.start_height };
-        let update = w
-            .pending
+        let update = pending
             .updates()
             .first()
             .and_then(|u| DescUpdate::from_engine(u, false, fault, Ctx::S2 { ipa, class }));
@@ -1415,8 +1416,13 @@ pub fn nested_translate(
     let mut ups = Updates::default();
     let mut leaf_ipa = 0u64;
     let fmt = S1Walk { tt, tables: s1, access };
-    let w =
-        walk::walk(mem, &fmt, tt.root, va, |ipa, _root| {
+    let mut pending = Pending::default();
+    let w = walk::walk(
+        mem,
+        &fmt,
+        tt.root,
+        va,
+        |ipa, _root| {
             let (o, u) = s2
                 .walk(mem, ipa, Access::TABLE_READ, Class::Tt)
                 .map_err(|fault| VmsaError::Stage2 { fault, ipa, class: Class::Tt })?;
@@ -1425,8 +1431,10 @@ pub fn nested_translate(
             // Write permission for a stage-1 update is checked below, as a
             // stage-2 write to the leaf descriptor.
             Ok(Located { addr: o.output(ipa), writable: true })
-        })?;
-    let (s1o, s1_update) = s1.finish(tt, &w);
+        },
+        Some(&mut pending),
+    )?;
+    let (s1o, s1_update) = s1.finish(tt, &w, &pending);
     if let Some(u) = s1_update {
         let (_, u2) = s2
             .walk(mem, leaf_ipa, Access::TABLE_WRITE, Class::Tt)
