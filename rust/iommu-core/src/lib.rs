@@ -23,8 +23,8 @@
 
 pub mod cache;
 pub mod memory;
-
-
+pub mod nesting;
+pub mod queues;
 pub mod translation;
 
 pub use memory::{GuestMemory, MemError};

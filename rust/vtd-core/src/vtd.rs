@@ -42,6 +42,7 @@ use crate::translation::scalable::{
     SmContextEntry,
 };
 use crate::translation::{PasidRequest, Request, Translation};
+use iommu_core::queues::ring::{Plain, Ring};
 
 /// First address of the interrupt address range.
 pub const INTERRUPT_ADDR_FIRST: u64 = 0xfee0_0000;
@@ -783,32 +784,19 @@ impl Vtd {
             scalable: self.root_scalable,
         };
         let mut budget = size;
+        let ring = Ring::new(self.queue.base, size.trailing_zeros() as u8, QueueState::entry_bytes(dw) as u32);
         // Effects already carried out by the glue (before a barrier) are not
         // in `fx`; what is there from before this call is the caller's.
         let (inv_start, iec_start) = (fx.invalidations.len(), fx.iec_invalidations.len());
         while self.queue.head != self.queue.tail && budget > 0 {
             budget -= 1;
-            let addr = self
-                .queue
-                .base
-                .wrapping_add(u64::from(self.queue.head) * QueueState::entry_bytes(dw));
-            let mut val = [0u64; 4];
-            let quads = if dw { 4 } else { 2 };
-            // One read of the whole descriptor (aligned to its size, so
-            // within a page): a guest memory access costs far more than
-            // its bytes.
-            let mut bytes = [0u8; 32];
-            let read_ok = mem.read(addr, &mut bytes[..8 * quads]).is_ok();
-            for (q, b) in val.iter_mut().zip(bytes.chunks_exact(8)).take(quads) {
-                let mut le = [0u8; 8];
-                le.copy_from_slice(b);
-                *q = u64::from_le_bytes(le);
-            }
-            if !read_ok {
+            let head = u32::from(self.queue.head);
+            let addr = ring.slot(head);
+            let Ok(val) = ring.read_words::<4>(mem, head) else {
                 self.queue.last_desc_type = DESC_NONE;
                 self.queue_error(format!("cannot read descriptor at {addr:#x}"), fx);
                 return;
-            }
+            };
             self.queue.last_desc_type = descriptor_type(val[0]);
             let decoded = if dw {
                 decode_256(val, ctx)
@@ -836,7 +824,7 @@ impl Vtd {
                 self.queue_error(msg, fx);
                 return;
             }
-            self.queue.head = self.queue.head.wrapping_add(1) % size;
+            self.queue.head = Plain::next(head, ring.log2) as u16;
             self.regs.set64(IQH, QueueState::index_reg(self.queue.head, dw));
         }
     }

@@ -11,6 +11,8 @@ use std::{
 };
 
 
+use iommu_core::nesting::iommufd::{Invalidation, Invalidations, NestedHwpt};
+
 use crate::{bindings, device::IntelIommuState};
 // The other interfaces' items (some modules use none).
 #[allow(unused_imports)]
@@ -238,28 +240,24 @@ impl NestedDevice {
                 self.free_nested(pasid);
             }
             B::Nested { pgtbl, addr_width, flags, .. } => {
-                let mut data = bindings::iommu_hwpt_vtd_s1 {
-                    flags: flags.bits(),
-                    pgtbl_addr: pgtbl,
-                    addr_width: u32::from(addr_width),
-                    __reserved: 0,
-                };
+                let nested = NestedHwpt::VtdS1 { flags: flags.bits(), pgtbl_addr: pgtbl, addr_width: u32::from(addr_width) };
+                let mut data = nested.data();
                 // Every HWPT of a function that has PASID attachments must
                 // be PASID-compatible (vfio made the parent so).
                 let alloc_flags = if self.pasid_bits > 0 { bindings::IOMMU_HWPT_ALLOC_PASID } else { 0 };
                 let mut id = 0u32;
                 let mut err: *mut bindings::Error = null_mut();
-                // SAFETY: idev is live; data is a valid VTD_S1 block for the
-                // call; id and err receive the results.
+                // SAFETY: idev is live; data is a valid VTD_S1 block of
+                // its length for the call; id and err receive the results.
                 let ok = unsafe {
                     bindings::iommufd_backend_alloc_hwpt(
                         (*self.idev).iommufd,
                         (*self.idev).devid,
                         self.parent,
                         alloc_flags,
-                        bindings::IOMMU_HWPT_DATA_VTD_S1,
-                        size_of::<bindings::iommu_hwpt_vtd_s1>() as u32,
-                        addr_of_mut!(data).cast(),
+                        nested.data_type(),
+                        data.len() as u32,
+                        data.as_mut_ptr().cast(),
                         &mut id,
                         &mut err,
                     )
@@ -293,15 +291,11 @@ impl NestedDevice {
         if invs.is_empty() {
             return Ok(());
         }
-        let mut entries: Vec<bindings::iommu_hwpt_vtd_s1_invalidate> = invs
-            .iter()
-            .map(|i| bindings::iommu_hwpt_vtd_s1_invalidate {
-                addr: i.addr,
-                npages: i.npages,
-                flags: if i.leaf { bindings::IOMMU_VTD_INV_FLAGS_LEAF } else { 0 },
-                __reserved: 0,
-            })
-            .collect();
+        let mut entries = Invalidations::new();
+        for i in invs {
+            // One kind only: pushing cannot fail.
+            let _ = entries.push(Invalidation::VtdS1 { addr: i.addr, npages: i.npages, leaf: i.leaf });
+        }
         let mut done = 0usize;
         let mut calls = 0u32;
         let mut result = Ok(());
@@ -309,16 +303,16 @@ impl NestedDevice {
             let mut num = u32::try_from(entries.len() - done).unwrap_or(u32::MAX);
             calls += 1;
             let mut err: *mut bindings::Error = null_mut();
-            // SAFETY: the entries are valid VTD_S1 invalidation records;
-            // num and err receive the results.
+            // SAFETY: the array holds `num` valid VTD_S1 invalidation
+            // records of entry_len bytes; num and err receive the results.
             let ok = unsafe {
                 bindings::iommufd_backend_invalidate_cache(
                     (*self.idev).iommufd,
                     id,
-                    bindings::IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
-                    size_of::<bindings::iommu_hwpt_vtd_s1_invalidate>() as u32,
+                    entries.data_type(),
+                    entries.entry_len(),
                     &mut num,
-                    entries[done..].as_mut_ptr().cast(),
+                    entries.from_entry(done).as_mut_ptr().cast(),
                     &mut err,
                 )
             };
