@@ -70,32 +70,60 @@ struct Bucket<V> {
     per_size: [u32; 64],
     /// Entries per class.
     per_class: [u32; 8],
+    /// Bit `c` set: some entry has class `c`.
+    classes: u8,
 }
 
 impl<V> Default for Bucket<V> {
     fn default() -> Self {
-        Bucket { pages: FastMap::default(), sizes: 0, per_size: [0; 64], per_class: [0; 8] }
+        Bucket { pages: FastMap::default(), sizes: 0, per_size: [0; 64], per_class: [0; 8], classes: 0 }
     }
 }
 
 impl<V: Copy> Bucket<V> {
+    #[inline]
     fn count(&mut self, shift: u32, class: u8, add: bool) {
+        Self::count_in(&mut self.per_size, &mut self.per_class, shift, class, add);
+        self.update_masks(shift, class);
+    }
+
+    /// Count an entry in or out of the per-size and per-class counts (the
+    /// masks are brought up to date by [`Self::update_masks`]).
+    #[inline]
+    fn count_in(per_size: &mut [u32; 64], per_class: &mut [u32; 8], shift: u32, class: u8, add: bool) {
         let (s, c) = (shift as usize & 63, usize::from(class & 7));
         if add {
-            self.per_size[s] += 1;
-            self.per_class[c] += 1;
-            self.sizes |= 1 << s;
+            per_size[s] += 1;
+            per_class[c] += 1;
         } else {
-            self.per_size[s] -= 1;
-            self.per_class[c] -= 1;
-            if self.per_size[s] == 0 {
-                self.sizes &= !(1 << s);
-            }
+            per_size[s] -= 1;
+            per_class[c] -= 1;
         }
     }
 
+    #[inline]
+    fn update_masks(&mut self, shift: u32, class: u8) {
+        let (s, c) = (shift & 63, class & 7);
+        if self.per_size[s as usize] == 0 {
+            self.sizes &= !(1 << s);
+        } else {
+            self.sizes |= 1 << s;
+        }
+        if self.per_class[usize::from(c)] == 0 {
+            self.classes &= !(1 << c);
+        } else {
+            self.classes |= 1 << c;
+        }
+    }
+
+    #[inline]
     fn has_class(&self, classes: Classes) -> bool {
-        (0..8).any(|c| classes.has(c) && self.per_class[usize::from(c)] != 0)
+        self.classes & classes.0 != 0
+    }
+
+    fn rebuild_masks(&mut self) {
+        self.sizes = self.per_size.iter().enumerate().filter(|(_, &n)| n != 0).fold(0, |m, (s, _)| m | 1 << s);
+        self.classes = self.per_class.iter().enumerate().filter(|(_, &n)| n != 0).fold(0, |m, (c, _)| m | 1 << c);
     }
 
     #[inline]
@@ -124,20 +152,18 @@ impl<V: Copy> Bucket<V> {
             candidates = candidates.saturating_add((last >> shift) - (first >> shift) + 1);
         }
         if self.has_class(all) || candidates > self.pages.len() as u64 {
-            let mut gone: Vec<(u32, u8)> = Vec::new();
+            let (per_size, per_class) = (&mut self.per_size, &mut self.per_class);
             self.pages.retain(|k, slot| {
                 let shift = (*k & 63) as u32;
                 let start = (*k >> 6) << shift;
                 let end = start | (1u64 << shift).wrapping_sub(1);
                 let hit = all.has(slot.class) || (pick.has(slot.class) && end >= first && start <= last);
                 if hit {
-                    gone.push((shift, slot.class));
+                    Self::count_in(per_size, per_class, shift, slot.class, false);
                 }
                 !hit
             });
-            for (shift, class) in gone {
-                self.count(shift, class, false);
-            }
+            self.rebuild_masks();
         } else {
             let mut sizes = self.sizes;
             while sizes != 0 {
@@ -290,18 +316,17 @@ impl<V: Copy, const MAX: usize> PageCache<V, MAX> {
         let mut emptied = Vec::new();
         for (&bkey, b) in self.buckets.iter_mut() {
             let (outer, inner) = ((bkey >> 32) as u32, bkey as u32);
-            let mut gone: Vec<(u32, u8)> = Vec::new();
+            let before = b.pages.len();
+            let (per_size, per_class) = (&mut b.per_size, &mut b.per_class);
             b.pages.retain(|k, slot| {
                 let hit = remove(outer, inner, slot.class, &slot.value);
                 if hit {
-                    gone.push(((*k & 63) as u32, slot.class));
+                    Bucket::<V>::count_in(per_size, per_class, (*k & 63) as u32, slot.class, false);
                 }
                 !hit
             });
-            self.len -= gone.len();
-            for (shift, class) in gone {
-                b.count(shift, class, false);
-            }
+            self.len -= before - b.pages.len();
+            b.rebuild_masks();
             if b.pages.is_empty() {
                 emptied.push((outer, inner));
             }

@@ -13,37 +13,40 @@ use std::cell::Cell;
 /// Slots of [`Recent`].
 const SLOTS: usize = 64;
 
-#[derive(Clone, Copy, Debug)]
-struct Slot<T> {
+/// What a slot is filled for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Key {
     /// `epoch + 1` when filled; 0: empty.
     tag: u64,
-    requester: u32,
     /// 4 KiB page number of the request.
     page: u64,
+    requester: u32,
     /// What else the model keys the entry by (a table format, a stream
     /// configuration kind...).
     flags: u8,
-    value: Option<T>,
 }
 
-/// A 64-slot direct-mapped cache of recent translations.
+/// A 64-slot direct-mapped cache of recent translations. Keys and values
+/// are kept apart so that a miss compares the key only.
 #[derive(Clone, Debug)]
 pub struct Recent<T: Copy> {
-    slots: Box<[Cell<Slot<T>>; SLOTS]>,
+    keys: Box<[Cell<Key>; SLOTS]>,
+    values: Box<[Cell<Option<T>>; SLOTS]>,
 }
 
 impl<T: Copy> Default for Recent<T> {
     fn default() -> Self {
-        let empty = Slot { tag: 0, requester: 0, page: 0, flags: 0, value: None };
-        Recent { slots: Box::new(std::array::from_fn(|_| Cell::new(empty))) }
+        Recent {
+            keys: Box::new(std::array::from_fn(|_| Cell::new(Key::default()))),
+            values: Box::new(std::array::from_fn(|_| Cell::new(None))),
+        }
     }
 }
 
 impl<T: Copy> Recent<T> {
     #[inline]
-    fn slot(&self, requester: u32, page: u64) -> &Cell<Slot<T>> {
-        let i = (page ^ u64::from(requester).wrapping_mul(0x9e37_79b9)) as usize % SLOTS;
-        &self.slots[i]
+    fn slot(requester: u32, page: u64) -> usize {
+        (page ^ u64::from(requester).wrapping_mul(0x9e37_79b9)) as usize % SLOTS
     }
 
     /// The value recorded for (`requester`, `addr`'s page, `flags`) at
@@ -51,19 +54,20 @@ impl<T: Copy> Recent<T> {
     #[inline]
     pub fn get(&self, requester: u32, addr: u64, flags: u8, epoch: u64) -> Option<T> {
         let page = addr >> 12;
-        let e = self.slot(requester, page).get();
-        if e.tag != epoch.wrapping_add(1) || e.requester != requester || e.page != page || e.flags != flags {
+        let i = Self::slot(requester, page);
+        if self.keys[i].get() != (Key { tag: epoch.wrapping_add(1), page, requester, flags }) {
             return None;
         }
-        e.value
+        self.values[i].get()
     }
 
     /// Record `value` for (`requester`, `addr`'s page, `flags`) at `epoch`.
     #[inline]
     pub fn put(&self, requester: u32, addr: u64, flags: u8, epoch: u64, value: T) {
         let page = addr >> 12;
-        let tag = epoch.wrapping_add(1);
-        self.slot(requester, page).set(Slot { tag, requester, page, flags, value: Some(value) });
+        let i = Self::slot(requester, page);
+        self.keys[i].set(Key { tag: epoch.wrapping_add(1), page, requester, flags });
+        self.values[i].set(Some(value));
     }
 }
 

@@ -35,6 +35,7 @@ pub struct Ring {
 impl Ring {
     /// A ring of 2^`log2` entries of `entry_bytes` at `base` (`log2` is
     /// capped at 31).
+    #[inline]
     pub fn new(base: u64, log2: u8, entry_bytes: u32) -> Ring {
         Ring { base, log2: log2.min(31), entry_bytes }
     }
@@ -59,10 +60,12 @@ impl Ring {
     }
 
     /// Read the entry at `index` as little-endian quadwords, in one
-    /// access (a guest memory access costs far more than its bytes): its
-    /// first `N` quadwords, or all of a shorter entry with the rest zero.
+    /// access for up to four (a guest memory access costs far more than
+    /// its bytes): its first `N` quadwords, or all of a shorter entry with
+    /// the rest zero.
+    #[inline]
     pub fn read_words<const N: usize>(&self, mem: &dyn GuestMemory, index: u32) -> Result<[u64; N], MemError> {
-        const MAX: usize = 8;
+        const MAX: usize = 4;
         let mut words = [0u64; N];
         let count = N.min(self.entry_bytes as usize / 8);
         let base = self.slot(index);
