@@ -11,3 +11,6 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod command;
+pub mod event;
