@@ -12,5 +12,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod command;
 pub mod config;
+pub mod event;
 pub mod registers;
