@@ -11,3 +11,7 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod cd;
+pub mod ste;
+pub mod stream;
