@@ -12,7 +12,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cd;
 pub mod command;
 pub mod config;
 pub mod event;
 pub mod registers;
+pub mod ste;
+pub mod stream;
