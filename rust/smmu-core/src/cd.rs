@@ -65,7 +65,8 @@ use iommu_core::memory::GuestMemory;
 use iommu_core::translation::vmsa::{self, Access, ConfigError, Fault, Granule, S1Config, S1Tables, S2Tables, TtConfig};
 use iommu_core::translation::width_mask;
 
-use crate::ste::{CdTableFormat, Httu, S1Dss, StallModel, Stage1, SteCaps, TableAttrs};
+use crate::registers::StallModel;
+use crate::ste::{CdTableFormat, S1Dss, Stage1, SteCaps, TableAttrs};
 use crate::stream::{read_words, ConfigEvent};
 
 pub use layouts::{CdWord0, CdWord1, CdWord2, L1Cd};
@@ -405,21 +406,21 @@ pub fn fetch_index(
     let cd_max = u32::from(s1.cd_max).min(20);
     let ptr = s1.context_ptr;
     let index64 = u64::from(index);
-    let ipa = match s1.fmt {
-        CdTableFormat::Single => {
+    let ipa = match (s1.fmt, s1.fmt.split()) {
+        (CdTableFormat::Single, _) => {
             if index != 0 {
                 return Err(bad);
             }
             ptr
         }
-        CdTableFormat::Linear => {
+        // Linear, the other format without leaf tables.
+        (_, None) => {
             if index64 >> cd_max != 0 {
                 return Err(bad);
             }
             (ptr & !width_mask(cd_max + 6)).wrapping_add(index64 * 64)
         }
-        CdTableFormat::TwoLevel4K | CdTableFormat::TwoLevel64K => {
-            let split = if s1.fmt == CdTableFormat::TwoLevel4K { 6 } else { 10 };
+        (_, Some(split)) => {
             if index64 >> cd_max != 0 {
                 return Err(bad);
             }
@@ -496,13 +497,12 @@ pub fn decode(words: [u64; 8], s1: &Stage1, caps: &SteCaps) -> Result<ContextCon
         return Err(CdError::AbortRequired);
     }
     match caps.stall_model {
-        StallModel::Terminate if w0.s() => return Err(CdError::StallUnsupported),
-        StallModel::Force if !w0.s() => return Err(CdError::StallRequired),
-        StallModel::Configurable if w0.s() && s1.stall_disabled => return Err(CdError::StallDisabled),
+        StallModel::TerminateOnly | StallModel::Reserved if w0.s() => return Err(CdError::StallUnsupported),
+        StallModel::StallForced if !w0.s() => return Err(CdError::StallRequired),
+        StallModel::StallAndTerminate if w0.s() && s1.stall_disabled => return Err(CdError::StallDisabled),
         _ => {}
     }
-    let ha_ok = caps.httu != Httu::None;
-    let hd_ok = caps.httu == Httu::Dirty;
+    let (ha_ok, hd_ok) = (caps.ha(), caps.hd());
     if ((w0.ha() || w0.hd()) && !ha_ok) || (w0.hd() && !hd_ok) {
         return Err(CdError::Httu);
     }
@@ -611,13 +611,14 @@ pub fn decode(words: [u64; 8], s1: &Stage1, caps: &SteCaps) -> Result<ContextCon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ste::tests::{caps_variants, linux_s1_ste, linux_s2_words, Rng, CACHE_WBRA, SH_ISH};
+    use crate::ste::tests::{caps_variants, linux_s1_ste, linux_s2_words, CACHE_WBRA, SH_ISH};
     use crate::ste::{self, Config, StreamConfig, SteWord0};
-    use crate::stream::tests::Mem;
+    use crate::registers::Httu;
+    use crate::testutil::{ste_caps, Mem, Rng};
     use iommu_core::translation::vmsa::{PaSize, S2Config, Tg0, Tg1};
 
     fn qemu() -> SteCaps {
-        SteCaps::qemu(true, true)
+        ste_caps(true, true)
     }
 
     /// Substreams and 2-level CD tables, as a real SMMU might have.
@@ -802,12 +803,12 @@ mod tests {
 
     #[test]
     fn stall_models() {
-        let stalling = SteCaps { stall_model: StallModel::Configurable, ..qemu() };
+        let stalling = SteCaps { stall_model: StallModel::StallAndTerminate, ..qemu() };
         let w = cd0(linux(), |x| x.set_s(true));
         assert!(decode(w, &single(), &stalling).unwrap().stall);
         let stalld = Stage1 { stall_disabled: true, ..single() };
         assert_eq!(decode(w, &stalld, &stalling), Err(CdError::StallDisabled));
-        let forced = SteCaps { stall_model: StallModel::Force, ..qemu() };
+        let forced = SteCaps { stall_model: StallModel::StallForced, ..qemu() };
         assert_eq!(decode(linux(), &single(), &forced), Err(CdError::StallRequired));
         let raz = SteCaps { abort_only: false, ..qemu() };
         assert!(!decode(cd0(linux(), |x| x.set_a(false)), &single(), &raz).unwrap().abort);

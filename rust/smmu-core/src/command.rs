@@ -5,13 +5,19 @@
 //! Conventions:
 //! * a command is the two little-endian quadwords the guest wrote, `words[0]`
 //!   holding bits 63:0 and `words[1]` bits 127:64;
-//! * [`decode`] returns a typed [`Command`] or the `CMDQ_CONS.ERR` reason
-//!   ([`CommandError`]); it never panics, whatever the words;
+//! * [`decode`] returns a typed [`Command`] or the reason the command
+//!   stops the queue ([`CommandError`], whose
+//!   [`code`](CommandError::code) is the `CMDQ_CONS.ERR` value,
+//!   [`CmdqError`]); it never panics, whatever the words;
 //! * RES0 fields are ignored, never reported (the architecture permits both);
 //! * address ranges are inclusive (`first..=last`);
-//! * [`CommandCaps::c_compatible`] (the default) reproduces the choices of
+//! * what the SMMU advertises comes from its configuration
+//!   ([`Config::command_caps`](crate::config::Config::command_caps));
+//!   [`CommandCaps::c_compatible`] (the default) reproduces the choices of
 //!   QEMU 10.2.2's C device where it accepts or rejects a command unlike the
-//!   architecture; each such choice is listed on [`CommandCaps`].
+//!   architecture; each such choice is listed on [`CommandCaps`];
+//! * granules are the walker's [`Granule`]s; a TLBI's TG field encodes them
+//!   unlike CD.TG0 ([`tlbi_granule`]).
 //!
 //! Field positions follow Linux's `CMDQ_*` definitions (`arm-smmu-v3.h`)
 //! and the tables of IHI 0070 §4. Two layouts rest on the figures alone,
@@ -26,6 +32,10 @@
 
 use bilge::prelude::*;
 use iommu_core::nesting::iommufd::Invalidation;
+use iommu_core::translation::vmsa::Granule;
+
+use crate::config::Config;
+use crate::registers::CmdqError;
 
 pub use layout::{Opcode, PriResponse, SyncCs};
 
@@ -379,7 +389,10 @@ use layout::{
 // ---------------------------------------------------------------- capabilities
 
 /// What the SMMU advertises, as far as commands care, and whether QEMU
-/// 10.2.2's own choices apply.
+/// 10.2.2's own choices apply. A device takes them from its configuration,
+/// [`Config::command_caps`] (or from its ID registers,
+/// [`IdRegisters::command_caps`](crate::config::IdRegisters::command_caps)),
+/// so that they are what the guest reads there.
 ///
 /// With [`c_compatible`](CommandCaps::c_compatible) set (the default),
 /// [`decode`] reproduces the C device (`smmuv3_cmdq_consume`):
@@ -418,7 +431,7 @@ pub struct CommandCaps {
     pub ats: bool,
     /// IDR0.PRI.
     pub pri: bool,
-    /// IDR0.STALL_MODEL != 0b01: the stall model.
+    /// IDR0.STALL_MODEL is 0b00 or 0b10: the stall model.
     pub stall: bool,
     /// IDR0.HYP: EL2 StreamWorlds.
     pub hyp: bool,
@@ -431,56 +444,15 @@ pub struct CommandCaps {
     pub c_compatible: bool,
 }
 
-impl CommandCaps {
-    /// What QEMU 10.2.2 advertises with the given stages (its `stage`
-    /// property: "1" or unset gives stage 1, "2" stage 2, "nested" both):
-    /// RIL, no DS, ATS, PRI, stall, HYP, MPAM or substreams; C-compatible.
-    pub const fn qemu(stage1: bool, stage2: bool) -> CommandCaps {
-        CommandCaps {
-            stage1,
-            stage2,
-            ril: true,
-            ds: false,
-            ats: false,
-            pri: false,
-            stall: false,
-            hyp: false,
-            mpam: false,
-            ssid_bits: 0,
-            c_compatible: true,
-        }
-    }
-}
-
 impl Default for CommandCaps {
-    /// The C device with its `stage` property unset: stage 1 only.
+    /// The C device with its `stage` property unset (stage 1 only): the
+    /// capabilities of [`Config::default`].
     fn default() -> Self {
-        CommandCaps::qemu(true, false)
+        Config::default().command_caps()
     }
 }
 
 // ---------------------------------------------------------------- errors
-
-/// The `SMMU_CMDQ_CONS.ERR` codes (IHI 0070 §7.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum CError {
-    /// CERROR_NONE.
-    None = 0,
-    /// CERROR_ILL: illegal command.
-    Ill = 1,
-    /// CERROR_ABT: abort on command fetch.
-    Abt = 2,
-    /// CERROR_ATC_INV_SYNC: a CMD_SYNC could not complete an ATC_INV.
-    AtcInvSync = 3,
-}
-
-impl CError {
-    /// The value of `CMDQ_CONS.ERR`.
-    pub const fn code(self) -> u8 {
-        self as u8
-    }
-}
 
 /// Why a command is illegal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -530,65 +502,39 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    /// The `CMDQ_CONS.ERR` code.
-    pub const fn code(&self) -> CError {
+    /// The `CMDQ_CONS.ERR` code
+    /// ([`Registers::set_cmdq_error`](crate::registers::Registers::set_cmdq_error)
+    /// stores it).
+    pub const fn code(&self) -> CmdqError {
         match self {
-            CommandError::Illegal { .. } => CError::Ill,
-            CommandError::FetchAbort => CError::Abt,
-            CommandError::AtcInvSync => CError::AtcInvSync,
+            CommandError::Illegal { .. } => CmdqError::Ill,
+            CommandError::FetchAbort => CmdqError::Abt,
+            CommandError::AtcInvSync => CmdqError::AtcInvSync,
         }
     }
 }
 
 // ---------------------------------------------------------------- commands
 
-/// The translation granule a TLB invalidation names (its TG field).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Granule {
-    /// TG = 0b01: 4 KiB.
-    Size4K,
-    /// TG = 0b10: 16 KiB.
-    Size16K,
-    /// TG = 0b11: 64 KiB.
-    Size64K,
+/// The granule a TLB invalidation's TG field names: 0b01 4 KiB, 0b10
+/// 16 KiB, 0b11 64 KiB (not CD.TG0's encoding); `None` for 0b00, the
+/// non-range form. Only the two low bits of `tg` count.
+pub const fn tlbi_granule(tg: u8) -> Option<Granule> {
+    match tg % 4 {
+        1 => Some(Granule::Size4K),
+        2 => Some(Granule::Size16K),
+        3 => Some(Granule::Size64K),
+        _ => None,
+    }
 }
 
-impl Granule {
-    /// The granule of a TG value (0: none, the non-range form); only the
-    /// two low bits of `tg` count.
-    pub const fn from_tg(tg: u8) -> Option<Granule> {
-        match tg % 4 {
-            1 => Some(Granule::Size4K),
-            2 => Some(Granule::Size16K),
-            3 => Some(Granule::Size64K),
-            _ => None,
-        }
-    }
-
-    /// The TG encoding.
-    pub const fn tg(self) -> u8 {
-        match self {
-            Granule::Size4K => 1,
-            Granule::Size16K => 2,
-            Granule::Size64K => 3,
-        }
-    }
-
-    /// log2 of the granule size in bytes.
-    pub const fn shift(self) -> u32 {
-        match self {
-            Granule::Size4K => 12,
-            Granule::Size16K => 14,
-            Granule::Size64K => 16,
-        }
-    }
-
-    /// log2 of the size of a leaf entry at `level` (0..=3) with this
-    /// granule: a page at level 3, blocks above.
-    pub const fn leaf_shift(self, level: u8) -> u32 {
-        let g = self.shift();
-        let up = 3u32.saturating_sub(level as u32);
-        g + up * (g - 3)
+/// The TG field of a TLB invalidation of entries with `granule` (the
+/// inverse of [`tlbi_granule`]).
+pub const fn tlbi_tg(granule: Granule) -> u8 {
+    match granule {
+        Granule::Size4K => 1,
+        Granule::Size16K => 2,
+        Granule::Size64K => 3,
     }
 }
 
@@ -653,7 +599,7 @@ impl TlbiAddr {
     /// granules from `addr` with the TTL level hint.
     pub fn scope(&self) -> InvalidationScope {
         let first = self.addr - self.addr % 4096;
-        let Some(granule) = Granule::from_tg(self.tg) else {
+        let Some(granule) = tlbi_granule(self.tg) else {
             return InvalidationScope {
                 first,
                 last: first + 4095,
@@ -694,10 +640,11 @@ impl TlbiAddr {
 }
 
 impl InvalidationScope {
-    /// Size of the leaf entries the level hint names, if there is one.
+    /// Size of the leaf entries the level hint names, if there is one: a
+    /// page at level 3, a block above (a level beyond 3 counts as 3).
     pub fn leaf_size(&self) -> Option<u64> {
-        let shift = self.granule?.leaf_shift(self.level?);
-        1u64.checked_shl(shift)
+        let level = self.level?.min(3) as i8;
+        1u64.checked_shl(self.granule?.level_shift(level))
     }
 
     /// The extent of the entries concerned: `first..=last` widened to whole
@@ -1446,16 +1393,20 @@ fn tlbi_addr(c: CmdTlbi, caps: &CommandCaps, ipa: bool, op: u8) -> Result<TlbiAd
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{command_caps, Rng};
 
     // ------------------------------------------------------------ helpers
+
+    /// The C device with both stages.
+    fn nested() -> CommandCaps {
+        command_caps(true, true)
+    }
 
     /// GENMASK_ULL(hi, lo) / FIELD_PREP, as Linux builds command words.
     fn prep(hi: u32, lo: u32, v: u64) -> u64 {
         let mask = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
         (v << lo) & mask
     }
-
-    const NESTED: CommandCaps = CommandCaps::qemu(true, true);
 
     fn strict(caps: CommandCaps) -> CommandCaps {
         CommandCaps { c_compatible: false, ..caps }
@@ -1508,52 +1459,52 @@ mod tests {
 
     #[test]
     fn linux_configuration_commands_decode() {
-        let c = decode_exact([op(0x01) | sid(0x0108), 0], &NESTED);
+        let c = decode_exact([op(0x01) | sid(0x0108), 0], &nested());
         assert_eq!(c, Command::PrefetchConfig { sid: 0x0108, ssid: None });
-        let c = decode_exact([op(0x03) | sid(0x0108), 1], &NESTED);
+        let c = decode_exact([op(0x03) | sid(0x0108), 1], &nested());
         assert_eq!(c, Command::CfgiSte { sid: 0x0108, leaf: true });
         // CFGI_ALL: opcode 0x04 with Range 31.
-        let c = decode_exact([op(0x04), prep(4, 0, 31)], &NESTED);
+        let c = decode_exact([op(0x04), prep(4, 0, 31)], &nested());
         assert_eq!(c, Command::CfgiSteRange { sid: 0, range: 31 });
         assert_eq!(c.name(), "CMD_CFGI_ALL");
         assert_eq!(c.sid_range(), Some((0, u32::MAX)));
-        let c = decode_exact([op(0x05) | ssid(7) | sid(0x10), 1], &NESTED);
+        let c = decode_exact([op(0x05) | ssid(7) | sid(0x10), 1], &nested());
         assert_eq!(c, Command::CfgiCd { sid: 0x10, ssid: 7, leaf: true });
-        let c = decode_exact([op(0x06) | sid(0x10), 0], &NESTED);
+        let c = decode_exact([op(0x06) | sid(0x10), 0], &nested());
         assert_eq!(c, Command::CfgiCdAll { sid: 0x10 });
     }
 
     #[test]
     fn linux_tlb_commands_decode() {
-        let c = decode_exact([op(0x10) | vmid(3), 0], &NESTED);
+        let c = decode_exact([op(0x10) | vmid(3), 0], &nested());
         assert_eq!(c, Command::TlbiNhAll { vmid: 3 });
-        let c = decode_exact([op(0x11) | asid(0x42) | vmid(3), 0], &NESTED);
+        let c = decode_exact([op(0x11) | asid(0x42) | vmid(3), 0], &nested());
         assert_eq!(c, Command::TlbiNhAsid { vmid: 3, asid: 0x42 });
         // TLBI_NH_VA of 2 MiB of 4 KiB pages at a kernel VA (range form).
         let va = 0xffff_8000_0020_0000u64;
         let w = [op(0x12) | vmid(1) | num(0) | scale(9) | asid(7), 1 | ttl(3) | tg(1) | (va & VA_MASK)];
-        let c = decode_exact(w, &NESTED);
+        let c = decode_exact(w, &nested());
         let Command::TlbiNhVa { vmid: 1, asid: 7, va: a } = c else { panic!("{c:?}") };
         assert_eq!((a.addr, a.leaf, a.tg, a.ttl, a.num, a.scale), (va, true, 1, 3, 0, 9));
         let s = a.scope();
         assert_eq!((s.first, s.last, s.level, s.granule), (va, va + 0x1f_ffff, Some(3), Some(Granule::Size4K)));
         // Pre-RIL kernels: one page, TG = 0.
-        let c = decode_exact([op(0x12) | asid(7), 0xffff_0000_1234_5000 & VA_MASK], &NESTED);
+        let c = decode_exact([op(0x12) | asid(7), 0xffff_0000_1234_5000 & VA_MASK], &nested());
         let Command::TlbiNhVa { va: a, .. } = c else { panic!() };
         assert_eq!(a.scope().first..=a.scope().last, 0xffff_0000_1234_5000..=0xffff_0000_1234_5fff);
-        let c = decode_exact([op(0x13) | vmid(2), 0x8000_0000], &NESTED);
+        let c = decode_exact([op(0x13) | vmid(2), 0x8000_0000], &nested());
         assert!(matches!(c, Command::TlbiNhVaa { vmid: 2, va: TlbiAddr { addr: 0x8000_0000, .. } }));
         // Stage 2, EL2 and global forms.
-        let c = decode_exact([op(0x28) | vmid(9), 0], &NESTED);
+        let c = decode_exact([op(0x28) | vmid(9), 0], &nested());
         assert_eq!(c, Command::TlbiS12Vmall { vmid: 9 });
         let ipa = 0x0000_0400_8000_0000u64;
-        let c = decode_exact([op(0x2a) | num(3) | scale(1) | vmid(9), tg(3) | ttl(3) | (ipa & IPA_MASK)], &NESTED);
+        let c = decode_exact([op(0x2a) | num(3) | scale(1) | vmid(9), tg(3) | ttl(3) | (ipa & IPA_MASK)], &nested());
         let Command::TlbiS2Ipa { vmid: 9, ipa: a } = c else { panic!() };
         assert_eq!(a.scope().last - a.scope().first + 1, 8 << 16);
-        assert_eq!(decode_exact([op(0x30), 0], &NESTED), Command::TlbiNsnhAll);
-        assert_eq!(decode_exact([op(0x20), 0], &NESTED), Command::TlbiEl2All);
-        assert_eq!(decode_exact([op(0x21) | asid(5), 0], &NESTED), Command::TlbiEl2Asid { asid: 5 });
-        let c = decode_exact([op(0x22) | asid(5), 1 | 0x7000], &NESTED);
+        assert_eq!(decode_exact([op(0x30), 0], &nested()), Command::TlbiNsnhAll);
+        assert_eq!(decode_exact([op(0x20), 0], &nested()), Command::TlbiEl2All);
+        assert_eq!(decode_exact([op(0x21) | asid(5), 0], &nested()), Command::TlbiEl2Asid { asid: 5 });
+        let c = decode_exact([op(0x22) | asid(5), 1 | 0x7000], &nested());
         assert!(matches!(c, Command::TlbiEl2Va { asid: 5, va: TlbiAddr { addr: 0x7000, leaf: true, .. } }));
     }
 
@@ -1561,13 +1512,13 @@ mod tests {
     fn linux_ats_pri_resume_and_sync_decode() {
         // ATC_INV with a PASID and Global, 16 KiB at 0x12340000.
         let w = [op(0x40) | SSV | (1 << 9) | ssid(0x99) | sid(0x300), prep(5, 0, 2) | (0x1234_0000 & VA_MASK)];
-        let c = decode_exact(w, &NESTED);
+        let c = decode_exact(w, &nested());
         assert_eq!(c, Command::AtcInv { sid: 0x300, ssid: Some(0x99), global: true, addr: 0x1234_0000, size: 2 });
         assert_eq!(c.atc_range(), Some((0x1234_0000, 0x1234_3fff)));
         let all = Command::AtcInv { sid: 0, ssid: None, global: false, addr: 0x5000, size: 52 };
         assert_eq!(all.atc_range(), Some((0, u64::MAX)));
         // PRI_RESP: Success for group 5.
-        let c = decode_exact([op(0x41) | SSV | ssid(1) | sid(0x300), prep(8, 0, 5) | prep(13, 12, 2)], &NESTED);
+        let c = decode_exact([op(0x41) | SSV | ssid(1) | sid(0x300), prep(8, 0, 5) | prep(13, 12, 2)], &nested());
         assert_eq!(c, Command::PriResp { sid: 0x300, ssid: Some(1), prg_index: 5, resp: PriResponse::Success });
         // RESUME: Linux's RESP values TERM 0, RETRY 1, ABORT 2 (Ac, Ab).
         for (resp, action) in [
@@ -1575,14 +1526,15 @@ mod tests {
             (1, ResumeAction::Retry),
             (2, ResumeAction::Terminate { abort: true }),
         ] {
-            let c = decode_exact([op(0x44) | prep(13, 12, resp) | sid(0x300), prep(15, 0, 0x77)], &NESTED);
+            let c = decode_exact([op(0x44) | prep(13, 12, resp) | sid(0x300), prep(15, 0, 0x77)], &nested());
             assert_eq!(c, Command::Resume { sid: 0x300, stag: 0x77, action });
         }
         // CMD_SYNC as Linux issues it without MSIs (CS = SEV), and with one.
-        let c = decode_exact([op(0x46) | prep(13, 12, 2) | prep(23, 22, 3) | prep(27, 24, 0xf), 0], &NESTED);
+        let c = decode_exact([op(0x46) | prep(13, 12, 2) | prep(23, 22, 3) | prep(27, 24, 0xf), 0], &nested());
         assert_eq!(c, Command::Sync(Sync { signal: SyncSignal::Sev, msi_addr: 0, msi_data: 0, msi_attr: 0xf, msh: 3 }));
         let msi = 0x0000_0008_0800_0040u64;
-        let c = decode_exact([op(0x46) | prep(13, 12, 1) | prep(63, 32, 0xdead), msi & 0x000f_ffff_ffff_fffc], &NESTED);
+        let c =
+            decode_exact([op(0x46) | prep(13, 12, 1) | prep(63, 32, 0xdead), msi & 0x000f_ffff_ffff_fffc], &nested());
         assert_eq!(
             c,
             Command::Sync(Sync { signal: SyncSignal::Irq, msi_addr: msi, msi_data: 0xdead, msi_attr: 0, msh: 0 })
@@ -1592,27 +1544,27 @@ mod tests {
     #[test]
     fn remaining_commands_decode() {
         let w = [op(0x02) | SSV | ssid(3) | sid(4), prep(68 - 64, 0, 5) | prep(73 - 64, 69 - 64, 2) | 0xabcd_e000];
-        let c = decode_exact(w, &NESTED);
+        let c = decode_exact(w, &nested());
         assert_eq!(
             c,
             Command::PrefetchAddr { sid: 4, ssid: Some(3), addr: 0xabcd_e000, size: 5, stride: 2, ns: false }
         );
-        assert_eq!(decode_exact([op(0x45) | sid(4), 0], &NESTED), Command::StallTerm { sid: 4 });
-        assert_eq!(decode_exact([op(0x18), 0], &NESTED), Command::TlbiEl3All);
-        let c = decode_exact([op(0x1a), 0x1000], &NESTED);
+        assert_eq!(decode_exact([op(0x45) | sid(4), 0], &nested()), Command::StallTerm { sid: 4 });
+        assert_eq!(decode_exact([op(0x18), 0], &nested()), Command::TlbiEl3All);
+        let c = decode_exact([op(0x1a), 0x1000], &nested());
         assert!(matches!(c, Command::TlbiEl3Va { va: TlbiAddr { addr: 0x1000, .. } }));
-        let c = decode_exact([op(0x23), 0x2000], &NESTED);
+        let c = decode_exact([op(0x23), 0x2000], &nested());
         assert!(matches!(c, Command::TlbiEl2Vaa { va: TlbiAddr { addr: 0x2000, .. } }));
-        let caps = CommandCaps { mpam: true, ..strict(NESTED) };
+        let caps = CommandCaps { mpam: true, ..strict(nested()) };
         assert_eq!(decode_exact([op(0x07) | vmid(6), 0], &caps), Command::CfgiVmsPidm { vmid: 6 });
-        let c = decode_exact([op(0x04) | sid(0x1234), 3], &NESTED);
+        let c = decode_exact([op(0x04) | sid(0x1234), 3], &nested());
         assert_eq!(c.sid_range(), Some((0x1230, 0x123f)));
     }
 
     #[test]
     fn reserved_fields_are_ignored_and_not_reencoded() {
         // RES0 bits 9:8 and 127:65 of CFGI_STE set: same command.
-        let c = decode([op(0x03) | 0x300 | sid(1), u64::MAX], &NESTED).unwrap();
+        let c = decode([op(0x03) | 0x300 | sid(1), u64::MAX], &nested()).unwrap();
         assert_eq!(c, Command::CfgiSte { sid: 1, leaf: true });
         assert_eq!(c.encode(), [op(0x03) | sid(1), 1]);
     }
@@ -1625,7 +1577,7 @@ mod tests {
             .into_iter()
             .chain([0x50, 0x58, 0x5a, 0x60, 0x70, 0x73, 0x80, 0x8f, 0x90, 0xff])
         {
-            for caps in [NESTED, strict(NESTED)] {
+            for caps in [nested(), strict(nested())] {
                 assert_eq!(decode([u64::from(o), 0], &caps), ill(o, IllegalReason::Opcode), "{o:#x}");
             }
         }
@@ -1633,10 +1585,10 @@ mod tests {
 
     #[test]
     fn qemu_rejects_opcode_7_even_with_mpam() {
-        let caps = CommandCaps { mpam: true, ..NESTED };
+        let caps = CommandCaps { mpam: true, ..nested() };
         assert_eq!(decode([op(0x07), 0], &caps), ill(7, IllegalReason::Opcode));
-        assert_eq!(decode([op(0x07), 0], &strict(NESTED)), ill(7, IllegalReason::NoMpam));
-        let caps = CommandCaps { mpam: true, ..strict(NESTED) };
+        assert_eq!(decode([op(0x07), 0], &strict(nested())), ill(7, IllegalReason::NoMpam));
+        let caps = CommandCaps { mpam: true, ..strict(nested()) };
         assert_eq!(decode([op(0x07) | 1 << 10, 0], &caps), ill(7, IllegalReason::SecureStream));
     }
 
@@ -1644,18 +1596,18 @@ mod tests {
     fn ssec_is_checked_for_cfgi_by_qemu_and_everywhere_by_the_architecture() {
         const SSEC: u64 = 1 << 10;
         for o in [0x03u8, 0x04, 0x05, 0x06] {
-            assert_eq!(decode([op(o) | SSEC, 0], &NESTED), ill(o, IllegalReason::SecureStream));
+            assert_eq!(decode([op(o) | SSEC, 0], &nested()), ill(o, IllegalReason::SecureStream));
         }
-        let caps = CommandCaps { stall: true, ..strict(NESTED) };
+        let caps = CommandCaps { stall: true, ..strict(nested()) };
         for o in [0x01u8, 0x02, 0x44, 0x45] {
-            assert!(decode([op(o) | SSEC, 0], &NESTED).is_ok(), "{o:#x}");
+            assert!(decode([op(o) | SSEC, 0], &nested()).is_ok(), "{o:#x}");
             assert_eq!(decode([op(o) | SSEC, 0], &caps), ill(o, IllegalReason::SecureStream));
         }
     }
 
     #[test]
     fn unadvertised_features_are_accepted_by_qemu_and_illegal_architecturally() {
-        let s = strict(NESTED);
+        let s = strict(nested());
         let cases = [
             (0x18u8, IllegalReason::SecureOnly),
             (0x1a, IllegalReason::SecureOnly),
@@ -1669,7 +1621,7 @@ mod tests {
             (0x45, IllegalReason::NoStall),
         ];
         for (o, reason) in cases {
-            assert!(decode([op(o), 0], &NESTED).is_ok(), "{o:#x}");
+            assert!(decode([op(o), 0], &nested()).is_ok(), "{o:#x}");
             assert_eq!(decode([op(o), 0], &s), ill(o, reason));
         }
         // Advertised, they are legal.
@@ -1683,8 +1635,8 @@ mod tests {
 
     #[test]
     fn stage_checks() {
-        let s1 = CommandCaps::qemu(true, false);
-        let s2 = CommandCaps::qemu(false, true);
+        let s1 = command_caps(true, false);
+        let s2 = command_caps(false, true);
         for o in [0x10u8, 0x11, 0x12, 0x13] {
             assert!(decode([op(o), 0], &s1).is_ok());
             assert_eq!(decode([op(o), 0], &s2), ill(o, IllegalReason::NoStage1));
@@ -1707,15 +1659,15 @@ mod tests {
     #[test]
     fn sync_reserved_cs() {
         let w = [op(0x46) | prep(13, 12, 3), 0];
-        assert!(matches!(decode(w, &NESTED), Ok(Command::Sync(Sync { signal: SyncSignal::Irq, .. }))));
-        assert_eq!(decode(w, &strict(NESTED)), ill(0x46, IllegalReason::ReservedValue));
+        assert!(matches!(decode(w, &nested()), Ok(Command::Sync(Sync { signal: SyncSignal::Irq, .. }))));
+        assert_eq!(decode(w, &strict(nested())), ill(0x46, IllegalReason::ReservedValue));
     }
 
     #[test]
     fn pri_resp_reserved_response() {
         let w = [op(0x41), prep(13, 12, 3)];
-        let caps = CommandCaps { pri: true, ..strict(NESTED) };
-        assert!(matches!(decode(w, &NESTED), Ok(Command::PriResp { resp: PriResponse::Reserved, .. })));
+        let caps = CommandCaps { pri: true, ..strict(nested()) };
+        assert!(matches!(decode(w, &nested()), Ok(Command::PriResp { resp: PriResponse::Reserved, .. })));
         assert_eq!(decode(w, &caps), ill(0x41, IllegalReason::ReservedValue));
     }
 
@@ -1723,18 +1675,18 @@ mod tests {
     fn range_reserved_encoding() {
         // TG != 0, NUM = SCALE = TTL = 0: reserved, ILLEGAL architecturally.
         let w = [op(0x12), tg(1) | 0x1000];
-        assert!(decode(w, &NESTED).is_ok());
-        assert_eq!(decode(w, &strict(NESTED)), ill(0x12, IllegalReason::ReservedValue));
+        assert!(decode(w, &nested()).is_ok());
+        assert_eq!(decode(w, &strict(nested())), ill(0x12, IllegalReason::ReservedValue));
         // With a TTL hint or a range it is fine.
-        assert!(decode([op(0x12), tg(1) | ttl(3) | 0x1000], &strict(NESTED)).is_ok());
-        assert!(decode([op(0x12) | num(1), tg(1) | 0x1000], &strict(NESTED)).is_ok());
+        assert!(decode([op(0x12), tg(1) | ttl(3) | 0x1000], &strict(nested())).is_ok());
+        assert!(decode([op(0x12) | num(1), tg(1) | 0x1000], &strict(nested())).is_ok());
         // 16 KiB with TTL 1 without DS: TTL reads as 0, so reserved again.
         let w = [op(0x2a), tg(2) | ttl(1) | 0x4000];
-        assert_eq!(decode(w, &strict(NESTED)), ill(0x2a, IllegalReason::ReservedValue));
-        let ds = CommandCaps { ds: true, ..strict(NESTED) };
+        assert_eq!(decode(w, &strict(nested())), ill(0x2a, IllegalReason::ReservedValue));
+        let ds = CommandCaps { ds: true, ..strict(nested()) };
         assert!(decode(w, &ds).is_ok());
         // Without RIL the fields are RES0: ignored, not reserved.
-        let noril = CommandCaps { ril: false, ..strict(NESTED) };
+        let noril = CommandCaps { ril: false, ..strict(nested()) };
         let Ok(Command::TlbiNhVa { va, .. }) = decode([op(0x12) | num(5), tg(1) | 0x1000], &noril) else { panic!() };
         assert_eq!((va.tg, va.num, va.scope().ranged), (0, 0, false));
     }
@@ -1742,43 +1694,43 @@ mod tests {
     #[test]
     fn ipa_high_bits_kept_by_qemu_only() {
         let w = [op(0x2a) | vmid(1), 0xff00_0000_0000_1000];
-        let Ok(Command::TlbiS2Ipa { ipa, .. }) = decode(w, &NESTED) else { panic!() };
+        let Ok(Command::TlbiS2Ipa { ipa, .. }) = decode(w, &nested()) else { panic!() };
         assert_eq!(ipa.addr, 0xff00_0000_0000_1000);
-        let Ok(Command::TlbiS2Ipa { ipa, .. }) = decode(w, &strict(NESTED)) else { panic!() };
+        let Ok(Command::TlbiS2Ipa { ipa, .. }) = decode(w, &strict(nested())) else { panic!() };
         assert_eq!(ipa.addr, 0x1000);
     }
 
     #[test]
     fn substreams_without_ssidsize() {
         let w = [op(0x01) | SSV | ssid(5) | sid(1), 0];
-        assert_eq!(decode(w, &NESTED), Ok(Command::PrefetchConfig { sid: 1, ssid: Some(5) }));
-        assert_eq!(decode(w, &strict(NESTED)), Ok(Command::PrefetchConfig { sid: 1, ssid: None }));
-        let caps = CommandCaps { ssid_bits: 20, ..strict(NESTED) };
+        assert_eq!(decode(w, &nested()), Ok(Command::PrefetchConfig { sid: 1, ssid: Some(5) }));
+        assert_eq!(decode(w, &strict(nested())), Ok(Command::PrefetchConfig { sid: 1, ssid: None }));
+        let caps = CommandCaps { ssid_bits: 20, ..strict(nested()) };
         assert_eq!(decode(w, &caps), Ok(Command::PrefetchConfig { sid: 1, ssid: Some(5) }));
     }
 
     #[test]
     fn error_codes() {
-        let e = decode([0, 0], &NESTED).unwrap_err();
-        assert_eq!((e.code(), e.code().code()), (CError::Ill, 1));
+        let e = decode([0, 0], &nested()).unwrap_err();
+        assert_eq!((e.code(), e.code().code()), (CmdqError::Ill, 1));
         assert_eq!(CommandError::FetchAbort.code().code(), 2);
         assert_eq!(CommandError::AtcInvSync.code().code(), 3);
-        assert_eq!(CError::None.code(), 0);
+        assert_eq!(CmdqError::None.code(), 0);
     }
 
     #[test]
     fn host_forwarding_uses_the_canonical_words() {
         let w = [op(0x12) | vmid(1) | asid(7) | 0x300, 1 | ttl(3) | tg(1) | 1 << 7 | 0x5000];
-        let c = decode(w, &NESTED).unwrap();
+        let c = decode(w, &nested()).unwrap();
         let Some(Invalidation::ArmSmmuV3 { cmd }) = c.to_iommufd() else { panic!() };
         assert_eq!(cmd, [op(0x12) | vmid(1) | asid(7), 1 | ttl(3) | tg(1) | 0x5000]);
         for words in
             [[op(0x30), 0], [op(0x10), 0], [op(0x11), 0], [op(0x13), 0], [op(0x40), 0], [op(0x05), 0], [op(0x06), 0]]
         {
-            assert!(decode(words, &NESTED).unwrap().to_iommufd().is_some(), "{words:x?}");
+            assert!(decode(words, &nested()).unwrap().to_iommufd().is_some(), "{words:x?}");
         }
         for words in [[op(0x03), 0], [op(0x04), 0], [op(0x28), 0], [op(0x2a), 0], [op(0x46), 0], [op(0x01), 0]] {
-            assert!(decode(words, &NESTED).unwrap().to_iommufd().is_none(), "{words:x?}");
+            assert!(decode(words, &nested()).unwrap().to_iommufd().is_none(), "{words:x?}");
         }
     }
 
@@ -1818,6 +1770,35 @@ mod tests {
         // Covering near the top does not overflow.
         let top = range(u64::MAX - 0xfff, 1, 0, 0, 1);
         assert_eq!(top.covering(), (u64::MAX - (1 << 30) + 1, u64::MAX));
+    }
+
+    #[test]
+    fn tg_is_not_encoded_as_in_a_cd() {
+        assert_eq!(tlbi_granule(0), None);
+        for g in [Granule::Size4K, Granule::Size16K, Granule::Size64K] {
+            assert_eq!(tlbi_granule(tlbi_tg(g)), Some(g));
+            assert_eq!(tlbi_granule(tlbi_tg(g) | 0xfc), Some(g), "only the low two bits count");
+        }
+        // 0b01 is 4 KiB here, 64 KiB in CD.TG0 and 16 KiB in CD.TG1.
+        assert_eq!(tlbi_granule(1), Some(Granule::Size4K));
+        assert_eq!((Granule::from_tg0(1), Granule::from_tg1(1)), (Some(Granule::Size64K), Some(Granule::Size16K)));
+        // Leaf entry sizes: a page at level 3, blocks above; a level
+        // beyond 3 (only a hand-made scope has one) counts as 3.
+        for g in [Granule::Size4K, Granule::Size16K, Granule::Size64K] {
+            for level in 0..=255u8 {
+                let s = InvalidationScope {
+                    first: 0,
+                    last: 0,
+                    granule: Some(g),
+                    level: Some(level),
+                    leaf_only: false,
+                    ranged: true,
+                    clipped: false,
+                };
+                let shift = g.shift() + 3u32.saturating_sub(u32::from(level)) * g.stride();
+                assert_eq!(s.leaf_size(), 1u64.checked_shl(shift), "{g:?} level {level}");
+            }
+        }
     }
 
     #[test]
@@ -1900,7 +1881,7 @@ mod tests {
             for leaf in [true, false] {
                 let mut next = iova;
                 for w in linux_range_cmds(iova, size, leaf) {
-                    let Ok(Command::TlbiNhVa { va, .. }) = decode(w, &strict(NESTED)) else { panic!("{w:x?}") };
+                    let Ok(Command::TlbiNhVa { va, .. }) = decode(w, &strict(nested())) else { panic!("{w:x?}") };
                     let s = va.scope();
                     assert_eq!((s.first, s.leaf_only, s.level), (next, leaf, leaf.then_some(3)));
                     next = s.last + 1;
@@ -1914,29 +1895,17 @@ mod tests {
 
     // ------------------------------------------------------------ randomized
 
-    /// xorshift64*: a deterministic stream of test words.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        /// A word biased towards valid opcodes and interesting bits.
-        fn word0(&mut self) -> u64 {
-            let ops = [0x01u64, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x18, 0x1a, 0x20, 0x21];
-            let more = [0x22u64, 0x23, 0x28, 0x2a, 0x30, 0x40, 0x41, 0x44, 0x45, 0x46];
-            let r = self.next();
-            match r % 4 {
-                0 => r,
-                _ => {
-                    let i = (r >> 8) as usize % (ops.len() + more.len());
-                    let o = if i < ops.len() { ops[i] } else { more[i - ops.len()] };
-                    (self.next() & !0xff) | o
-                }
+    /// A word biased towards valid opcodes and interesting bits.
+    fn random_word0(rng: &mut Rng) -> u64 {
+        let ops = [0x01u64, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x18, 0x1a, 0x20, 0x21];
+        let more = [0x22u64, 0x23, 0x28, 0x2a, 0x30, 0x40, 0x41, 0x44, 0x45, 0x46];
+        let r = rng.next();
+        match r % 4 {
+            0 => r,
+            _ => {
+                let i = (r >> 8) as usize % (ops.len() + more.len());
+                let o = if i < ops.len() { ops[i] } else { more[i - ops.len()] };
+                (rng.next() & !0xff) | o
             }
         }
     }
@@ -1944,15 +1913,15 @@ mod tests {
     #[test]
     fn random_commands_never_panic_and_reencode() {
         let mut rng = Rng(0x5eed_c0ff_ee12_3457);
-        let mut base = [NESTED, strict(NESTED), CommandCaps::qemu(false, true), CommandCaps::qemu(true, false)];
+        let mut base = [nested(), strict(nested()), command_caps(false, true), command_caps(true, false)];
         base[1].ds = true;
         let all =
-            CommandCaps { hyp: true, ats: true, pri: true, stall: true, mpam: true, ssid_bits: 20, ..strict(NESTED) };
-        let noril = CommandCaps { ril: false, ..strict(CommandCaps::qemu(true, false)) };
+            CommandCaps { hyp: true, ats: true, pri: true, stall: true, mpam: true, ssid_bits: 20, ..strict(nested()) };
+        let noril = CommandCaps { ril: false, ..strict(command_caps(true, false)) };
         let mut accepted = 0;
         for i in 0..200_000 {
             let caps = [base[0], base[1], base[2], base[3], all, noril][i % 6];
-            let words = [rng.word0(), rng.next()];
+            let words = [random_word0(&mut rng), rng.next()];
             match decode(words, &caps) {
                 Ok(c) => {
                     accepted += 1;
@@ -1962,7 +1931,7 @@ mod tests {
                         check_scope(&va.scope());
                     }
                 }
-                Err(e) => assert_eq!(e.code(), CError::Ill),
+                Err(e) => assert_eq!(e.code(), CmdqError::Ill),
             }
         }
         assert!(accepted > 50_000, "{accepted}");

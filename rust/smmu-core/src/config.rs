@@ -9,6 +9,14 @@
 //! other knobs change only their own ID register field, as upstream QEMU
 //! 11 does (there only with `accel=on`; see
 //! [`Config::upstream_accel_only`]).
+//!
+//! The decoders' capabilities, [`Config::ste_caps`] for STEs, stream
+//! tables and CDs and [`Config::command_caps`] for commands, are decoded
+//! from those ID registers ([`IdRegisters::ste_caps`],
+//! [`IdRegisters::command_caps`]), so a decoder never assumes a feature
+//! the guest was not told about, or refuses one it was. They select the
+//! C device's (compatible) rules; a device wanting the architecture's
+//! sets [`SteCaps::strict`] / clears [`CommandCaps::c_compatible`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,9 +24,11 @@ use std::str::FromStr;
 use bilge::prelude::*;
 use iommu_core::translation::vmsa::PaSize;
 
+use crate::command::CommandCaps;
 use crate::registers::{
     Aidr, Idr0, Idr1, Idr3, Idr5, Iidr, StLevel, StallModel, TableFormats, TtEndian, CMDQ_LOG2_MAX, EVENTQ_LOG2_MAX,
 };
+use crate::ste::{Granules, SteCaps};
 
 /// The translation stages the SMMU implements (property `stage`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -183,6 +193,59 @@ impl IdRegisters {
     pub fn idr5(&self) -> Idr5 {
         Idr5::from(self.idr[5])
     }
+
+    /// What these registers advertise, as STE, stream table and CD
+    /// decoding take it; compatible rules. Reserved encodings are taken
+    /// as the decoders document (HTTU 0b11 as none, STALL_MODEL 0b11 as
+    /// terminate-only). `ds` is always false: the IDR5 layout has no DS
+    /// field (the model never advertises LPA2).
+    pub fn ste_caps(&self) -> SteCaps {
+        let (idr0, idr1, idr3, idr5) = (self.idr0(), self.idr1(), self.idr3(), self.idr5());
+        SteCaps {
+            s1: idr0.s1p(),
+            s2: idr0.s2p(),
+            granules: Granules { k4: idr5.gran4k(), k16: idr5.gran16k(), k64: idr5.gran64k() },
+            // At most 52.
+            oas_bits: idr5.oas().bits() as u8,
+            sid_bits: idr1.sidsize().value(),
+            ssid_bits: idr1.ssidsize().value(),
+            two_level_strtab: idr0.st_level() == StLevel::TwoLevel,
+            two_level_cd: idr0.cd2l(),
+            ats: idr0.ats(),
+            ns1ats: idr0.ns1ats(),
+            vmid16: idr0.vmid16(),
+            asid16: idr0.asid16(),
+            httu: idr0.httu(),
+            stall_model: idr0.stall_model(),
+            abort_only: idr0.term_model(),
+            small_tables: idr3.stt(),
+            va52: idr5.vax().value() == 1,
+            ds: false,
+            xnx: idr3.xnx(),
+            strict: false,
+        }
+    }
+
+    /// What these registers advertise, as command decoding takes it;
+    /// C-compatible rules. The stall model counts when STALL_MODEL is
+    /// 0b00 or 0b10; `ds` is always false (see
+    /// [`ste_caps`](Self::ste_caps)).
+    pub fn command_caps(&self) -> CommandCaps {
+        let (idr0, idr1, idr3) = (self.idr0(), self.idr1(), self.idr3());
+        CommandCaps {
+            stage1: idr0.s1p(),
+            stage2: idr0.s2p(),
+            ril: idr3.ril(),
+            ds: false,
+            ats: idr0.ats(),
+            pri: idr0.pri(),
+            stall: matches!(idr0.stall_model(), StallModel::StallAndTerminate | StallModel::StallForced),
+            hyp: idr0.hyp(),
+            mpam: idr3.mpam(),
+            ssid_bits: idr1.ssidsize().value(),
+            c_compatible: true,
+        }
+    }
 }
 
 impl Config {
@@ -294,11 +357,27 @@ impl Config {
             aidr: aidr.into(),
         }
     }
+
+    /// The capabilities STE, stream table and CD decoding must assume:
+    /// those [`id_registers`](Self::id_registers) advertises
+    /// ([`IdRegisters::ste_caps`]), compatible rules.
+    pub fn ste_caps(&self) -> SteCaps {
+        self.id_registers().ste_caps()
+    }
+
+    /// The capabilities command decoding must assume: those
+    /// [`id_registers`](Self::id_registers) advertises
+    /// ([`IdRegisters::command_caps`]), C-compatible rules.
+    pub fn command_caps(&self) -> CommandCaps {
+        self.id_registers().command_caps()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registers::Httu;
+    use iommu_core::translation::vmsa::Granule;
 
     #[test]
     fn defaults_are_the_c_device() {
@@ -444,5 +523,176 @@ mod tests {
         ] {
             assert_eq!(Config { oas, ..Config::default() }.id_registers().idr5().oas(), field, "{oas}");
         }
+    }
+
+    /// Each stage with every knob at its default, each knob away from it,
+    /// all of them together, and values `validate` refuses.
+    fn configs() -> Vec<Config> {
+        let mut v = Vec::new();
+        for stage in [Stage::S1, Stage::S2, Stage::Nested] {
+            let base = Config { stage, ..Config::default() };
+            v.extend([
+                base,
+                Config { oas: 48, ..base },
+                Config { ssidsize: 1, ..base },
+                Config { ssidsize: 20, ..base },
+                Config { ats: true, ..base },
+                Config { ril: false, ..base },
+                Config { oas: 48, ssidsize: 16, ats: true, ril: false, ..base },
+                Config { oas: 255, ssidsize: 255, ..base },
+                Config { oas: 0, ..base },
+                Config { oas: 45, ..base },
+            ]);
+        }
+        v
+    }
+
+    #[test]
+    fn caps_decode_what_the_id_registers_advertise() {
+        for c in configs() {
+            let id = c.id_registers();
+            let (idr0, idr1, idr3, idr5) = (id.idr0(), id.idr1(), id.idr3(), id.idr5());
+            let (s, m) = (c.ste_caps(), c.command_caps());
+            assert_eq!((s, m), (id.ste_caps(), id.command_caps()), "{c:?}");
+            // Stages.
+            assert_eq!((s.s1, s.s2), (idr0.s1p(), idr0.s2p()), "{c:?}");
+            assert_eq!((m.stage1, m.stage2), (idr0.s1p(), idr0.s2p()), "{c:?}");
+            assert_eq!((s.s1, s.s2), (c.stage.stage1(), c.stage.stage2()), "{c:?}");
+            // Output address size: the IDR5.OAS encoding, the knob itself
+            // when it is valid.
+            assert_eq!(u32::from(s.oas_bits), idr5.oas().bits(), "{c:?}");
+            if c.validate().is_ok() {
+                assert_eq!(s.oas_bits, c.oas, "{c:?}");
+            }
+            // StreamID and SubstreamID bits.
+            assert_eq!(s.sid_bits, idr1.sidsize().value(), "{c:?}");
+            assert_eq!(s.sid_bits, Config::SID_BITS);
+            assert_eq!((s.ssid_bits, m.ssid_bits), (idr1.ssidsize().value(), idr1.ssidsize().value()), "{c:?}");
+            assert_eq!(s.ssid_bits, c.ssidsize.min(Config::SSID_BITS_MAX), "{c:?}");
+            // ATS, range invalidation.
+            assert_eq!((s.ats, m.ats), (idr0.ats(), idr0.ats()), "{c:?}");
+            assert_eq!(s.ats, c.ats, "{c:?}");
+            assert_eq!(s.ns1ats, idr0.ns1ats(), "{c:?}");
+            assert_eq!((m.ril, c.ril), (idr3.ril(), idr3.ril()), "{c:?}");
+            // 16-bit ASIDs and VMIDs.
+            assert_eq!((s.asid16, s.vmid16), (idr0.asid16(), idr0.vmid16()), "{c:?}");
+            // 2-level stream and CD tables.
+            assert_eq!(s.two_level_strtab, idr0.st_level() == StLevel::TwoLevel, "{c:?}");
+            assert_eq!(s.two_level_cd, idr0.cd2l(), "{c:?}");
+            // Granules.
+            for (g, advertised) in [
+                (Granule::Size4K, idr5.gran4k()),
+                (Granule::Size16K, idr5.gran16k()),
+                (Granule::Size64K, idr5.gran64k()),
+            ] {
+                assert_eq!(s.granules.supports(g), advertised, "{c:?} {g:?}");
+            }
+            // Hardware updates, stalls, termination, table features.
+            assert_eq!(s.httu, idr0.httu(), "{c:?}");
+            assert_eq!((s.ha(), s.hd()), (false, false), "{c:?}");
+            assert_eq!(s.stall_model, idr0.stall_model(), "{c:?}");
+            assert_eq!(m.stall, idr0.stall_model() != StallModel::TerminateOnly, "{c:?}");
+            assert_eq!(s.abort_only, idr0.term_model(), "{c:?}");
+            assert_eq!(s.small_tables, idr3.stt(), "{c:?}");
+            assert_eq!(s.va52, idr5.vax().value() == 1, "{c:?}");
+            assert_eq!(s.xnx, idr3.xnx(), "{c:?}");
+            // What commands need beyond that.
+            assert_eq!((m.pri, m.hyp, m.mpam), (idr0.pri(), idr0.hyp(), idr3.mpam()), "{c:?}");
+            // No LPA2: IDR5 has no DS field, nothing advertises it.
+            assert!(!s.ds && !m.ds, "{c:?}");
+            // The compatible rule sets.
+            assert!(!s.strict && m.c_compatible, "{c:?}");
+            // The walker's view follows.
+            assert_eq!(s.vmsa().oas_bits, s.oas_bits);
+        }
+    }
+
+    #[test]
+    fn each_knob_changes_its_caps_only() {
+        for stage in [Stage::S1, Stage::S2, Stage::Nested] {
+            let base = Config { stage, ..Config::default() };
+            let (s, m) = (base.ste_caps(), base.command_caps());
+            let with = |c: Config| (c.ste_caps(), c.command_caps());
+            assert_eq!(with(Config { oas: 48, ..base }), (SteCaps { oas_bits: 48, ..s }, m));
+            assert_eq!(
+                with(Config { ssidsize: 20, ..base }),
+                (SteCaps { ssid_bits: 20, ..s }, CommandCaps { ssid_bits: 20, ..m })
+            );
+            assert_eq!(
+                with(Config { ats: true, ..base }),
+                (SteCaps { ats: true, ..s }, CommandCaps { ats: true, ..m })
+            );
+            assert_eq!(with(Config { ril: false, ..base }), (s, CommandCaps { ril: false, ..m }));
+        }
+    }
+
+    #[test]
+    fn default_caps_are_the_c_devices() {
+        for stage in [Stage::S1, Stage::S2, Stage::Nested] {
+            let c = Config { stage, ..Config::default() };
+            let (s1, s2) = (stage.stage1(), stage.stage2());
+            // OAS 44, all granules, 16-bit StreamIDs, no substreams, 2-level
+            // stream tables, linear CD tables only, no ATS, 16-bit ASIDs and
+            // VMIDs, no HTTU, no stalls, aborts only, no STT/VAX/DS, XNX
+            // with stage 2.
+            assert_eq!(
+                c.ste_caps(),
+                SteCaps {
+                    s1,
+                    s2,
+                    granules: Granules::ALL,
+                    oas_bits: 44,
+                    sid_bits: 16,
+                    ssid_bits: 0,
+                    two_level_strtab: true,
+                    two_level_cd: false,
+                    ats: false,
+                    ns1ats: false,
+                    vmid16: true,
+                    asid16: true,
+                    httu: Httu::None,
+                    stall_model: StallModel::TerminateOnly,
+                    abort_only: true,
+                    small_tables: false,
+                    va52: false,
+                    ds: false,
+                    xnx: s2,
+                    strict: false,
+                }
+            );
+            // RIL; no DS, ATS, PRI, stall, HYP, MPAM or substreams.
+            assert_eq!(
+                c.command_caps(),
+                CommandCaps {
+                    stage1: s1,
+                    stage2: s2,
+                    ril: true,
+                    ds: false,
+                    ats: false,
+                    pri: false,
+                    stall: false,
+                    hyp: false,
+                    mpam: false,
+                    ssid_bits: 0,
+                    c_compatible: true,
+                }
+            );
+        }
+        assert_eq!(CommandCaps::default(), Config::default().command_caps());
+    }
+
+    #[test]
+    fn caps_of_any_id_registers_decode_without_panicking() {
+        // Migrated or hand-made registers: reserved encodings included.
+        let all = IdRegisters { idr: [u32::MAX; 6], iidr: u32::MAX, aidr: u32::MAX };
+        let s = all.ste_caps();
+        assert_eq!((s.oas_bits, s.sid_bits, s.ssid_bits), (52, 63, 31));
+        assert_eq!((s.httu, s.stall_model), (Httu::Reserved, StallModel::Reserved));
+        assert!(!s.ha() && !s.hd() && !s.two_level_strtab && !s.va52);
+        assert!(!all.command_caps().stall);
+        let none = IdRegisters { idr: [0; 6], iidr: 0, aidr: 0 };
+        let s = none.ste_caps();
+        assert_eq!((s.s1, s.s2, s.oas_bits, s.stall_model), (false, false, 32, StallModel::StallAndTerminate));
+        assert!(none.command_caps().stall);
     }
 }

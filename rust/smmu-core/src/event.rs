@@ -34,6 +34,9 @@
 use bilge::prelude::*;
 use iommu_core::memory::GuestMemory;
 use iommu_core::queues::ring::{self, ProduceError, Ring, Wrapped};
+use iommu_core::translation::vmsa::Class;
+
+use crate::registers::{EventqCons, EventqProd, EVENTQ_ENTRY_BYTES};
 
 pub use layout::FaultClass;
 
@@ -202,22 +205,22 @@ pub mod layout {
         pub ipa: u44,
         reserved: u8,
     }
+}
 
-    /// `EVENTQ_PROD` and `EVENTQ_CONS`: the index with its wrap bit, and
-    /// OVFLG (PROD) or OVACKFLG (CONS) in bit 31.
-    #[bitsize(32)]
-    #[derive(FromBits, DebugBits, Clone, Copy)]
-    pub struct EvtQueuePointer {
-        /// Bits 30:0: WR or RD (index and wrap bit, the rest RES0).
-        pub position: u31,
-        /// Bit 31: OVFLG or OVACKFLG.
-        pub overflow: bool,
+impl From<Class> for FaultClass {
+    /// The CLASS of a stage-2 fault the walker reports.
+    fn from(class: Class) -> FaultClass {
+        match class {
+            Class::Cd => FaultClass::Cd,
+            Class::Tt => FaultClass::Tt,
+            Class::In => FaultClass::In,
+        }
     }
 }
 
 use layout::{
-    EvtQueuePointer, EvtWord0, EvtWord1, EvtWord1AtsRequest, EvtWord1Conflict, EvtWord1PageRequest, EvtWord2Page,
-    EvtWord3Fetch, EvtWord3Ipa,
+    EvtWord0, EvtWord1, EvtWord1AtsRequest, EvtWord1Conflict, EvtWord1PageRequest, EvtWord2Page, EvtWord3Fetch,
+    EvtWord3Ipa,
 };
 
 // ---------------------------------------------------------------- events
@@ -898,7 +901,7 @@ pub struct EventQueue {
 
 impl EventQueue {
     /// Bytes of an event record.
-    pub const ENTRY_BYTES: u32 = 32;
+    pub const ENTRY_BYTES: u32 = EVENTQ_ENTRY_BYTES;
 
     /// An empty queue of 2^`log2` entries at `base`, C-compatible.
     pub fn new(base: u64, log2: u8) -> EventQueue {
@@ -917,7 +920,7 @@ impl EventQueue {
 
     /// The overflow condition: PROD.OVFLG != CONS.OVACKFLG.
     pub fn overflow_pending(&self) -> bool {
-        EvtQueuePointer::from(self.prod).overflow() != EvtQueuePointer::from(self.cons).overflow()
+        EventqProd::from(self.prod).ovflg() != EventqCons::from(self.cons).ovackflg()
     }
 
     /// Produce `record` (an [`Event::encode`] or [`Event::encode_qemu`]
@@ -938,14 +941,16 @@ impl EventQueue {
             Ok(next) => {
                 // QEMU's increment keeps only the index and wrap bits (so it
                 // clears OVFLG); the architecture keeps OVFLG.
-                let flag = architected && EvtQueuePointer::from(self.prod).overflow();
-                self.prod = EvtQueuePointer::new(u31::extract_u32(next.value, 0), flag).into();
+                let mut prod = EventqProd::from(next.value);
+                prod.set_ovflg(architected && EventqProd::from(self.prod).ovflg());
+                self.prod = prod.into();
                 Pushed::Written
             }
             Err(ProduceError::Full) if architected => {
                 if !self.overflow_pending() {
-                    let p = EvtQueuePointer::from(self.prod);
-                    self.prod = EvtQueuePointer::new(p.position(), !p.overflow()).into();
+                    let mut prod = EventqProd::from(self.prod);
+                    prod.set_ovflg(!prod.ovflg());
+                    self.prod = prod.into();
                 }
                 Pushed::Overflowed
             }
@@ -957,9 +962,8 @@ impl EventQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use iommu_core::memory::MemError;
+    use crate::testutil::{Mem, Rng};
     use iommu_core::nesting::iommufd::{VEvent, VEvents};
-    use std::cell::RefCell;
 
     // ------------------------------------------------------------ helpers
 
@@ -1132,6 +1136,14 @@ mod tests {
     }
 
     #[test]
+    fn walker_classes_become_the_class_field() {
+        assert_eq!(FaultClass::from(Class::Cd), FaultClass::Cd);
+        assert_eq!(FaultClass::from(Class::Tt), FaultClass::Tt);
+        assert_eq!(FaultClass::from(Class::In), FaultClass::In);
+        assert_eq!(u2::from(FaultClass::from(Class::In)).value(), 2);
+    }
+
+    #[test]
     fn a_record_linux_would_print() {
         // "event 0x10 received:" for a stage-1 read of 0xffff1000 by SID 8:
         //   0x0000000800000010 0x0000020800000000 0x00000000ffff1000 0x0
@@ -1222,29 +1234,10 @@ mod tests {
     // ------------------------------------------------------------ queue
 
     /// Guest memory of `size` bytes at 0; accesses beyond fail.
-    struct Mem(RefCell<Vec<u8>>);
-
-    impl Mem {
-        fn new(size: usize) -> Mem {
-            Mem(RefCell::new(vec![0; size]))
-        }
-    }
-
-    impl GuestMemory for Mem {
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-            let m = self.0.borrow();
-            let a = usize::try_from(addr).map_err(|_| MemError)?;
-            let src = m.get(a..a.checked_add(buf.len()).ok_or(MemError)?).ok_or(MemError)?;
-            buf.copy_from_slice(src);
-            Ok(())
-        }
-        fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
-            let mut m = self.0.borrow_mut();
-            let a = usize::try_from(addr).map_err(|_| MemError)?;
-            let dst = m.get_mut(a..a.checked_add(buf.len()).ok_or(MemError)?).ok_or(MemError)?;
-            dst.copy_from_slice(buf);
-            Ok(())
-        }
+    fn memory(size: u64) -> Mem {
+        let m = Mem::default();
+        m.map(0, size);
+        m
     }
 
     const OVF: u32 = 1 << 31;
@@ -1255,7 +1248,7 @@ mod tests {
 
     #[test]
     fn records_land_in_order_and_wrap() {
-        let mem = Mem::new(0x2000);
+        let mem = memory(0x2000);
         let mut q = EventQueue::new(0x1000, 2);
         assert!(q.is_empty());
         for n in 0..4 {
@@ -1272,7 +1265,7 @@ mod tests {
 
     #[test]
     fn full_queue_raises_eventq_abt_err_in_the_c_model() {
-        let mem = Mem::new(0x2000);
+        let mem = memory(0x2000);
         let mut q = EventQueue::new(0x1000, 1);
         assert_eq!(q.on_full, OnFull::AbortError);
         q.push(&mem, rec(0), false);
@@ -1292,7 +1285,7 @@ mod tests {
 
     #[test]
     fn full_queue_overflows_architecturally() {
-        let mem = Mem::new(0x2000);
+        let mem = memory(0x2000);
         let mut q = EventQueue { on_full: OnFull::Overflow, ..EventQueue::new(0x1000, 1) };
         q.push(&mem, rec(0), false);
         q.push(&mem, rec(1), false);
@@ -1319,7 +1312,7 @@ mod tests {
 
     #[test]
     fn write_failures_abort_in_both_models() {
-        let mem = Mem::new(0x1010);
+        let mem = memory(0x1010);
         for on_full in [OnFull::AbortError, OnFull::Overflow] {
             let mut q = EventQueue { on_full, ..EventQueue::new(0x1000, 3) };
             assert_eq!(q.push(&mem, rec(0), false), Pushed::Aborted);
@@ -1328,17 +1321,6 @@ mod tests {
     }
 
     // ------------------------------------------------------------ randomized
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-    }
 
     #[test]
     fn random_records_never_panic_and_round_trip() {
@@ -1364,7 +1346,7 @@ mod tests {
 
     #[test]
     fn random_queue_traffic_never_panics() {
-        let mem = Mem::new(0x3000);
+        let mem = memory(0x3000);
         let mut rng = Rng(42);
         for on_full in [OnFull::AbortError, OnFull::Overflow] {
             let mut q = EventQueue { on_full, ..EventQueue::new(0x1000, 5) };

@@ -19,3 +19,6 @@ pub mod event;
 pub mod registers;
 pub mod ste;
 pub mod stream;
+
+#[cfg(test)]
+mod testutil;

@@ -37,11 +37,14 @@ use std::fmt;
 
 use bilge::prelude::*;
 use iommu_core::queues::ring::{Ring, Wrapped};
+use iommu_core::translation::width_mask;
 
 use crate::config::IdRegisters;
+use crate::ste::SteCaps;
+use crate::stream::{StreamTable, StreamTableFormat};
 
 pub use layouts::{
-    Aidr, CmdqCons, CmdqProd, CommandError, Cr0, Cr1, Cr2, EventqCons, EventqProd, Gbpa, Gerror, Idr0, Idr1, Idr2,
+    Aidr, CmdqCons, CmdqError, CmdqProd, Cr0, Cr1, Cr2, EventqCons, EventqProd, Gbpa, Gerror, Httu, Idr0, Idr1, Idr2,
     Idr3, Idr5, Iidr, IrqCfg0, IrqCfg2, IrqCtrl, QueueBase, StLevel, StallModel, Statusr, StrtabBase, StrtabBaseCfg,
     StrtabFormat, TableFormats, TtEndian,
 };
@@ -122,17 +125,31 @@ mod layouts {
         Big = 3,
     }
 
+    /// IDR0.HTTU: hardware translation table updates.
+    #[bitsize(2)]
+    #[derive(FromBits, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Httu {
+        /// 0b00: none.
+        None = 0,
+        /// 0b01: the Access flag only.
+        AccessFlag = 1,
+        /// 0b10: the Access flag and dirty state.
+        Dirty = 2,
+        /// 0b11: reserved (taken as none).
+        Reserved = 3,
+    }
+
     /// IDR0.STALL_MODEL.
     #[bitsize(2)]
-    #[derive(FromBits, Debug, Clone, Copy, PartialEq, Eq)]
+    #[derive(FromBits, Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum StallModel {
-        /// 0b00: stall and terminate both supported.
+        /// 0b00: stall and terminate both supported, chosen per STE/CD.
         StallAndTerminate = 0,
         /// 0b01: stall not supported, faulting transactions terminate.
         TerminateOnly = 1,
-        /// 0b10: stall forced.
+        /// 0b10: stall forced, faulting transactions always stall.
         StallForced = 2,
-        /// 0b11: reserved.
+        /// 0b11: reserved (the decoders take it as 0b01).
         Reserved = 3,
     }
 
@@ -165,7 +182,7 @@ mod layouts {
         /// Bit 5: broadcast TLB maintenance.
         pub btm: bool,
         /// Bits 7:6: hardware access/dirty flag updates.
-        pub httu: u2,
+        pub httu: Httu,
         /// Bit 8: dormant hint.
         pub dormhint: bool,
         /// Bit 9: hypervisor stage 1 contexts.
@@ -475,15 +492,16 @@ mod layouts {
         pub lo: bool,
     }
 
-    /// SMMU_STRTAB_BASE (0x80).
+    /// SMMU_STRTAB_BASE (0x80). ADDR is the architecture's bits 55:6;
+    /// the C device uses bits 51:6 only ([`StrtabBase::address_51_6`]).
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct StrtabBase {
         reserved: u6,
-        /// Bits 51:6: address bits 51:6.
-        pub addr: u46,
-        reserved: u10,
-        /// Bit 62: read-allocate hint.
+        /// Bits 55:6: ADDR, address bits 55:6.
+        pub addr: u50,
+        reserved: u6,
+        /// Bit 62: RA, read-allocate hint.
         pub ra: bool,
         reserved: u1,
     }
@@ -496,9 +514,9 @@ mod layouts {
         Linear = 0,
         /// 0b01: 2-level.
         TwoLevel = 1,
-        /// 0b10: reserved.
+        /// 0b10: reserved (a lookup takes the table as linear).
         Reserved2 = 2,
-        /// 0b11: reserved.
+        /// 0b11: reserved (a lookup takes the table as linear).
         Reserved3 = 3,
     }
 
@@ -541,17 +559,20 @@ mod layouts {
         reserved: u12,
     }
 
-    /// CMDQ_CONS.ERR: why command processing stopped.
+    /// CMDQ_CONS.ERR (IHI 0070 §7.1): why command processing stopped.
+    /// [`crate::command::CommandError::code`] gives the code of a command
+    /// the SMMU could not consume.
     #[bitsize(7)]
-    #[derive(FromBits, Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum CommandError {
-        /// 0: no error.
+    #[derive(FromBits, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum CmdqError {
+        /// 0: CERROR_NONE, no error.
         None,
         /// 1: CERROR_ILL, illegal or unsupported command.
         Ill,
-        /// 2: CERROR_ABT, the command could not be read.
+        /// 2: CERROR_ABT, abort on command fetch.
         Abt,
-        /// 3: CERROR_ATC_INV_SYNC, an ATC invalidation timed out.
+        /// 3: CERROR_ATC_INV_SYNC, a CMD_SYNC could not complete an
+        /// ATC_INV.
         AtcInvSync,
         /// Any other value (the guest may write anything).
         #[fallback]
@@ -566,7 +587,7 @@ mod layouts {
         pub rd: u20,
         reserved: u4,
         /// Bits 30:24: error code.
-        pub err: CommandError,
+        pub err: CmdqError,
         reserved: u1,
     }
 
@@ -590,6 +611,33 @@ mod layouts {
         reserved: u11,
         /// Bit 31: overflow acknowledge flag.
         pub ovackflg: bool,
+    }
+}
+
+impl StrtabBase {
+    /// ADDR in place: the table address as the architecture reads it,
+    /// bits 55:6.
+    pub fn address(self) -> u64 {
+        self.addr().value() << 6
+    }
+
+    /// ADDR bits 51:6 in place: the address as the C device reads it (its
+    /// mask drops bits 55:52; it uses the same mask for the queue bases).
+    pub fn address_51_6(self) -> u64 {
+        self.address() & width_mask(52)
+    }
+}
+
+impl CmdqError {
+    /// The 7-bit value of CMDQ_CONS.ERR.
+    pub const fn code(self) -> u8 {
+        match self {
+            CmdqError::None => 0,
+            CmdqError::Ill => 1,
+            CmdqError::Abt => 2,
+            CmdqError::AtcInvSync => 3,
+            CmdqError::Other(code) => code.value(),
+        }
     }
 }
 
@@ -965,7 +1013,7 @@ impl Queue {
     /// uses the stream table's address mask, so bit 5 of a queue base,
     /// architecturally an address bit, is dropped).
     pub fn base_address(&self) -> u64 {
-        address_bits_51_6(u64::from(self.base))
+        StrtabBase::from(u64::from(self.base)).address_51_6()
     }
 
     /// The ring of entries at [`base_address`](Self::base_address).
@@ -1011,11 +1059,6 @@ impl Queue {
         let field = 2u32.wrapping_shl(u32::from(self.log2size.min(31))).wrapping_sub(1);
         self.cons = (self.cons & !field) | next;
     }
-}
-
-/// Bits 51:6 of a base register, in place (STRTAB_BASE's ADDR field).
-fn address_bits_51_6(raw: u64) -> u64 {
-    StrtabBase::from(raw).addr().value() << 6
 }
 
 fn deposit_word(old: u64, word: Word, value: u32) -> u64 {
@@ -1413,7 +1456,7 @@ impl Registers {
     }
 
     /// Store `error` in CMDQ_CONS.ERR (the rest of CMDQ_CONS is kept).
-    pub fn set_cmdq_error(&mut self, error: CommandError) {
+    pub fn set_cmdq_error(&mut self, error: CmdqError) {
         let mut cons = CmdqCons::from(self.cmdq.cons);
         cons.set_err(error);
         self.cmdq.cons = cons.into();
@@ -1422,7 +1465,7 @@ impl Registers {
     /// The stream table address as the C device uses it: STRTAB_BASE
     /// bits 51:6 (RA and reserved bits dropped).
     pub fn strtab_base_address(&self) -> u64 {
-        address_bits_51_6(self.strtab_base.into())
+        self.strtab_base.address_51_6()
     }
 
     /// STRTAB_BASE_CFG.LOG2SIZE.
@@ -1435,6 +1478,20 @@ impl Registers {
     /// if FMT was written back to linear), `None` for a linear table.
     pub fn strtab_two_level_split(&self) -> Option<u8> {
         self.two_level_strtab.then_some(self.sid_split)
+    }
+
+    /// The Stream table the C device walks: STRTAB_BASE as written, the
+    /// current LOG2SIZE, and the 2-level format with the SPLIT it
+    /// remembers ([`strtab_two_level_split`](Self::strtab_two_level_split))
+    /// instead of the current FMT, which
+    /// [`StreamTable::from_regs`] reads as the architecture does. Without
+    /// 2-level support in `caps` the table is linear.
+    pub fn stream_table(&self, caps: &SteCaps) -> StreamTable {
+        let format = match self.strtab_two_level_split() {
+            Some(split) if caps.two_level_strtab => StreamTableFormat::TwoLevel { split },
+            _ => StreamTableFormat::Linear,
+        };
+        StreamTable { base: self.strtab_base.into(), log2size: self.strtab_log2size(), format }
     }
 
     /// The C device's `features` word as migrated (bit 0: 2-level stream
@@ -1467,6 +1524,7 @@ fn access_ok(offset: u64, size: u32) -> bool {
 mod tests {
     use super::*;
     use crate::config::{Config, Stage};
+    use crate::testutil::Rng;
 
     fn regs() -> Registers {
         Registers::new(Config::default().id_registers())
@@ -1528,9 +1586,9 @@ mod tests {
         let cfg = StrtabBaseCfg::from(0x0001_0210u32);
         assert_eq!((cfg.log2size().value(), cfg.split().value(), cfg.fmt()), (16, 8, StrtabFormat::TwoLevel));
         let mut cons = CmdqCons::from(0u32);
-        cons.set_err(CommandError::Abt);
+        cons.set_err(CmdqError::Abt);
         assert_eq!(u32::from(cons), 0x0200_0000);
-        assert_eq!(CmdqCons::from(0x7f00_0000u32).err(), CommandError::Other(u7::new(0x7f)));
+        assert_eq!(CmdqCons::from(0x7f00_0000u32).err(), CmdqError::Other(u7::new(0x7f)));
         assert_eq!(u32::from(CmdqCons::from(0x7f00_0000u32)), 0x7f00_0000);
         assert!(EventqProd::from(0x8000_0000u32).ovflg());
         assert!(EventqCons::from(0x8000_0000u32).ovackflg());
@@ -1540,6 +1598,12 @@ mod tests {
         assert_eq!(QueueBase::from(0x4000_0000_1234_5673u64).addr().value() << 5, 0x1234_5660);
         assert!(QueueBase::from(0x4000_0000_0000_0000u64).alloc_hint());
         assert!(StrtabBase::from(0x4000_0000_0000_0000u64).ra());
+        assert_eq!(StrtabBase::from(u64::MAX).address(), 0x00FF_FFFF_FFFF_FFC0);
+        assert_eq!(StrtabBase::from(u64::MAX).address_51_6(), 0x000F_FFFF_FFFF_FFC0);
+        for code in 0..128u8 {
+            assert_eq!(CmdqError::from(u7::new(code)).code(), code);
+        }
+        assert_eq!(CmdqError::Other(u7::new(5)).code(), 5);
         assert_eq!(IrqCfg0::from(u64::MAX).addr().value() << 2, 0x000F_FFFF_FFFF_FFFC);
     }
 
@@ -1792,6 +1856,30 @@ mod tests {
     }
 
     #[test]
+    fn stream_table_keeps_the_sticky_two_level_format() {
+        let mut r = regs();
+        let caps = Config::default().ste_caps();
+        r.write(0x80, 8, 0x4000_0000_8765_4321);
+        w32(&mut r, 0x88, 0x0000_0150);
+        let linear = StreamTable { base: 0x4000_0000_8765_4321, log2size: 16, format: StreamTableFormat::Linear };
+        assert_eq!(r.stream_table(&caps), linear);
+        assert_eq!(StreamTable::from_regs(r.read(0x80, 8), r32(&r, 0x88) as u32, &caps), linear);
+        w32(&mut r, 0x88, 0x0001_0210);
+        let two = StreamTable { format: StreamTableFormat::TwoLevel { split: 8 }, ..linear };
+        assert_eq!(r.stream_table(&caps), two);
+        assert_eq!(StreamTable::from_regs(r.read(0x80, 8), r32(&r, 0x88) as u32, &caps), two);
+        // Back to linear: the C device keeps walking the 2-level table,
+        // the architecture does not.
+        w32(&mut r, 0x88, 0x0000_0150);
+        assert_eq!(r.stream_table(&caps), two);
+        assert_eq!(StreamTable::from_regs(r.read(0x80, 8), r32(&r, 0x88) as u32, &caps), linear);
+        let linear_only = SteCaps { two_level_strtab: false, ..caps };
+        assert_eq!(r.stream_table(&linear_only), linear);
+        r.reset();
+        assert_eq!(r.stream_table(&caps), linear);
+    }
+
+    #[test]
     fn queue_bases_capture_their_size_on_low_writes() {
         for (base, q) in [(0x90u64, 0usize), (0xA0, 1)] {
             let mut r = regs();
@@ -1996,9 +2084,9 @@ mod tests {
         assert!(r.eventq.is_empty());
         // CONS.ERR.
         r.cmdq.cons = 0x8000_0005;
-        r.set_cmdq_error(CommandError::Ill);
+        r.set_cmdq_error(CmdqError::Ill);
         assert_eq!(r.cmdq.cons, 0x8100_0005);
-        r.set_cmdq_error(CommandError::None);
+        r.set_cmdq_error(CmdqError::None);
         assert_eq!(r.cmdq.cons, 0x8000_0005);
         // Large sizes (e.g. from a migration stream) do not panic.
         r.cmdq.log2size = 255;
@@ -2027,19 +2115,6 @@ mod tests {
         assert_eq!(r.strtab_two_level_split(), Some(0));
         r.set_features_word(2);
         assert_eq!(r.features_word(), 0);
-    }
-
-    /// A small deterministic generator (xorshift64*), so that the test
-    /// needs no extra crates.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
     }
 
     #[test]
@@ -2083,7 +2158,7 @@ mod tests {
                     2 => {
                         let _ = r.raise_gerror(Gerror::from(rng.next() as u32));
                     }
-                    3 => r.set_cmdq_error(CommandError::from(u7::new((rng.next() % 128) as u8))),
+                    3 => r.set_cmdq_error(CmdqError::from(u7::new((rng.next() % 128) as u8))),
                     4 if i % 1000 == 0 => r.reset(),
                     _ => {}
                 }

@@ -79,6 +79,8 @@ use bilge::prelude::*;
 use iommu_core::translation::vmsa::{self, ConfigError, Granule, S2Config, S2Tables};
 use iommu_core::translation::width_mask;
 
+use crate::registers::{Httu, StallModel};
+
 pub use layouts::{Config, EatsField, S1DssField, S1FmtField, SteWord0, SteWord1, SteWord2, SteWord3};
 
 // ---------------------------------------------------------------- layouts
@@ -328,30 +330,12 @@ impl Granules {
     }
 }
 
-/// Hardware translation table updates (SMMU_IDR0.HTTU).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Httu {
-    /// 0b00: none.
-    None,
-    /// 0b01: the Access flag only.
-    AccessFlag,
-    /// 0b10: the Access flag and dirty state.
-    Dirty,
-}
-
-/// The stall model (SMMU_IDR0.STALL_MODEL).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StallModel {
-    /// 0b00: stall and terminate both supported, chosen per STE/CD.
-    Configurable,
-    /// 0b01: faulting transactions are always terminated.
-    Terminate,
-    /// 0b10: faulting transactions always stall.
-    Force,
-}
-
 /// What the SMMU advertises, as STE, stream table and CD decoding depend
-/// on it, and which rule set applies.
+/// on it, and which rule set applies. A device takes them from its
+/// configuration, [`Config::ste_caps`](crate::config::Config::ste_caps)
+/// (or from its ID registers,
+/// [`IdRegisters::ste_caps`](crate::config::IdRegisters::ste_caps)), so
+/// that they are what the guest reads there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SteCaps {
     /// Stage 1 implemented (SMMU_IDR0.S1P).
@@ -379,9 +363,11 @@ pub struct SteCaps {
     pub vmid16: bool,
     /// 16-bit ASIDs (SMMU_IDR0.ASID16).
     pub asid16: bool,
-    /// Hardware Access flag / dirty state updates (SMMU_IDR0.HTTU).
+    /// Hardware Access flag / dirty state updates (SMMU_IDR0.HTTU; the
+    /// reserved 0b11 is taken as none).
     pub httu: Httu,
-    /// SMMU_IDR0.STALL_MODEL.
+    /// SMMU_IDR0.STALL_MODEL (the reserved 0b11 is taken as 0b01: no
+    /// stalls).
     pub stall_model: StallModel,
     /// Terminated transactions always abort, no RAZ/WI (SMMU_IDR0.TERM_MODEL).
     pub abort_only: bool,
@@ -399,37 +385,6 @@ pub struct SteCaps {
 }
 
 impl SteCaps {
-    /// What QEMU 10.2.2's C device advertises with stage 1 and/or stage 2
-    /// (`stage` property: "1", "2", "nested"): OAS 44, all granules,
-    /// 16-bit StreamIDs, no substreams, 2-level stream tables, linear CD
-    /// tables only, no ATS, 16-bit ASIDs and VMIDs, no HTTU, no stalls
-    /// (STALL_MODEL = 0b01, TERM_MODEL = 1), no STT/VAX/DS, XNX with stage
-    /// 2. Compatible rules.
-    pub fn qemu(s1: bool, s2: bool) -> SteCaps {
-        SteCaps {
-            s1,
-            s2,
-            granules: Granules::ALL,
-            oas_bits: 44,
-            sid_bits: 16,
-            ssid_bits: 0,
-            two_level_strtab: true,
-            two_level_cd: false,
-            ats: false,
-            ns1ats: false,
-            vmid16: true,
-            asid16: true,
-            httu: Httu::None,
-            stall_model: StallModel::Terminate,
-            abort_only: true,
-            small_tables: false,
-            va52: false,
-            ds: false,
-            xnx: s2,
-            strict: false,
-        }
-    }
-
     /// The same capabilities with the strict rules.
     pub fn strict(self) -> SteCaps {
         SteCaps { strict: true, ..self }
@@ -446,12 +401,12 @@ impl SteCaps {
     }
 
     /// Whether the Access flag may be updated by hardware.
-    fn ha(&self) -> bool {
-        self.httu != Httu::None
+    pub fn ha(&self) -> bool {
+        matches!(self.httu, Httu::AccessFlag | Httu::Dirty)
     }
 
     /// Whether dirty state may be updated by hardware.
-    fn hd(&self) -> bool {
+    pub fn hd(&self) -> bool {
         self.httu == Httu::Dirty
     }
 }
@@ -717,7 +672,7 @@ pub fn decode(words: [u64; 8], caps: &SteCaps) -> Result<StreamConfig, SteError>
         } else if cd_max > caps.ssid_bits {
             return Err(SteError::CdMaxTooLarge);
         }
-        if w1.s1_stalld() && caps.stall_model != StallModel::Configurable {
+        if w1.s1_stalld() && caps.stall_model != StallModel::StallAndTerminate {
             return Err(SteError::S1StallDisable);
         }
     }
@@ -836,8 +791,8 @@ fn decode_s2(w2: &SteWord2, w3: &SteWord3, caps: &SteCaps) -> Result<Stage2, Ste
     }
     let stall = w2.s2_s();
     match caps.stall_model {
-        StallModel::Terminate if stall => return Err(SteError::S2Stall),
-        StallModel::Force if !stall => return Err(SteError::S2Stall),
+        StallModel::TerminateOnly | StallModel::Reserved if stall => return Err(SteError::S2Stall),
+        StallModel::StallForced if !stall => return Err(SteError::S2Stall),
         _ => {}
     }
     Ok(Stage2 {
@@ -878,6 +833,7 @@ fn decode_eats(w1: &SteWord1, w2: &SteWord2, s1_on: bool, s2_on: bool, caps: &St
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::testutil::{ste_caps, Rng};
     use iommu_core::translation::vmsa::{PaSize, Tg0};
 
     /// Linux's encodings (drivers/iommu/arm/arm-smmu-v3), for readability.
@@ -990,7 +946,7 @@ pub(crate) mod tests {
     }
 
     fn qemu() -> SteCaps {
-        SteCaps::qemu(true, true)
+        ste_caps(true, true)
     }
 
     fn with(mut w: [u64; 8], i: usize, f: impl FnOnce(u64) -> u64) -> [u64; 8] {
@@ -1087,7 +1043,7 @@ pub(crate) mod tests {
             *w = SteWord0::from(u64::MAX);
             w.set_config(Config::Bypass);
         }), 0, u64::MAX, u64::MAX, 0, 0, 0, 0];
-        assert!(matches!(decode(w, &SteCaps::qemu(false, false)), Ok(StreamConfig::Bypass(_))));
+        assert!(matches!(decode(w, &ste_caps(false, false)), Ok(StreamConfig::Bypass(_))));
     }
 
     #[test]
@@ -1099,7 +1055,7 @@ pub(crate) mod tests {
 
     #[test]
     fn linux_stage1_ste() {
-        let t = translate(decode(linux_s1_ste(0x8_1234_5680), &SteCaps::qemu(true, false)));
+        let t = translate(decode(linux_s1_ste(0x8_1234_5680), &ste_caps(true, false)));
         let s1 = t.s1.unwrap();
         assert_eq!(s1.context_ptr, 0x8_1234_5680);
         assert_eq!(s1.fmt, CdTableFormat::Single);
@@ -1158,12 +1114,12 @@ pub(crate) mod tests {
 
     #[test]
     fn stages_the_smmu_lacks_are_bad_ste() {
-        assert_eq!(decode(linux_s1_ste(0x1000), &SteCaps::qemu(false, true)), Err(SteError::Stage1Unsupported));
+        assert_eq!(decode(linux_s1_ste(0x1000), &ste_caps(false, true)), Err(SteError::Stage1Unsupported));
         let s2 = linux_s2_ste(1, 0x1000, Granule::Size4K);
-        assert_eq!(decode(s2, &SteCaps::qemu(true, false)), Err(SteError::Stage2Unsupported));
+        assert_eq!(decode(s2, &ste_caps(true, false)), Err(SteError::Stage2Unsupported));
         let nested = linux_nested_ste(0x1000, 1, 0x1000);
-        assert_eq!(decode(nested, &SteCaps::qemu(true, false)), Err(SteError::Stage2Unsupported));
-        assert_eq!(decode(nested, &SteCaps::qemu(false, true)), Err(SteError::Stage1Unsupported));
+        assert_eq!(decode(nested, &ste_caps(true, false)), Err(SteError::Stage2Unsupported));
+        assert_eq!(decode(nested, &ste_caps(false, true)), Err(SteError::Stage1Unsupported));
     }
 
     // ------------------------------------------------------------ stage 2 illegal fields
@@ -1259,9 +1215,9 @@ pub(crate) mod tests {
         let w = set2(s2(), |w| w.set_s2_s(true));
         assert_eq!(decode(w, &qemu()), Err(SteError::S2Stall));
         assert_eq!(decode(w, &qemu().strict()), Err(SteError::S2Stall));
-        let stalling = SteCaps { stall_model: StallModel::Configurable, ..qemu() };
+        let stalling = SteCaps { stall_model: StallModel::StallAndTerminate, ..qemu() };
         assert!(translate(decode(w, &stalling)).s2.unwrap().stall);
-        let forced = SteCaps { stall_model: StallModel::Force, ..qemu() };
+        let forced = SteCaps { stall_model: StallModel::StallForced, ..qemu() };
         assert_eq!(decode(s2(), &forced), Err(SteError::S2Stall));
     }
 
@@ -1347,7 +1303,7 @@ pub(crate) mod tests {
         let w = set1(linux_s1_ste(0x1000), |w| w.set_s1_stalld(true));
         assert_eq!(decode(w, &qemu()), Err(SteError::S1StallDisable));
         assert_eq!(decode(w, &qemu().strict()), Err(SteError::S1StallDisable));
-        let stalling = SteCaps { stall_model: StallModel::Configurable, ..qemu() };
+        let stalling = SteCaps { stall_model: StallModel::StallAndTerminate, ..qemu() };
         assert!(translate(decode(w, &stalling)).s1.unwrap().stall_disabled);
         // On a stage-2-only STE: refused by the C device only.
         let w = set1(s2(), |w| w.set_s1_stalld(true));
@@ -1391,46 +1347,34 @@ pub(crate) mod tests {
         assert_eq!(decode(nested_split, &ns1ats), Err(SteError::Eats));
         let dpt = set1(linux_s1_ste(0x1000), |w| w.set_eats(EatsField::FullDpt));
         assert_eq!(translate(decode(dpt, &ats.strict())).eats, Eats::Abort);
-        let stalling = SteCaps { stall_model: StallModel::Configurable, ..ats.strict() };
+        let stalling = SteCaps { stall_model: StallModel::StallAndTerminate, ..ats.strict() };
         let s2_full = set2(set1(s2(), |w| w.set_eats(EatsField::Full)), |w| w.set_s2_s(true));
         assert_eq!(decode(s2_full, &stalling), Err(SteError::Eats));
     }
 
     // ------------------------------------------------------------ robustness
 
-    /// A small deterministic generator (xorshift64*), to avoid extra crates.
-    pub(crate) struct Rng(pub(crate) u64);
-
-    impl Rng {
-        pub(crate) fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    /// Random words biased towards valid translating STEs.
+    fn random_ste(rng: &mut Rng) -> [u64; 8] {
+        let mut w = [0u64; 8];
+        for x in w.iter_mut() {
+            *x = rng.next();
         }
-
-        /// Random words biased towards valid translating STEs.
-        pub(crate) fn ste(&mut self) -> [u64; 8] {
-            let mut w = [0u64; 8];
-            for x in w.iter_mut() {
-                *x = self.next();
-            }
-            if self.next() & 1 == 0 {
-                w[0] |= 1 | (4 << 1);
-                w[2] |= 1 << 51;
-            }
-            w
+        if rng.next() & 1 == 0 {
+            w[0] |= 1 | (4 << 1);
+            w[2] |= 1 << 51;
         }
+        w
     }
 
     pub(crate) fn caps_variants() -> Vec<SteCaps> {
-        let q = SteCaps::qemu(true, true);
+        let q = ste_caps(true, true);
         let rich = SteCaps {
             ssid_bits: 20,
             two_level_cd: true,
             ats: true,
             httu: Httu::Dirty,
-            stall_model: StallModel::Configurable,
+            stall_model: StallModel::StallAndTerminate,
             oas_bits: 52,
             small_tables: true,
             va52: true,
@@ -1440,7 +1384,7 @@ pub(crate) mod tests {
             ..q
         };
         let odd = SteCaps { oas_bits: 0, sid_bits: 40, ssid_bits: 31, granules: Granules { k4: false, k16: true, k64: false }, ..rich };
-        vec![q, q.strict(), rich, rich.strict(), odd, odd.strict(), SteCaps::qemu(false, false)]
+        vec![q, q.strict(), rich, rich.strict(), odd, odd.strict(), ste_caps(false, false)]
     }
 
     #[test]
@@ -1449,7 +1393,7 @@ pub(crate) mod tests {
         let caps = caps_variants();
         let mut accepted = 0;
         for _ in 0..20_000 {
-            let w = rng.ste();
+            let w = random_ste(&mut rng);
             for c in &caps {
                 if let Ok(StreamConfig::Translate(_)) = decode(w, c) {
                     accepted += 1;

@@ -5,12 +5,14 @@
 //! # Conventions
 //!
 //! * A [`StreamTable`] is the pair of registers as written (base, LOG2SIZE
-//!   and the format with its split); [`StreamTable::from_regs`] reads them
-//!   as the architecture does. QEMU's C device instead keeps the 2-level
-//!   format and the split from the last write of STRTAB_BASE_CFG with
-//!   FMT = 0b01 until reset (FMT 0b00, 0b10, 0b11 do not switch back);
-//!   register code that reproduces that builds the table with the format
-//!   it remembers.
+//!   and the format with its split; their layouts are
+//!   [`crate::registers`]' [`StrtabBase`] and [`StrtabBaseCfg`]);
+//!   [`StreamTable::from_regs`] reads them as the architecture does.
+//!   QEMU's C device instead keeps the 2-level format and the split from
+//!   the last write of STRTAB_BASE_CFG with FMT = 0b01 until reset (FMT
+//!   0b00, 0b10, 0b11 do not switch back);
+//!   [`Registers::stream_table`](crate::registers::Registers::stream_table)
+//!   builds the table with the format it remembers.
 //! * A StreamID at or above 2^min(LOG2SIZE, SIDSIZE) is out of range
 //!   (C_BAD_STREAMID); the table base is aligned using the literal
 //!   LOG2SIZE.
@@ -46,59 +48,19 @@ use iommu_core::memory::{GuestMemory, MemError};
 use iommu_core::translation::vmsa::Fault;
 use iommu_core::translation::width_mask;
 
+use crate::registers::{StrtabBase, StrtabBaseCfg, StrtabFormat};
 use crate::ste::SteCaps;
 
-pub use layouts::{L1Std, StrtabBase, StrtabBaseCfg, StrtabFmt};
+pub use layouts::L1Std;
 
 // ---------------------------------------------------------------- layouts
 
-/// Architected bit layouts of the Stream table registers and descriptors.
-/// A module of its own because bilge's generated constructors carry no
+/// Architected bit layout of the Level 1 Stream Table Descriptor. A
+/// module of its own because bilge's generated constructors carry no
 /// documentation.
 #[allow(missing_docs)]
 mod layouts {
     use bilge::prelude::*;
-
-    /// SMMU_STRTAB_BASE_CFG.FMT.
-    #[bitsize(2)]
-    #[derive(FromBits, Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum StrtabFmt {
-        /// 0b00: linear.
-        Linear = 0,
-        /// 0b01: 2-level.
-        TwoLevel = 1,
-        /// 0b10: reserved, behaves as linear.
-        Reserved2 = 2,
-        /// 0b11: reserved, behaves as linear.
-        Reserved3 = 3,
-    }
-
-    /// SMMU_STRTAB_BASE (offset 0x80).
-    #[bitsize(64)]
-    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
-    pub struct StrtabBase {
-        reserved: u6,
-        /// Bits 55:6, ADDR\[55:6\].
-        pub addr: u50,
-        reserved: u6,
-        /// Bit 62, RA: read-allocate hint.
-        pub ra: bool,
-        reserved: bool,
-    }
-
-    /// SMMU_STRTAB_BASE_CFG (offset 0x88).
-    #[bitsize(32)]
-    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
-    pub struct StrtabBaseCfg {
-        /// Bits 5:0, LOG2SIZE: log2 of the number of StreamIDs.
-        pub log2size: u6,
-        /// Bits 10:6, SPLIT: StreamID bits indexing a level-2 table.
-        pub split: u5,
-        reserved: u5,
-        /// Bits 17:16, FMT.
-        pub fmt: StrtabFmt,
-        reserved: u14,
-    }
 
     /// A Level 1 Stream Table Descriptor (§5.1).
     #[bitsize(64)]
@@ -249,7 +211,7 @@ impl StreamTable {
     pub fn from_regs(strtab_base: u64, strtab_base_cfg: u32, caps: &SteCaps) -> StreamTable {
         let cfg = StrtabBaseCfg::from(strtab_base_cfg);
         let format = match cfg.fmt() {
-            StrtabFmt::TwoLevel if caps.two_level_strtab => {
+            StrtabFormat::TwoLevel if caps.two_level_strtab => {
                 StreamTableFormat::TwoLevel { split: cfg.split().value() }
             }
             _ => StreamTableFormat::Linear,
@@ -259,11 +221,11 @@ impl StreamTable {
 
     /// The table's effective base address before alignment.
     fn base_addr(&self, caps: &SteCaps) -> u64 {
-        let addr = StrtabBase::from(self.base).addr().value() << 6;
+        let base = StrtabBase::from(self.base);
         if caps.strict {
-            addr
+            base.address()
         } else {
-            addr & width_mask(52)
+            base.address_51_6()
         }
     }
 
@@ -354,74 +316,21 @@ pub(crate) fn read_words(mem: &dyn GuestMemory, addr: u64) -> Result<[u64; 8], M
 // ---------------------------------------------------------------- tests
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::ste::tests::{caps_variants, Rng};
+    use crate::ste::tests::caps_variants;
+    use crate::testutil::{ste_caps, Mem, Rng};
     use bilge::prelude::*;
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-
-    /// Guest memory for tests: bytes in a map, accessible only inside the
-    /// regions mapped (elsewhere an access fails, as an external abort);
-    /// every read is logged.
-    #[derive(Default)]
-    pub(crate) struct Mem {
-        bytes: RefCell<HashMap<u64, u8>>,
-        regions: RefCell<Vec<(u64, u64)>>,
-        pub(crate) reads: RefCell<Vec<(u64, usize)>>,
-    }
-
-    impl Mem {
-        pub(crate) fn map(&self, base: u64, len: u64) {
-            self.regions.borrow_mut().push((base, len));
-        }
-
-        fn mapped(&self, a: u64) -> bool {
-            self.regions.borrow().iter().any(|&(b, l)| a >= b && a - b < l)
-        }
-
-        /// Store `words` at `addr` (which must be mapped).
-        pub(crate) fn put(&self, addr: u64, words: &[u64]) {
-            for (i, w) in words.iter().enumerate() {
-                self.write(addr + 8 * i as u64, &w.to_le_bytes()).expect("store into a mapped region");
-            }
-        }
-    }
-
-    impl GuestMemory for Mem {
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-            self.reads.borrow_mut().push((addr, buf.len()));
-            for (i, b) in buf.iter_mut().enumerate() {
-                let a = addr.wrapping_add(i as u64);
-                if !self.mapped(a) {
-                    return Err(MemError);
-                }
-                *b = self.bytes.borrow().get(&a).copied().unwrap_or(0);
-            }
-            Ok(())
-        }
-
-        fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
-            for (i, b) in buf.iter().enumerate() {
-                let a = addr.wrapping_add(i as u64);
-                if !self.mapped(a) {
-                    return Err(MemError);
-                }
-                self.bytes.borrow_mut().insert(a, *b);
-            }
-            Ok(())
-        }
-    }
 
     fn qemu() -> SteCaps {
-        SteCaps::qemu(true, true)
+        ste_caps(true, true)
     }
 
     fn ste(tag: u64) -> [u64; 8] {
         [1 | (4 << 1), tag, 0, 0, 0, 0, 0, tag]
     }
 
-    fn cfg(fmt: StrtabFmt, split: u8, log2size: u8) -> u32 {
+    fn cfg(fmt: StrtabFormat, split: u8, log2size: u8) -> u32 {
         let mut c = StrtabBaseCfg::from(0u32);
         c.set_fmt(fmt);
         c.set_split(u5::new(split));
@@ -438,19 +347,19 @@ pub(crate) mod tests {
 
     #[test]
     fn register_layouts() {
-        assert_eq!(cfg(StrtabFmt::TwoLevel, 8, 16), 0x0001_0210);
+        assert_eq!(cfg(StrtabFormat::TwoLevel, 8, 16), 0x0001_0210);
         assert_eq!(l1std(9, 0x4010_0000), 0x4010_0009);
         assert_eq!(StrtabBase::from(u64::MAX).addr().value() << 6, 0x00ff_ffff_ffff_ffc0);
     }
 
     #[test]
     fn from_regs_formats() {
-        let two = StreamTable::from_regs(0x1000, cfg(StrtabFmt::TwoLevel, 8, 16), &qemu());
+        let two = StreamTable::from_regs(0x1000, cfg(StrtabFormat::TwoLevel, 8, 16), &qemu());
         assert_eq!(two, StreamTable { base: 0x1000, log2size: 16, format: StreamTableFormat::TwoLevel { split: 8 } });
         let linear_only = SteCaps { two_level_strtab: false, ..qemu() };
-        let t = StreamTable::from_regs(0x1000, cfg(StrtabFmt::TwoLevel, 8, 6), &linear_only);
+        let t = StreamTable::from_regs(0x1000, cfg(StrtabFormat::TwoLevel, 8, 6), &linear_only);
         assert_eq!(t.format, StreamTableFormat::Linear);
-        for fmt in [StrtabFmt::Linear, StrtabFmt::Reserved2, StrtabFmt::Reserved3] {
+        for fmt in [StrtabFormat::Linear, StrtabFormat::Reserved2, StrtabFormat::Reserved3] {
             let t = StreamTable::from_regs(0x1000, cfg(fmt, 8, 6), &qemu());
             assert_eq!(t.format, StreamTableFormat::Linear, "{fmt:?}");
         }
@@ -460,7 +369,7 @@ pub(crate) mod tests {
     fn linear_table() {
         let mem = Mem::default();
         mem.map(0x8000, 256 * 64);
-        let t = StreamTable::from_regs(0x8000, cfg(StrtabFmt::Linear, 0, 8), &qemu());
+        let t = StreamTable::from_regs(0x8000, cfg(StrtabFormat::Linear, 0, 8), &qemu());
         for sid in [0u32, 1, 0x42, 255] {
             mem.put(0x8000 + u64::from(sid) * 64, &ste(u64::from(sid)));
         }
@@ -478,7 +387,7 @@ pub(crate) mod tests {
     fn ste_is_read_in_one_access() {
         let mem = Mem::default();
         mem.map(0x8000, 0x1000);
-        let t = StreamTable::from_regs(0x8000, cfg(StrtabFmt::Linear, 0, 6), &qemu());
+        let t = StreamTable::from_regs(0x8000, cfg(StrtabFormat::Linear, 0, 6), &qemu());
         t.fetch(&mem, 3, &qemu()).unwrap();
         assert_eq!(*mem.reads.borrow(), vec![(0x80c0, 64)]);
     }
@@ -501,11 +410,11 @@ pub(crate) mod tests {
         let mem = Mem::default();
         // LOG2SIZE 4: a 1 KiB table. Bit 9 of the base is kept by the C
         // device, cleared by the architecture.
-        let t = StreamTable::from_regs(0x1_0200, cfg(StrtabFmt::Linear, 0, 4), &qemu());
+        let t = StreamTable::from_regs(0x1_0200, cfg(StrtabFormat::Linear, 0, 4), &qemu());
         assert_eq!(t.locate(&mem, 1, &qemu()), Ok(0x1_0240));
         assert_eq!(t.locate(&mem, 1, &qemu().strict()), Ok(0x1_0040));
         // Bits 63:52 (C device) or 63:56 (architecture) are not address bits.
-        let t = StreamTable::from_regs(0x4ff0_0000_0001_0000 | (1 << 62), cfg(StrtabFmt::Linear, 0, 4), &qemu());
+        let t = StreamTable::from_regs(0x4ff0_0000_0001_0000 | (1 << 62), cfg(StrtabFormat::Linear, 0, 4), &qemu());
         assert_eq!(t.locate(&mem, 0, &qemu()), Ok(0x0_0000_0001_0000));
         assert_eq!(t.locate(&mem, 0, &qemu().strict()), Err(StreamError::SteFetch { addr: 0xf0_0000_0001_0000 }));
     }
@@ -517,7 +426,7 @@ pub(crate) mod tests {
         mem.map(0x4010_0000, 0x4000);
         mem.put(0x4000_0000 + 8, &[l1std(9, 0x4010_0000)]);
         mem.put(0x4010_0000 + 8 * 64, &ste(0x108));
-        StreamTable::from_regs(0x4000_0000, cfg(StrtabFmt::TwoLevel, 8, 16), &qemu())
+        StreamTable::from_regs(0x4000_0000, cfg(StrtabFormat::TwoLevel, 8, 16), &qemu())
     }
 
     #[test]
@@ -544,7 +453,7 @@ pub(crate) mod tests {
         let mem = Mem::default();
         mem.map(0x1000, 0x100);
         mem.put(0x1000, &[l1std(7, 0x9000_0000)]);
-        let t = StreamTable::from_regs(0x1000, cfg(StrtabFmt::TwoLevel, 6, 12), &qemu());
+        let t = StreamTable::from_regs(0x1000, cfg(StrtabFormat::TwoLevel, 6, 12), &qemu());
         assert_eq!(t.fetch(&mem, 5, &qemu()), Err(StreamError::SteFetch { addr: 0x9000_0140 }));
     }
 
@@ -554,7 +463,7 @@ pub(crate) mod tests {
         mem.map(0, 0x10_0000);
         // SPLIT 8; L1[0] has Span 3: 4 STEs architecturally, 8 for the C device.
         mem.put(0, &[l1std(3, 0x8000)]);
-        let t = StreamTable::from_regs(0, cfg(StrtabFmt::TwoLevel, 8, 16), &qemu());
+        let t = StreamTable::from_regs(0, cfg(StrtabFormat::TwoLevel, 8, 16), &qemu());
         let strict = qemu().strict();
         assert_eq!(t.locate(&mem, 3, &strict), Ok(0x8000 + 3 * 64));
         assert_eq!(t.locate(&mem, 4, &strict), Err(StreamError::BadStreamId(BadStreamId::BeyondSpan)));
@@ -581,7 +490,7 @@ pub(crate) mod tests {
         // Bit 5 and bits 63:56 set, and the pointer misaligned for Span 9.
         let raw = l1std(9, 0x8040) | (1 << 5) | (0xab << 56);
         mem.put(0, &[raw]);
-        let t = StreamTable::from_regs(0, cfg(StrtabFmt::TwoLevel, 8, 16), &qemu());
+        let t = StreamTable::from_regs(0, cfg(StrtabFormat::TwoLevel, 8, 16), &qemu());
         assert_eq!(t.locate(&mem, 1, &qemu()), Ok(0xab00_0000_0000_8060 + 64));
         // Architecture: bits 55:6 aligned to the 16 KiB table.
         assert_eq!(t.locate(&mem, 1, &qemu().strict()), Ok(0x8000 + 64));
@@ -593,18 +502,18 @@ pub(crate) mod tests {
         mem.map(0, 0x1_0000);
         // SPLIT 6: L1 index SID[15:6]; SPLIT 10: SID[15:10].
         mem.put(8 * 2, &[l1std(7, 0x4000)]);
-        let t6 = StreamTable::from_regs(0, cfg(StrtabFmt::TwoLevel, 6, 16), &qemu());
+        let t6 = StreamTable::from_regs(0, cfg(StrtabFormat::TwoLevel, 6, 16), &qemu());
         assert_eq!(t6.locate(&mem, 0x85, &qemu().strict()), Ok(0x4000 + 5 * 64));
         mem.put(8, &[l1std(11, 0x10_0000)]);
-        let t10 = StreamTable::from_regs(0, cfg(StrtabFmt::TwoLevel, 10, 16), &qemu());
+        let t10 = StreamTable::from_regs(0, cfg(StrtabFormat::TwoLevel, 10, 16), &qemu());
         assert_eq!(t10.locate(&mem, 0x7ff, &qemu().strict()), Ok(0x10_0000 + 0x3ff * 64));
         // SPLIT 7 is reserved: the architecture uses 6, the C device 7.
-        let t7 = StreamTable::from_regs(0, cfg(StrtabFmt::TwoLevel, 7, 16), &qemu());
+        let t7 = StreamTable::from_regs(0, cfg(StrtabFormat::TwoLevel, 7, 16), &qemu());
         assert_eq!(t7.locate(&mem, 0x85, &qemu().strict()), Ok(0x4000 + 5 * 64));
         mem.put(8, &[l1std(8, 0x2_0000)]);
         assert_eq!(t7.locate(&mem, 0x85, &qemu()), Ok(0x2_0000 + 5 * 64));
         // SPLIT 0 (C device): every StreamID has its own L1STD.
-        let t0 = StreamTable::from_regs(0, cfg(StrtabFmt::TwoLevel, 0, 8), &qemu());
+        let t0 = StreamTable::from_regs(0, cfg(StrtabFormat::TwoLevel, 0, 8), &qemu());
         mem.put(8 * 3, &[l1std(1, 0x3000)]);
         assert_eq!(t0.locate(&mem, 3, &qemu()), Ok(0x3000));
     }
@@ -617,7 +526,7 @@ pub(crate) mod tests {
         // to 1 KiB only.
         mem.put(0x1c00 + 8, &[l1std(9, 0x4000)]);
         mem.put(0x1800 + 8, &[l1std(9, 0x8000)]);
-        let t = StreamTable::from_regs(0x1c00, cfg(StrtabFmt::TwoLevel, 8, 16), &qemu());
+        let t = StreamTable::from_regs(0x1c00, cfg(StrtabFormat::TwoLevel, 8, 16), &qemu());
         assert_eq!(t.locate(&mem, 0x100, &qemu()), Ok(0x4000));
         assert_eq!(t.locate(&mem, 0x100, &qemu().strict()), Ok(0x8000));
     }
