@@ -187,10 +187,10 @@ configure_build() {
     info "done"
 }
 
-build_qemu() {
-    local build=$1
+build_qemu() {   # build dir [extra ninja targets]
+    local build=$1; shift
     step "build $(basename "$build") (ninja -j$JOBS; a fresh build takes 10-15 min on 2 cores)"
-    ninja -C "$build" -j"$JOBS" qemu-system-x86_64 qemu-system-aarch64 2>&1 | ninja_progress \
+    ninja -C "$build" -j"$JOBS" qemu-system-x86_64 qemu-system-aarch64 "$@" 2>&1 | ninja_progress \
         || die "ninja failed in $build"
     info "$(ls -la "$build/qemu-system-x86_64" | awk '{print $6, $7, $8, $9}')"
 }
@@ -207,7 +207,9 @@ case "$WHAT" in
         prepare_rust_wraps "$TREE_RS"
         apply_patches "$TREE_RS"
         configure_build "$TREE_RS" "$BUILD_RS" --enable-rust
-        build_qemu "$BUILD_RS"
+        # smmu-core is not linked into an emulator yet: build it so that it
+        # keeps compiling with QEMU's rustc and crates
+        build_qemu "$BUILD_RS" rust/smmu-core/libsmmu_core.rlib
         ;;
     sync)
         # overlay and patches only (for iterating on the device with ninja)
