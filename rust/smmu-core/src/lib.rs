@@ -17,6 +17,7 @@ pub mod command;
 pub mod config;
 pub mod event;
 pub mod registers;
+pub mod smmu;
 pub mod ste;
 pub mod stream;
 
