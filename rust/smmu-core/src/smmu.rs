@@ -30,7 +30,7 @@ use iommu_core::translation::vmsa::{self, Access, Class, Fault, VmsaError};
 use iommu_core::translation::Perm;
 
 use crate::cd::{self, CdFetch, ContextConfig};
-use crate::command::{self, Command, CommandCaps, CommandError, InvalidationScope, SyncSignal, TlbiAddr};
+use crate::command::{self, Command, CommandCaps, CommandError, SyncSignal, TlbiAddr};
 use crate::config::{Config, ConfigError};
 use crate::event::{AccessAttrs, Event, EventQueue, FaultClass, FetchAbort, OnFull, Pushed, TranslationFault, WalkAbort};
 use crate::registers::{Gerror, Registers};
@@ -134,12 +134,18 @@ pub struct Translation {
 impl Translation {
     /// The output address of `addr` (inside the page).
     pub fn output_of(&self, addr: u64) -> u64 {
-        self.output | (addr & ((1u64 << self.size_shift.min(63)) - 1))
+        self.output | (addr - page_base(addr, self.size_shift))
     }
 
     fn identity(addr: u64) -> Translation {
-        Translation { input: addr & !0xfff, output: addr & !0xfff, size_shift: 12, perm: Perm::RW }
+        let page = page_base(addr, 12);
+        Translation { input: page, output: page, size_shift: 12, perm: Perm::RW }
     }
+}
+
+/// `addr` aligned down to a page of 2^`shift` bytes (`shift` capped at 63).
+fn page_base(addr: u64, shift: u32) -> u64 {
+    addr & !((1u64 << shift.min(63)) - 1)
 }
 
 /// A cached TLB entry.
@@ -301,15 +307,14 @@ impl Smmu {
                 fx.unmaps.push(None);
             }
             Command::TlbiNhVa { vmid, asid, va } => {
-                let s = va.scope();
-                let (first, last) = covering(&s);
+                let (first, last) = va.scope().covering();
                 for inner in [u32::from(asid), GLOBAL] {
                     self.tlb.invalidate_range(u32::from(vmid), inner, first, last, STAGE1_CLASSES, Classes::NONE);
                 }
                 fx.unmaps.push(Some((first, last)));
             }
             Command::TlbiNhVaa { vmid, va } => {
-                let (first, last) = covering(&va.scope());
+                let (first, last) = va.scope().covering();
                 self.tlb_range_outer(vmid, first, last, STAGE1_CLASSES, Classes::NONE, fx);
             }
             Command::TlbiS12Vmall { vmid } => {
@@ -317,13 +322,16 @@ impl Smmu {
                 fx.unmaps.push(None);
             }
             Command::TlbiS2Ipa { vmid, ipa } => self.tlbi_s2_ipa(vmid, &ipa, fx),
-            Command::TlbiNsnhAll | Command::TlbiEl2All | Command::TlbiEl3All => {
-                self.tlb.invalidate_all();
-                fx.unmaps.push(None);
-            }
             // EL2/EL3 translations are never created (no HYP, no secure
-            // side): invalidating everything is a permitted over-approximation.
-            Command::TlbiEl2Asid { .. } | Command::TlbiEl2Va { .. } | Command::TlbiEl2Vaa { .. } | Command::TlbiEl3Va { .. } => {
+            // side): their invalidations flush everything, a permitted
+            // over-approximation.
+            Command::TlbiNsnhAll
+            | Command::TlbiEl2All
+            | Command::TlbiEl3All
+            | Command::TlbiEl2Asid { .. }
+            | Command::TlbiEl2Va { .. }
+            | Command::TlbiEl2Vaa { .. }
+            | Command::TlbiEl3Va { .. } => {
                 self.tlb.invalidate_all();
                 fx.unmaps.push(None);
             }
@@ -362,7 +370,7 @@ impl Smmu {
     /// TLBI_S2_IPA: stage-2-only entries by IPA, and every nested entry of
     /// the VMID (they are tagged by input address, not IPA).
     fn tlbi_s2_ipa(&mut self, vmid: u16, ipa: &TlbiAddr, fx: &mut Effects) {
-        let (first, last) = covering(&ipa.scope());
+        let (first, last) = ipa.scope().covering();
         self.tlb.invalidate_range_outer(u32::from(vmid), first, last, STAGE2_ONLY, NESTED);
         fx.unmaps.push(None);
     }
@@ -486,8 +494,7 @@ impl Smmu {
             if let Some((e, shift)) = self.tlb.lookup(vmid, inner, req.addr) {
                 let perm = e.perm[privileged];
                 if perm.allows(req.access.write) {
-                    let input = req.addr & !((1u64 << shift) - 1);
-                    return Ok(Translation { input, output: e.output, size_shift: shift, perm });
+                    return Ok(Translation { input: page_base(req.addr, shift), output: e.output, size_shift: shift, perm });
                 }
             }
         }
@@ -515,8 +522,7 @@ impl Smmu {
                     (Some(c), false) => u32::from(c.asid),
                 };
                 self.tlb.insert(vmid, inner, req.addr, shift, kind as u8, TlbEntry { output, perm });
-                let input = req.addr & !((1u64 << shift.min(63)) - 1);
-                Ok(Translation { input, output, size_shift: shift, perm: perm[privileged] })
+                Ok(Translation { input: page_base(req.addr, shift), output, size_shift: shift, perm: perm[privileged] })
             }
             Err(e) => {
                 let s1_record = cd.as_ref().is_some_and(|c| c.record);
@@ -528,12 +534,6 @@ impl Smmu {
             }
         }
     }
-}
-
-/// The entries a TLBI by address must remove: the named range widened to
-/// whole entries of the level hint.
-fn covering(s: &InvalidationScope) -> (u64, u64) {
-    s.covering()
 }
 
 /// The span of an ATC_INV: 4 KiB << Size bytes, naturally aligned around

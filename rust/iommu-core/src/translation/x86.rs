@@ -381,6 +381,8 @@ struct FirstStage<'a> {
     ctl: &'a FsControls,
     levels: u8,
     write: bool,
+    /// The host address width's mask.
+    haw: u64,
 }
 
 impl Format for FirstStage<'_> {
@@ -414,11 +416,10 @@ impl Format for FirstStage<'_> {
         if is_leaf && self.write {
             set |= FS_D;
         }
-        let haw = width_mask(u32::from(self.cfg.haw_bits));
         let next = if is_leaf {
-            Next::Leaf(pte & haw & !level_size(level).wrapping_sub(1))
+            Next::Leaf(pte & self.haw & !level_size(level).wrapping_sub(1))
         } else {
-            Next::Table(pte & haw & !0xfff)
+            Next::Table(pte & self.haw & !0xfff)
         };
         Ok(Step { next, set })
     }
@@ -450,8 +451,9 @@ fn fs_walk_core<L: FnMut(u64, bool) -> Result<Located, FsError>>(
     if !is_canonical(iova, levels) {
         return Err(FsError::NonCanonical);
     }
-    let root = table.root & width_mask(u32::from(cfg.haw_bits)) & !0xfff;
-    let fmt = FirstStage { cfg, ctl, levels, write: access.write };
+    let haw = width_mask(u32::from(cfg.haw_bits));
+    let fmt = FirstStage { cfg, ctl, levels, write: access.write, haw };
+    let root = table.root & haw & !0xfff;
     let mut pending = Pending::default();
     let w = walk::walk(mem, &fmt, root, iova, locate, Some(&mut pending))?;
     if !access.supervisor && !w.state.us {

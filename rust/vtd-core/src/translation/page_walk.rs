@@ -9,6 +9,8 @@
 use crate::queues::fault::FaultReason;
 use crate::mem::GuestMemory;
 
+/// [`walk`] with the failure reported as an [`SsError`].
+pub use iommu_core::translation::x86::ss_walk as walk_detailed;
 pub use iommu_core::translation::x86::{
     level_shift, level_size, reserved_mask, SsError, WalkConfig, WalkOutput, SL_IGNORED, SL_PS, SL_R,
     SL_SNP, SL_TM, SL_W,
@@ -41,20 +43,6 @@ pub fn walk(
     write: bool,
 ) -> Result<WalkOutput, FaultReason> {
     walk_detailed(mem, cfg, root, levels, agaw, iova, write).map_err(|e| legacy_reason(e, write))
-}
-
-/// [`walk`] with the failure reported as an [`SsError`].
-#[inline]
-pub fn walk_detailed(
-    mem: &dyn GuestMemory,
-    cfg: &WalkConfig,
-    root: u64,
-    levels: u8,
-    agaw: u8,
-    iova: u64,
-    write: bool,
-) -> Result<WalkOutput, SsError> {
-    iommu_core::translation::x86::ss_walk(mem, cfg, root, levels, agaw, iova, write)
 }
 
 #[cfg(test)]

@@ -446,7 +446,7 @@ pub fn translate_checked(
     let uncached = lookup.err().map(|miss| vtd.clone().translate_miss(req, miss, mem));
     let (r, fx) = vtd.translate(req, mem);
     if let Some(u) = uncached {
-        assert_eq!(u, (r.clone(), fx.clone()), "translate_miss disagrees for {req:?}");
+        assert_eq!(u, (r, fx.clone()), "translate_miss disagrees for {req:?}");
     }
     if let Some(t) = cached {
         assert_eq!(r, Ok(t), "translate_cached disagrees with translate for {req:?}");
