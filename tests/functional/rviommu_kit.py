@@ -201,7 +201,8 @@ class NetPeer:
     network (-netdev user) reaches as 10.0.2.2:PORT:
       rx_port  sends `blob` (seeded random bytes) to each connection, then closes;
       tx_port  reads each connection to EOF, records (bytes, sha256) in `received`
-               and answers "<sha256> <bytes>\n".
+               and answers "<sha256> <bytes>\n"; `receiving` counts the bytes of
+               connections still open (a guest that gave up: slow or stuck).
     Use as a context manager (the listeners stop on exit).
     """
 
@@ -209,6 +210,7 @@ class NetPeer:
         self.blob = random.Random(seed).randbytes(rx_bytes)
         self.blob_sha256 = hashlib.sha256(self.blob).hexdigest()
         self.received = []
+        self.receiving = {}
         self.errors = []
         peer = self
 
@@ -230,6 +232,8 @@ class NetPeer:
                             break
                         h.update(b)
                         n += len(b)
+                        peer.receiving[id(self)] = n
+                    peer.receiving.pop(id(self), None)
                     peer.received.append((n, h.hexdigest()))
                     self.request.sendall(f'{h.hexdigest()} {n}\n'.encode())
                 except OSError as e:

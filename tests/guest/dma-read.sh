@@ -27,6 +27,7 @@
 #   tx: the first rviommu.net_tx_mib=N MiB (default 4) of the disk (copied to /tmp) go
 #       to `nc 10.0.2.2 rviommu.net_tx_port`; the host answers "<sha256> <bytes>" of
 #       what it received, which must be rviommu.net_tx_sha256=HEX and N MiB.
+# Each transfer may take rviommu.net_timeout=SECONDS (default 60).
 # Console lines:
 #   RVIOMMU-NET-IFACE: <name> driver=<driver>
 #   RVIOMMU-NET-PCI-DEVICE: <bdf> <vendor>:<device>
@@ -81,10 +82,11 @@ net_traffic() {
     [ "$(cat "/sys/class/net/$ifc/carrier" 2>/dev/null)" = 1 ] \
         || { fail "no carrier on $ifc after 10 s"; return; }
 
+    limit=$(kparam net_timeout || echo 60)
     rx_port=$(kparam net_rx_port)
     echo "RVIOMMU-CMD: nc 10.0.2.2 $rx_port > /tmp/rx"
     t0=$(uptime_s)
-    timeout 60 nc -w 10 10.0.2.2 "$rx_port" < /dev/null > /tmp/rx
+    timeout "$limit" nc -w 10 10.0.2.2 "$rx_port" < /dev/null > /tmp/rx
     rc=$?
     t1=$(uptime_s)
     echo "RVIOMMU-CMD-RC: $rc"
@@ -104,7 +106,7 @@ net_traffic() {
     check dd if="/dev/$disk" of=/tmp/tx bs=1M count="$mib" 2>/dev/null
     echo "RVIOMMU-CMD: nc 10.0.2.2 $tx_port < /tmp/tx"
     t0=$(uptime_s)
-    ack=$(timeout 60 nc -w 10 10.0.2.2 "$tx_port" < /tmp/tx)
+    ack=$(timeout "$limit" nc -w 10 10.0.2.2 "$tx_port" < /tmp/tx)
     rc=$?
     t1=$(uptime_s)
     echo "RVIOMMU-CMD-RC: $rc"
