@@ -1,12 +1,13 @@
 #!/bin/bash
-# Run the project's functional tests (every tests/functional/x86_64/test_*.py of this repo;
-# QEMU's own tests are not here) with QEMU's qemu_test framework, one test method per
+# Run the project's functional tests (every tests/functional/{x86_64,aarch64}/test_*.py of
+# this repo; QEMU's own tests are not here) with QEMU's qemu_test framework, one test method per
 # process, each under a time limit.
 #
 #   tests/functional/run.sh [--qemu PATH] [--timeout SECONDS] [PATTERN...]
 #
 #   --qemu      QEMU binary (default: $CACHE/rs/build/qemu-system-x86_64, the Rust build;
-#               e.g. $CACHE/ref/build/qemu-system-x86_64 runs the same tests on the C device)
+#               e.g. $CACHE/ref/build/qemu-system-x86_64 runs the same tests on the C device;
+#               aarch64/ tests run the qemu-system-aarch64 next to it)
 #   --timeout   limit per test method (default 600)
 #   PATTERN     run only the tests whose id contains PATTERN (e.g. test_dma_lazy, no_iommu)
 #
@@ -58,7 +59,7 @@ export QEMU_TEST_QEMU_BINARY=$QEMU QEMU_BUILD_ROOT
 export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in the repo (the overlay would copy it)
 info "QEMU     $QEMU"
 info "python   $QEMU_TREE/{python,tests/functional}"
-info "logs     $QEMU_BUILD_ROOT/tests/functional/x86_64/<test id>/"
+info "logs     $QEMU_BUILD_ROOT/tests/functional/{x86_64,aarch64}/<test id>/"
 
 step "guest kit"
 "$REPO/scripts/guest/kit.sh" > "$CACHE/guest-kit.log" 2>&1 \
@@ -66,7 +67,8 @@ step "guest kit"
 info "ready ($(sed -n 's/^KERNEL_PKG=//p' "$CACHE/guest/kit.env"), log $CACHE/guest-kit.log)"
 
 step "tests"
-FILES=$(ls "$FT"/x86_64/test_*.py 2>/dev/null) || die "no tests in $FT/x86_64"
+FILES=$(ls "$FT"/x86_64/test_*.py "$FT"/aarch64/test_*.py 2>/dev/null) || die "no tests in $FT/x86_64"
+QEMU_AARCH64=${QEMU%-x86_64}-aarch64
 # "file<TAB>id" for every test method, in definition order.
 IDS=$(python3 - $FILES <<'EOF'
 import importlib.util, inspect, sys, unittest
@@ -97,13 +99,19 @@ while IFS=$'\t' read -r file id; do
     elif [[ $id == test_upstream_* ]]; then
         continue    # tests/upstream-qtests.sh runs them (see the header)
     fi
-    logdir=$QEMU_BUILD_ROOT/tests/functional/x86_64/$id
+    arch=x86_64; bin=$QEMU
+    if [[ $file == */aarch64/* ]]; then
+        arch=aarch64; bin=$QEMU_AARCH64
+        [ -x "$bin" ] || die "no $bin for $id"
+    fi
+    logdir=$QEMU_BUILD_ROOT/tests/functional/$arch/$id
     out=$(mktemp); t0=$(date +%s.%N)
     # -k '*<id>': a pattern with a wildcard is matched (fnmatch) against the whole test
     # name, module.Class.method, so exactly this method runs.  Without one, unittest
     # matches -k as a substring and test_x would run test_x_e1000e (or test_x_strict) too.
     rc=0
-    (cd "$FT" && timeout -k 10 "$LIMIT" python3 "$file" -k "*$id") > "$out" 2>&1 || rc=$?
+    (cd "$FT" && QEMU_TEST_QEMU_BINARY=$bin timeout -k 10 "$LIMIT" python3 "$file" -k "*$id") \
+        > "$out" 2>&1 || rc=$?
     secs=$(echo "$(date +%s.%N) $t0" | awk '{printf "%.1f", $1 - $2}')
     if [ $rc -eq 0 ] && grep -q "^ok .*# [Ss][Kk][Ii][Pp]" "$out"; then
         skip+=1; echo "SKIP  $id  (${secs}s) $(sed -n 's/^ok .*# [Ss][Kk][Ii][Pp] *//p' "$out" | head -1)"

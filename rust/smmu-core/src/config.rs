@@ -151,13 +151,18 @@ pub struct Config {
     pub ats: bool,
     /// Advertise range invalidation (property `ril`; IDR3.RIL).
     pub ril: bool,
+    /// The architecture's checks where the C device is lenient (property
+    /// `x-strict`): STE ILLEGAL conditions, and stage-1 permission for an
+    /// unprivileged request (AP\[1\]: the C device checks AP\[2\] only,
+    /// as if every request were privileged).
+    pub strict: bool,
 }
 
 impl Default for Config {
     /// Stage 1, 44-bit OAS, no substreams, no ATS, range invalidation:
     /// the C device.
     fn default() -> Config {
-        Config { stage: Stage::S1, oas: Config::OAS_DEFAULT, ssidsize: 0, ats: false, ril: true }
+        Config { stage: Stage::S1, oas: Config::OAS_DEFAULT, ssidsize: 0, ats: false, ril: true, strict: false }
     }
 }
 
@@ -360,9 +365,10 @@ impl Config {
 
     /// The capabilities STE, stream table and CD decoding must assume:
     /// those [`id_registers`](Self::id_registers) advertises
-    /// ([`IdRegisters::ste_caps`]), compatible rules.
+    /// ([`IdRegisters::ste_caps`]), with the strict rules when
+    /// [`strict`](Self::strict).
     pub fn ste_caps(&self) -> SteCaps {
-        self.id_registers().ste_caps()
+        SteCaps { strict: self.strict, ..self.id_registers().ste_caps() }
     }
 
     /// The capabilities command decoding must assume: those
@@ -382,7 +388,7 @@ mod tests {
     #[test]
     fn defaults_are_the_c_device() {
         let c = Config::default();
-        assert_eq!(c, Config { stage: Stage::S1, oas: 44, ssidsize: 0, ats: false, ril: true });
+        assert_eq!(c, Config { stage: Stage::S1, oas: 44, ssidsize: 0, ats: false, ril: true, strict: false });
         assert_eq!(c.validate(), Ok(()));
         assert!(c.upstream_accel_only().is_empty());
         let id = c.id_registers();
@@ -455,10 +461,10 @@ mod tests {
         assert_eq!(no_ril_s2.idr[3], 0x1014);
         assert_eq!((no_ril.idr[0], no_ril.idr[1], no_ril.idr[5]), (base.idr[0], base.idr[1], base.idr[5]));
 
-        let all = with(Config { stage: Stage::Nested, oas: 48, ssidsize: 16, ats: true, ril: false });
+        let all = with(Config { stage: Stage::Nested, oas: 48, ssidsize: 16, ats: true, ril: false, strict: false });
         assert_eq!(all.idr, [0x0D44_141B, 0x0273_0410, 0, 0x1014, 0, 0x75]);
         assert_eq!(
-            Config { stage: Stage::Nested, oas: 48, ssidsize: 16, ats: true, ril: false }.upstream_accel_only(),
+            Config { stage: Stage::Nested, oas: 48, ssidsize: 16, ats: true, ril: false, strict: false }.upstream_accel_only(),
             ["oas", "ssidsize", "ats", "ril"]
         );
     }

@@ -16,6 +16,7 @@ pub mod cd;
 pub mod command;
 pub mod config;
 pub mod event;
+pub mod migration;
 pub mod registers;
 pub mod smmu;
 pub mod ste;

@@ -482,7 +482,10 @@ impl Smmu {
             Resolved::Translate { t, cd } => (t, cd),
         };
         let vmid = u32::from(t.vmid.unwrap_or(0));
-        let privileged = usize::from(req.access.privileged);
+        // Compatible rules: permissions as for a privileged request (the C
+        // device checks AP[2] only); records keep the request's own PnU.
+        let access = if self.cfg.strict { req.access } else { Access { privileged: true, ..req.access } };
+        let privileged = usize::from(access.privileged);
         // The TLB first.
         let tags: [Option<u32>; 2] = match &cd {
             Some(c) => [Some(u32::from(c.asid)), Some(GLOBAL)],
@@ -499,17 +502,17 @@ impl Smmu {
             }
         }
         let walked = match (&cd, &t.s2) {
-            (Some(c), Some(s2)) => vmsa::nested_translate(mem, &c.tables, &s2.tables, req.addr, req.access).map(|o| {
+            (Some(c), Some(s2)) => vmsa::nested_translate(mem, &c.tables, &s2.tables, req.addr, access).map(|o| {
                 let perm = [o.perm(false), o.perm(true)];
                 (o.out, o.size_shift, perm, o.s1.global, Kind::Nested)
             }),
-            (Some(c), None) => c.tables.translate(mem, req.addr, req.access).map(|o| {
+            (Some(c), None) => c.tables.translate(mem, req.addr, access).map(|o| {
                 let perm = [o.perms.perm(false), o.perms.perm(true)];
                 (o.out, o.size_shift, perm, o.global, Kind::Stage1)
             }),
             (None, Some(s2)) => s2
                 .tables
-                .translate(mem, req.addr, req.access)
+                .translate(mem, req.addr, access)
                 .map(|o| (o.out, o.size_shift, [o.perms.perm(); 2], false, Kind::Stage2))
                 .map_err(|fault| VmsaError::Stage2 { fault, ipa: req.addr, class: Class::In }),
             (None, None) => return Ok(Translation::identity(req.addr)),
@@ -580,7 +583,8 @@ fn stage_fault(fault: Fault, req: &Request, s2: bool, class: FaultClass, ipa: u6
         nsipa: false,
         s2,
         class,
-        ttrnw: true,
+        // Meaningful for CLASS = TT only (a descriptor read faulted).
+        ttrnw: class == FaultClass::Tt,
         input_addr: req.addr,
         ipa: if s2 { ipa } else { 0 },
     };
@@ -745,6 +749,36 @@ mod tests {
                 assert_eq!((f.sid, f.input_addr, f.s2, f.access.read), (SID, 0x1234_5000, false, true));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn privileged_only_pages_serve_unprivileged_requests_unless_strict() {
+        for strict in [false, true] {
+            let mut r = rig(Config { strict, ..Config::default() });
+            r.s1_stream(SID);
+            r.map(0x8000_1000, RAM + 0x5000);
+            // AP[2:1] = 0b00: read/write at EL1, no access at EL0.
+            let leaf = RAM + 0x5000 | 0b11 | (1 << 10);
+            let mut table = TABLES;
+            for level in 0..3 {
+                let mut b = [0u8; 8];
+                r.mem.read(table + ((0x8000_1000u64 >> (39 - 9 * level)) & 0x1ff) * 8, &mut b).unwrap();
+                table = u64::from_le_bytes(b) & 0x0000_ffff_ffff_f000;
+            }
+            r.mem.put(table + 8, &[leaf]);
+            let (t, _) = translate(&mut r, 0x8000_1010, true);
+            if strict {
+                assert!(t.is_err());
+                match r.events().as_slice() {
+                    [Event::Permission(f)] => assert!(!f.access.privileged && !f.ttrnw, "{f:?}"),
+                    other => panic!("{other:?}"),
+                }
+            } else {
+                // The C device checks AP[2] only: the write is served.
+                assert_eq!(t.unwrap().output_of(0x8000_1010), RAM + 0x5010);
+                assert!(r.events().is_empty());
+            }
         }
     }
 

@@ -5,8 +5,7 @@
 use std::{
     collections::BTreeMap,
     ffi::{c_int, c_void, CStr, CString},
-    mem::size_of,
-    ptr::{addr_of_mut, null_mut},
+    ptr::null_mut,
     sync::{Mutex, PoisonError},
 };
 

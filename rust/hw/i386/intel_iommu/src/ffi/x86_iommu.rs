@@ -101,41 +101,8 @@ pub fn class_init(klass: &mut bindings::X86IOMMUClass) {
     dc.desc = c"Intel IOMMU (VT-d) DMA Remapping device (Rust)".as_ptr();
     klass.realize = Some(vtd_realize_inner);
     klass.int_remap = Some(vtd_int_remap);
-    let oc: *mut bindings::ObjectClass = &mut dc.parent_class;
-    for (name, text) in crate::device::PROPERTY_HELP {
-        let owner = property_owner(oc, name);
-        if !owner.is_null() {
-            // SAFETY: `owner` is a class whose own table holds `name` (the
-            // C function dereferences the lookup unchecked); the strings
-            // are 'static and copied.
-            unsafe {
-                bindings::object_class_property_set_description(owner, name.as_ptr(), text.as_ptr())
-            };
-        }
-    }
+    iommu_glue::qom::describe_properties(&mut dc.parent_class, crate::device::PROPERTY_HELP);
 }
-
-/// The class among `oc` and its ancestors that registered property `name`,
-/// or null.
-fn property_owner(oc: *mut bindings::ObjectClass, name: &std::ffi::CStr) -> *mut bindings::ObjectClass {
-    // SAFETY (both calls): `oc` and its ancestors are initialised classes
-    // (parents are initialised before their children); `name` is a valid
-    // C string; the find function searches a class and its ancestors.
-    let find = |k| unsafe { !bindings::object_class_property_find(k, name.as_ptr()).is_null() };
-    let parent = |k| unsafe { bindings::object_class_get_parent(k) };
-    if !find(oc) {
-        return std::ptr::null_mut();
-    }
-    let mut k = oc;
-    loop {
-        let p = parent(k);
-        if p.is_null() || !find(p) {
-            return k;
-        }
-        k = p;
-    }
-}
-
 
 /// `X86IOMMUClass::int_remap`: remap an interrupt message for an
 /// accelerator's interrupt route (KVM's MSI routes with a split irqchip:

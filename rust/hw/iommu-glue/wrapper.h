@@ -1,0 +1,8 @@
+/*
+ * The C declarations the shared vIOMMU glue uses (bindgen input).
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "qemu/osdep.h"
+#include "system/memory.h"
+#include "system/address-spaces.h"
