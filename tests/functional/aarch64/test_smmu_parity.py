@@ -251,8 +251,9 @@ class SmmuParity(QemuSystemTest):
         return rs
 
     def test_configurations(self):
+        failures = []
         for machine, device, base in CONFIGS:
-            with self.subTest(machine=machine, device=device):
+            try:
                 rs = self.compare(machine, device, base)
                 exps = rs['experiments']
                 # What the architecture says, beyond agreeing with C:
@@ -275,12 +276,19 @@ class SmmuParity(QemuSystemTest):
                     self.assertEqual(e['after_tlbi']['landed'], [False, True])
                 if 'unmap_notifier' in exps:
                     self.assertTrue(exps['unmap_notifier']['unmaps_seen'])
+            except AssertionError as e:
+                failures.append(f'{dict(machine=machine, device=device)}: {e}')
+        self.assertEqual(failures, [], '\n'.join(failures))
 
     def test_refused_configurations(self):
+        failures = []
         for machine, device in REFUSED:
-            with self.subTest(machine=machine, device=device):
+            try:
                 rs = self.compare(machine, device, SMMU_BASE)
                 self.assertIn('refused', rs)
+            except AssertionError as e:
+                failures.append(f'{dict(machine=machine, device=device)}: {e}')
+        self.assertEqual(failures, [], '\n'.join(failures))
 
 
 if __name__ == '__main__':
