@@ -114,14 +114,18 @@ class Smmu:
 
     LOG2_ENTRIES = 8
 
-    def __init__(self, qt, base=SMMU_BASE, pages=RAM_BASE + 0x100000, limit=RAM_BASE + 0x1000000):
+    def __init__(self, qt, base=SMMU_BASE, pages=RAM_BASE + 0x100000, limit=RAM_BASE + 0x1000000,
+                 strtab_log2=LOG2_ENTRIES, eventq_log2=LOG2_ENTRIES):
         self.qt, self.base = qt, base
         self.next_page, self.limit = pages, limit
-        self.strtab = self.alloc(64 << self.LOG2_ENTRIES)
+        self.strtab_log2, self.eventq_log2 = strtab_log2, eventq_log2
+        self.strtab = self.alloc(64 << strtab_log2)
         self.cmdq = self.alloc(16 << self.LOG2_ENTRIES)
-        self.eventq = self.alloc(32 << self.LOG2_ENTRIES)
+        self.eventq = self.alloc(32 << eventq_log2)
         self.cmd_prod = 0
         self.event_cons = 0
+        self.l2 = None
+        self.split = 0
 
     # -- memory and registers
     def alloc(self, size=0x1000):
@@ -153,12 +157,16 @@ class Smmu:
 
     # -- bring-up
     def enable(self, smmuen=True):
-        self.wrq(STRTAB_BASE, self.strtab)
-        self.wr(STRTAB_BASE_CFG, self.LOG2_ENTRIES)       # linear, 256 STEs
+        if self.l2:
+            self.wrq(STRTAB_BASE, self.l1)
+            self.wr(STRTAB_BASE_CFG, 1 << 16 | self.split << 6 | self.strtab_log2)
+        else:
+            self.wrq(STRTAB_BASE, self.strtab)
+            self.wr(STRTAB_BASE_CFG, self.strtab_log2)     # linear
         self.wrq(CMDQ_BASE, self.cmdq | self.LOG2_ENTRIES)
         self.wr(CMDQ_PROD, 0)
         self.wr(CMDQ_CONS, 0)
-        self.wrq(EVENTQ_BASE, self.eventq | self.LOG2_ENTRIES)
+        self.wrq(EVENTQ_BASE, self.eventq | self.eventq_log2)
         self.wr(EVENTQ_PROD, 0)
         self.wr(EVENTQ_CONS, 0)
         self.wr(CR0, CR0_CMDQEN | CR0_EVENTQEN)
@@ -174,13 +182,17 @@ class Smmu:
         self.wr(GBPA, GBPA_UPDATE | (GBPA_ABORT if abort else 0) | 1 << 12)
 
     # -- command queue
-    def command(self, opcode, d0=0, d1=0):
+    def post(self, opcode, d0=0, d1=0):
+        """Write one command and move PROD past it; CONS afterwards."""
         mask = (1 << self.LOG2_ENTRIES) - 1
         slot = self.cmd_prod & mask
         self.put(self.cmdq + 16 * slot, opcode | d0, d1)
         self.cmd_prod = (self.cmd_prod + 1) & ((2 << self.LOG2_ENTRIES) - 1)
         self.wr(CMDQ_PROD, self.cmd_prod)
-        cons = self.rd(CMDQ_CONS)
+        return self.rd(CMDQ_CONS)
+
+    def command(self, opcode, d0=0, d1=0):
+        cons = self.post(opcode, d0, d1)
         if (cons & ((2 << self.LOG2_ENTRIES) - 1)) != self.cmd_prod or self.rd(GERROR) != self.rd(GERRORN):
             raise QtestError(f'command 0x{opcode:x}: CONS 0x{cons:x} PROD 0x{self.cmd_prod:x} '
                              f'GERROR 0x{self.rd(GERROR):x}')
@@ -202,13 +214,31 @@ class Smmu:
         """The new event records, as lists of 4 qwords."""
         out = []
         prod = self.rd(EVENTQ_PROD)
-        wrap = (2 << self.LOG2_ENTRIES) - 1
+        wrap = (2 << self.eventq_log2) - 1
         while self.event_cons != (prod & wrap):
-            slot = self.event_cons & ((1 << self.LOG2_ENTRIES) - 1)
+            slot = self.event_cons & ((1 << self.eventq_log2) - 1)
             out.append(self.get(self.eventq + 32 * slot, 4))
             self.event_cons = (self.event_cons + 1) & wrap
         self.wr(EVENTQ_CONS, self.event_cons)
         return out
+
+    def two_level(self, split=6):
+        """Use a 2-level stream table (SPLIT `split`) from `enable()` on: an
+        L1 table whose every descriptor points to an array of 2^split STEs;
+        `ste()` writes into those arrays."""
+        n1 = 1 << (self.strtab_log2 - split)
+        self.l1 = self.alloc(8 * n1)
+        self.l2 = []
+        for i in range(n1):
+            arr = self.alloc(64 << split)
+            self.put(self.l1 + 8 * i, arr | (split + 1))     # L2Ptr | Span
+            self.l2.append(arr)
+        self.split = split
+
+    def ste_addr(self, sid):
+        if self.l2:
+            return self.l2[sid >> self.split] + 64 * (sid & ((1 << self.split) - 1))
+        return self.strtab + 64 * sid
 
     # -- stream table entries
     def ste(self, sid, config, cd=0, s2ttb=0, vmid=1, s2r=True, valid=True):
@@ -217,14 +247,15 @@ class Smmu:
         if config & 0b010:              # stage 2 in use
             d2 = (vmid | 25 << 32 | 1 << 38 | 1 << 40 | 1 << 42 | 3 << 44 | 2 << 48 | 1 << 51
                   | (1 << 58 if s2r else 0))
-        self.put(self.strtab + 64 * sid, d0, 0, d2, s2ttb & 0x000ffffffffffff0, 0, 0, 0, 0)
+        self.put(self.ste_addr(sid), d0, 0, d2, s2ttb & 0x000ffffffffffff0, 0, 0, 0, 0)
         self.cfgi_ste(sid)
 
-    def cd(self, ttb0, asid=1, record=True):
-        """A context descriptor for a 39-bit TTB0 (4 KiB granule); its address."""
-        cd = self.alloc()
-        d0 = (25 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 30 | 1 << 31 | 2 << 32 | 1 << 41
-              | (1 << 45 if record else 0) | 1 << 46 | asid << 48)
+    def cd(self, ttb0, asid=1, record=True, valid=True, at=None):
+        """A context descriptor for a 39-bit TTB0 (4 KiB granule), written
+        at `at` or in a new page; its address."""
+        cd = self.alloc() if at is None else at
+        d0 = (25 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 30 | (1 << 31 if valid else 0) | 2 << 32
+              | 1 << 41 | (1 << 45 if record else 0) | 1 << 46 | asid << 48)
         self.put(cd, d0, ttb0 & 0x000ffffffffffff0, 0, 0xff)
         return cd
 

@@ -11,8 +11,10 @@
 //!   CFGI command (or a full flush when a bound is reached, as QEMU's C
 //!   device does). The TLB is an [`iommu_core::cache::pages::PageCache`]:
 //!   outer tag the VMID (0 when the SMMU has no stage 2), inner tag the
-//!   ASID, [`S2_ONLY`] for stage-2-only streams and [`GLOBAL`] for stage-1
-//!   entries with nG = 0; its class is the kind of translation ([`Kind`]).
+//!   ASID, [`S2_ONLY`] for stage-2-only streams and, with the strict rules,
+//!   [`GLOBAL`] for stage-1 entries with nG = 0 (compatible rules keep them
+//!   under their ASID, as the C device does); its class is the kind of
+//!   translation ([`Kind`]).
 //! * A request that faults is terminated; the fault is recorded as an
 //!   event when the architecture says so (configuration errors always;
 //!   translation faults when CD.R / STE.S2R is set), in the architected
@@ -519,7 +521,10 @@ impl Smmu {
         };
         match walked {
             Ok((output, shift, perm, global, kind)) => {
-                let inner = match (&cd, global) {
+                // Compatible rules: every stage-1 entry belongs to its ASID,
+                // as the C device keeps them (it ignores nG), so that
+                // invalidations by ASID reach global entries too.
+                let inner = match (&cd, global && self.cfg.strict) {
                     (None, _) => S2_ONLY,
                     (Some(_), true) => GLOBAL,
                     (Some(c), false) => u32::from(c.asid),
@@ -749,6 +754,29 @@ mod tests {
                 assert_eq!((f.sid, f.input_addr, f.s2, f.access.read), (SID, 0x1234_5000, false, true));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn global_entries_follow_their_asid_unless_strict() {
+        for strict in [false, true] {
+            let mut r = rig(Config { strict, ..Config::default() });
+            r.s1_stream(SID);
+            // Rig::map writes nG = 0: a global entry.
+            r.map(0x8000_1000, RAM + 0x5000);
+            assert!(translate(&mut r, 0x8000_1000, false).0.is_ok());
+            r.map(0x8000_1000, RAM + 0x9000);
+            // TLBI_NH_ASID (0x11) of the CD's ASID.
+            r.command([0x11 | (u64::from(ASID) << 48), 0]);
+            let out = translate(&mut r, 0x8000_1000, false).0.unwrap().output;
+            // Architecturally a global entry survives; the C device drops it.
+            assert_eq!(out, if strict { RAM + 0x5000 } else { RAM + 0x9000 }, "strict {strict}");
+            // TLBI_NH_VA of another ASID reaches global entries (strict only).
+            r.map(0x8000_1000, RAM + 0xa000);
+            r.command([0x12 | (u64::from(ASID + 1) << 48), 0x8000_1000]);
+            let out = translate(&mut r, 0x8000_1000, false).0.unwrap().output;
+            let before = if strict { RAM + 0x5000 } else { RAM + 0x9000 };
+            assert_eq!(out, if strict { RAM + 0xa000 } else { before }, "strict {strict}");
         }
     }
 

@@ -24,7 +24,8 @@ from qemu_test import QemuSystemTest
 import rviommu_kit
 from smmu_qtest import (VirtQtest, Smmu, PageTable, TestDev, SMMU_BASE, PLATFORM_BUS_BASE,
                         PCI_MMIO_BASE, RAM_BASE, IDR0, STE_ABORT, STE_BYPASS, STE_S1, STE_S2,
-                        STE_NESTED, TD_OK)
+                        STE_NESTED, TD_OK, GERROR, GERRORN, CMDQ_CONS, EVENTQ_PROD,
+                        CMD_CFGI_CD, CMD_TLBI_NH_ASID, CMD_TLBI_NH_VA, CMD_TLBI_NH_ALL)
 
 # (machine options, device options or None, base of the SMMU's registers)
 CONFIGS = [
@@ -99,16 +100,18 @@ class Experiments:
     def run(self, idr0):
         s1, s2 = bool(idr0 & 1 << 1), bool(idr0 & 1 << 0)
         out = {}
+        s1_only = ('stale_until_tlbi', 'unmap_notifier', 'two_level_strtab', 'cd_invalid',
+                   'stale_cd_until_cfgi_cd', 'tlbi_by_va_and_asid', 'tlbi_range')
         for name in ['disabled_bypass', 'disabled_abort', 'ste_abort', 'ste_bypass', 'ste_invalid',
-                     'stage1', 'stage2', 'nested', 'stale_until_tlbi', 'unmap_notifier']:
+                     'stage1', 'stage2', 'nested', 'bad_streamid', 'illegal_command',
+                     'eventq_overflow', *s1_only]:
             self.qt.vm.qmp('system_reset')
             self.qt.vm.event_wait('RESET', timeout=10)
             self.dev = TestDev(self.qt, TESTDEV_BDF, TESTDEV_BAR0)
             for p in (PAGE_A, PAGE_B):
                 self.qt.memwrite(p, b'\0' * 64)
             if name in ('stage1',) and not s1 or name in ('stage2',) and not s2 \
-                    or name == 'nested' and not (s1 and s2) or name == 'stale_until_tlbi' and not s1 \
-                    or name == 'unmap_notifier' and not s1:
+                    or name == 'nested' and not (s1 and s2) or name in s1_only and not s1:
                 continue
             out[name] = getattr(self, name)()
         return out
@@ -193,6 +196,123 @@ class Experiments:
         fresh = self.dma_pair(smmu, IOVA, 'st3')
         return {'first': first, 'before_tlbi': stale, 'after_tlbi': fresh}
 
+    def s1_setup(self, smmu, pages=1, asid=1):
+        """A stage-1 stream for the device: `pages` IOVA pages from IOVA to
+        PAGE_A onwards; (table, CD address)."""
+        pt = PageTable(smmu, 1)
+        for i in range(pages):
+            pt.map(IOVA + 0x1000 * i, PAGE_A + 0x1000 * i)
+        cd = smmu.cd(pt.root, asid=asid)
+        smmu.ste(TESTDEV_BDF, STE_S1, cd=cd)
+        return pt, cd
+
+    def landed(self, iova, tag, pages=(PAGE_A, PAGE_B)):
+        """The device writes 64 bytes at `iova`: (outcome, where they landed)."""
+        data = pattern(tag)[:64]
+        for p in pages:
+            self.qt.memwrite(p, b'\0' * 64)
+        st = self.dev.write_memory(iova, data)
+        return st, [self.qt.memread(p, 64) == data for p in pages]
+
+    def two_level_strtab(self):
+        smmu = self.smmu()
+        smmu.two_level(split=4)
+        smmu.enable()
+        self.s1_setup(smmu)
+        return self.dma_pair(smmu, IOVA, '2l')
+
+    def bad_streamid(self):
+        smmu = Smmu(self.qt, self.base, strtab_log2=4)      # StreamIDs 0-15; ours is 16
+        smmu.enable()
+        return self.dma_pair(smmu, PAGE_A, 'bs')
+
+    def cd_invalid(self):
+        smmu = self.smmu()
+        smmu.enable()
+        pt = PageTable(smmu, 1)
+        pt.map(IOVA, PAGE_A)
+        smmu.ste(TESTDEV_BDF, STE_S1, cd=smmu.cd(pt.root, valid=False))
+        return self.dma_pair(smmu, IOVA, 'ci')
+
+    def stale_cd_until_cfgi_cd(self):
+        smmu = self.smmu()
+        smmu.enable()
+        _, cd = self.s1_setup(smmu)
+        out = {'first': self.landed(IOVA, 'c1')}
+        other = PageTable(smmu, 1)
+        other.map(IOVA, PAGE_B)
+        smmu.cd(other.root, at=cd)                      # new TTB0 in place
+        smmu.command(CMD_TLBI_NH_ALL)
+        smmu.sync()
+        out['after_tlbi_only'] = self.landed(IOVA, 'c2')
+        smmu.command(CMD_CFGI_CD, d0=TESTDEV_BDF << 32, d1=1)
+        smmu.command(CMD_TLBI_NH_ALL)
+        smmu.sync()
+        out['after_cfgi_cd'] = self.landed(IOVA, 'c3')
+        out['events'] = smmu.events()
+        return out
+
+    def tlbi_by_va_and_asid(self):
+        smmu = self.smmu()
+        smmu.enable()
+        pt, _ = self.s1_setup(smmu, pages=2, asid=5)
+        moved = PAGE_A + 0x10000
+        pages = (PAGE_A, PAGE_A + 0x1000, moved, moved + 0x1000)
+        out = {'first': [self.landed(IOVA + o, f'v{o}', pages) for o in (0, 0x1000)]}
+        pt.map(IOVA, moved)
+        pt.map(IOVA + 0x1000, moved + 0x1000)
+        smmu.command(CMD_TLBI_NH_VA, d0=5 << 48, d1=IOVA | 1)        # leaf, this page only
+        smmu.sync()
+        out['after_va'] = [self.landed(IOVA + o, f'w{o}', pages) for o in (0, 0x1000)]
+        smmu.command(CMD_TLBI_NH_ASID, d0=6 << 48)                    # another ASID
+        smmu.sync()
+        out['after_other_asid'] = [self.landed(IOVA + o, f'x{o}', pages) for o in (0, 0x1000)]
+        smmu.command(CMD_TLBI_NH_ASID, d0=5 << 48)
+        smmu.sync()
+        out['after_asid'] = [self.landed(IOVA + o, f'y{o}', pages) for o in (0, 0x1000)]
+        return out
+
+    def tlbi_range(self):
+        smmu = self.smmu()
+        smmu.enable()
+        pt, _ = self.s1_setup(smmu, pages=4, asid=3)
+        pages = tuple(PAGE_A + 0x1000 * i for i in range(4)) + tuple(PAGE_B + 0x10000 + 0x1000 * i
+                                                                      for i in range(4))
+        out = {'first': [self.landed(IOVA + 0x1000 * i, f'r{i}', pages)[1] for i in range(4)]}
+        for i in range(4):
+            pt.map(IOVA + 0x1000 * i, PAGE_B + 0x10000 + 0x1000 * i)
+        # Range invalidation: NUM = 1, SCALE = 0 (2 pages), TG = 4 KiB, from IOVA.
+        smmu.command(CMD_TLBI_NH_VA, d0=3 << 48 | 1 << 12, d1=IOVA | 1 << 10)
+        smmu.sync()
+        out['after'] = [self.landed(IOVA + 0x1000 * i, f's{i}', pages)[1] for i in range(4)]
+        return out
+
+    def illegal_command(self):
+        smmu = self.smmu()
+        smmu.enable()
+        slot = smmu.cmd_prod
+        cons = smmu.post(0x07)                  # not a command
+        out = {'cons': cons, 'gerror': smmu.rd(GERROR)}
+        smmu.post(0x46)                         # CMD_SYNC behind it waits
+        out['cons_waiting'] = smmu.rd(CMDQ_CONS)
+        # The driver skips the bad command (a CMD_SYNC in its place) and
+        # acknowledges the error.
+        smmu.put(smmu.cmdq + 16 * slot, 0x46, 0)
+        smmu.wr(GERRORN, smmu.rd(GERROR))
+        smmu.wr(0x98, smmu.cmd_prod)            # CMDQ_PROD again
+        out['cons_after'] = smmu.rd(CMDQ_CONS)
+        out['gerror_after'] = (smmu.rd(GERROR), smmu.rd(GERRORN))
+        out['prod'] = smmu.cmd_prod
+        return out
+
+    def eventq_overflow(self):
+        smmu = Smmu(self.qt, self.base, eventq_log2=1)       # two entries
+        smmu.enable()
+        smmu.ste(TESTDEV_BDF, STE_S1, valid=False)
+        outcomes = [self.dev.write_memory(PAGE_A, b'z' * 4) for _ in range(3)]
+        return {'outcomes': outcomes, 'prod': smmu.rd(EVENTQ_PROD), 'gerror': smmu.rd(GERROR),
+                'events': [architected(e) for e in smmu.events()]}
+
     def unmap_notifier(self):
         smmu = self.smmu()
         smmu.enable()
@@ -276,6 +396,31 @@ class SmmuParity(QemuSystemTest):
                     self.assertEqual(e['after_tlbi']['landed'], [False, True])
                 if 'unmap_notifier' in exps:
                     self.assertTrue(exps['unmap_notifier']['unmaps_seen'])
+                self.assertEqual([e[0] & 0xff for e in exps['bad_streamid']['events']][:1],
+                                 [0x02], 'C_BAD_STREAMID')
+                e = exps['illegal_command']
+                self.assertEqual((e['gerror'] & 1, e['cons'] >> 24 & 0x7f), (1, 1),
+                                 'GERROR.CMDQ_ERR, CMDQ_CONS.ERR = CERROR_ILL')
+                self.assertEqual(e['cons_waiting'], e['cons'], 'the queue waits')
+                self.assertEqual(e['cons_after'] & 0xfffff, e['prod'], 'both consumed after the fix')
+                self.assertEqual(exps['eventq_overflow']['gerror'] >> 2 & 1, 1,
+                                 'GERROR.EVENTQ_ABT_ERR (the C device\'s full queue)')
+                if 'two_level_strtab' in exps:
+                    self.assertEqual(exps['two_level_strtab']['landed'], [True, False])
+                    self.assertEqual([e[0] & 0xff for e in exps['cd_invalid']['events']][:1],
+                                     [0x0a], 'C_BAD_CD')
+                    e = exps['stale_cd_until_cfgi_cd']
+                    self.assertEqual([e['after_tlbi_only'][1], e['after_cfgi_cd'][1]],
+                                     [[True, False], [False, True]], 'stale CD until CFGI_CD')
+                    e = exps['tlbi_by_va_and_asid']
+                    self.assertEqual([x[1] for x in e['after_va']],
+                                     [[False, False, True, False], [False, True, False, False]])
+                    self.assertEqual([x[1] for x in e['after_asid']],
+                                     [[False, False, True, False], [False, False, False, True]])
+                    e = exps['tlbi_range']
+                    self.assertEqual([x[4:] for x in e['after']],
+                                     [[True, False, False, False], [False, True, False, False],
+                                      [False] * 4, [False] * 4], 'two pages invalidated')
             except AssertionError as e:
                 failures.append(f'{dict(machine=machine, device=device)}: {e}')
         self.assertEqual(failures, [], '\n'.join(failures))
