@@ -8,7 +8,10 @@
 # tests/functional/x86_64/test_upstream_intel_iommu.py adapts only where its kernel, initrd
 # and disk come from, TCG for KVM and busybox for Fedora's tools (see its docstring).
 # And bios-tables-test's intel-iommu case, unmodified, in an L1 guest with KVM
-# (tests/functional/x86_64/test_upstream_bios_tables.py).
+# (tests/functional/x86_64/test_upstream_bios_tables.py), and its two SMMUv3 cases of
+# aarch64 virt (IORT of iommu=smmuv3 and of user-created arm-smmuv3 on pcie.0 and a
+# pxb-pcie), unmodified, on the host under TCG with Debian's AAVMF as the edk2 images the
+# test expects (scripts/guest/edk2-aarch64.sh).
 #
 #   tests/upstream-qtests.sh
 #
@@ -81,6 +84,30 @@ tap_result() {
                    END { if (!f) print "FAIL" }' "$1"
 }
 
+# bios-tables-test's SMMUv3 cases: the test boots UEFI (pc-bios/edk2-aarch64-code.fd and
+# edk2-arm-vars.fd, relative to its working directory) from a CD image of the source tree
+# (tests/data/uefi-boot-images) and compares the tables with tests/data/acpi/aarch64/virt.
+SMMU_CASES="/aarch64/acpi/virt/smmuv3-legacy /aarch64/acpi/virt/smmuv3-dev"
+step "firmware for bios-tables-test's aarch64 virt cases"
+EDK2=$("$REPO/scripts/guest/edk2-aarch64.sh") || die "scripts/guest/edk2-aarch64.sh failed"
+info "$EDK2"
+# run_smmu_tables NAME BUILD TREE: TAP in $CACHE/upstream-NAME-bios-tables-smmuv3.tap
+run_smmu_tables() {
+    local name=$1 build=$2 tree=$3 w=$WRAP/aarch64-$1 args=() c
+    mkdir -p "$w/pc-bios" "$w/tests"
+    ln -sf "$EDK2/AAVMF_CODE.fd" "$w/pc-bios/edk2-aarch64-code.fd"
+    ln -sf "$EDK2/AAVMF_VARS.fd" "$w/pc-bios/edk2-arm-vars.fd"
+    ln -sfn "$tree/tests/data" "$w/tests/data"
+    for c in $SMMU_CASES; do args+=(-p "$c"); done
+    step "run bios-tables-test's SMMUv3 cases on the $name build (UEFI under TCG)"
+    ninja -C "$build" tests/qtest/bios-tables-test | ninja_progress
+    (cd "$w" && QTEST_QEMU_BINARY=$build/qemu-system-aarch64 timeout 600 \
+        "$build/tests/qtest/bios-tables-test" --tap -k "${args[@]}") 2>&1 \
+        | grep -v '^# starting QEMU' | tee "$CACHE/upstream-$name-bios-tables-smmuv3.tap" || true
+}
+run_smmu_tables c "$BUILD_REF" "$TREE_REF"
+run_smmu_tables rust "$BUILD_RS" "$TREE_RS"
+
 step "side by side (C device | Rust device)"
 fail=0
 for t in intel-iommu-test rviommu-testdev-test; do
@@ -96,6 +123,12 @@ c=$(tap_result "$CACHE/upstream-c-bios-tables-test.tap" "$BTT_CASE")
 r=$(tap_result "$CACHE/upstream-rust-bios-tables-test.tap" "$BTT_CASE")
 printf '    %-78s %-5s | %s\n' "bios-tables-test $BTT_CASE" "$c" "$r"
 [ "$r" = pass ] || fail=1
+for case in $SMMU_CASES; do
+    c=$(tap_result "$CACHE/upstream-c-bios-tables-smmuv3.tap" "$case")
+    r=$(tap_result "$CACHE/upstream-rust-bios-tables-smmuv3.tap" "$case")
+    printf '    %-78s %-5s | %s\n' "bios-tables-test $case" "$c" "$r"
+    [ "$r" = pass ] || fail=1
+done
 for case in $FUNC_CASES; do
     c=$(func_result IntelIOMMU_C "$case"); r=$(func_result IntelIOMMU_Rust "$case")
     printf '    %-78s %-5s | %-5s (C %s, Rust %s)\n' "test_intel_iommu.py IntelIOMMU.$case" \
