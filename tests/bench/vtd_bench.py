@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-or-later
 """What one DMA translation, interrupt or invalidation costs our intel-iommu
-and QEMU's C device, measured side by side in one run (`make bench`).
+and arm-smmuv3 and QEMU's C devices, measured side by side in one run
+(`make bench`).
 
 No guest CPU runs: QEMU starts under `-accel qtest`, this driver plays the
 guest driver (page tables, context and PASID tables, interrupt remapping
@@ -30,6 +31,13 @@ one batch.  Metrics per case and build:
   and calls/op (a check that each operation reached the device);
 * ns/op: wall-clock nanoseconds per operation of the uninstrumented loop,
   the median of several runs.
+
+The SMMUv3 cases run `qemu-system-aarch64 -M virt,iommu=smmuv3` (the
+binary next to the x86 one): `rviommu-testdev` reads 8 bytes at an IOVA
+(no ATS) through a stage-1, stage-2 or nested stream (tables written over
+qtest, tests/functional/smmu_qtest.py), and TLB invalidations by VA / IPA
+(command + CMD_SYNC, the CMDQ_PROD write measured) run with K unrelated
+pages cached (K < 256: both TLBs are emptied at 256 entries).
 
 Cases that the C device does not support (nested translation) run on ours
 only.  The invalidation cases keep K unrelated IOTLB entries cached
@@ -62,6 +70,7 @@ from vtd_qtest import (QtestError, Qtest, Edu, LegacyVtd, ScalableVtd, TestDev, 
                        FS_P, FS_RW, FS_US, TD_IOVA, TD_LEN, TD_PASID, TD_CMD, TD_STATUS,
                        TD_ATC_CTRL, TD_READ, TD_ATS, TD_PASID_VALID, TD_BAR0, TD_DEVFN,
                        GSTS, GCMD_QIE)
+import smmu_qtest
 
 EDU_BAR0 = 0xd0000000
 EDU_DEVFN = 0x20                 # 00:04.0
@@ -83,6 +92,8 @@ ENTRY = {
     'ats': ('vtd_ats_request_translation', 'ffi::ats::vtd_ats_request_translation'),
     'msi': ('vtd_mem_ir_write', 'ffi::address_space::interrupt_window_write'),
     'mmio': ('vtd_mem_write', 'intel_iommu::device::IntelIommuState::mmio_write'),
+    'smmu_translate': ('smmuv3_translate', 'ffi::iommu_mr::smmu_translate'),
+    'smmu_mmio': ('smmu_write_mmio', 'smmuv3::device::SmmuV3State::mmio_write'),
 }
 
 
@@ -129,7 +140,7 @@ class Client:
 class Machine:
     """A q35 QEMU under qtest, optionally under callgrind."""
 
-    def __init__(self, binary, iommu, devices, firmware, workdir, callgrind=None):
+    def __init__(self, binary, iommu, devices, firmware, workdir, callgrind=None, target='q35'):
         self.workdir = workdir
         sock = os.path.join(workdir, 'qtest.sock')
         if os.path.exists(sock):
@@ -137,9 +148,14 @@ class Machine:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(sock)
         listener.listen(1)
-        args = [binary, '-machine', 'q35', '-accel', 'qtest', '-m', '512M', '-nodefaults',
-                '-display', 'none', '-L', firmware, '-qtest', f'unix:{sock}',
-                '-qtest-log', 'none', '-device', f'intel-iommu,{iommu}'.rstrip(',')]
+        if target == 'virt':
+            args = [binary, '-machine', f'virt,{iommu}'.rstrip(','), '-accel', 'qtest', '-m', '512M',
+                    '-nodefaults', '-display', 'none', '-qtest', f'unix:{sock}',
+                    '-qtest-log', 'none']
+        else:
+            args = [binary, '-machine', 'q35', '-accel', 'qtest', '-m', '512M', '-nodefaults',
+                    '-display', 'none', '-L', firmware, '-qtest', f'unix:{sock}',
+                    '-qtest-log', 'none', '-device', f'intel-iommu,{iommu}'.rstrip(',')]
         for dev in devices:
             args += ['-device', dev]
         self.callgrind = callgrind
@@ -157,7 +173,7 @@ class Machine:
             raise QtestError(f'QEMU did not start: {self.log_text()}')
         finally:
             listener.close()
-        self.qt = Qtest(self.client)
+        self.qt = Qtest(self.client) if target == 'q35' else smmu_qtest.VirtQtest(self.client)
         self.dumps = 0
 
     def log_text(self):
@@ -470,6 +486,138 @@ def occupancy_cases(m, queue, invalidations, group):
 
 
 # ---------------------------------------------------------------------------
+# The SMMUv3 configurations (-M virt,iommu=smmuv3: stage 1 and 2 offered)
+
+SMMU_RAM_PAGE = smmu_qtest.RAM_BASE + 0x1800000     # inside stage 2's identity blocks
+SMMU_OCCUPANCY = (1, 64, 255)
+SMMU_ASID, SMMU_VMID = 1, 1
+TD_SID = 2 << 3                                      # rviommu-testdev at 00:02.0
+TD_VIRT_BAR0 = smmu_qtest.PCI_MMIO_BASE
+
+
+def td_read_lines(iova=None):
+    """qtest lines of one 8-byte read by the test device (no ATS)."""
+    lines = [] if iova is None else [f'writeq 0x{TD_VIRT_BAR0 + TD_IOVA:x} 0x{iova:x}']
+    return lines + [f'writel 0x{TD_VIRT_BAR0 + TD_CMD:x} 0x{TD_READ:x}']
+
+
+def smmu_stream(m, kind):
+    """The SMMU on, the test device's stream translating by `kind` (1, 2 or
+    'nested'): the hit page, the miss range and the occupancy range mapped
+    to SMMU_RAM_PAGE. Returns the Smmu."""
+    qt = m.qt
+    smmu = smmu_qtest.Smmu(qt)
+    smmu_qtest.TestDev(qt, TD_SID, TD_VIRT_BAR0)
+    qt.writel(TD_VIRT_BAR0 + TD_LEN, DMA_LEN)
+    qt.writel(TD_VIRT_BAR0 + TD_PASID, 0)
+    smmu.enable()
+    pt = smmu_qtest.PageTable(smmu, 2 if kind == 2 else 1)
+    pt.map(HIT_IOVA, SMMU_RAM_PAGE)
+    pt.map_run(MISS_BASE, Pages.COUNT, SMMU_RAM_PAGE)
+    pt.map_run(OCC_BASE, max(SMMU_OCCUPANCY), SMMU_RAM_PAGE)
+    if kind == 2:
+        smmu.ste(TD_SID, smmu_qtest.STE_S2, s2ttb=pt.root, vmid=SMMU_VMID)
+    elif kind == 1:
+        smmu.ste(TD_SID, smmu_qtest.STE_S1, cd=smmu.cd(pt.root, asid=SMMU_ASID))
+    else:
+        s2 = smmu_qtest.PageTable(smmu, 2)
+        s2.map_blocks(smmu_qtest.RAM_BASE, smmu_qtest.RAM_BASE + 0x1ffffff)
+        smmu.ste(TD_SID, smmu_qtest.STE_NESTED, cd=smmu.cd(pt.root, asid=SMMU_ASID),
+                 s2ttb=s2.root, vmid=SMMU_VMID)
+    return smmu
+
+
+def smmu_check(m, smmu):
+    testdev_check_at(m.qt, TD_VIRT_BAR0)
+    events = smmu.events()
+    if events or smmu.rd(smmu_qtest.GERROR) != smmu.rd(smmu_qtest.GERRORN):
+        raise QtestError(f'SMMU events {events}, GERROR 0x{smmu.rd(smmu_qtest.GERROR):x}')
+
+
+def testdev_check_at(qt, bar0):
+    status = qt.readl(bar0 + TD_STATUS) & 0xff
+    if status != 1:
+        raise QtestError(f'test device DMA status {status} (1 is ok)')
+
+
+class SmmuCommands:
+    """Commands as qtest lines: each operation writes its commands and a
+    CMD_SYNC at PROD and moves CMDQ_PROD; check() verifies they were
+    consumed without error."""
+
+    def __init__(self, smmu):
+        self.smmu = smmu
+
+    def lines(self, *cmds):
+        smmu = self.smmu
+        out = []
+        for op, d0, d1 in cmds + ((smmu_qtest.CMD_SYNC, 0, 0),):
+            slot = smmu.cmd_prod & ((1 << smmu.LOG2_ENTRIES) - 1)
+            out.append(f'write 0x{smmu.cmdq + 16 * slot:x} 0x10 0x{struct.pack("<QQ", op | d0, d1).hex()}')
+            smmu.cmd_prod = (smmu.cmd_prod + 1) & ((2 << smmu.LOG2_ENTRIES) - 1)
+        out.append(f'writel 0x{smmu.base + smmu_qtest.CMDQ_PROD:x} 0x{smmu.cmd_prod:x}')
+        return out
+
+    def check(self):
+        smmu = self.smmu
+        cons = smmu.rd(smmu_qtest.CMDQ_CONS) & ((2 << smmu.LOG2_ENTRIES) - 1)
+        if cons != smmu.cmd_prod or smmu.rd(smmu_qtest.GERROR) != smmu.rd(smmu_qtest.GERRORN):
+            raise QtestError(f'commands: CONS 0x{cons:x}, PROD 0x{smmu.cmd_prod:x}, '
+                             f'GERROR 0x{smmu.rd(smmu_qtest.GERROR):x}')
+
+
+def smmu_cases(m, smmu, label, invalidation=None, ours_only=False):
+    """TLB hit and miss of the test device's reads; with `invalidation`
+    ((kind, command)), its cost with K pages cached for each K."""
+    pages = Pages()
+    check = lambda: smmu_check(m, smmu)             # noqa: E731
+
+    def prep(iova):
+        m.client.batch(td_read_lines(iova))
+    cases = [
+        Case(f'{label}: TLB hit', 'smmu_translate', lambda i: td_read_lines(), check,
+             prepare=lambda: prep(HIT_IOVA), ours_only=ours_only, group='smmu'),
+        Case(f'{label}: TLB miss', 'smmu_translate', lambda i: td_read_lines(pages.take()), check,
+             prepare=lambda: prep(pages.take()), ours_only=ours_only, group='smmu'),
+    ]
+    if invalidation:
+        kind, cmd = invalidation
+        cmds = SmmuCommands(smmu)
+        everything = ((smmu_qtest.CMD_TLBI_NH_ALL, 0, 0), (smmu_qtest.CMD_TLBI_NSNH_ALL, 0, 0))
+
+        def fill(k):
+            lines = cmds.lines(*everything)
+            for i in range(k):
+                lines += td_read_lines(OCC_BASE + i * 0x1000)
+            m.client.batch(lines)
+            cmds.check()
+            check()
+        for k in SMMU_OCCUPANCY:
+            cases.append(Case(f'{label}: {kind}, {k} pages cached', 'smmu_mmio',
+                              lambda i, cmd=cmd: cmds.lines(cmd), cmds.check,
+                              prepare=lambda k=k: fill(k), group='smmu'))
+    return cases
+
+
+def cfg_smmu_s1(m):
+    smmu = smmu_stream(m, 1)
+    # a mapped page of the ASID that is never read
+    tlbi = (smmu_qtest.CMD_TLBI_NH_VA, SMMU_ASID << 48, (HIT_IOVA + 0x1000) | 1)
+    return smmu_cases(m, smmu, 'SMMUv3 stage 1', ('TLBI_NH_VA', tlbi))
+
+
+def cfg_smmu_s2(m):
+    smmu = smmu_stream(m, 2)
+    tlbi = (smmu_qtest.CMD_TLBI_S2_IPA, SMMU_VMID << 32, (HIT_IOVA + 0x1000) | 1)
+    return smmu_cases(m, smmu, 'SMMUv3 stage 2', ('TLBI_S2_IPA', tlbi))
+
+
+def cfg_smmu_nested(m):
+    smmu = smmu_stream(m, 'nested')
+    return smmu_cases(m, smmu, 'SMMUv3 nested')
+
+
+# ---------------------------------------------------------------------------
 # The configurations: one QEMU each (per build); their cases run in order.
 
 EDU = f'edu,addr={EDU_DEVFN >> 3:02x}.0'
@@ -675,6 +823,10 @@ CONFIGS = [
     ('scalable-fs', 'x-scalable-mode=on,x-flts=on', [EDU], cfg_sm_fs, False),
     ('pasid', 'x-scalable-mode=modern,device-iotlb=on', [EDU, TESTDEV], cfg_pasid, True),
     ('interrupt', 'intremap=on', [EDU], cfg_ir, False),
+    # (..., target): -M virt,<properties> on qemu-system-aarch64
+    ('smmu-s1', 'iommu=smmuv3', ['rviommu-testdev,addr=02.0'], cfg_smmu_s1, False, 'virt'),
+    ('smmu-s2', 'iommu=smmuv3', ['rviommu-testdev,addr=02.0'], cfg_smmu_s2, False, 'virt'),
+    ('smmu-nested', 'iommu=smmuv3', ['rviommu-testdev,addr=02.0'], cfg_smmu_nested, False, 'virt'),
 ]
 
 
@@ -703,13 +855,16 @@ def run_ops(m, case, counter, n):
 
 def run_config(build, binary, cfg, loops, firmware, workdir, callgrind, log):
     """Run every case of `cfg` on one QEMU; returns {case name: result}."""
-    name, props, devices, setup, _ = cfg
+    name, props, devices, setup, _ = cfg[:5]
+    target = cfg[5] if len(cfg) > 5 else 'q35'
+    if target == 'virt':
+        binary = binary.replace('qemu-system-x86_64', 'qemu-system-aarch64')
     tag = f'{build}-{name}-{"cg" if callgrind else "time"}'
     wd = os.path.join(workdir, tag)
     os.makedirs(wd, exist_ok=True)
     out = os.path.join(wd, 'callgrind.out') if callgrind else None
     t0 = time.monotonic()
-    m = Machine(binary, props, devices, firmware, wd, callgrind=out)
+    m = Machine(binary, props, devices, firmware, wd, callgrind=out, target=target)
     t_start = time.monotonic() - t0
     results = {}
     try:
@@ -874,7 +1029,7 @@ def main():
     rows = {}
     configs = [c for c in CONFIGS if not args.only or c[0] in args.only]
     for cfg in configs:
-        log(f'==> {cfg[0]} (intel-iommu,{cfg[1]})')
+        log(f'==> {cfg[0]} (' + (f'-M virt,{cfg[1]}' if len(cfg) > 5 else f'intel-iommu,{cfg[1]}') + ')')
         for build, binary in builds:
             if cfg[4] and build == 'C':
                 continue

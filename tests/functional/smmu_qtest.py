@@ -287,6 +287,19 @@ class PageTable:
         l3 = self._table(l2, (iova >> 21) & 0x1ff)
         self.smmu.put(l3 + 8 * ((iova >> 12) & 0x1ff), (pa & ADDR_MASK) | DESC_PAGE | self.attrs(write))
 
+    def map_run(self, iova0, count, pa, write=True):
+        """Map `count` 4 KiB pages from `iova0` (2 MiB aligned) all to the
+        page `pa`, a leaf table at a time."""
+        done = 0
+        while done < count:
+            iova = iova0 + done * 0x1000
+            l2 = self._table(self.root, (iova >> 30) & 0x1ff)
+            l3 = self._table(l2, (iova >> 21) & 0x1ff)
+            n = min(512 - ((iova >> 12) & 0x1ff), count - done)
+            entry = (pa & ADDR_MASK) | DESC_PAGE | self.attrs(write)
+            self.smmu.qt.memwrite(l3 + 8 * ((iova >> 12) & 0x1ff), struct.pack('<Q', entry) * n)
+            done += n
+
     def unmap(self, iova):
         l2 = self._table(self.root, (iova >> 30) & 0x1ff)
         l3 = self._table(l2, (iova >> 21) & 0x1ff)
