@@ -6,6 +6,9 @@
 #   GAPT       directory of the private configuration (lists, cache, sources.list)
 #   APT_SUITE  Debian suite (trixie: also trixie-updates and trixie-security; sid: only sid)
 #   APT_DEBS   where download_deb puts .deb files
+#   APT_ARCH   optional: the one architecture of the index (e.g. arm64 for an arm64 guest);
+#              unset: the host's.  Give each architecture its own GAPT and APT_DEBS: the
+#              lists and the .deb files of one version of a package differ per architecture.
 #
 #   apt_update            apt-get update of the private lists (once per run)
 #   candidate PKG         candidate version of PKG in them ("" or "(none)" when absent)
@@ -18,6 +21,9 @@ apt_opts() {
               -o "Dir::State::Lists=$GAPT/lists" -o "Dir::Cache=$GAPT/cache"
               -o "Dir::Etc::Preferences=$GAPT/preferences" -o "Dir::Etc::PreferencesParts=$GAPT/preferences.d"
               -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
+    # A foreign architecture as the native one of this private configuration: apt-cache
+    # and apt-get download then see only that architecture's packages (no :arm64 suffixes).
+    [ -z "${APT_ARCH:-}" ] || APT_OPTS+=(-o "APT::Architecture=$APT_ARCH" -o "APT::Architectures=$APT_ARCH")
 }
 apt_cmd() { local tool=$1; shift; apt_opts; "$tool" "${APT_OPTS[@]}" "$@"; }
 

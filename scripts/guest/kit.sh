@@ -5,6 +5,9 @@
 #   scripts/guest/kit.sh [all]        kernel, busybox, firmware, disk image, default initramfs
 #   scripts/guest/kit.sh --refresh    the same, but resolve the package versions again
 #   scripts/guest/kit.sh env          print the kit's manifest ($CACHE/guest/kit.env)
+#   scripts/guest/kit.sh arm64 [env] [--refresh]
+#                                     the arm64 kit instead ($CACHE/guest/kit-arm64.env), for
+#                                     -M virt guests (tests/functional/aarch64/test_smmu_dma.py)
 #
 # What it makes (paths are recorded in $CACHE/guest/kit.env, KEY=VALUE lines):
 #   - Debian trixie's newest linux-image-6.12.*-amd64 (resolved from the index through the
@@ -19,8 +22,17 @@
 #   - the initramfs of the virtio-blk DMA test (tests/guest/dma-read.sh), made by
 #     scripts/guest/mkinitramfs.sh, which tests also call for their own /init bodies.
 #
-# Package versions are resolved once and recorded in $CACHE/guest/versions.env; a re-run
-# uses what is recorded and does no network access when every artefact exists.
+# The arm64 kit is the part of that an arm64 guest booted from a device tree needs, all
+# under $CACHE/guest/arm64 (its own apt lists, versions.env, .deb files, kernel, busybox,
+# initramfs): trixie's linux-image-6.12.*-arm64 (vmlinuz and modules in one package, through
+# linux-image-arm64) and busybox-static:arm64, plus the same disk image (shared, in
+# $CACHE/guest/disk) and the DMA test's initramfs with nvme added.  No firmware: -kernel on
+# -M virt needs none.  The arm64 busybox does not run here: the host's (the x86 kit's, else
+# one on PATH) runs depmod, and the initramfs makes its applet links at boot.
+#
+# Package versions are resolved once and recorded in $CACHE/guest/versions.env (arm64:
+# $CACHE/guest/arm64/versions.env); a re-run uses what is recorded and does no network
+# access when every artefact exists.
 . "$(dirname "$0")/../common.sh"
 
 GUEST=$CACHE/guest
@@ -33,54 +45,100 @@ SUITE=trixie
 
 REFRESH=0
 WHAT=all
+ARCH=amd64
 for a in "$@"; do
     case "$a" in
         --refresh) REFRESH=1 ;;
         all|env) WHAT=$a ;;
+        arm64) ARCH=arm64 ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-        *) die "unknown argument '$a' (all, env, --refresh)" ;;
+        *) die "unknown argument '$a' (all, env, arm64, --refresh)" ;;
     esac
 done
+# Where the artefacts of the chosen architecture go (amd64: the historical places).
+KIT_DIR=$GUEST APT_DIR=$GUEST/apt DEBS_DIR=$GUEST/debs
+if [ "$ARCH" = arm64 ]; then
+    KIT_DIR=$GUEST/arm64 APT_DIR=$GUEST/arm64/apt DEBS_DIR=$GUEST/arm64/debs
+    VERSIONS=$KIT_DIR/versions.env
+    KIT_ENV=$GUEST/kit-arm64.env
+fi
 
 if [ "$WHAT" = env ]; then
-    [ -f "$KIT_ENV" ] || die "no kit yet: run scripts/guest/kit.sh"
+    [ -f "$KIT_ENV" ] || die "no kit yet: run scripts/guest/kit.sh$([ "$ARCH" = amd64 ] || echo " $ARCH")"
     cat "$KIT_ENV"; exit 0
 fi
 
-mkdir -p "$GUEST"
+mkdir -p "$GUEST" "$KIT_DIR"
 for t in apt-get apt-cache dpkg-deb python3 xz gzip cpio sha256sum; do
     command -v "$t" >/dev/null || die "host tool '$t' is missing"
 done
 
 # ---------------------------------------------------------------- private apt
-GAPT=$GUEST/apt APT_SUITE=$SUITE APT_DEBS=$GUEST/debs
+GAPT=$APT_DIR APT_SUITE=$SUITE APT_DEBS=$DEBS_DIR
+[ "$ARCH" = amd64 ] || APT_ARCH=$ARCH
 . "$REPO/scripts/guest/apt.sh"
 
 # Host tools of the disk images tests build at run time (test_upstream_intel_iommu.py:
 # sfdisk, mke2fs -d; qemu-img comes with scripts/setup.sh's qemu-utils).
-step "host packages"
-host_packages e2fsprogs fdisk
+if [ "$ARCH" = amd64 ]; then
+    step "host packages"
+    host_packages e2fsprogs fdisk
+fi
 
 # ---------------------------------------------------------------- versions
+# kernel_package ARCH: the linux-image-6.12.*-ARCH package (a name) of the private index.
+kernel_package() {
+    local a=$1 kmeta kpkg
+    kmeta=$(candidate "linux-image-$a")
+    [ -n "$kmeta" ] && [ "$kmeta" != "(none)" ] || die "no linux-image-$a in $SUITE"
+    # The metapackage depends on exactly one linux-image-<abi>-ARCH (= version).
+    kpkg=$(apt_cmd apt-cache show "linux-image-$a=$kmeta" \
+            | awk -F': ' '/^Depends:/ && !n {print $2; n = 1}' | tr ',' '\n' \
+            | sed -n "s/^ *\(linux-image-6\.12\.[^ ]*-$a\) .*/\1/p" | sed -n 1p)
+    if [ -z "$kpkg" ]; then
+        # Metapackage moved past 6.12: take the newest 6.12 image package of the index.
+        kpkg=$(apt_cmd apt-cache pkgnames linux-image-6.12. \
+                | grep -E "^linux-image-6\.12\.[0-9]+\+deb[0-9]+-$a\$" | sort -V | tail -1)
+    fi
+    [ -n "$kpkg" ] || die "no linux-image-6.12.*-$a package in $SUITE"
+    echo "$kpkg"
+}
+
+# The arm64 kit needs only the kernel and busybox.
+resolve_versions_arm64() {
+    step "guest package versions ($SUITE, arm64)"
+    if [ "$REFRESH" = 0 ] && [ -f "$VERSIONS" ]; then
+        info "recorded in $VERSIONS (scripts/guest/kit.sh arm64 --refresh resolves them again)"
+    else
+        apt_update
+        local kpkg kver bb
+        kpkg=$(kernel_package arm64)
+        kver=$(candidate "$kpkg"); bb=$(candidate busybox-static)
+        for v in "$kver" "$bb"; do
+            [ -n "$v" ] && [ "$v" != "(none)" ] || die "a guest package has no arm64 candidate in $SUITE"
+        done
+        cat > "$VERSIONS.tmp" <<EOF
+# Resolved by scripts/guest/kit.sh arm64 from Debian $SUITE (arm64) on $(date -u +%Y-%m-%dT%H:%M:%SZ)
+KERNEL_PKG=$kpkg
+KERNEL_PKG_VERSION=$kver
+BUSYBOX_PKG_VERSION=$bb
+EOF
+        mv "$VERSIONS.tmp" "$VERSIONS"
+    fi
+    # shellcheck disable=SC1090
+    . "$VERSIONS"
+    info "kernel   $KERNEL_PKG $KERNEL_PKG_VERSION"
+    info "busybox  busybox-static:arm64 $BUSYBOX_PKG_VERSION"
+}
+
 resolve_versions() {
     step "guest package versions ($SUITE)"
     if [ "$REFRESH" = 0 ] && [ -f "$VERSIONS" ]; then
         info "recorded in $VERSIONS (scripts/guest/kit.sh --refresh resolves them again)"
     else
         apt_update
-        local kmeta kpkg kver bb sb qd ix
-        kmeta=$(candidate linux-image-amd64)
-        [ -n "$kmeta" ] && [ "$kmeta" != "(none)" ] || die "no linux-image-amd64 in $SUITE"
-        # The metapackage depends on exactly one linux-image-<abi>-amd64 (= version).
-        kpkg=$(apt_cmd apt-cache show "linux-image-amd64=$kmeta" \
-                | awk -F': ' '/^Depends:/ && !n {print $2; n = 1}' | tr ',' '\n' \
-                | sed -n 's/^ *\(linux-image-6\.12\.[^ ]*-amd64\) .*/\1/p' | sed -n 1p)
-        if [ -z "$kpkg" ]; then
-            # Metapackage moved past 6.12: take the newest 6.12 image package of the index.
-            kpkg=$(apt_cmd apt-cache pkgnames linux-image-6.12. \
-                    | grep -E '^linux-image-6\.12\.[0-9]+\+deb[0-9]+-amd64$' | sort -V | tail -1)
-        fi
-        [ -n "$kpkg" ] || die "no linux-image-6.12.*-amd64 package in $SUITE"
+        local kpkg kver bb sb qd ix
+        kpkg=$(kernel_package amd64)
         kver=$(candidate "$kpkg")
         bb=$(candidate busybox-static); sb=$(candidate seabios); qd=$(candidate qemu-system-data)
         ix=$(candidate ipxe-qemu)
@@ -117,10 +175,10 @@ EOF
 KDIR="" KREL="" VMLINUZ="" KMODS=""
 build_kernel() {
     step "kernel $KERNEL_PKG $KERNEL_PKG_VERSION"
-    KDIR=$GUEST/kernel/${KERNEL_PKG}_$KERNEL_PKG_VERSION
+    KDIR=$KIT_DIR/kernel/${KERNEL_PKG}_$KERNEL_PKG_VERSION
     if [ ! -f "$KDIR/.rviommu-done" ]; then
         local deb tmp
-        info "downloading (about 110 MB)"
+        info "downloading (about 110 MB amd64, 100 MB arm64)"
         download_deb "$KERNEL_PKG" "$KERNEL_PKG_VERSION"; deb=$DEB
         tmp=$KDIR.tmp; rm -rf "$tmp"; mkdir -p "$tmp"
         info "extracting $(basename "$deb")"
@@ -156,10 +214,16 @@ build_kernel() {
 
 # ---------------------------------------------------------------- busybox
 BUSYBOX=""
-busybox_bin() { if [ -n "$BUSYBOX" ]; then "$BUSYBOX" "$@"; else busybox "$@"; fi; }
+# The busybox that runs on this host (depmod): the kit's, except for a foreign-architecture
+# kit, which sets HOST_BUSYBOX.
+HOST_BUSYBOX=""
+busybox_bin() {
+    local b=${HOST_BUSYBOX:-$BUSYBOX}
+    if [ -n "$b" ]; then "$b" "$@"; else busybox "$@"; fi
+}
 build_busybox() {
-    step "busybox-static $BUSYBOX_PKG_VERSION"
-    local d=$GUEST/busybox/${BUSYBOX_PKG_VERSION//:/_}
+    step "busybox-static $BUSYBOX_PKG_VERSION ($ARCH)"
+    local d=$KIT_DIR/busybox/${BUSYBOX_PKG_VERSION//:/_}
     if [ ! -f "$d/.rviommu-done" ]; then
         local deb tmp=$d.tmp
         download_deb busybox-static "$BUSYBOX_PKG_VERSION"; deb=$DEB
@@ -169,14 +233,33 @@ build_busybox() {
         b=$(ls "$tmp"/root/usr/bin/busybox "$tmp"/root/bin/busybox 2>/dev/null | sed -n 1p || true)
         [ -n "$b" ] || die "no busybox binary in $(basename "$deb")"
         mv "$b" "$tmp/busybox"; rm -rf "$tmp/root"
-        "$tmp/busybox" true || die "the extracted busybox does not run on this host"
+        if [ "$ARCH" = amd64 ]; then
+            "$tmp/busybox" true || die "the extracted busybox does not run on this host"
+        else
+            # Cannot run here: check the ELF header's e_machine (0xb7, little-endian: AArch64).
+            [ "$(od -An -tx1 -j18 -N2 "$tmp/busybox" | tr -d ' \n')" = b700 ] \
+                || die "the extracted busybox is not an AArch64 ELF binary"
+        fi
         touch "$tmp/.rviommu-done"
         rm -rf "$d"; mv "$tmp" "$d"; rm -f "$deb"
     else
         info "cached in $d"
     fi
     BUSYBOX=$d/busybox
-    info "$("$BUSYBOX" 2>&1 | sed -n 1p || true)"
+    if [ "$ARCH" = amd64 ]; then info "$("$BUSYBOX" 2>&1 | sed -n 1p || true)"
+    else info "$BUSYBOX ($(stat -c %s "$BUSYBOX") bytes)"; fi
+}
+
+# For depmod of a foreign kernel: the x86 kit's busybox (depmod reads modules of any
+# architecture), else one on PATH.
+host_busybox() {
+    step "host busybox (depmod)"
+    HOST_BUSYBOX=$(sed -n 's/^BUSYBOX=//p' "$GUEST/kit.env" 2>/dev/null || true)
+    if [ -z "$HOST_BUSYBOX" ] || ! "$HOST_BUSYBOX" true 2>/dev/null; then
+        HOST_BUSYBOX=$(command -v busybox || true)
+    fi
+    [ -n "$HOST_BUSYBOX" ] || die "no busybox runs on this host: run scripts/guest/kit.sh (the x86 kit) first"
+    info "$HOST_BUSYBOX"
 }
 
 # ---------------------------------------------------------------- firmware
@@ -262,9 +345,12 @@ EOF
 INITRD_DMA=""
 build_initramfs() {
     step "initramfs of the virtio-blk DMA test (tests/guest/dma-read.sh)"
-    INITRD_DMA=$GUEST/initramfs/dma-read.cpio.gz
+    INITRD_DMA=$KIT_DIR/initramfs/dma-read.cpio.gz
+    # arm64 guests read an nvme disk too (tests/functional/aarch64/test_smmu_dma.py).
+    local extra=""
+    [ "$ARCH" = amd64 ] || extra=" nvme"
     "$REPO/scripts/guest/mkinitramfs.sh" --busybox "$BUSYBOX" --kmods "$KMODS" \
-        --name dma-read --modules "$(cat "$REPO/tests/guest/dma-read.modules")" \
+        --name dma-read --modules "$(cat "$REPO/tests/guest/dma-read.modules")$extra" \
         --body "$REPO/tests/guest/dma-read.sh" --out "$INITRD_DMA" | sed 's/^/    /' \
         || die "mkinitramfs.sh failed"
 }
@@ -293,12 +379,46 @@ EOF
     else mv "$KIT_ENV.tmp" "$KIT_ENV"; info "written"; fi
 }
 
-resolve_versions
-build_busybox
-build_kernel
-build_firmware
-build_ipxe_roms
-build_disk
-build_initramfs
-write_env
+write_env_arm64() {
+    step "manifest $KIT_ENV"
+    cat > "$KIT_ENV.tmp" <<EOF
+# Written by scripts/guest/kit.sh arm64; read by tests/functional/rviommu_kit.py
+# (Kit.load(arch='arm64')).  DISK is the x86 kit's image (the same file).
+ARCH=arm64
+KIT_DIR=$KIT_DIR
+KERNEL_PKG=$KERNEL_PKG
+KERNEL_PKG_VERSION=$KERNEL_PKG_VERSION
+KERNEL_RELEASE=$KREL
+KERNEL=$VMLINUZ
+KERNEL_MODULES=$KMODS
+BUSYBOX=$BUSYBOX
+BUSYBOX_PKG_VERSION=$BUSYBOX_PKG_VERSION
+DISK=$DISK
+DISK_SHA256=$DISK_SHA256
+DISK_MIB=$DISK_MIB
+INITRD_DMA=$INITRD_DMA
+MKINITRAMFS=$REPO/scripts/guest/mkinitramfs.sh
+EOF
+    if cmp -s "$KIT_ENV.tmp" "$KIT_ENV"; then rm -f "$KIT_ENV.tmp"; info "unchanged"
+    else mv "$KIT_ENV.tmp" "$KIT_ENV"; info "written"; fi
+}
+
+if [ "$ARCH" = arm64 ]; then
+    resolve_versions_arm64
+    host_busybox
+    build_busybox
+    build_kernel
+    build_disk
+    build_initramfs
+    write_env_arm64
+else
+    resolve_versions
+    build_busybox
+    build_kernel
+    build_firmware
+    build_ipxe_roms
+    build_disk
+    build_initramfs
+    write_env
+fi
 step "done"

@@ -11,7 +11,10 @@
 #   --file     extra file to copy into the initramfs (repeatable)
 #   --busybox, --kmods  default to the kit's ($CACHE/guest/kit.env: BUSYBOX, KERNEL_MODULES);
 #              --kmods none: a kernel without modules (e.g. scripts/guest/kernel.sh's), no
-#              --modules allowed
+#              --modules allowed.  A busybox of another architecture (the arm64 kit's, for
+#              an arm64 kernel's modules) cannot list its applets here: the archive then
+#              holds /bin/sh only, and a small /init makes the applet links at boot
+#              (`busybox --install -s`) before it runs the /init described below.
 #
 # The output is cached by content: if FILE.cpio.gz exists and was made from the same inputs
 # (FILE.cpio.gz.key) nothing is done.  The archive itself is reproducible (sorted, mtime 0).
@@ -55,6 +58,9 @@ if [ -z "$BB" ] || [ -z "$KMODS" ]; then
     [ -n "$KMODS" ] || KMODS=$(sed -n 's/^KERNEL_MODULES=//p' "$CACHE/guest/kit.env")
 fi
 [ -x "$BB" ] || die "busybox '$BB' is not executable"
+# Whether this busybox runs on the host (not one of another architecture).
+FOREIGN=0
+"$BB" true 2>/dev/null || FOREIGN=1
 if [ "$KMODS" = none ]; then
     [ -z "${MODULES// /}" ] || die "--modules '$MODULES' given with --kmods none (a kernel without modules)"
     KREL=none
@@ -99,6 +105,7 @@ ORDER=$(for p in "${!WANT[@]}"; do
 INIT_VERSION=1
 KEY=$( {
     echo "init-version $INIT_VERSION"
+    [ "$FOREIGN" = 0 ] || echo "foreign-busybox"
     sha256sum < "$0"
     sha256sum < "$BB"
     echo "kmods $KMODS"
@@ -120,7 +127,7 @@ R=$WORK/root
 mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc/rviommu,rviommu}
 [ "$KMODS" = none ] || mkdir -p "$R/lib/modules/$KREL"
 cp "$BB" "$R/bin/busybox"; chmod 755 "$R/bin/busybox"
-while IFS= read -r a; do
+[ "$FOREIGN" = 1 ] || while IFS= read -r a; do
     [ "$a" = bin/busybox ] && continue
     case "$a" in */*) [ -d "$R/${a%/*}" ] || mkdir -p "$R/${a%/*}" ;; esac
     ln -s /bin/busybox "$R/$a"
@@ -200,6 +207,22 @@ run_body
 finish
 INIT
 chmod 755 "$R/init"
+if [ "$FOREIGN" = 1 ]; then
+    # The applet links, made by the guest's busybox itself: --install reads /proc/self/exe
+    # for the link target and uses its own list of applets and their directories.
+    mv "$R/init" "$R/rviommu/init"
+    cat > "$R/init" <<'INIT'
+#!/bin/sh
+# /init of scripts/guest/mkinitramfs.sh for a busybox that could not run where the archive
+# was made: make the applet links, then run the usual /init (/rviommu/init).
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s
+/bin/busybox umount /proc
+exec /rviommu/init
+INIT
+    chmod 755 "$R/init"
+    info "busybox of another architecture: applet links made at boot"
+fi
 
 # ------------------------------------------------------------------ archive
 find "$R" -exec touch -h -d @0 {} +

@@ -20,7 +20,8 @@
 # <test id>/; default the binary's build dir), QEMU_TREE (QEMU source tree giving python/
 # and tests/functional/qemu_test; default the Rust tree, else the pristine source),
 # QEMU_TEST_KEEP_SCRATCH=1 keeps the scratch dirs.
-# Builds/validates the guest kit first (scripts/guest/kit.sh; a no-op when cached).
+# Builds/validates the guest kit first (scripts/guest/kit.sh; a no-op when cached), and the
+# arm64 kit (scripts/guest/kit.sh arm64) when a selected test uses it (Kit.load(arch='arm64')).
 # Exit status: 0 when every selected test passed (or was skipped), 1 otherwise.
 . "$(dirname "$0")/../../scripts/common.sh"
 
@@ -66,7 +67,7 @@ step "guest kit"
     || { cat "$CACHE/guest-kit.log"; die "scripts/guest/kit.sh failed"; }
 info "ready ($(sed -n 's/^KERNEL_PKG=//p' "$CACHE/guest/kit.env"), log $CACHE/guest-kit.log)"
 
-step "tests"
+step "test list"
 FILES=$(ls "$FT"/x86_64/test_*.py "$FT"/aarch64/test_*.py 2>/dev/null) || die "no tests in $FT/x86_64"
 QEMU_AARCH64=${QEMU%-x86_64}-aarch64
 # "file<TAB>id" for every test method, in definition order.
@@ -89,16 +90,35 @@ for path in sys.argv[1:]:
 EOF
 ) || die "cannot list the tests"
 
+# selected ID: whether the PATTERNs (or the default selection) take this test id.
+selected() {
+    local p
+    if [ ${#PATTERNS[@]} -gt 0 ]; then
+        for p in "${PATTERNS[@]}"; do [[ $1 == *"$p"* ]] && return 0; done
+        return 1
+    fi
+    [[ $1 != test_upstream_* ]]    # tests/upstream-qtests.sh runs them (see the header)
+}
+
+# The arm64 kit, only when a selected test needs it (a download of about 100 MB the first
+# time).  As for the x86 kit, a kit that cannot be built fails the run: CI must not pass
+# with those tests skipped.
+ARM64_USERS=$(while IFS=$'\t' read -r file id; do
+                  [ -n "$id" ] && selected "$id" && grep -l "Kit.load(arch='arm64')" "$file" || true
+              done <<< "$IDS" | sort -u)
+if [ -n "$ARM64_USERS" ]; then
+    step "guest kit (arm64)"
+    "$REPO/scripts/guest/kit.sh" arm64 > "$CACHE/guest-kit-arm64.log" 2>&1 \
+        || { tail -20 "$CACHE/guest-kit-arm64.log"; die "scripts/guest/kit.sh arm64 failed"; }
+    info "ready ($(sed -n 's/^KERNEL_PKG=//p' "$CACHE/guest/kit-arm64.env"), log $CACHE/guest-kit-arm64.log)"
+fi
+
+step "tests"
 declare -i pass=0 fail=0 skip=0
 FAILED=()
 while IFS=$'\t' read -r file id; do
     [ -n "$id" ] || continue
-    if [ ${#PATTERNS[@]} -gt 0 ]; then
-        sel=0; for p in "${PATTERNS[@]}"; do [[ $id == *"$p"* ]] && sel=1; done
-        [ $sel = 1 ] || continue
-    elif [[ $id == test_upstream_* ]]; then
-        continue    # tests/upstream-qtests.sh runs them (see the header)
-    fi
+    selected "$id" || continue
     arch=x86_64; bin=$QEMU
     if [[ $file == */aarch64/* ]]; then
         arch=aarch64; bin=$QEMU_AARCH64

@@ -6,6 +6,9 @@
 # point at another kit.env.  The iommufd kernel of scripts/guest/kernel.sh (not part of the
 # kit: `make check` builds it, about 20 minutes) is recorded beside it, in
 # iommufd-kernel.env; Kit.iommufd_kernel is None until it has been built.
+# The arm64 kit (`scripts/guest/kit.sh arm64`: Debian's arm64 kernel and busybox, the
+# same disk image) is $CACHE/guest/kit-arm64.env, or $RVIOMMU_KIT_ARM64_ENV:
+# Kit.load(arch='arm64').
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -37,7 +40,14 @@ def repo_dir():
 
 
 class Kit:
-    """The artefacts of scripts/guest/kit.sh (see $CACHE/guest/kit.env)."""
+    """The artefacts of scripts/guest/kit.sh (see $CACHE/guest/kit.env), or of
+    `scripts/guest/kit.sh arm64` (kit-arm64.env: arch 'arm64', no firmware_dir)."""
+
+    ENV_FILES = {'amd64': ('RVIOMMU_KIT_ENV', 'kit.env', 'scripts/guest/kit.sh'),
+                 'arm64': ('RVIOMMU_KIT_ARM64_ENV', 'kit-arm64.env',
+                           'scripts/guest/kit.sh arm64')}
+    # Modules the DMA initramfs loads besides tests/guest/dma-read.modules.
+    DMA_EXTRA_MODULES = {'amd64': (), 'arm64': ('nvme',)}
 
     def __init__(self, env_path):
         self.env_path = Path(env_path)
@@ -46,9 +56,12 @@ class Kit:
             if line and not line.startswith('#') and '=' in line:
                 k, v = line.split('=', 1)
                 self.env[k] = v
+        self.arch = self.env.get('ARCH', 'amd64')
         self.kernel = self.env['KERNEL']
         self.kernel_release = self.env['KERNEL_RELEASE']
-        self.firmware_dir = self.env['FIRMWARE_DIR']
+        self.kernel_modules = self.env.get('KERNEL_MODULES')
+        self.busybox = self.env.get('BUSYBOX')
+        self.firmware_dir = self.env.get('FIRMWARE_DIR')
         self.disk = self.env['DISK']
         self.disk_sha256 = self.env['DISK_SHA256']
         self.initrd_dma = self.env['INITRD_DMA']
@@ -57,7 +70,12 @@ class Kit:
         own = repo_dir() / 'scripts' / 'guest' / 'mkinitramfs.sh'
         self.mkinitramfs = str(own) if own.exists() else self.env['MKINITRAMFS']
         self.dir = Path(self.env['KIT_DIR'])
-        self._load_iommufd_kernel(self.env_path.parent / 'iommufd-kernel.env')
+        if self.arch == 'amd64':
+            self._load_iommufd_kernel(self.env_path.parent / 'iommufd-kernel.env')
+        else:
+            self.iommufd_kernel = self.iommufd_kernel_release = None
+            self.iommufd_kernel_env = {}
+            self.iommufd_kernel_why = f'no iommufd kernel for {self.arch}'
 
     def _load_iommufd_kernel(self, path):
         """Optional: the kernel with iommufd and VFIO cdevs (scripts/guest/kernel.sh).
@@ -92,28 +110,41 @@ class Kit:
         return None
 
     @classmethod
-    def load(cls):
-        """Return (kit, None) or (None, reason)."""
-        path = os.getenv('RVIOMMU_KIT_ENV') or cache_dir() / 'guest' / 'kit.env'
+    def load(cls, arch='amd64'):
+        """Return (kit, None) or (None, reason); `arch` 'amd64' (kit.env) or
+        'arm64' (kit-arm64.env)."""
+        var, name, how = cls.ENV_FILES[arch]
+        path = os.getenv(var) or cache_dir() / 'guest' / name
         if not os.path.exists(path):
-            return None, f'no guest kit at {path}: run scripts/guest/kit.sh'
+            return None, f'no {arch} guest kit at {path}: run {how}'
         kit = cls(path)
-        for f in (kit.kernel, kit.disk, kit.initrd_dma,
-                  os.path.join(kit.firmware_dir, 'bios-256k.bin')):
+        if kit.arch != arch:
+            return None, f'{path} is a kit for {kit.arch}, not {arch}'
+        files = [kit.kernel, kit.disk, kit.initrd_dma]
+        if arch == 'amd64':
+            files.append(os.path.join(kit.firmware_dir, 'bios-256k.bin'))
+        else:
+            files += [kit.busybox, os.path.join(kit.kernel_modules, 'modules.dep')]
+        for f in files:
             if not os.path.exists(f):
-                return None, f'guest kit incomplete ({f} missing): run scripts/guest/kit.sh'
+                return None, f'{arch} guest kit incomplete ({f} missing): run {how}'
         return kit, None
 
-    def dma_initramfs(self):
+    def dma_initramfs(self, epilogue=''):
         """The initramfs of the DMA test body, tests/guest/dma-read.{sh,modules} of
         this checkout, through initramfs() (a file named by its content).  The
         kit's INITRD_DMA is the same body, but from the checkout that ran kit.sh
-        last: checkouts sharing one cache would run each other's bodies."""
+        last: checkouts sharing one cache would run each other's bodies.
+        `epilogue`: shell that runs after the body (it may still `fail`)."""
         guest = repo_dir() / 'tests' / 'guest'
-        if not (guest / 'dma-read.sh').exists():
+        if not (guest / 'dma-read.sh').exists() and not epilogue:
             return self.initrd_dma
-        return self.initramfs('dma-read', (guest / 'dma-read.sh').read_text(),
-                              (guest / 'dma-read.modules').read_text().split())
+        modules = ((guest / 'dma-read.modules').read_text().split()
+                   + list(self.DMA_EXTRA_MODULES[self.arch]))
+        body = (guest / 'dma-read.sh').read_text()
+        if epilogue:
+            body += '\n' + epilogue
+        return self.initramfs('dma-read', body, modules)
 
     def initramfs(self, name, body, modules=(), files=(), kmods=None):
         """An initramfs whose /init runs the shell fragment `body` (a string).
@@ -123,14 +154,23 @@ class Kit:
         the helpers run/check/fail/pass/kparam (see scripts/guest/mkinitramfs.sh).
         `files` are (host_path, guest_path) pairs.  `kmods` is the modules tree
         (default: the kit kernel's); 'none' for a kernel without modules such as
-        the iommufd kernel.  Cached by content in $CACHE/guest/initramfs.
+        the iommufd kernel.  Cached by content in $CACHE/guest/initramfs
+        ($CACHE/guest/arm64/initramfs for the arm64 kit, with its busybox).
         Returns the .cpio.gz path.
         """
+        busybox = None
+        if self.arch != 'amd64':
+            # mkinitramfs.sh's defaults are the x86 kit's: name this kit's own.
+            busybox = self.busybox
+            if kmods is None:
+                kmods = self.kernel_modules
         h = hashlib.sha256()
         h.update(body.encode())
         h.update(' '.join(modules).encode())
         if kmods is not None:
             h.update(f'kmods:{kmods}'.encode())
+        if busybox is not None:
+            h.update(f'busybox:{busybox}'.encode())
         for src, dst in files:
             h.update(f'{src}:{dst}'.encode())
         key = h.hexdigest()[:16]
@@ -147,6 +187,8 @@ class Kit:
                 args += ['--file', f'{src}:{dst}']
             if kmods is not None:
                 args += ['--kmods', str(kmods)]
+            if busybox is not None:
+                args += ['--busybox', busybox]
             r = subprocess.run(args, capture_output=True, text=True)
             if r.returncode != 0:
                 raise RuntimeError(f'mkinitramfs.sh failed:\n{r.stdout}{r.stderr}')

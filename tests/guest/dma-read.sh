@@ -2,8 +2,8 @@
 # read the whole virtio-blk disk, i.e. let the device DMA every sector into guest memory
 # through whatever the IOMMU set up, and look for DMAR faults.
 #
-# Kernel parameters: rviommu.disk=NAME (default vda), rviommu.sha256=HEX (expected digest;
-# if given, a mismatch is a failure in the guest too).
+# Kernel parameters: rviommu.disk=NAME (default vda; nvme0n1 with nvme_core.multipath=N),
+# rviommu.sha256=HEX (expected digest; if given, a mismatch is a failure in the guest too).
 # Console lines (besides the /init markers):
 #   RVIOMMU-PCI-DEVICE: <bdf> <vendor>:<device>    the disk's PCI function
 #   RVIOMMU-IOMMU-GROUP: <n> | none
@@ -127,7 +127,10 @@ n=0
 while [ ! -b "/dev/$disk" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
 
 if [ -b "/dev/$disk" ]; then
-    pci=$(readlink -f "/sys/block/$disk/device/..")
+    # The PCI function: the nearest ancestor with a config space (virtio-blk's disk hangs
+    # off virtioN below it, an nvme namespace off nvme/nvmeN).
+    pci=$(readlink -f "/sys/block/$disk/device")
+    while [ -n "$pci" ] && [ ! -e "$pci/config" ]; do pci=${pci%/*}; done
     echo "RVIOMMU-PCI-DEVICE: ${pci##*/} $(cat "$pci/vendor" 2>/dev/null):$(cat "$pci/device" 2>/dev/null)"
     iommu_info "" "$pci"
     echo "RVIOMMU-DISK-BYTES: $(($(cat "/sys/block/$disk/size") * 512))"
