@@ -787,7 +787,7 @@ mod tests {
             r.s1_stream(SID);
             r.map(0x8000_1000, RAM + 0x5000);
             // AP[2:1] = 0b00: read/write at EL1, no access at EL0.
-            let leaf = RAM + 0x5000 | 0b11 | (1 << 10);
+            let leaf = (RAM + 0x5000) | 0b11 | (1 << 10);
             let mut table = TABLES;
             for level in 0..3 {
                 let mut b = [0u8; 8];
