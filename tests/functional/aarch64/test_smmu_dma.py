@@ -8,8 +8,8 @@
 # goes through the SMMU); plus a baseline without an SMMU.
 #
 # The guest kit (kernel, busybox, disk image) comes from `scripts/guest/kit.sh arm64`, which
-# tests/functional/run.sh builds first (it fails when the kit cannot be built); run directly
-# without a kit, the tests skip.  Run with tests/functional/run.sh test_smmu_dma (the
+# tests/functional/run.sh builds first (it fails when the kit cannot be built); without a
+# kit the tests fail.  Run with tests/functional/run.sh test_smmu_dma (the
 # qemu-system-aarch64 next to --qemu).
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
@@ -51,7 +51,7 @@ class SmmuDma(RvIommuGuestTest):
         QemuSystemTest.setUp(self)    # not RvIommuGuestTest's: that one wants the x86 kit
         self.kit, why = Kit.load(arch='arm64')
         if self.kit is None:
-            self.skipTest(why)
+            self.fail(why)    # not a skip: a missing kit must not look like a pass
 
     def virt_vm(self, machine='', smmu=None):
         """-M virt (GICv3, TCG, 2 CPUs, 1 GiB), `machine` appended to its options;
