@@ -493,24 +493,12 @@ class RvIommuGuestTest(QemuSystemTest):
                 out.append(line)
         return out
 
-    # An interrupt-remapping fault seen in about 1 of 30 boots of the iommufd
-    # kernel behind x-scalable-mode=modern: Linux briefly unmasks the timer
-    # pin of the I/O APIC while its entry is still in compatibility format,
-    # and the pending PIT interrupt is blocked (reason 25h), as the
-    # specification says; the C device passes such interrupts through and
-    # reports nothing (docs/rviommu/testing.rst). Logged as a warning, not
-    # failed; every other fault fails.
-    KNOWN_BOOT_IR_FAULT = ('[INTR-REMAP] Request device [0000:ff:00.0]', 'fault reason 0x25')
-
     def assertNoDmarFaults(self, faults, what='DMAR faults in dmesg'):
-        """No DMAR fault lines but the known boot-time I/O APIC one."""
-        known = [f for f in faults if all(k in f for k in self.KNOWN_BOOT_IR_FAULT)]
-        if known:
-            self.log.warning('known boot-time interrupt-remapping fault: %s', known)
-        others = [f for f in faults if f not in known and 'handling fault status' not in f]
-        self.assertEqual(others, [], what)
-        if not known:
-            self.assertEqual(faults, [], what)
+        """No DMAR fault lines. (The one interrupt-remapping fault Linux
+        could provoke at boot, a compatibility-format I/O APIC interrupt
+        while CFIS is clear, happens only with x-strict-ir=on:
+        docs/rviommu/testing.rst.)"""
+        self.assertEqual(faults, [], what)
 
     def assertRemappedInterrupts(self, res, remapped=True, prefix=''):
         """The disk's and the NIC's functions and the I/O APIC took

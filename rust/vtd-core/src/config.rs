@@ -152,6 +152,10 @@ pub struct Config {
     /// treating it as reserved (property `stale-tm`), for guests that still
     /// set it; as in the C device it takes effect only with `device_tlb`.
     pub stale_tm: bool,
+    /// Interrupt remapping by the letter of the architecture (property
+    /// `x-strict-ir`) instead of the C device's rules; see
+    /// [`crate::interrupts::irq_remap`] for the list.
+    pub strict_ir: bool,
 }
 
 impl Default for Config {
@@ -172,6 +176,7 @@ impl Default for Config {
             eim: false,
             device_tlb: false,
             stale_tm: false,
+            strict_ir: false,
         }
     }
 }

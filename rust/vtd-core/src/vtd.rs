@@ -74,8 +74,8 @@ pub struct VtdState {
     /// Number of interrupt remapping table entries latched by the last
     /// SIRTP (0 before the first one).
     pub intr_size: u32,
-    /// Extended interrupt mode latched by the last SIRTP (IRTA.EIME with
-    /// ECAP.EIM).
+    /// Extended interrupt mode latched by the last SIRTP (IRTA.EIME; with
+    /// [`Config::strict_ir`] only with ECAP.EIM).
     pub intr_eime: bool,
 }
 
@@ -304,7 +304,7 @@ impl Vtd {
         if st.intr_enabled && !self.cfg.intremap {
             return Err("vtd: migrated interrupt remapping state without intremap".into());
         }
-        if st.intr_eime && !self.cfg.eim {
+        if st.intr_eime && !self.cfg.eim && self.cfg.strict_ir {
             return Err("vtd: migrated extended interrupt mode without eim".into());
         }
         let size_ok = st.intr_size.is_power_of_two() && (2..=1 << 16).contains(&st.intr_size);
@@ -528,12 +528,18 @@ impl Vtd {
         let mut refresh = false;
         if cmd & GCMD_SIRTP != 0 {
             let irta = self.regs.get64(IRTA);
+            // The C device honours EIME whatever ECAP.EIM says; the
+            // architecture makes it reserved (treated as 0) without EIM.
             if irta & IRTA_EIME != 0 && !self.cfg.eim {
-                fx.guest_error(
-                    "vtd: IRTA.EIME set but extended interrupt mode is not supported (ECAP.EIM=0); treated as 0",
-                );
+                fx.guest_error(if self.cfg.strict_ir {
+                    "vtd: IRTA.EIME set but extended interrupt mode is not supported (ECAP.EIM=0); treated as 0"
+                } else {
+                    "vtd: IRTA.EIME set but extended interrupt mode is not supported (ECAP.EIM=0); \
+                     honoured as by the C device (x-strict-ir=on treats it as 0)"
+                });
             }
-            self.ir_table = IrTable::from_irta(irta, self.haw_mask(), self.cfg.eim);
+            let eime_ok = self.cfg.eim || !self.cfg.strict_ir;
+            self.ir_table = IrTable::from_irta(irta, self.haw_mask(), eime_ok);
             self.regs.clear_set32(GSTS, 0, GSTS_IRTPS);
             refresh = true;
         }
@@ -1130,9 +1136,10 @@ impl Vtd {
 
 impl Vtd {
     /// Remap an interrupt request (a DWORD write to the interrupt address
-    /// range by requester `req.sid`). Without [`Config::intremap`] or with
-    /// GSTS.IRES clear, the message passes through unchanged; otherwise
-    /// see [`crate::interrupts::irq_remap`] for the formats and checks. A blocked
+    /// range by requester `req.sid`, which the request carries: a PCI
+    /// MSI). Without [`Config::intremap`] or with GSTS.IRES clear, the
+    /// message passes through unchanged; otherwise see
+    /// [`crate::interrupts::irq_remap`] for the formats and checks. A blocked
     /// request is dropped: its fault is recorded with the interrupt index
     /// in FRCD.FI bits 63:48 (unless the IRTE's FPD suppresses a qualified
     /// fault, or it is collapsed or overflows) and returned; the effects
@@ -1142,8 +1149,24 @@ impl Vtd {
         req: &InterruptRequest,
         mem: &dyn GuestMemory,
     ) -> (Result<Msi, InterruptFault>, Effects) {
+        self.remap_interrupt_from(req, true, mem)
+    }
+
+    /// [`Vtd::remap_interrupt`] for a request that carries its requester
+    /// id (`explicit`) or one whose `req.sid` the platform implies (the
+    /// I/O APIC's messages, plain DMA writes into the interrupt window):
+    /// the latter is validated against the IRTE only with
+    /// [`Config::strict_ir`], as the C device never validates it, and
+    /// `req.sid` is what a fault record holds.
+    pub fn remap_interrupt_from(
+        &mut self,
+        req: &InterruptRequest,
+        explicit: bool,
+        mem: &dyn GuestMemory,
+    ) -> (Result<Msi, InterruptFault>, Effects) {
         let mut fx = Effects::default();
-        let r = match self.remap_with_table(req, true, mem) {
+        let check_sid = explicit || self.cfg.strict_ir;
+        let r = match self.remap_with_table(req, check_sid, mem) {
             Ok(msi) => Ok(msi),
             Err(e) => {
                 if !(e.fpd && e.fault.reason.is_qualified()) {
@@ -1187,8 +1210,12 @@ impl Vtd {
         if !(self.cfg.intremap && self.ir_enabled) {
             return Ok(Msi { address: req.address, data: req.data });
         }
-        let cfis = self.regs.get32(GSTS) & GSTS_CFIS != 0;
-        irq_remap::remap_checked(&self.ir_table, cfis, req, check_sid, mem)
+        let rules = irq_remap::Rules {
+            cfis: self.regs.get32(GSTS) & GSTS_CFIS != 0,
+            check_sid,
+            strict: self.cfg.strict_ir,
+        };
+        irq_remap::remap_checked(&self.ir_table, rules, req, mem)
     }
 
     pub(crate) fn sm_caps(&self) -> SmCaps {

@@ -2,6 +2,9 @@
 //! remappable- and compatibility-format requests, every interrupt
 //! remapping fault reason with its fault record, FPD, source-id
 //! validation, interrupt entry cache invalidation, reset and migration.
+//! Most tests use the architecture's rules (`strict_ir`); the section
+//! "the C device's rules" checks the default, where each lenient rule of
+//! QEMU's C device delivers what the architecture blocks.
 
 mod common;
 use common::*;
@@ -17,13 +20,22 @@ const FE_ADDR: u32 = 0xfee0_f000;
 const FE_DATA: u32 = 0x4099;
 
 fn ir_cfg(eim: bool) -> Config {
-    Config { intremap: true, eim, ..Config::default() }
+    Config { intremap: true, eim, strict_ir: true, ..Config::default() }
 }
 
-/// A unit with interrupt remapping enabled: table at IRT with 2^(s+1)
-/// entries, fault events unmasked.
+/// A unit with interrupt remapping enabled by the architecture's rules:
+/// table at IRT with 2^(s+1) entries, fault events unmasked.
 fn ir_env(eim: bool, s: u64, eime: bool) -> Env {
-    let mut e = Env::with(ir_cfg(eim));
+    ir_env_with(Config { strict_ir: true, ..ir_cfg(eim) }, s, eime)
+}
+
+/// [`ir_env`] with the default (C device's) rules.
+fn c_rules_env(eim: bool, s: u64, eime: bool) -> Env {
+    ir_env_with(Config { strict_ir: false, ..ir_cfg(eim) }, s, eime)
+}
+
+fn ir_env_with(cfg: Config, s: u64, eime: bool) -> Env {
+    let mut e = Env::with(cfg);
     e.w32(FEADDR, FE_ADDR);
     e.w32(FEDATA, FE_DATA);
     e.w32(FECTL, 0);
@@ -575,4 +587,137 @@ fn routes_remap_without_recording_faults() {
         e.vtd.remap_interrupt_route(None, 0xfee0_1000, 0x33, &e.mem),
         Ok(Msi { address: 0xfee0_1000, data: 0x33 })
     );
+}
+
+// ---- the C device's rules (the default) -------------------------------------
+
+/// Remap a request whose requester id is implied by the platform (the I/O
+/// APIC's, a DMA write into the interrupt window), not carried.
+fn remap_implied(e: &mut Env, sid: u16, address: u64, data: u32) -> (Result<Msi, InterruptFault>, Effects) {
+    let req = InterruptRequest { sid, address, data };
+    e.vtd.remap_interrupt_from(&req, false, &e.mem)
+}
+
+const IOAPIC_SID: u16 = 0xff00;
+
+#[test]
+fn c_rules_implied_requester_is_not_validated() {
+    // An I/O APIC pin's IRTE that names the PCI function which raised the
+    // INTx line (SVT = 01b), with FPD: delivered by default, as by the C
+    // device; the function's own MSI through the same entry too.
+    let function = sid(0, 3, 0);
+    let hi = u64::from(function) | (1 << 18);
+    let mut e = c_rules_env(false, 3, false);
+    set_irte(&e, 1, irte_xapic(0x61, 0) | 2, hi);
+    let want = Ok(Msi { address: 0xfee0_0000, data: 0x4061 });
+    assert_eq!(remap_implied(&mut e, IOAPIC_SID, remappable(1, false), 0x61).0, want);
+    assert_eq!(remap(&mut e, function, remappable(1, false), 0).0, want);
+    // An explicit requester that does not match is still refused, silently
+    // with FPD.
+    expect_silent(&mut e, sid(0, 4, 0), remappable(1, false), 0, 0x26);
+    // Even the reserved SVT encoding: nothing is validated.
+    set_irte(&e, 2, irte_xapic(0x62, 0), 3 << 18);
+    assert!(remap_implied(&mut e, IOAPIC_SID, remappable(2, false), 0).0.is_ok());
+
+    // The architecture's rules validate the implied id: blocked, silently
+    // with FPD, recorded as 26h with the I/O APIC's id without it.
+    let mut e = ir_env(false, 3, false);
+    set_irte(&e, 1, irte_xapic(0x61, 0) | 2, hi);
+    let (r, fx) = remap_implied(&mut e, IOAPIC_SID, remappable(1, false), 0x61);
+    assert_eq!(r.unwrap_err().reason.code(), 0x26);
+    assert!(fx.is_empty() && !e.vtd.fault_record(0).unwrap().pending);
+    assert_eq!(remap(&mut e, function, remappable(1, false), 0).0, want);
+    set_irte(&e, 1, irte_xapic(0x61, 0), hi);
+    let (r, fx) = remap_implied(&mut e, IOAPIC_SID, remappable(1, false), 0x61);
+    assert_eq!((r.unwrap_err().reason.code(), fx.interrupts), (0x26, vec![fault_event()]));
+    let rec = e.vtd.fault_record(0).unwrap();
+    assert_eq!((rec.reason_code, rec.sid, rec.interrupt_index()), (0x26, IOAPIC_SID, Some(1)));
+    // An IRTE that names the I/O APIC passes.
+    set_irte(&e, 2, irte_xapic(0x62, 0), u64::from(IOAPIC_SID) | (1 << 18));
+    assert!(remap_implied(&mut e, IOAPIC_SID, remappable(2, false), 0).0.is_ok());
+}
+
+#[test]
+fn c_rules_compatibility_format_passes_through() {
+    for (eim, eime) in [(false, false), (true, true)] {
+        let mut e = c_rules_env(eim, 3, eime);
+        assert_eq!(e.gsts() & GSTS_CFIS, 0);
+        let (r, fx) = remap(&mut e, sid(0, 2, 0), 0xfee0_1000, 0x41);
+        assert_eq!(r, Ok(Msi { address: 0xfee0_1000, data: 0x41 }), "eime {eime}");
+        assert!(fx.is_empty());
+    }
+}
+
+#[test]
+fn c_rules_request_data_and_index() {
+    let mut e = c_rules_env(false, 15, false);
+    set_irte(&e, 1, irte_xapic(0x31, 1), 0);
+    // Data bits 31:16 without SHV are not looked at (an I/O APIC's data).
+    let (r, _) = remap(&mut e, 1, remappable(1, false), 0xabcd_0031);
+    assert_eq!(r, Ok(Msi { address: 0xfee0_1000, data: 0x4031 }));
+    // The index wraps at 16 bits: handle 0xffff + subhandle 2 is entry 1.
+    let (r, _) = remap(&mut e, 1, remappable(0xffff, true), 2);
+    assert_eq!(r, Ok(Msi { address: 0xfee0_1000, data: 0x4031 }));
+    // With SHV, reserved data bits are found after the IRTE (a missing
+    // entry is reported first) and recorded with index 0.
+    expect_recorded(&mut e, 1, remappable(1, true), 0x1_0000, 0x20, 0);
+    expect_recorded(&mut e, 1, remappable(9, true), 0x1_0000, 0x22, 9);
+    // The architecture's rules: reserved whatever SHV says, index kept.
+    let mut e = ir_env(false, 15, false);
+    set_irte(&e, 1, irte_xapic(0x31, 1), 0);
+    expect_recorded(&mut e, 1, remappable(1, false), 0xabcd_0031, 0x20, 1);
+    expect_recorded(&mut e, 1, remappable(9, true), 0x1_0000, 0x20, 9);
+}
+
+#[test]
+fn c_rules_irte_reserved_fields() {
+    let mut e = c_rules_env(true, 3, false);
+    // IM (posted format) and xAPIC-mode destination bits 39:32 / 63:48
+    // are not reserved for the C device: the entry is used as remapped
+    // format with the APIC id in bits 47:40.
+    set_irte(&e, 1, irte_xapic(0x41, 2) | (1 << 15), 0);
+    set_irte(&e, 2, irte_xapic(0x42, 2) | (0x0001_0001 << 32), 0);
+    for (i, v) in [(1u32, 0x41), (2, 0x42)] {
+        let (r, _) = remap(&mut e, 1, remappable(i, false), 0);
+        assert_eq!(r, Ok(Msi { address: 0xfee0_2000, data: 0x4000 | v }), "entry {i}");
+    }
+    // The reserved SVT encoding is a source-id failure (26h), as there.
+    set_irte(&e, 3, irte_xapic(0x43, 2), 3 << 18);
+    expect_recorded(&mut e, 1, remappable(3, false), 0, 0x26, 3);
+    // Reserved bits both rule sets share.
+    set_irte(&e, 3, irte_xapic(0x43, 2) | (1 << 12), 0);
+    expect_recorded(&mut e, 1, remappable(3, false), 0, 0x24, 3);
+    // Strict: each of the first three is 24h.
+    let mut e = ir_env(true, 3, false);
+    set_irte(&e, 1, irte_xapic(0x41, 2) | (1 << 15), 0);
+    set_irte(&e, 2, irte_xapic(0x42, 2) | (0x0001_0001 << 32), 0);
+    set_irte(&e, 3, irte_xapic(0x43, 2), 3 << 18);
+    for i in 1..=3u16 {
+        expect_recorded(&mut e, 1, remappable(u32::from(i), false), 0, 0x24, i);
+    }
+}
+
+#[test]
+fn c_rules_eime_without_eim_is_honoured() {
+    // As the C device: IRTA.EIME selects 32-bit destinations even without
+    // ECAP.EIM (a guest error is still logged); strict rules treat it as 0.
+    // (Strict: xAPIC mode, where destination bit 33 is reserved.)
+    for (strict, want) in [(false, Ok(0xfee0_2000u64)), (true, Err(0x24))] {
+        let mut e = Env::with(Config { strict_ir: strict, ..ir_cfg(false) });
+        e.w64(IRTA, IRT | EIME | 3);
+        let fx = e.gcmd(GCMD_SIRTP, 0);
+        assert_eq!(fx.guest_errors.len(), 1);
+        assert_eq!(e.vtd.interrupt_table().eime, !strict);
+        e.gcmd(GCMD_IRE, 0);
+        set_irte(&e, 1, 1 | (0x20 << 16) | (2 << 32), 0);
+        let (r, _) = remap(&mut e, 1, remappable(1, false), 0);
+        let got = r.map(|m| (m.address, m.data)).map_err(|f| f.reason.code());
+        assert_eq!(got, want.map(|a| (a, 0x4020)), "strict {strict}");
+        // Migration carries the latched mode; only strict rules refuse it
+        // without eim.
+        let mut st = e.vtd.save_state();
+        st.intr_eime = true;
+        let mut other = Vtd::new(Config { strict_ir: strict, ..ir_cfg(false) });
+        assert_eq!(other.load_state(&st).is_err(), strict);
+    }
 }

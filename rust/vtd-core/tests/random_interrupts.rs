@@ -244,6 +244,8 @@ fn random_interrupt_remapping_never_panics_and_reaches_every_fault() {
         Config { intremap: true, eim: true, ..Config::default() },
         Config { intremap: true, aw_bits: 39, ..Config::default() },
         Config { intremap: true, eim: true, scalable_mode: true, ..Config::default() },
+        Config { intremap: true, eim: true, strict_ir: true, ..Config::default() },
+        Config { intremap: true, aw_bits: 39, strict_ir: true, ..Config::default() },
     ] {
         let all: Vec<Stats> = (1..=6u64).map(|s| run(mix(s), 3000, cfg.clone())).collect();
         let remapped: u32 = all.iter().map(|s| s.remapped).sum();
@@ -254,7 +256,10 @@ fn random_interrupt_remapping_never_panics_and_reaches_every_fault() {
         let passed: u32 = all.iter().map(|s| s.passed).sum();
         eprintln!("{cfg:?}: remapped={remapped} passed={passed} iec={iec} faults 0x20..0x27: {counts:?}");
         assert!(remapped > 0 && iec > 0);
-        assert_eq!(codes, (0..7).collect::<Vec<_>>(), "every interrupt-remapping fault reason");
+        // 25h (compatibility format blocked) exists only under the
+        // architecture's rules.
+        let want: Vec<usize> = (0..7).filter(|&c| cfg.strict_ir || c != 5).collect();
+        assert_eq!(codes, want, "every interrupt-remapping fault reason");
     }
 }
 

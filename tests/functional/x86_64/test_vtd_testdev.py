@@ -164,13 +164,19 @@ class VtdTestDev(rviommu_kit.QtestVmTest):
 
     def test_interrupt_remapping_faults(self):
         """MSIs the device writes (DMA writes to the interrupt address range)
-        go through interrupt remapping; bad requests are recorded as the
-        architected interrupt-remapping faults with their interrupt index:
-        entry not present (22h), index beyond the table (21h), source-id
-        check failed (26h), reserved bits (24h), compatibility format while
-        it is blocked (25h); a good entry and, with GCMD.CFI, a
-        compatibility-format request are not faults."""
-        qt, dev, vtd = self.launch('intremap=on')
+        go through interrupt remapping; with x-strict-ir=on bad requests
+        are recorded as the architected interrupt-remapping faults with
+        their interrupt index: entry not present (22h), index beyond the
+        table (21h), source-id check failed (26h), reserved bits (24h),
+        compatibility format while it is blocked (25h); a good entry and,
+        with GCMD.CFI, a compatibility-format request are not faults. By
+        default (the C device's rules) a DMA write carries no requester id
+        and is not source-id checked, and compatibility format passes."""
+        for strict in (True, False):
+            self.interrupt_remapping_faults(strict)
+
+    def interrupt_remapping_faults(self, strict):
+        qt, dev, vtd = self.launch('intremap=on' + (',x-strict-ir=on' if strict else ''))
         table = vtd.alloc_page()              # 256 entries of 16 bytes
         other_sid = TD_DEVFN + 1
 
@@ -205,9 +211,9 @@ class VtdTestDev(rviommu_kit.QtestVmTest):
         self.assertEqual(msi(0), [], 'a valid entry')
         self.assertEqual(msi(1), [(0x22, TD_DEVFN, 1)])
         self.assertEqual(msi(300), [(0x21, TD_DEVFN, 300)])
-        self.assertEqual(msi(2), [(0x26, TD_DEVFN, 2)])
+        self.assertEqual(msi(2), [(0x26, TD_DEVFN, 2)] if strict else [])
         self.assertEqual(msi(3), [(0x24, TD_DEVFN, 3)])
-        self.assertEqual(msi(None), [(0x25, TD_DEVFN, 0)])
+        self.assertEqual(msi(None), [(0x25, TD_DEVFN, 0)] if strict else [])
         vtd._gcmd(GCMD_CFI, GSTS_CFIS)
         self.assertEqual(msi(None), [], 'compatibility format allowed (CFI)')
         self.assertEqual(msi(0), [], 'a valid entry again')

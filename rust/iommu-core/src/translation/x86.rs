@@ -189,13 +189,15 @@ impl Format for SecondStage<'_> {
             3 => self.cfg.large_1g,
             _ => true,
         };
-        if pte & reserved_mask(self.cfg, level, large) != 0 || (large && !large_ok) {
-            return Err(SsError::Reserved);
-        }
+        // The C device's order: this entry's permission, then its reserved
+        // bits (the architecture does not order the two).
         perm.read &= pte & SL_R != 0;
         perm.write &= pte & SL_W != 0;
         if !perm.allows(self.write) {
             return Err(SsError::Permission);
+        }
+        if pte & reserved_mask(self.cfg, level, large) != 0 || (large && !large_ok) {
+            return Err(SsError::Reserved);
         }
         let next = if level == 1 || large {
             Next::Leaf(pte & self.haw & !level_size(level).wrapping_sub(1))
@@ -544,6 +546,36 @@ mod tests {
             snoop_control: false,
             tm_allowed: false,
         }
+    }
+
+    /// Quadwords at fixed addresses; everything else reads as zero.
+    struct Quads(std::collections::HashMap<u64, u64>);
+
+    impl GuestMemory for Quads {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), crate::memory::MemError> {
+            let q = self.0.get(&(addr & !7)).copied().unwrap_or(0).to_le_bytes();
+            let at = (addr & 7) as usize;
+            buf.copy_from_slice(&q[at..at + buf.len()]);
+            Ok(())
+        }
+        fn write(&self, _addr: u64, _buf: &[u8]) -> Result<(), crate::memory::MemError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn second_stage_permission_is_checked_before_reserved_bits() {
+        // A 4-level walk whose level-3 entry is read-only and has a
+        // reserved bit (an address bit above the 48-bit width).
+        let mem = Quads(
+            [(0x1000, 0x2000 | SL_R | SL_W), (0x2000, 0x3000 | SL_R | (1 << 50)), (0x3000, 0x4000 | SL_R | SL_W)]
+                .into_iter()
+                .collect(),
+        );
+        let walk = |write| ss_walk(&mem, &cfg(48), 0x1000, 4, 48, 0, write).map(|o| o.phys);
+        // As the C device: the missing write permission is found first.
+        assert_eq!(walk(true), Err(SsError::Permission));
+        assert_eq!(walk(false), Err(SsError::Reserved));
     }
 
     #[test]

@@ -145,6 +145,7 @@ fuzz_target!(|data: &[u8]| {
         second_stage: flags2 & 4 == 0,
         stale_tm: flags2 & 8 != 0,
         dma_translation: flags2 & 16 == 0,
+        strict_ir: flags2 & 32 != 0,
         ..Config::default()
     };
     if cfg.validate().is_err() {
@@ -263,7 +264,9 @@ fuzz_target!(|data: &[u8]| {
                 let address = if op & 0x80 != 0 { addr } else { 0xfee0_0000 | (addr & 0xf_ffff) };
                 let req = InterruptRequest { sid, address, data: u32::from_le_bytes(data) };
                 let remapping = vtd.interrupt_remapping_enabled();
-                let (result, effects) = vtd.remap_interrupt(&req, &mem);
+                // bit 6: a request whose requester id is implied (the
+                // I/O APIC's), not carried
+                let (result, effects) = vtd.remap_interrupt_from(&req, op & 0x40 == 0, &mem);
                 assert!(effects.iec_invalidations.is_empty() && effects.interrupts.len() <= 1);
                 match result {
                     Ok(m) if remapping && address & 0x10 != 0 => {

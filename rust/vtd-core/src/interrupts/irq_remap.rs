@@ -5,49 +5,55 @@
 //!
 //! Conventions: an interrupt request is a DWORD write by requester `sid`
 //! to the interrupt address range 0xFEE0_0000..=0xFEEF_FFFF
-//! ([`InterruptRequest`]). Address bit 4 selects the format:
+//! ([`InterruptRequest`]). Address bit 4 selects the format: compatibility
+//! format (bit 4 = 0) or remappable format (bit 4 = 1), where the handle is
+//! address bits 19:5 plus bit 2 as handle bit 15; with SHV (bit 3) the data
+//! bits 15:0 are a subhandle added to it. The sum, the interrupt index,
+//! selects the IRTE at IRTA + 16 * index.
 //!
-//! * compatibility format (bit 4 = 0): passed through unchanged when
-//!   GSTS.CFIS is set and extended interrupt mode (IRTA.EIME) is off,
-//!   otherwise blocked with fault 25h;
-//! * remappable format (bit 4 = 1): handle = address bits 19:5 plus bit 2
-//!   as handle bit 15; with SHV (bit 3) the data bits 15:0 are a subhandle
-//!   added to it. The sum, the interrupt index, selects the IRTE at
-//!   IRTA + 16 * index.
+//! Two rule sets ([`Rules`]): the C device's (the default: guests written
+//! against QEMU's C `intel-iommu` must keep working) and the architecture's
+//! (`strict`, property `x-strict-ir`). Checks, in order, with the fault
+//! reported for each (FPD in the IRTE suppresses the recording of the
+//! qualified ones, 22h, 24h and 26h):
 //!
-//! Checks, in order, with the fault reported for each (FPD in the IRTE
-//! suppresses the recording of the qualified ones, 22h, 24h and 26h):
+//! | condition                                                     | code | rules       |
+//! |---------------------------------------------------------------|------|-------------|
+//! | address outside the interrupt range                           | 20h  | both        |
+//! | remappable format with data bits 31:16 set                    | 20h  | strict      |
+//! | compatibility format while CFIS = 0 or EIME = 1               | 25h  | strict      |
+//! | interrupt index not below the table size 2^(IRTA.S + 1)       | 21h  | both        |
+//! | the IRTE cannot be read                                       | 23h  | both        |
+//! | IRTE present bit clear                                        | 22h  | both        |
+//! | reserved IRTE bits set (see [`Irte::reserved`])               | 24h  | both        |
+//! | source-id validation per SVT/SQ/SID fails                     | 26h  | both        |
+//! | SHV set and data bits 31:16 set (index 0 recorded)            | 20h  | C           |
 //!
-//! | condition                                                     | code |
-//! |---------------------------------------------------------------|------|
-//! | address outside the interrupt range, or data bits 31:16 set   | 20h  |
-//! | compatibility format while CFIS = 0 or EIME = 1               | 25h  |
-//! | interrupt index not below the table size 2^(IRTA.S + 1)       | 21h  |
-//! | the IRTE cannot be read                                       | 23h  |
-//! | IRTE present bit clear                                        | 22h  |
-//! | reserved IRTE bits set (see [`Irte::reserved`])               | 24h  |
-//! | source-id validation per SVT/SQ/SID fails                     | 26h  |
+//! Where the C device's rules are more lenient, the request is delivered:
+//!
+//! * compatibility-format requests always pass through unchanged (the C
+//!   device has no CFIS and ignores EIME for them);
+//! * data bits 31:16 of a remappable request matter only with SHV, and are
+//!   checked after the IRTE;
+//! * the index is handle + subhandle modulo 2^16;
+//! * the reserved IRTE bits are low bits 14:12 and 31:24 and high bits
+//!   127:84; strict rules add IM (posted format, not supported: ECAP.PI =
+//!   0), the destination bits 39:32 and 63:48 in xAPIC mode (EIME = 0) and
+//!   the reserved SVT encoding 11b (which the C device's rules report as a
+//!   source-id failure, 26h);
+//! * a request without an explicit requester id (`check_sid` false: the
+//!   I/O APIC's messages, plain DMA writes into the interrupt window,
+//!   interrupt routes without a device) is not validated against the
+//!   IRTE's SVT/SQ/SID. Strict rules validate every request whose
+//!   requester the caller knows, with the requester id the platform's DMAR
+//!   table declares for sources that have none (the I/O APIC's).
 //!
 //! The remapped message follows QEMU's convention for x86 MSIs
 //! ([`Irte::message`]): address 0xFEE0_0000 | dest\[7:0\] << 12 | RH << 3 |
 //! DM << 2 | the request's address bits 1:0, with dest\[31:8\] in address
 //! bits 63:40 (x2APIC destinations); data = vector | DLM << 8 | 1 << 14
-//! (level assert) | TM << 15.
-//!
-//! Differences from the C device (all toward the spec): compatibility
-//! format interrupts are blocked unless CFIS is set and EIME clear (the C
-//! device always passes them through and has no CFIS); data bits 31:16 of a
-//! remappable request are reserved with or without SHV (the C device checks
-//! them only with SHV, after reading the IRTE); SVT = 11b is a reserved
-//! encoding reported as 24h (the C device reports 26h); in xAPIC mode
-//! (EIME = 0) IRTE destination bits 39:32 and 63:48 are reserved (the C
-//! device ignores them); posted-format IRTEs (IM = 1) are reserved because
-//! posted interrupts are not supported (ECAP.PI = 0); IRTA.EIME is treated
-//! as 0 without ECAP.EIM; the interrupt index is handle + subhandle
-//! without 16-bit wrap-around, so a sum above 0xFFFF faults with 21h.
-//! Requests are never validated against a "no requester" source-id: the
-//! caller supplies the requester id the platform's DMAR tables declare
-//! (e.g. the I/O APIC's) for sources that have none.
+//! (level assert) | TM << 15. IRTA.EIME is honoured without ECAP.EIM, as by
+//! the C device; strict rules treat it as 0 then.
 //!
 //! The model has no interrupt entry cache: every request reads its IRTE
 //! from guest memory, which the spec permits.
@@ -168,9 +174,27 @@ pub enum RequestFormat {
     },
 }
 
+/// Which rules a request is checked by (see the module documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Rules {
+    /// GSTS.CFIS (used by strict rules only).
+    pub cfis: bool,
+    /// Validate the requester id against the IRTE's SVT/SQ/SID.
+    pub check_sid: bool,
+    /// The architecture's rules rather than the C device's.
+    pub strict: bool,
+}
+
 /// Decode an interrupt request. `Err` is a 20h fault with the interrupt
-/// index if one could be computed.
-pub fn decode_request(address: u64, data: u32) -> Result<RequestFormat, (FaultReason, Option<u32>)> {
+/// index if one could be computed. `strict`: data bits 31:16 of a
+/// remappable request are reserved and the index does not wrap; otherwise
+/// the index is taken modulo 2^16 and the data bits are left to
+/// [`remap_checked`] (they matter only with SHV there).
+pub fn decode_request(
+    address: u64,
+    data: u32,
+    strict: bool,
+) -> Result<RequestFormat, (FaultReason, Option<u32>)> {
     if !(INTERRUPT_ADDR_FIRST..=INTERRUPT_ADDR_LAST).contains(&address) {
         return Err((FaultReason::IrRequestReserved, None));
     }
@@ -180,6 +204,9 @@ pub fn decode_request(address: u64, data: u32) -> Result<RequestFormat, (FaultRe
     let handle = ((address >> 5) & 0x7fff) as u32 | ((((address >> 2) & 1) as u32) << 15);
     let subhandle = if address & MSI_ADDR_SHV != 0 { data & 0xffff } else { 0 };
     let index = handle + subhandle;
+    if !strict {
+        return Ok(RequestFormat::Remappable { index: index & 0xffff });
+    }
     if data & MSI_DATA_REMAP_RSVD != 0 {
         return Err((FaultReason::IrRequestReserved, Some(index)));
     }
@@ -269,12 +296,17 @@ impl Irte {
     }
 
     /// Whether a present entry has a non-zero reserved field or a reserved
-    /// encoding: low bits 14:12 and 31:24, IM (posted interrupts are not
-    /// supported), high bits 127:84, SVT = 11b, and in xAPIC mode
-    /// (`eime` false) destination bits 39:32 and 63:48.
-    pub fn reserved(&self, eime: bool) -> bool {
-        let lo_rsvd = if eime { IRTE_LO_RSVD } else { IRTE_LO_RSVD | IRTE_LO_XAPIC_DEST_RSVD };
-        self.lo & lo_rsvd != 0 || self.hi & IRTE_HI_RSVD != 0 || self.source_validation_type() == 3
+    /// encoding: low bits 14:12 and 31:24 and high bits 127:84; with
+    /// `strict` rules also IM (posted interrupts are not supported), SVT =
+    /// 11b, and in xAPIC mode (`eime` false) destination bits 39:32 and
+    /// 63:48.
+    pub fn reserved(&self, eime: bool, strict: bool) -> bool {
+        let c_rsvd = self.lo & IRTE_LO_RSVD & !IRTE_IM != 0 || self.hi & IRTE_HI_RSVD != 0;
+        if !strict {
+            return c_rsvd;
+        }
+        let xapic = if eime { 0 } else { IRTE_LO_XAPIC_DEST_RSVD };
+        c_rsvd || self.lo & (IRTE_IM | xapic) != 0 || self.source_validation_type() == 3
     }
 
     /// Source-id validation of requester `sid` per SVT: 00b accepts
@@ -316,36 +348,33 @@ impl Irte {
     }
 }
 
-/// Remap `req` through `table` (interrupt remapping enabled). `cfis` is
-/// GSTS.CFIS. Compatibility-format requests that are allowed come back
-/// unchanged.
+/// Remap `req` through `table` (interrupt remapping enabled) by the
+/// architecture's rules, validating the requester id. `cfis` is GSTS.CFIS.
+/// Compatibility-format requests that are allowed come back unchanged.
 pub fn remap(
     table: &IrTable,
     cfis: bool,
     req: &InterruptRequest,
     mem: &dyn GuestMemory,
 ) -> Result<Msi, RemapFailure> {
-    remap_checked(table, cfis, req, true, mem)
+    remap_checked(table, Rules { cfis, check_sid: true, strict: true }, req, mem)
 }
 
-/// [`remap`], with the IRTE's source-id validation only when `check_sid`
-/// (a request whose requester is not known, such as an interrupt route
-/// of an accelerator's in-kernel interrupt controller, cannot be checked).
+/// Remap `req` through `table` by `rules` (see the module documentation).
 pub fn remap_checked(
     table: &IrTable,
-    cfis: bool,
+    rules: Rules,
     req: &InterruptRequest,
-    check_sid: bool,
     mem: &dyn GuestMemory,
 ) -> Result<Msi, RemapFailure> {
     let fail = |reason: FaultReason, index: Option<u32>, fpd: bool| RemapFailure {
         fault: InterruptFault { reason, sid: req.sid, index },
         fpd,
     };
-    let index = match decode_request(req.address, req.data) {
+    let index = match decode_request(req.address, req.data, rules.strict) {
         Err((reason, index)) => return Err(fail(reason, index, false)),
         Ok(RequestFormat::Compatibility) => {
-            if cfis && !table.eime {
+            if !rules.strict || (rules.cfis && !table.eime) {
                 return Ok(Msi { address: req.address, data: req.data });
             }
             return Err(fail(FaultReason::IrCompatibilityBlocked, None, false));
@@ -364,11 +393,16 @@ pub fn remap_checked(
     if !irte.present() {
         return Err(fail(FaultReason::IrteNotPresent, at, fpd));
     }
-    if irte.reserved(table.eime) {
+    if irte.reserved(table.eime, rules.strict) {
         return Err(fail(FaultReason::IrteReserved, at, fpd));
     }
-    if check_sid && !irte.source_valid(req.sid) {
+    if rules.check_sid && !irte.source_valid(req.sid) {
         return Err(fail(FaultReason::IrSourceIdInvalid, at, fpd));
+    }
+    // The C device's order: reserved data bits of a request with a
+    // subhandle are found after the IRTE, and recorded with index 0.
+    if !rules.strict && req.address & MSI_ADDR_SHV != 0 && req.data & MSI_DATA_REMAP_RSVD != 0 {
+        return Err(fail(FaultReason::IrRequestReserved, None, false));
     }
     Ok(irte.message(table.eime, req.address))
 }
@@ -443,30 +477,30 @@ mod tests {
 
     #[test]
     fn request_decoding_handle_subhandle_and_reserved() {
-        assert_eq!(decode_request(0xfee0_0000, 0x41), Ok(RequestFormat::Compatibility));
+        assert_eq!(decode_request(0xfee0_0000, 0x41, true), Ok(RequestFormat::Compatibility));
         assert_eq!(
-            decode_request(remappable(0x8123, false), 0xffff),
+            decode_request(remappable(0x8123, false), 0xffff, true),
             Ok(RequestFormat::Remappable { index: 0x8123 }),
             "data is not a subhandle without SHV"
         );
         assert_eq!(
-            decode_request(remappable(0x10, true), 5),
+            decode_request(remappable(0x10, true), 5, true),
             Ok(RequestFormat::Remappable { index: 0x15 })
         );
         assert_eq!(
-            decode_request(remappable(0xffff, true), 0xffff),
+            decode_request(remappable(0xffff, true), 0xffff, true),
             Ok(RequestFormat::Remappable { index: 0x1_fffe })
         );
         assert_eq!(
-            decode_request(remappable(7, true), 0x1_0000),
+            decode_request(remappable(7, true), 0x1_0000, true),
             Err((FaultReason::IrRequestReserved, Some(7)))
         );
         assert_eq!(
-            decode_request(remappable(7, false), 0x8000_0000),
+            decode_request(remappable(7, false), 0x8000_0000, true),
             Err((FaultReason::IrRequestReserved, Some(7)))
         );
         for a in [0xfed0_0000u64, 0xfef0_0000, 0x1_fee0_0010, u64::MAX] {
-            assert_eq!(decode_request(a, 0), Err((FaultReason::IrRequestReserved, None)));
+            assert_eq!(decode_request(a, 0, true), Err((FaultReason::IrRequestReserved, None)));
         }
     }
 
@@ -478,7 +512,7 @@ mod tests {
         assert!(e.present() && !e.fpd() && e.logical_destination() && e.redirection_hint());
         assert!(e.level_triggered() && !e.posted());
         assert_eq!((e.delivery_mode(), e.vector(), e.destination(false)), (1, 0x31, 7));
-        assert!(!e.reserved(false));
+        assert!(!e.reserved(false, true));
         let m = e.message(false, 0b11);
         assert_eq!(m.address, 0xfee0_7000 | 0b1111);
         assert_eq!(m.data, 0x31 | (1 << 8) | (1 << 14) | (1 << 15));
@@ -487,8 +521,8 @@ mod tests {
     #[test]
     fn x2apic_destination_goes_to_upper_address() {
         let e = Irte { lo: 1 | (0x40 << 16) | (0x0012_3456_u64 << 32), hi: 0 };
-        assert!(!e.reserved(true));
-        assert!(e.reserved(false), "xAPIC mode reserves DST bits 7:0 and 31:16");
+        assert!(!e.reserved(true, true));
+        assert!(e.reserved(false, true), "xAPIC mode reserves DST bits 7:0 and 31:16");
         let m = e.message(true, 0);
         assert_eq!(m.address, (0x0012_3400_u64 << 32) | 0xfee5_6000);
         assert_eq!(m.data, 0x40 | (1 << 14));
@@ -497,21 +531,21 @@ mod tests {
     #[test]
     fn irte_reserved_bits() {
         let ok = Irte { lo: 1, hi: 0 };
-        assert!(!ok.reserved(false) && !ok.reserved(true));
+        assert!(!ok.reserved(false, true) && !ok.reserved(true, true));
         for bit in [12u32, 13, 14, 15, 24, 31] {
             let e = Irte { lo: 1 | (1 << bit), hi: 0 };
-            assert!(e.reserved(true), "lo bit {bit}");
+            assert!(e.reserved(true, true), "lo bit {bit}");
         }
         for bit in [32u32, 39, 48, 63] {
             let e = Irte { lo: 1 | (1 << bit), hi: 0 };
-            assert!(e.reserved(false) && !e.reserved(true), "dest bit {bit}");
+            assert!(e.reserved(false, true) && !e.reserved(true, true), "dest bit {bit}");
         }
         for bit in [20u32, 40, 63] {
-            assert!(Irte { lo: 1, hi: 1 << bit }.reserved(true), "hi bit {bit}");
+            assert!(Irte { lo: 1, hi: 1 << bit }.reserved(true, true), "hi bit {bit}");
         }
-        assert!(Irte { lo: 1, hi: 3 << 18 }.reserved(true), "SVT = 11b");
+        assert!(Irte { lo: 1, hi: 3 << 18 }.reserved(true, true), "SVT = 11b");
         // AVAIL (11:8), SID and SQ are free; SVT = 01b is valid.
-        assert!(!Irte { lo: 1 | 0xf00, hi: 0x7_ffff }.reserved(false));
+        assert!(!Irte { lo: 1 | 0xf00, hi: 0x7_ffff }.reserved(false, true));
     }
 
     #[test]

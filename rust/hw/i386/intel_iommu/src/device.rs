@@ -136,6 +136,9 @@ pub(crate) const PROPERTY_HELP: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
       mode, else no PASIDs"),
     (c"dma-drain", c"read and write draining (CAP.DRD/DWD); required in scalable mode"),
     (c"stale-tm", c"accept the TM bit in second-stage leaf entries (with device-iotlb=on)"),
+    (c"x-strict-ir", c"interrupt remapping by the architecture's rules: validate the I/O APIC's \
+      requester id, block compatibility format while CFIS is clear, every reserved field \
+      (default: the C device's rules)"),
     (c"fs1gp", c"1 GiB pages in first-stage tables (CAP.FS1GP)"),
     (c"intremap", c"interrupt remapping; auto: on unless the whole irqchip is in KVM"),
     (c"device-iotlb", c"device-TLB / ATS support (ECAP.DT)"),
@@ -200,6 +203,10 @@ pub struct IntelIommuState {
     stale_tm: bool,
     #[property(rename = "fs1gp", default = true)]
     fs1gp: bool,
+    /// Interrupt remapping by the architecture's rules instead of the C
+    /// device's (see `vtd_core::interrupts::irq_remap`).
+    #[property(rename = "x-strict-ir", default = false)]
+    strict_ir: bool,
 
     core: Mutex<Option<Vtd>>,
     /// The migrated fields, filled from `core` before saving and loaded
@@ -357,6 +364,7 @@ impl IntelIommuState {
             device_tlb: x86.device_iotlb,
             dma_translation: x86.dma_translation,
             stale_tm: self.stale_tm,
+            strict_ir: self.strict_ir,
         };
         cfg.validate().map_err(|e| Error::format(format_args!("intel-iommu: {e}")))?;
         Ok(cfg)
@@ -525,7 +533,7 @@ impl IntelIommuState {
             log_mask_ln!(Log::GuestError, "intel-iommu: {msg}");
         }
         for msi in &effects.interrupts {
-            ffi::send_msi(msi.address, msi.data);
+            ffi::send_event_msi(msi.address, msi.data);
         }
         if bql::is_locked() {
             for inv in &effects.iec_invalidations {
@@ -835,11 +843,13 @@ impl IntelIommuState {
     }
 
     /// Remap an interrupt request (a DWORD write to the interrupt window by
-    /// `sid`); `None`: blocked (the fault is recorded as architected).
-    pub(crate) fn remap_interrupt(&self, sid: u16, address: u64, data: u32) -> Option<Msi> {
+    /// `sid`, carried by the request when `explicit`, else implied by the
+    /// address space); `None`: blocked (the fault is recorded as
+    /// architected).
+    pub(crate) fn remap_interrupt(&self, sid: u16, explicit: bool, address: u64, data: u32) -> Option<Msi> {
         let req = InterruptRequest { sid, address, data };
         self.with_core(|vtd| {
-            let (result, effects) = vtd.remap_interrupt(&req, &SystemMemory);
+            let (result, effects) = vtd.remap_interrupt_from(&req, explicit, &SystemMemory);
             (result.ok(), effects)
         })
         .flatten()

@@ -378,36 +378,21 @@ unsafe extern "C" fn interrupt_window_write(
     // SAFETY: the owner outlives its address spaces.
     let owner = unsafe { &*vas.owner };
     // An explicit requester id wins (PCI MSIs carry theirs); otherwise the
-    // id of the function (or pseudo-device) this address space belongs to.
-    let sid = if attrs.unspecified { vas.source_id() } else { attrs.requester_id() as u16 };
+    // id of the function (or pseudo-device: the I/O APIC) this address
+    // space belongs to is implied, validated only with x-strict-ir.
+    let explicit = !attrs.unspecified;
+    let sid = if explicit { attrs.requester_id() as u16 } else { vas.source_id() };
     // The ops' impl sizes (4..4) make the memory core split or widen every
     // access to 32 bits before it reaches us: `value` holds one DWORD.
-    let Some(msi) = owner.remap_interrupt(sid, INTERRUPT_ADDR_FIRST + addr, value as u32) else {
+    let Some(msi) = owner.remap_interrupt(sid, explicit, INTERRUPT_ADDR_FIRST + addr, value as u32) else {
         return bindings::MEMTX_ERROR;
     };
-    if msi.address >> 32 != 0 {
-        // The APIC's MSI window only sees the low 32 address bits.
-        util::log_mask_ln!(
-            util::log::Log::Unimp,
-            "intel-iommu: x2APIC destination {:#x} above 255 cannot be delivered",
-            (msi.address >> 32) | ((msi.address >> 12) & 0xff)
-        );
+    // As the C device: the APIC bus takes the whole address (x2APIC
+    // destinations above 255 are in bits 63:40).
+    if !send_msi(msi.address, msi.data) {
         return bindings::MEMTX_ERROR;
     }
-    let mut out_attrs = bindings::MemTxAttrs::default();
-    out_attrs.set_requester_id(u32::from(sid));
-    let mut result: bindings::MemTxResult = bindings::MEMTX_OK;
-    // SAFETY: a plain store to the interrupt controller in system memory.
-    unsafe {
-        bindings::address_space_stl_le(
-            addr_of_mut!(bindings::address_space_memory),
-            msi.address,
-            msi.data,
-            out_attrs,
-            &mut result,
-        );
-    }
-    result
+    bindings::MEMTX_OK
 }
 
 /// # Safety

@@ -9,9 +9,15 @@ use crate::bindings;
 #[allow(unused_imports)]
 use super::*;
 
-/// Deliver an MSI (fault event, invalidation event) to the interrupt
-/// controller, as a 32-bit write to the MSI address in system memory.
-pub fn send_msi(address: u64, data: u32) {
+/// Deliver an MSI (fault event, invalidation event) as the C device does:
+/// on the APIC bus (the whole FEUADDR:FEADDR address), under the BQL.
+/// Without the BQL (a fault recorded by a translation off the main loop)
+/// it is a 32-bit write to the MSI address in system memory, which takes
+/// the BQL to reach the APIC's window.
+pub fn send_event_msi(address: u64, data: u32) {
+    if bql::is_locked() && send_msi(address, data) {
+        return;
+    }
     if iommu_glue::store_msi(address, data).is_err() {
         util::log_mask_ln!(
             util::log::Log::GuestError,

@@ -15,11 +15,12 @@
 //! interrupt-remapping hooks), [`properties`] (the string scalable-mode
 //! property), [`memory`] (guest memory, MSIs, the register window),
 //! [`address_space`] (per-device address spaces, notifiers, the interrupt
-//! window), [`iommu_mr`] (the IOMMU memory region type), [`pci`]
+//! window), [`apic`] (delivery of remapped interrupts), [`iommu_mr`] (the IOMMU memory region type), [`pci`]
 //! (`PCIIOMMUOps`), [`ats`] (ATS requests, device-TLB notifiers) and
 //! [`iommufd`] (hardware nesting).
 
 mod address_space;
+mod apic;
 mod ats;
 mod iommu_mr;
 mod iommufd;
@@ -29,6 +30,7 @@ mod properties;
 mod x86_iommu;
 
 pub(crate) use address_space::*;
+pub(crate) use apic::*;
 pub(crate) use ats::*;
 pub(crate) use iommu_mr::*;
 pub(crate) use iommufd::*;
