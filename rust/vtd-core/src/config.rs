@@ -156,6 +156,10 @@ pub struct Config {
     /// `x-strict-ir`) instead of the C device's rules; see
     /// [`crate::interrupts::irq_remap`] for the list.
     pub strict_ir: bool,
+    /// DMA remapping structures checked by the letter of the architecture
+    /// (property `x-strict`) instead of the C device's rules; see
+    /// [`crate::translation::scalable`].
+    pub strict_dma: bool,
 }
 
 impl Default for Config {
@@ -177,6 +181,7 @@ impl Default for Config {
             device_tlb: false,
             stale_tm: false,
             strict_ir: false,
+            strict_dma: false,
         }
     }
 }

@@ -1219,7 +1219,7 @@ impl Vtd {
     }
 
     pub(crate) fn sm_caps(&self) -> SmCaps {
-        SmCaps::from_regs(self.cap, self.ecap, self.cfg.aw_bits)
+        SmCaps { strict: self.cfg.strict_dma, ..SmCaps::from_regs(self.cap, self.ecap, self.cfg.aw_bits) }
     }
 
     /// Translate a DMA request with PASID. With translation disabled the
@@ -1291,7 +1291,7 @@ impl Vtd {
                 PasidCacheEntry { config, fpd }
             }
         };
-        let pc = pasid_context(ce, p, pe, pasid)?;
+        let pc = pasid_context(ce, p, pe, pasid, self.cfg.strict_dma)?;
         if cached_ce.is_none() {
             self.sm_context_cache.insert(sid, ce);
         }
@@ -1308,7 +1308,7 @@ impl Vtd {
         let ce = self.sm_context_cache.lookup(sid)?;
         let p = effective_pasid(&ce, pasid.map(|(p, _)| p), &self.sm_caps()).ok()?;
         let pe = self.pasid_cache.lookup(sid, p)?;
-        pasid_context(ce, p, pe, pasid).ok()
+        pasid_context(ce, p, pe, pasid, self.cfg.strict_dma).ok()
     }
 
     /// Scalable mode, PASID entry resolved: the translation of `req` from
@@ -1448,8 +1448,17 @@ impl Vtd {
         let fs_cfg = FsWalkConfig {
             haw_bits: self.cfg.aw_bits,
             large_1g: self.cap & CAP_FS1GP != 0,
+            user_checks_per_level: !self.cfg.strict_dma,
         };
-        let ctl = FsControls { wpe: pc.pasid_entry.wpe, eafe: pc.pasid_entry.eafe };
+        let ctl = FsControls {
+            wpe: pc.pasid_entry.wpe,
+            eafe: pc.pasid_entry.eafe,
+            // The C device checks canonicality at 30 + 9 * AW bits: where
+            // that is wider than the tables' (AW = 3: 57 bits for 4-level
+            // tables) its leniency is the default; where narrower (AW 0, 1)
+            // the architecture's width is kept.
+            canonical_bits: (!self.cfg.strict_dma && pc.pasid_entry.entry.aw() == 3).then_some(57),
+        };
         let access = FsAccess { write: req.write, supervisor: pc.privileged };
         let (out, kind): (Result<FsOutput, FaultReason>, MappingKind) = match pc.pasid_entry.mode {
             PasidMode::SecondStage(ss) => (
@@ -1521,18 +1530,20 @@ pub(crate) struct SmRequest {
 }
 
 /// The resolution of a request to a cached or just-read context entry
-/// `ce` and PASID entry `pe` (of PASID `p`): the privilege check, and what
+/// `ce` and PASID entry `pe` (of PASID `p`): the privilege check (RID_PRIV
+/// counts only with `strict` checks), and what
 /// the translation needs.
 fn pasid_context(
     ce: SmContextEntry,
     p: u32,
     pe: PasidCacheEntry,
     pasid: Option<(u32, bool)>,
+    strict: bool,
 ) -> Result<PasidContext, ContextFault> {
     let fpd = ce.fpd() || pe.fpd;
     let privileged = match pasid {
         Some((_, pr)) => pr,
-        None => ce.rid_priv(),
+        None => strict && ce.rid_priv(),
     };
     if privileged && !pe.config.sre {
         return Err(ContextFault { reason: FaultReason::PasidEntrySreClear, fpd });

@@ -187,7 +187,7 @@ fn legacy_device_tlb_descriptor_refused_without_dt() {
 // ---- scalable mode -----------------------------------------------------
 
 fn sm_cfg() -> Config {
-    Config { scalable_mode: true, first_stage: true, pasid_bits: 20, device_tlb: true, ..Config::default() }
+    Config { scalable_mode: true, first_stage: true, pasid_bits: 20, device_tlb: true, strict_dma: true, ..Config::default() }
 }
 
 /// Scalable device with `ctx_lo` flags, RID_PASID 0 pass-through (DID 1)

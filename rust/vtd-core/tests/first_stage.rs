@@ -14,7 +14,7 @@ use vtd_core::translation::page_walk::WalkConfig;
 use vtd_core::{GuestMemory, MemError};
 
 const ROOT4: u64 = 0x10_0000;
-const CFG: FsWalkConfig = FsWalkConfig { haw_bits: 48, large_1g: true };
+const CFG: FsWalkConfig = FsWalkConfig { haw_bits: 48, large_1g: true, user_checks_per_level: false };
 const READ: FsAccess = FsAccess { write: false, supervisor: false };
 const WRITE: FsAccess = FsAccess { write: true, supervisor: false };
 const SREAD: FsAccess = FsAccess { write: false, supervisor: true };
@@ -207,7 +207,7 @@ fn fs_reserved_bits_above_haw_and_ps_in_pml4_are_72h() {
     t.map(0x1000, 0x5000 | (0xfff << 52), 1, P | RW | US);
     assert_eq!(t.walk(0x1000, READ).unwrap().phys, 0x5000);
     // Address width 39: bit 40 of a table pointer is reserved.
-    let cfg39 = FsWalkConfig { haw_bits: 39, large_1g: true };
+    let cfg39 = FsWalkConfig { haw_bits: 39, large_1g: true, user_checks_per_level: false };
     t.map(0x1000, 0x5000, 1, P | RW | US);
     assert!(t.walk_with(&cfg39, FsControls::default(), 0x1000, READ).is_ok());
     t.map(0x1000, 0x5000 | (1 << 40), 1, P | RW | US);
@@ -262,7 +262,7 @@ fn fs_user_write_to_read_only_page_is_85h() {
 fn fs_supervisor_write_to_read_only_page_depends_on_wpe() {
     let mut t = Fs::new();
     t.map(0x1000, 0x5000, 1, P);
-    let wpe = FsControls { wpe: true, eafe: false };
+    let wpe = FsControls { wpe: true, eafe: false, canonical_bits: None };
     assert_eq!(t.walk_with(&CFG, wpe, 0x1000, SWRITE), Err(F::SmWrite));
     let o = t.walk(0x1000, SWRITE).unwrap();
     assert!(o.perm.write && o.dirty);
@@ -274,7 +274,7 @@ fn fs_supervisor_write_to_read_only_page_depends_on_wpe() {
 fn fs_eafe_sets_extended_accessed_flag() {
     let mut t = Fs::new();
     t.map(0x1000, 0x5000, 1, P | RW | US);
-    let ctl = FsControls { wpe: false, eafe: true };
+    let ctl = FsControls { wpe: false, eafe: true, canonical_bits: None };
     t.walk_with(&CFG, ctl, 0x1000, READ).unwrap();
     for level in 1..=4 {
         assert_eq!(t.mem.r64(t.entry(0x1000, level)) & (A | EA), A | EA, "level {level}");

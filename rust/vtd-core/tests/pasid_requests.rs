@@ -12,7 +12,7 @@ use vtd_core::registers::*;
 use vtd_core::{Config, Effects, Fault, PasidRequest, Translation};
 
 fn cfg() -> Config {
-    Config { scalable_mode: true, first_stage: true, pasid_bits: 20, ..Config::default() }
+    Config { scalable_mode: true, first_stage: true, pasid_bits: 20, strict_dma: true, ..Config::default() }
 }
 
 const PASIDE: u64 = 1 << 3;

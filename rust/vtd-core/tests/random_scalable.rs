@@ -307,8 +307,8 @@ fn random_first_stage_and_nested_walks_never_panic() {
             let levels = [4u8, 4, 4, 5, 3, 0, 255][rng.below(7) as usize];
             let fs = FsTable { root, levels };
             let haw = [48u8, 39, 57, 0, 64, 200][rng.below(6) as usize];
-            let cfg = FsWalkConfig { haw_bits: haw, large_1g: rng.chance(2) };
-            let ctl = FsControls { wpe: rng.chance(2), eafe: rng.chance(2) };
+            let cfg = FsWalkConfig { haw_bits: haw, large_1g: rng.chance(2), user_checks_per_level: rng.chance(2) };
+            let ctl = FsControls { wpe: rng.chance(2), eafe: rng.chance(2), canonical_bits: None };
             let acc = FsAccess { write: rng.chance(2), supervisor: rng.chance(2) };
             let iova = match rng.below(3) {
                 0 => rng.next(),

@@ -14,7 +14,7 @@ use vtd_core::translation::scalable::{resolve, SmCaps};
 use vtd_core::Config;
 
 fn cfg() -> Config {
-    Config { scalable_mode: true, first_stage: true, pasid_bits: 20, ..Config::default() }
+    Config { scalable_mode: true, first_stage: true, pasid_bits: 20, strict_dma: true, ..Config::default() }
 }
 
 fn env() -> Env {
@@ -184,13 +184,13 @@ fn pasid_entry_faults_58h_59h_5ah_5bh() {
 
 #[test]
 fn first_stage_pgtt_invalid_without_flts() {
-    let c = Config { scalable_mode: true, ..Config::default() };
+    let c = Config { scalable_mode: true, strict_dma: true, ..Config::default() };
     let mut e = Env::with(c);
     let s = sid(0, 7, 0);
     device(&mut e, s, pe(PGTT_FS, 1, 0, 0, 0x9000, 0));
     sm_enable(&mut e);
     assert_eq!(code(&mut e, s, 0, false), 0x5b);
-    let mut e = Env::with(Config { scalable_mode: true, ..Config::default() });
+    let mut e = Env::with(Config { scalable_mode: true, strict_dma: true, ..Config::default() });
     device(&mut e, s, pe(PGTT_NESTED, 1, 0x8000, 2, 0x9000, 0));
     sm_enable(&mut e);
     assert_eq!(code(&mut e, s, 0, false), 0x5b);

@@ -11,7 +11,7 @@ use sm_common::*;
 use vtd_core::Config;
 
 fn cfg() -> Config {
-    Config { scalable_mode: true, first_stage: true, pasid_bits: 20, ..Config::default() }
+    Config { scalable_mode: true, first_stage: true, pasid_bits: 20, strict_dma: true, ..Config::default() }
 }
 
 fn sm_qi() -> Env {

@@ -24,6 +24,7 @@ fn cfg() -> Config {
         first_stage: true,
         pasid_bits: 20,
         caching_mode: true,
+        strict_dma: true,
         ..Config::default()
     }
 }

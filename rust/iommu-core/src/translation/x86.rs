@@ -236,7 +236,10 @@ pub fn ss_walk(
     if iova & !width_mask(limit_bits) != 0 {
         return Err(SsError::BeyondAgaw);
     }
-    let root = root & width_mask(u32::from(cfg.haw_bits)) & !0xfff;
+    // Not limited to the host address width: a pointer beyond it fails
+    // to read (structures whose checks allow such pointers, the PASID
+    // entry under the C device's rules, get that from QEMU's C device too).
+    let root = root & !0xfff;
     let fmt = SecondStage { cfg, levels, write, haw: width_mask(u32::from(cfg.haw_bits)) };
     let w = walk::walk_single(mem, &fmt, root, iova, None)?;
     Ok(WalkOutput { phys: w.out, level: w.height as u8 + 1, perm: w.state.0, pte: w.leaf })
@@ -271,6 +274,11 @@ pub struct FsWalkConfig {
     pub haw_bits: u8,
     /// 1 GiB leaves allowed.
     pub large_1g: bool,
+    /// QEMU's C device's order: a user request's U/S and (for writes) R/W
+    /// are checked in each entry right after P, before its reserved bits
+    /// and the entries below (the result differs from checking them at
+    /// the end only in which fault a walk with several problems reports).
+    pub user_checks_per_level: bool,
 }
 
 /// Per-table controls of a first-stage walk.
@@ -280,6 +288,10 @@ pub struct FsControls {
     pub wpe: bool,
     /// EAFE: set EA along with A.
     pub eafe: bool,
+    /// Width of the canonical input address when it is not the tables'
+    /// (QEMU's C device takes 30 + 9 * AW of the PASID entry); `None`: 48
+    /// or 57 bits for 4- or 5-level tables.
+    pub canonical_bits: Option<u8>,
 }
 
 /// The kind of access being translated.
@@ -360,9 +372,17 @@ pub fn fs_reserved_mask(haw_bits: u8, level: u8, large: bool) -> u64 {
 /// (bits 63..(12 + 9 * levels - 1) all equal).
 #[inline]
 pub fn is_canonical(iova: u64, levels: u8) -> bool {
-    let va_bits = 12 + 9 * u32::from(levels.clamp(1, 5));
-    let top = iova >> (va_bits - 1);
-    top == 0 || top == u64::MAX >> (va_bits - 1)
+    is_canonical_bits(iova, 12 + 9 * levels.clamp(1, 5))
+}
+
+/// Whether `iova` is canonical for a `bits`-bit address (bits 63 down to
+/// `bits - 1` all equal); every address is for 64 bits or more.
+pub fn is_canonical_bits(iova: u64, bits: u8) -> bool {
+    if bits >= 64 || bits == 0 {
+        return true;
+    }
+    let top = iova >> (bits - 1);
+    top == 0 || top == u64::MAX >> (bits - 1)
 }
 
 /// R/W and U/S accumulated over a first-stage walk.
@@ -383,6 +403,8 @@ struct FirstStage<'a> {
     ctl: &'a FsControls,
     levels: u8,
     write: bool,
+    /// A user request checked per level ([`FsWalkConfig::user_checks_per_level`]).
+    user_early: bool,
     /// The host address width's mask.
     haw: u64,
 }
@@ -401,6 +423,14 @@ impl Format for FirstStage<'_> {
         let level = height as u8 + 1;
         if pte & FS_P == 0 {
             return Err(FsError::NotPresent);
+        }
+        if self.user_early {
+            if pte & FS_US == 0 {
+                return Err(FsError::Privilege);
+            }
+            if self.write && pte & FS_RW == 0 {
+                return Err(FsError::Write);
+            }
         }
         let large = (level == 2 || level == 3) && pte & FS_PS != 0;
         if pte & fs_reserved_mask(self.cfg.haw_bits, level, large) != 0
@@ -450,12 +480,17 @@ fn fs_walk_core<L: FnMut(u64, bool) -> Result<Located, FsError>>(
     if !(4..=5).contains(&levels) {
         return Err(FsError::BadLevels);
     }
-    if !is_canonical(iova, levels) {
+    let canonical = match ctl.canonical_bits {
+        Some(bits) => is_canonical_bits(iova, bits),
+        None => is_canonical(iova, levels),
+    };
+    if !canonical {
         return Err(FsError::NonCanonical);
     }
     let haw = width_mask(u32::from(cfg.haw_bits));
-    let fmt = FirstStage { cfg, ctl, levels, write: access.write, haw };
-    let root = table.root & haw & !0xfff;
+    let user_early = cfg.user_checks_per_level && !access.supervisor;
+    let fmt = FirstStage { cfg, ctl, levels, write: access.write, user_early, haw };
+    let root = table.root & !0xfff; // as the second stage's (see ss_walk)
     let mut pending = Pending::default();
     let w = walk::walk(mem, &fmt, root, iova, locate, Some(&mut pending))?;
     if !access.supervisor && !w.state.us {

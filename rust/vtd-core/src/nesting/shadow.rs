@@ -409,7 +409,15 @@ impl Vtd {
         };
         let did = pc.pasid_entry.domain_id;
         let id = |kind| Identity { did, pasid: Some(pc.pasid), kind };
-        let ctl = FsControls { wpe: pc.pasid_entry.wpe, eafe: pc.pasid_entry.eafe };
+        let ctl = FsControls {
+            wpe: pc.pasid_entry.wpe,
+            eafe: pc.pasid_entry.eafe,
+            // The C device checks canonicality at 30 + 9 * AW bits: where
+            // that is wider than the tables' (AW = 3: 57 bits for 4-level
+            // tables) its leniency is the default; where narrower (AW 0, 1)
+            // the architecture's width is kept.
+            canonical_bits: (!self.config().strict_dma && pc.pasid_entry.entry.aw() == 3).then_some(57),
+        };
         let supervisor = pc.privileged;
         match pc.pasid_entry.mode {
             PasidMode::PassThrough => Resolved::PassThrough { did },
@@ -523,6 +531,7 @@ impl Vtd {
         let fs_cfg = FsWalkConfig {
             haw_bits: self.config().aw_bits,
             large_1g: self.cap() & CAP_FS1GP != 0,
+            user_checks_per_level: !self.config().strict_dma,
         };
         match *r {
             Resolved::Second { ss, .. } => {

@@ -29,13 +29,35 @@
 //! even in an entry whose P bit is clear, as the C device does) suppresses
 //! qualified faults.
 //!
-//! Reserved-bit policy: bits the spec reserves, and fields that belong to
-//! features this model does not advertise (SSEE/SSADE without execute or
-//! second-stage A/D support, SRE/RID_PRIV without ECAP.SRS, EAFE without
-//! extended-accessed support), are checked. The snoop and memory-type
-//! fields of PASID-entry quadword 1 are accepted and ignored (snooping has
-//! no meaning for an emulated IOMMU), as are NXE and SMEP (execute requests
-//! are not modelled).
+//! # Checks
+//!
+//! Two rule sets, chosen by [`SmCaps::strict`] (property `x-strict`):
+//!
+//! * strict, the architecture's: bits the spec reserves, and fields that
+//!   belong to features this model does not advertise (SSEE/SSADE without
+//!   execute or second-stage A/D support, SRE/RID_PRIV without ECAP.SRS,
+//!   EAFE without extended-accessed support), are checked; a PASID entry is
+//!   checked for P, then reserved bits, then its type and table depth;
+//!   RID_PASID must fit the PASID width and the directory (48h); RID_PRIV
+//!   makes requests without PASID supervisor requests; every FPD on the
+//!   path suppresses qualified faults.
+//! * the default, QEMU's C device's (so that guests written against it keep
+//!   working): no reserved bits in PASID directory and table entries; the
+//!   PASID entry's type and depth are checked before P (a zeroed entry is
+//!   5Bh, as there); RID_PASID is used as it is; RID_PRIV is ignored (requests
+//!   without PASID are user requests) and not reserved; reserved bits of the
+//!   root entry are checked in both halves; a fault in the PASID structures
+//!   is suppressed by the context entry's FPD only; table pointers are not
+//!   cut to the host address width (one beyond it fails to read).
+//!
+//! Both: the context entry's reserved bits are the C device's (8:5, bits
+//! above the host address width, 127:85, quadwords 2 and 3; strict rules add
+//! RID_PRIV, bit 84, without ECAP.SRS); the snoop and memory-type fields of
+//! PASID-entry quadword 1 are accepted and ignored (snooping has no meaning
+//! for an emulated IOMMU), as are NXE and SMEP (execute requests are not
+//! modelled). Fault reasons are the architecture's scalable-mode codes in
+//! both (the C device reports legacy codes for root, context and
+//! second-stage faults in scalable mode).
 
 use crate::config::{
     width_mask, CAP_SAGAW_SHIFT, ECAP_FLTS, ECAP_NEST, ECAP_PASID, ECAP_PSS_SHIFT, ECAP_PT,
@@ -111,6 +133,9 @@ pub struct SmCaps {
     pub eafs: bool,
     /// Supported PASID width (0: no PASID support).
     pub pasid_bits: u8,
+    /// The architecture's checks (`x-strict`); otherwise the C device's
+    /// (see "Checks" in the module documentation).
+    pub strict: bool,
 }
 
 impl SmCaps {
@@ -133,6 +158,7 @@ impl SmCaps {
             fs_5level: false,
             eafs: false,
             pasid_bits,
+            strict: true,
         }
     }
 }
@@ -184,11 +210,17 @@ impl SmRootEntry {
         }
     }
 
-    /// Reserved bits set in the half used by `devfn` (bits 11:1 and bits
-    /// above the host address width).
-    pub fn reserved_bits(&self, devfn: u8, haw_mask: u64) -> u64 {
-        let (_, _, raw) = self.half(devfn);
-        raw & (0xffe | !haw_mask)
+    /// Reserved bits set (bits 11:1 and bits above the host address
+    /// width): in the half used by `devfn` with `strict` checks, in both
+    /// halves with the C device's.
+    pub fn reserved_bits(&self, devfn: u8, haw_mask: u64, strict: bool) -> u64 {
+        let mask = 0xffe | !haw_mask;
+        if strict {
+            let (_, _, raw) = self.half(devfn);
+            raw & mask
+        } else {
+            (self.lo | self.hi) & mask
+        }
     }
 }
 
@@ -259,7 +291,9 @@ impl SmContextEntry {
 
     /// Reserved bits that are set, per quadword.
     pub fn reserved_bits(&self, caps: &SmCaps) -> [u64; 4] {
-        let priv_rsvd = if caps.supervisor { 0 } else { SM_CTX_RID_PRIV };
+        // RID_PRIV is ignored by the C device's checks (requests without
+        // PASID are never supervisor requests there).
+        let priv_rsvd = if caps.supervisor || !caps.strict { 0 } else { SM_CTX_RID_PRIV };
         [
             self.val[0] & (SM_CTX_RSVD0 | !caps.haw_mask),
             self.val[1] & (SM_CTX_RSVD1 | priv_rsvd),
@@ -487,13 +521,15 @@ pub fn decode_pasid_entry(
     caps: &SmCaps,
     fpd: bool,
 ) -> Result<PasidConfig, ContextFault> {
-    let fpd = fpd || pe.fpd();
+    let fpd = fpd || (caps.strict && pe.fpd());
     let fail = |reason| ContextFault { reason, fpd };
-    if !pe.present() {
-        return Err(fail(FaultReason::PasidEntryNotPresent));
-    }
-    if pe.reserved_bits(caps).iter().any(|&r| r != 0) {
-        return Err(fail(FaultReason::PasidEntryReserved));
+    if caps.strict {
+        if !pe.present() {
+            return Err(fail(FaultReason::PasidEntryNotPresent));
+        }
+        if pe.reserved_bits(caps).iter().any(|&r| r != 0) {
+            return Err(fail(FaultReason::PasidEntryReserved));
+        }
     }
     let ss = || {
         let aw = pe.aw();
@@ -517,6 +553,11 @@ pub fn decode_pasid_entry(
         Pgtt::PassThrough if caps.pass_through => PasidMode::PassThrough,
         _ => return Err(fail(FaultReason::PasidEntryInvalid)),
     };
+    // The C device's order: the type and table depth, then P; no
+    // reserved bits.
+    if !caps.strict && !pe.present() {
+        return Err(fail(FaultReason::PasidEntryNotPresent));
+    }
     Ok(PasidConfig {
         entry: *pe,
         domain_id: pe.domain_id(),
@@ -544,7 +585,7 @@ pub fn lookup_sm_context(
     if !present {
         return Err(fail(FaultReason::SmRootEntryNotPresent, false));
     }
-    if re.reserved_bits(devfn, caps.haw_mask) != 0 {
+    if re.reserved_bits(devfn, caps.haw_mask, caps.strict) != 0 {
         return Err(fail(FaultReason::SmRootEntryReserved, false));
     }
     let ce = SmContextEntry::read(mem, table, devfn)
@@ -572,7 +613,7 @@ pub fn effective_pasid(
     match pasid {
         None => {
             let p = ce.rid_pasid();
-            if p >= limit || (p >> 6) >= ce.pasid_dir_entries() {
+            if caps.strict && (p >= limit || (p >> 6) >= ce.pasid_dir_entries()) {
                 return Err(FaultReason::SmContextRidPasidInvalid);
             }
             Ok(p)
@@ -623,11 +664,14 @@ pub fn read_pasid_entry(
     let ctx_fpd = ce.fpd();
     let de = PasidDirEntry::read(mem, ce.pasid_dir() & caps.haw_mask, p)
         .map_err(|_| ContextFault { reason: FaultReason::PasidDirEntryAccess, fpd: ctx_fpd })?;
-    let fpd = ctx_fpd || de.fpd();
+    // The C device's rules: a fault found in the PASID structures is
+    // suppressed by the context entry's FPD alone (their own FPD bits
+    // count for the faults of the walk that follows).
+    let fpd = ctx_fpd || (caps.strict && de.fpd());
     if !de.present() {
         return Err(ContextFault { reason: FaultReason::PasidDirEntryNotPresent, fpd });
     }
-    if de.reserved_bits(caps.haw_mask) != 0 {
+    if caps.strict && de.reserved_bits(caps.haw_mask) != 0 {
         return Err(ContextFault { reason: FaultReason::PasidDirEntryReserved, fpd });
     }
     let pe = PasidEntry::read(mem, de.pasid_table(), p)
@@ -667,7 +711,7 @@ pub fn resolve(
     let (p, fpd, pc) = lookup_pasid_entry(mem, &ce, pasid.map(|(p, _)| p), caps)?;
     let privileged = match pasid {
         Some((_, pr)) => pr,
-        None => ce.rid_priv(),
+        None => caps.strict && ce.rid_priv(),
     };
     if privileged && !pc.sre {
         return Err(ContextFault { reason: FaultReason::PasidEntrySreClear, fpd });
@@ -691,6 +735,7 @@ mod tests {
             fs_5level: false,
             eafs: false,
             pasid_bits: 20,
+            strict: true,
         }
     }
 
@@ -728,13 +773,39 @@ mod tests {
     }
 
     #[test]
-    fn root_entry_reserved_only_checked_in_used_half() {
+    fn root_entry_reserved_in_used_half_or_both_for_c_rules() {
         let haw = width_mask(39);
         let re = SmRootEntry { lo: 0x1001 | 0x2, hi: (1 << 40) | 0x2001 };
-        assert_eq!(re.reserved_bits(0, haw), 0x2);
-        assert_eq!(re.reserved_bits(0x80, haw), 1 << 40);
+        assert_eq!(re.reserved_bits(0, haw, true), 0x2);
+        assert_eq!(re.reserved_bits(0x80, haw, true), 1 << 40);
+        // The C device checks both halves whichever is used.
+        assert_eq!(re.reserved_bits(0, haw, false), (1 << 40) | 0x2);
         let ok = SmRootEntry { lo: 0x1001, hi: 0 };
-        assert_eq!(ok.reserved_bits(5, haw), 0);
+        assert_eq!(ok.reserved_bits(5, haw, true) | ok.reserved_bits(5, haw, false), 0);
+    }
+
+    #[test]
+    fn c_rules_for_pasid_structures() {
+        let c = SmCaps { strict: false, supervisor: false, ..caps() };
+        let strict = SmCaps { strict: true, ..c };
+        // PASID entry: no reserved bits; the type is checked before P.
+        let mut e = pe(0x5000 | (2 << 6) | (2 << 2) | 1, 0, PE_SRE);
+        e.val[5] = 1 << 9;
+        assert!(decode_pasid_entry(&e, &c, false).is_ok());
+        assert_eq!(reason(decode_pasid_entry(&e, &strict, false)), FaultReason::PasidEntryReserved);
+        let absent = pe(0, 0, 0);
+        assert_eq!(reason(decode_pasid_entry(&absent, &c, false)), FaultReason::PasidEntryInvalid);
+        assert_eq!(reason(decode_pasid_entry(&absent, &strict, false)), FaultReason::PasidEntryNotPresent);
+        let typed_absent = pe(0x5000 | (4 << 6), 0, 0);
+        assert_eq!(reason(decode_pasid_entry(&typed_absent, &c, false)), FaultReason::PasidEntryNotPresent);
+        // Context entry: RID_PRIV without ECAP.SRS is accepted (and
+        // ignored); RID_PASID beyond the PASID width or directory too.
+        let ce = SmContextEntry { val: [0x3000 | 1, (1 << 20) | 0xf_ffff, 0, 0] };
+        assert_eq!(ce.reserved_bits(&c), [0; 4]);
+        assert_ne!(ce.reserved_bits(&strict)[1], 0);
+        let c8 = SmCaps { pasid_bits: 8, ..c };
+        assert_eq!(effective_pasid(&ce, None, &c8), Ok(0xf_ffff));
+        assert!(effective_pasid(&ce, None, &SmCaps { strict: true, ..c8 }).is_err());
     }
 
     #[test]

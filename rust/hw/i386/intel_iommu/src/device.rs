@@ -139,6 +139,9 @@ pub(crate) const PROPERTY_HELP: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
     (c"x-strict-ir", c"interrupt remapping by the architecture's rules: validate the I/O APIC's \
       requester id, block compatibility format while CFIS is clear, every reserved field \
       (default: the C device's rules)"),
+    (c"x-strict", c"every check by the architecture's rules (x-strict-ir, and the scalable-mode \
+      root, context and PASID structures' reserved fields, RID_PASID range and RID_PRIV; \
+      default: the C device's rules)"),
     (c"fs1gp", c"1 GiB pages in first-stage tables (CAP.FS1GP)"),
     (c"intremap", c"interrupt remapping; auto: on unless the whole irqchip is in KVM"),
     (c"device-iotlb", c"device-TLB / ATS support (ECAP.DT)"),
@@ -207,6 +210,9 @@ pub struct IntelIommuState {
     /// device's (see `vtd_core::interrupts::irq_remap`).
     #[property(rename = "x-strict-ir", default = false)]
     strict_ir: bool,
+    /// Every check by the architecture's rules (implies `x-strict-ir`).
+    #[property(rename = "x-strict", default = false)]
+    strict: bool,
 
     core: Mutex<Option<Vtd>>,
     /// The migrated fields, filled from `core` before saving and loaded
@@ -364,7 +370,8 @@ impl IntelIommuState {
             device_tlb: x86.device_iotlb,
             dma_translation: x86.dma_translation,
             stale_tm: self.stale_tm,
-            strict_ir: self.strict_ir,
+            strict_ir: self.strict_ir || self.strict,
+            strict_dma: self.strict,
         };
         cfg.validate().map_err(|e| Error::format(format_args!("intel-iommu: {e}")))?;
         Ok(cfg)
