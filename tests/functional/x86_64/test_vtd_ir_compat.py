@@ -173,9 +173,9 @@ class VtdIrCompat(rviommu_kit.ReferenceTest):
     def sides(self, props=''):
         return {'C': Side(self, self.ref_bin, props), 'Rust': Side(self, self.qemu_bin, props)}
 
-    def pin_then_msi(self, side, fpd):
+    def pin_then_msi(self, side, fpd, eime=False):
         """The guest program of the report: returns (vectors, faults)."""
-        side.table(IRT, 7)
+        side.table(IRT, 7, eime=eime)
         side.set_irte(1, *irte(0x61, sid=EDU_BDF, svt=1, fpd=fpd))
         side.set_irte(2, *irte(0x62, sid=EDU_BDF, svt=1, fpd=fpd))
         side.rte_remappable(side.pin, 1, 0x61)
@@ -186,11 +186,17 @@ class VtdIrCompat(rviommu_kit.ReferenceTest):
         return pin, msi
 
     def test_ioapic_pin_irte_naming_the_function(self):
-        for fpd in (True, False):
-            for name, side in self.sides().items():
-                pin, msi = self.pin_then_msi(side, fpd)
-                self.assertEqual(pin, ({0x61}, None), f'{name}, FPD={fpd}: the pin')
-                self.assertEqual(msi, ({0x62}, None), f'{name}, FPD={fpd}: the MSI')
+        # every mode, xAPIC and x2APIC (the C device has no modern mode)
+        for props in ('', 'eim=on', 'x-scalable-mode=on', 'x-scalable-mode=modern,eim=on'):
+            for fpd in (True, False):
+                sides = self.sides(props) if 'modern' not in props else \
+                    {'Rust': Side(self, self.qemu_bin, props)}
+                for name, side in sides.items():
+                    pin, msi = self.pin_then_msi(side, fpd, eime='eim=on' in props)
+                    what = f'{name} {props or "legacy"}, FPD={fpd}'
+                    self.assertEqual(pin, ({0x61}, None), f'{what}: the pin')
+                    self.assertEqual(msi, ({0x62}, None), f'{what}: the MSI')
+                    side.vm.shutdown()
         # The architecture's rules: the pin's request carries the I/O APIC's
         # id, which the IRTE does not name.
         strict = Side(self, self.qemu_bin, 'x-strict-ir=on')
