@@ -373,9 +373,10 @@ impl Config {
 
     /// The capabilities command decoding must assume: those
     /// [`id_registers`](Self::id_registers) advertises
-    /// ([`IdRegisters::command_caps`]), C-compatible rules.
+    /// ([`IdRegisters::command_caps`]), with the C device's rules unless
+    /// [`strict`](Self::strict).
     pub fn command_caps(&self) -> CommandCaps {
-        self.id_registers().command_caps()
+        CommandCaps { c_compatible: !self.strict, ..self.id_registers().command_caps() }
     }
 }
 

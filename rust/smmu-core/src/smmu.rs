@@ -338,8 +338,12 @@ impl Smmu {
                 fx.unmaps.push(None);
             }
             Command::AtcInv { sid, ssid, global, addr, size } => {
-                let (first, last) = atc_span(addr, size);
-                fx.atc.push(AtcInvalidation { sid, ssid, global, first, last });
+                // Without ATS (accepted as by the C device) no device has
+                // an ATC: nothing to invalidate.
+                if self.cfg.ats {
+                    let (first, last) = atc_span(addr, size);
+                    fx.atc.push(AtcInvalidation { sid, ssid, global, first, last });
+                }
             }
             Command::Sync(sync) => {
                 if sync.signal == SyncSignal::Irq {
@@ -830,6 +834,22 @@ mod tests {
         let before = r.events().len();
         assert!(translate(&mut r, 0x1000, false).0.is_err());
         assert_eq!(r.events().len(), before);
+    }
+
+    #[test]
+    fn atc_inv_without_ats_is_accepted_and_invalidates_nothing() {
+        // CMD_ATC_INV (0x40) for SID 5, global: the C device accepts it
+        // without IDR0.ATS; no ATC exists, so there is nothing to do.
+        let mut r = rig(Config::default());
+        let fx = r.command([0x40 | (5 << 32) | (1 << 9), 0]);
+        assert!(fx.atc.is_empty() && fx.irqs.is_empty(), "{fx:?}");
+        assert_eq!(r.smmu.regs.cmdq.cons & 31, 1);
+        assert!(!r.smmu.regs.gerror_active().cmdq_err());
+        // Strict: the architecture's CERROR_ILL.
+        let mut r = rig(Config { strict: true, ..Config::default() });
+        let fx = r.command([0x40 | (5 << 32), 0]);
+        assert_eq!(fx.irqs, vec![Irq::Gerror]);
+        assert_eq!((r.smmu.regs.cmdq.cons >> 24) & 0x7f, 1);
     }
 
     #[test]
