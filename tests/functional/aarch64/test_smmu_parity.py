@@ -104,7 +104,7 @@ class Experiments:
                    'stale_cd_until_cfgi_cd', 'tlbi_by_va_and_asid', 'tlbi_range')
         for name in ['disabled_bypass', 'disabled_abort', 'ste_abort', 'ste_bypass', 'ste_invalid',
                      'stage1', 'stage2', 'nested', 'bad_streamid', 'illegal_command',
-                     'eventq_overflow', *s1_only]:
+                     'unadvertised_commands', 'eventq_overflow', *s1_only]:
             self.qt.vm.qmp('system_reset')
             self.qt.vm.event_wait('RESET', timeout=10)
             self.dev = TestDev(self.qt, TESTDEV_BDF, TESTDEV_BAR0)
@@ -305,6 +305,22 @@ class Experiments:
         out['prod'] = smmu.cmd_prod
         return out
 
+    def unadvertised_commands(self):
+        """CMD_ATC_INV (no ATS), CMD_PRI_RESP (no PRI) and CMD_RESUME (no
+        stalls): the C device accepts them and does nothing; so must we
+        (before, ATC_INV tripped a debug assertion in our glue and aborted
+        QEMU)."""
+        smmu = self.smmu()
+        smmu.enable()
+        out = {}
+        for name, opcode, d0 in (('atc_inv', 0x40, TESTDEV_BDF << 32 | 1 << 9),
+                                 ('pri_resp', 0x41, TESTDEV_BDF << 32),
+                                 ('resume', 0x44, TESTDEV_BDF << 32)):
+            out[name] = (smmu.post(opcode, d0), smmu.rd(GERROR))
+        smmu.post(0x46)
+        out['sync'] = (smmu.rd(CMDQ_CONS), smmu.rd(GERROR), smmu.cmd_prod)
+        return out
+
     def eventq_overflow(self):
         smmu = Smmu(self.qt, self.base, eventq_log2=1)       # two entries
         smmu.enable()
@@ -403,6 +419,9 @@ class SmmuParity(QemuSystemTest):
                                  'GERROR.CMDQ_ERR, CMDQ_CONS.ERR = CERROR_ILL')
                 self.assertEqual(e['cons_waiting'], e['cons'], 'the queue waits')
                 self.assertEqual(e['cons_after'] & 0xfffff, e['prod'], 'both consumed after the fix')
+                e = exps['unadvertised_commands']
+                self.assertEqual(e['sync'][:2], (e['sync'][2], 0),
+                                 'ATC_INV/PRI_RESP/RESUME without the feature: consumed, no error')
                 self.assertEqual(exps['eventq_overflow']['gerror'] >> 2 & 1, 1,
                                  'GERROR.EVENTQ_ABT_ERR (the C device\'s full queue)')
                 if 'two_level_strtab' in exps:
