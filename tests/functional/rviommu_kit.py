@@ -545,16 +545,23 @@ class QtestVmTest(QemuSystemTest):
 
     def qtest_vm(self, name, *devices):
         """Launch q35 (128 MiB) with the given -device arguments."""
-        from qemu.machine.qtest import QEMUQtestMachine
-        vm = QEMUQtestMachine(self.qemu_bin, base_temp_dir=self.workdir, name=name)
-        vm.add_args('-L', self.firmware(),
-                    '-machine', 'q35', '-accel', 'qtest', '-m', '128M',
-                    '-nodefaults', '-display', 'none')
-        for dev in devices:
-            vm.add_args('-device', dev)
-        vm.launch()
+        vm = q35_qtest_machine(self.qemu_bin, self.workdir, self.firmware(), name, '128M',
+                               devices)
         self._qtest_vms.append(vm)
         return vm
+
+
+def q35_qtest_machine(binary, workdir, firmware, name, mem, devices):
+    """`binary` launched as q35 under `-accel qtest` with `mem` of RAM and
+    the given -device arguments."""
+    from qemu.machine.qtest import QEMUQtestMachine
+    vm = QEMUQtestMachine(binary, base_temp_dir=workdir, name=name)
+    vm.add_args('-L', firmware, '-machine', 'q35', '-accel', 'qtest', '-m', mem,
+                '-nodefaults', '-display', 'none')
+    for dev in devices:
+        vm.add_args('-device', dev)
+    vm.launch()
+    return vm
 
 
 def reference_qemu(test):
@@ -584,3 +591,10 @@ class ReferenceTest(QemuSystemTest):
         for vm in self.vms:
             vm.shutdown()
         super().tearDown()
+
+    def q35_qtest(self, binary, name, mem, *devices):
+        """Launch `binary` as q35 under `-accel qtest` with `mem` of RAM and
+        the given -device arguments; shut down with the test."""
+        vm = q35_qtest_machine(binary, self.workdir, self.fw, name, mem, devices)
+        self.vms.append(vm)
+        return vm

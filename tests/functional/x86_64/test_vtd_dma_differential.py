@@ -27,7 +27,6 @@ import os
 import random
 import struct
 
-from qemu.machine.qtest import QEMUQtestMachine
 from qemu_test import QemuSystemTest
 
 import rviommu_kit
@@ -53,13 +52,8 @@ class Side:
     device at 00:05.0."""
 
     def __init__(self, test, binary, props):
-        self.vm = QEMUQtestMachine(binary, base_temp_dir=test.workdir, name='dma')
-        self.vm.add_args('-L', test.fw, '-machine', 'q35', '-accel', 'qtest', '-m', '256M',
-                         '-nodefaults', '-display', 'none',
-                         '-device', 'intel-iommu' + (',' + props if props else ''),
-                         '-device', f'rviommu-testdev,addr={TD_DEVFN >> 3:02x}.0')
-        self.vm.launch()
-        test.vms.append(self.vm)
+        self.vm = test.q35_qtest(binary, 'dma', '256M', 'intel-iommu' + (',' + props if props else ''),
+                                 f'rviommu-testdev,addr={TD_DEVFN >> 3:02x}.0')
         self.qt = Qtest(self.vm)
         self.dev = TestDev(self.qt, TD_DEVFN, TD_BAR0)
         cap = self.qt.readq(VTD_BASE + 0x08)
@@ -92,15 +86,42 @@ class Side:
         qt.writeq(VTD_BASE + self.iotlb, (1 << 63) | (1 << 60))
 
 
+def random_iova(rng):
+    """A 64-byte aligned IOVA below 2^39, now and then with a high bit."""
+    iova = rng.randrange(1 << 39) & ~0xfff | rng.randrange(0, 0x1000, 64)
+    if rng.random() < 0.1:
+        iova |= 1 << rng.choice([39, 40, 47, 48, 56, 63])
+    return iova
+
+
+def random_walk(rng, iova, levels, flags, odd_bits):
+    """The entries of one walk for `iova` (one per level, from `levels`
+    down, at most 4): non-leaf entries point at the next table, the leaf
+    (level 1, or a superpage now and then) at DATA, sometimes beyond RAM;
+    `flags(addr)` adds the permission bits, then `odd_bits` are set now and
+    then."""
+    writes = []
+    for level in range(min(levels, 4), 0, -1):
+        table = TABLES[4 - level]
+        index = (iova >> (12 + 9 * (level - 1))) & 0x1ff
+        leaf = level == 1 or (level in (2, 3) and rng.random() < 0.15)
+        addr = DATA if leaf else TABLES[4 - level + 1]
+        if rng.random() < 0.02:
+            addr = RAM + 0x400000
+        entry = flags(addr)
+        while rng.random() < 0.12:
+            entry |= 1 << rng.choice(odd_bits)
+        if leaf and level > 1:
+            entry |= 1 << 7
+        writes.append((table + index * 8, entry))
+        if leaf:
+            break
+    return writes
+
+
 def random_round(rng, levels_default):
     """The quadwords to write and the IOVA, for one round."""
     writes = []
-
-    def odd(entry, p):
-        while rng.random() < p:
-            entry |= 1 << rng.choice(ODD_BITS)
-        return entry
-
     root_lo = CTX | (rng.random() < 0.97)
     if rng.random() < 0.05:
         root_lo |= 1 << rng.randrange(1, 12)
@@ -121,25 +142,10 @@ def random_round(rng, levels_default):
         ctx_hi |= 1 << rng.choice([3, 7, 30, 63])
     writes.append((CTX + TD_DEVFN * 16, ctx_lo, ctx_hi))
 
-    iova = rng.randrange(1 << 39) & ~0xfff | rng.randrange(0, 0x1000, 64)
-    if rng.random() < 0.1:
-        iova |= 1 << rng.choice([39, 40, 47, 48, 56, 63])
-    # the walk: one entry per level; non-leaf entries point at the next
-    # table, the leaf at DATA
-    for i, level in enumerate(range(min(levels, 4), 0, -1)):
-        table = TABLES[4 - level]
-        index = (iova >> (12 + 9 * (level - 1))) & 0x1ff
-        leaf = level == 1 or (level in (2, 3) and rng.random() < 0.15)
-        addr = DATA if leaf else TABLES[4 - level + 1]
-        if rng.random() < 0.02:
-            addr = RAM + 0x400000
-        entry = addr | (rng.random() < 0.96) | ((rng.random() < 0.92) << 1)
-        if leaf and level > 1:
-            entry |= 1 << 7
-        entry = odd(entry, 0.12)
-        writes.append((table + index * 8, entry, None))
-        if leaf:
-            break
+    iova = random_iova(rng)
+    walk = random_walk(rng, iova, levels, lambda addr: addr | (rng.random() < 0.96)
+                       | ((rng.random() < 0.92) << 1), ODD_BITS)
+    writes += [(addr, entry, None) for addr, entry in walk]
     return writes, iova
 
 
@@ -188,32 +194,15 @@ def random_scalable_round(rng, flts, pasid_bits):
         pe[q] |= 1 << rng.randrange(9 if q == 0 else 0, 64)
     writes.append((PTBL + (rid_pasid & 0x3f) * 64, *pe))
 
-    iova = rng.randrange(1 << 39) & ~0xfff | rng.randrange(0, 0x1000, 64)
-    if rng.random() < 0.1:
-        iova |= 1 << rng.choice([39, 40, 47, 48, 56, 63])
+    iova = random_iova(rng)
     first = pgtt == 1
-    levels = min(levels_fs, 4) if first else aw + 2
-    for level in range(min(levels, 4), 0, -1):
-        table = TABLES[4 - level]
-        index = (iova >> (12 + 9 * (level - 1))) & 0x1ff
-        leaf = level == 1 or (level in (2, 3) and rng.random() < 0.15)
-        addr = DATA if leaf else TABLES[4 - level + 1]
-        if rng.random() < 0.02:
-            addr = RAM + 0x400000
-        if first:
-            entry = (addr | (rng.random() < 0.96) | ((rng.random() < 0.92) << 1)
-                     | ((rng.random() < 0.92) << 2))
-            while rng.random() < 0.12:
-                entry |= 1 << rng.choice(FS_ODD_BITS)
-        else:
-            entry = addr | (rng.random() < 0.96) | ((rng.random() < 0.92) << 1)
-            while rng.random() < 0.12:
-                entry |= 1 << rng.choice(ODD_BITS)
-        if leaf and level > 1:
-            entry |= 1 << 7
-        writes.append((table + index * 8, entry))
-        if leaf:
-            break
+    if first:
+        writes += random_walk(rng, iova, min(levels_fs, 4), lambda addr: addr
+                              | (rng.random() < 0.96) | ((rng.random() < 0.92) << 1)
+                              | ((rng.random() < 0.92) << 2), FS_ODD_BITS)
+    else:
+        writes += random_walk(rng, iova, aw + 2, lambda addr: addr | (rng.random() < 0.96)
+                              | ((rng.random() < 0.92) << 1), ODD_BITS)
     return writes, iova, (did, rid_pasid)
 
 
@@ -284,9 +273,8 @@ def summary(obs):
 class VtdDmaDifferential(rviommu_kit.ReferenceTest):
 
     def compare_round(self, sides, prepare, iova, entries=()):
-        """Run one round on both sides; returns the observations (C, ours,
-        with documented differences made equal) and the names of the
-        documented differences seen."""
+        """Run one round on both sides (`prepare` programs a side); returns
+        the observations of the C device and ours."""
         got = {}
         for name, side in sides.items():
             qt = side.qt
@@ -309,7 +297,7 @@ class VtdDmaDifferential(rviommu_kit.ReferenceTest):
             tables = [hex(struct.unpack('<Q', qt.memread(a, 8))[0]) for a in entries]
             got[name] = dict(read=read, data=data, read_fault=read_fault, write=write,
                              write_fault=write_fault, landed=landed, tables=tables)
-        return got['C'], got['Rust'], []
+        return got['C'], got['Rust']
 
     def test_random_scalable_programming_same_outcomes(self):
         """The same in scalable mode as the C device offers it: second
@@ -334,7 +322,7 @@ class VtdDmaDifferential(rviommu_kit.ReferenceTest):
             for rnd in range(ROUNDS):
                 writes, iova, inv = random_scalable_round(rng, flts, 0)
 
-                def prepare(side, name=None):
+                def prepare(side):
                     qt = side.qt
                     for page in (ROOT, CTX, PDIR, PTBL, *TABLES):
                         qt.memwrite(page, bytes(0x1000))
@@ -346,13 +334,13 @@ class VtdDmaDifferential(rviommu_kit.ReferenceTest):
                                    vtd.desc_iotlb_global(), vtd.desc_piotlb_pasid(*inv),
                                    vtd.desc_piotlb_pasid(*last))
                 walk = [a for a, *_ in writes if TABLES[0] <= a < TABLES[-1] + 0x1000]
-                c, rs, seen = self.compare_round(sides, prepare, iova, walk)
+                c, rs = self.compare_round(sides, prepare, iova, walk)
                 pe0 = next(q[0] for a, *q in writes if PTBL <= a < PTBL + 0x1000)
                 first = flts and (pe0 >> 6) & 7 == 1
-                c, rs, more = normalise(c, rs, scalable=True, first_stage=first,
+                c, rs, seen = normalise(c, rs, scalable=True, first_stage=first,
                                         aw=(pe0 >> 2) & 7, iova=iova)
                 last = inv
-                for name in seen + more:
+                for name in seen:
                     documented[name] = documented.get(name, 0) + 1
                 if c != rs:
                     self.log.info('DIFF %s | %s | %s | %s | %s | %s | %#x', props,
@@ -386,32 +374,16 @@ class VtdDmaDifferential(rviommu_kit.ReferenceTest):
                 side.gcmd(GCMD_TE)
             for rnd in range(ROUNDS):
                 writes, iova = random_round(rng, levels)
-                got = {}
-                for name, side in sides.items():
-                    qt = side.qt
+
+                def prepare(side):
                     for page in (ROOT, CTX, *TABLES):
-                        qt.memwrite(page, bytes(0x1000))
+                        side.qt.memwrite(page, bytes(0x1000))
                     for addr, lo, hi in writes:
                         if addr + 16 <= RAM:
-                            qt.memwrite(addr, struct.pack('<Q', lo) if hi is None
-                                        else struct.pack('<QQ', lo, hi))
+                            side.qt.memwrite(addr, struct.pack('<Q', lo) if hi is None
+                                             else struct.pack('<QQ', lo, hi))
                     side.invalidate()
-                    side.fault()
-                    targets = sorted({DATA + (iova & 0xfff), DATA + (iova & 0x1fffff),
-                                      DATA + (iova & 0x3fffffff), iova & ~0x3f})
-                    for t in targets:
-                        if t + 64 <= RAM and t >= 0x200000:
-                            qt.memwrite(t, PATTERN_R)
-                    read = side.dev.dma(TD_READ, iova, 64)
-                    data = side.dev.buffer(64) == PATTERN_R if read == 'ok' else None
-                    read_fault = side.fault()
-                    side.dev.load_buffer(PATTERN_W)
-                    write = side.dev.dma(TD_WRITE, iova, 64)
-                    write_fault = side.fault()
-                    landed = [hex(t) for t in targets if t >= 0x200000 and t + 64 <= RAM
-                              and qt.memread(t, 64) == PATTERN_W]
-                    got[name] = dict(read=read, data=data, read_fault=read_fault, write=write,
-                                     write_fault=write_fault, landed=landed)
+                got = dict(zip(('C', 'Rust'), self.compare_round(sides, prepare, iova)))
                 c, rs, seen = normalise(got['C'], got['Rust'])
                 cached_perm += seen.count('cached-permission')
                 if c != rs:

@@ -31,7 +31,6 @@ import random
 import re
 import struct
 
-from qemu.machine.qtest import QEMUQtestMachine
 from qemu_test import QemuSystemTest
 
 import rviommu_kit
@@ -68,13 +67,9 @@ class Side:
     and an edu device at 00:03.0."""
 
     def __init__(self, test, binary, props):
-        self.vm = QEMUQtestMachine(binary, base_temp_dir=test.workdir, name='ir')
-        self.vm.add_args('-L', test.fw, '-machine', 'q35', '-accel', 'qtest', '-m', '128M',
-                         '-nodefaults', '-display', 'none',
-                         '-device', 'intel-iommu,intremap=on' + (',' + props if props else ''),
-                         '-device', f'edu,addr={EDU_BDF >> 3:02x}.0')
-        self.vm.launch()
-        test.vms.append(self.vm)
+        self.vm = test.q35_qtest(binary, 'ir', '128M',
+                                 'intel-iommu,intremap=on' + (',' + props if props else ''),
+                                 f'edu,addr={EDU_BDF >> 3:02x}.0')
         self.qt = Qtest(self.vm)
         self.edu = Edu(self.qt, EDU_BDF, EDU_BAR0)
         self.frcd = ((self.qt.readq(VTD_BASE + 0x08) >> 24) & 0x3ff) * 16
