@@ -310,3 +310,21 @@ class PageTable:
         for a in range(first & ~0x1fffff, last + 1, 0x200000):
             l2 = self._table(self.root, (a >> 30) & 0x1ff)
             self.smmu.put(l2 + 8 * ((a >> 21) & 0x1ff), a | DESC_BLOCK | self.attrs(write))
+
+
+# Event records: the C device writes two fields outside the architected
+# layout (docs/rviommu/smmuv3.rst): a fault's IPA keeps its page offset in
+# the RES0 bits 11:0 of quadword 3, and F_CD_FETCH's fetch address goes to
+# quadword 2 instead of 3. Records are compared in the architected layout.
+F_CD_FETCH = 0x09
+ADDR_FAULTS = (0x10, 0x11, 0x12, 0x13)      # F_TRANSLATION .. F_PERMISSION
+
+
+def architected(record):
+    q = list(record)
+    kind = q[0] & 0xff
+    if kind in ADDR_FAULTS:
+        q[3] &= ~0xfff
+    elif kind == F_CD_FETCH and q[3] == 0:
+        q[2], q[3] = 0, q[2] & ~0x7
+    return q

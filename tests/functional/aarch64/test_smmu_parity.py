@@ -25,7 +25,8 @@ import rviommu_kit
 from smmu_qtest import (VirtQtest, Smmu, PageTable, TestDev, SMMU_BASE, PLATFORM_BUS_BASE,
                         PCI_MMIO_BASE, RAM_BASE, IDR0, STE_ABORT, STE_BYPASS, STE_S1, STE_S2,
                         STE_NESTED, TD_OK, GERROR, GERRORN, CMDQ_CONS, EVENTQ_PROD,
-                        CMD_CFGI_CD, CMD_TLBI_NH_ASID, CMD_TLBI_NH_VA, CMD_TLBI_NH_ALL)
+                        CMD_CFGI_CD, CMD_TLBI_NH_ASID, CMD_TLBI_NH_VA, CMD_TLBI_NH_ALL,
+                        architected)
 
 # (machine options, device options or None, base of the SMMU's registers)
 CONFIGS = [
@@ -48,24 +49,6 @@ TESTDEV_BAR0 = PCI_MMIO_BASE
 # RAM pages the experiments DMA to (inside the blocks stage 2 maps identity)
 PAGE_A, PAGE_B = RAM_BASE + 0x1800000, RAM_BASE + 0x1801000
 IOVA = 0x8000000
-
-
-# Event records: the C device writes two fields outside the architected
-# layout (docs/rviommu/smmuv3.rst): a fault's IPA keeps its page offset in
-# the RES0 bits 11:0 of quadword 3, and F_CD_FETCH's fetch address goes to
-# quadword 2 instead of 3. Records are compared in the architected layout.
-F_CD_FETCH = 0x09
-ADDR_FAULTS = (0x10, 0x11, 0x12, 0x13)      # F_TRANSLATION .. F_PERMISSION
-
-
-def architected(record):
-    q = list(record)
-    kind = q[0] & 0xff
-    if kind in ADDR_FAULTS:
-        q[3] &= ~0xfff
-    elif kind == F_CD_FETCH and q[3] == 0:
-        q[2], q[3] = 0, q[2] & ~0x7
-    return q
 
 
 def pattern(*tags):
