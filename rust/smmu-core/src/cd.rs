@@ -1106,7 +1106,7 @@ mod tests {
         // A stage 2 whose root is not memory.
         let moved = S2Tables::new(&S2Config { vttb: 0x7000_0000, ..nested_config() }, &pasid().vmsa()).unwrap();
         let err = fetch(&mem, &s1, None, Some(&moved), &pasid()).unwrap_err();
-        assert!(matches!(err, CdFault::Stage2 { fault: Fault::TableAbort { level: 1, root: true }, ipa: 0x4000_1000 }), "{err:?}");
+        assert!(matches!(err, CdFault::Stage2 { fault: Fault::TableAbort { level: 1, root: true, .. }, ipa: 0x4000_1000 }), "{err:?}");
     }
 
     fn nested_config() -> vmsa::S2Config {

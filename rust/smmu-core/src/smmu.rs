@@ -602,14 +602,14 @@ fn stage_fault(fault: Fault, req: &Request, s2: bool, class: FaultClass, ipa: u6
         Fault::AddressSize { .. } => Event::AddrSize(tf),
         Fault::AccessFlag { .. } => Event::Access(tf),
         Fault::Permission { .. } => Event::Permission(tf),
-        Fault::TableAbort { .. } => Event::WalkEabt(WalkAbort {
+        Fault::TableAbort { addr, .. } => Event::WalkEabt(WalkAbort {
             sid: req.sid,
             ssid: req.ssid,
             access: attrs(req.access),
             s2,
             class,
             input_addr: req.addr,
-            fetch_addr: 0,
+            fetch_addr: addr,
             reason: 0,
             gpcf: false,
         }),
@@ -621,6 +621,9 @@ fn stage_fault(fault: Fault, req: &Request, s2: bool, class: FaultClass, ipa: u6
 fn walk_event(e: VmsaError, req: &Request, s1_record: bool, s2_record: bool) -> Option<Event> {
     let (fault, s2, class, ipa, record) = match e {
         VmsaError::Config(_) => return Some(Event::BadCd { sid: req.sid, ssid: req.ssid }),
+        // A stage-1 walk abort is CLASS = TT (the descriptor fetch failed);
+        // other stage-1 faults are CLASS = IN (SMMUv3 7.3, F_WALK_EABT).
+        VmsaError::Stage1(f @ Fault::TableAbort { .. }) => (f, false, FaultClass::Tt, 0, s1_record),
         VmsaError::Stage1(f) => (f, false, FaultClass::In, 0, s1_record),
         VmsaError::Stage2 { fault, ipa, class } => (fault, true, FaultClass::from(class), ipa, s2_record),
     };
@@ -744,6 +747,26 @@ mod tests {
         assert!(fx.unmaps.contains(&Some((0x8000_1000, 0x8000_1fff))), "{fx:?}");
         assert_eq!(translate(&mut r, 0x8000_1000, false).0.unwrap().output, RAM + 0x9000);
         assert_eq!(r.smmu.regs.cmdq.cons & 31, 1);
+    }
+
+    #[test]
+    fn stage1_walk_abort_is_class_tt_with_the_fetch_address() {
+        // The level-0 table (48-bit VA) points at a level-1 table outside
+        // memory.
+        let mut r = rig(Config::default());
+        r.s1_stream(SID);
+        let l1 = 0x7000_0000u64;
+        r.mem.put(TABLES + 8 * ((0x8000_1000u64 >> 39) & 0x1ff), &[l1 | 0b11]);
+        let (t, fx) = translate(&mut r, 0x8000_1000, false);
+        assert!(t.is_err());
+        assert_eq!(fx.irqs, vec![Irq::Eventq]);
+        match r.events().as_slice() {
+            [Event::WalkEabt(w)] => {
+                assert_eq!((w.s2, w.class), (false, FaultClass::Tt), "SMMUv3 7.3: S2 = 0, CLASS = TT");
+                assert_eq!((w.input_addr, w.fetch_addr), (0x8000_1000, l1 + 8 * ((0x8000_1000 >> 30) & 0x1ff)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -580,6 +580,9 @@ pub enum Fault {
         level: i8,
         /// It is the root table.
         root: bool,
+        /// Physical address of the descriptor read or written (an event's
+        /// FetchAddr).
+        addr: u64,
     },
 }
 
@@ -960,7 +963,11 @@ impl DescUpdate {
             seen: u.seen,
             set,
             clear,
-            fault,
+            // a failed update write is an abort at the descriptor's address
+            fault: match fault {
+                Fault::TableAbort { level, root, .. } => Fault::TableAbort { level, root, addr: u.addr },
+                other => other,
+            },
             ctx,
         })
     }
@@ -1123,8 +1130,8 @@ impl Format for S1Walk<'_> {
         Ok(Step { next: Next::Leaf(out), set })
     }
 
-    fn read_failed(&self, height: u32, root: bool) -> VmsaError {
-        VmsaError::Stage1(Fault::TableAbort { level: level_of_height(height), root })
+    fn read_failed(&self, height: u32, root: bool, addr: u64) -> VmsaError {
+        VmsaError::Stage1(Fault::TableAbort { level: level_of_height(height), root, addr })
     }
 }
 
@@ -1197,7 +1204,7 @@ impl S1Tables {
             global: !S1LeafDesc::from(w.leaf).ng(),
             desc: w.leaf,
         };
-        let fault = Fault::TableAbort { level, root: w.height == tt.geo.start_height };
+        let fault = Fault::TableAbort { level, root: w.height == tt.geo.start_height, addr: 0 };
         let update =
             pending.updates().first().and_then(|u| DescUpdate::from_engine(u, true, fault, Ctx::S1));
         (out, update)
@@ -1270,8 +1277,8 @@ impl Format for S2Walk<'_> {
         Ok(Step { next: Next::Leaf(out), set })
     }
 
-    fn read_failed(&self, height: u32, root: bool) -> Fault {
-        Fault::TableAbort { level: level_of_height(height), root }
+    fn read_failed(&self, height: u32, root: bool, addr: u64) -> Fault {
+        Fault::TableAbort { level: level_of_height(height), root, addr }
     }
 }
 
@@ -1377,7 +1384,7 @@ impl S2Tables {
         let w = walk::walk_single(mem, &S2Walk { t: self, access }, self.root, ipa, Some(&mut pending))?;
         let level = level_of_height(w.height);
         let out = S2Output { out: w.out, level, size_shift: w.size_shift, perms: w.state, desc: w.leaf };
-        let fault = Fault::TableAbort { level, root: w.height == self.geo.start_height };
+        let fault = Fault::TableAbort { level, root: w.height == self.geo.start_height, addr: 0 };
         let update = pending
             .updates()
             .first()
@@ -2185,10 +2192,15 @@ mod tests {
         let e = b.entry(0x1000, 2);
         mem.put(e, table_desc(0x7000_0000, sh));
         let t = S1Tables::new(&cfg, &Caps::default()).unwrap();
-        assert_eq!(t.translate(&mem, 0x1000, PRIV_R), s1_err(Fault::TableAbort { level: 3, root: false }));
+        assert!(matches!(t.translate(&mem, 0x1000, PRIV_R), Err(VmsaError::Stage1(Fault::TableAbort { level: 3, root: false, .. }))));
+        // FetchAddr: the descriptor in the unreadable table.
+        let Err(VmsaError::Stage1(Fault::TableAbort { addr, .. })) = t.translate(&mem, 0x1000, PRIV_R) else {
+            panic!()
+        };
+        assert_eq!(addr & !0xfff, 0x7000_0000);
         cfg.tt[0].base = 0x9000_0000;
         let t = S1Tables::new(&cfg, &Caps::default()).unwrap();
-        assert_eq!(t.translate(&mem, 0x1000, PRIV_R), s1_err(Fault::TableAbort { level: 1, root: true }));
+        assert!(matches!(t.translate(&mem, 0x1000, PRIV_R), Err(VmsaError::Stage1(Fault::TableAbort { level: 1, root: true, .. }))));
     }
 
     // ------------------------------------------------------------ stage 2
@@ -2391,7 +2403,7 @@ mod tests {
         assert!(o.allows(PRIV_W));
         assert_eq!(o.perm(true), Perm::RW);
         // Stage 1 alone would read its tables at the IPAs: unreadable here.
-        assert_eq!(s1.translate(&mem, 0x1234, PRIV_R), s1_err(Fault::TableAbort { level: 1, root: true }));
+        assert!(matches!(s1.translate(&mem, 0x1234, PRIV_R), Err(VmsaError::Stage1(Fault::TableAbort { level: 1, root: true, .. }))));
         // A stage-1 fault is reported as such.
         assert_eq!(
             nested_translate(&mem, &s1, &s2, 0x2000, PRIV_R).err(),
@@ -2520,9 +2532,11 @@ mod tests {
         b.map(0x4000, 3, u64::from(d));
         cfg.ha = true;
         let t = S1Tables::new(&cfg, &Caps::default()).unwrap();
+        // A failed hardware update: an abort at the leaf descriptor.
+        let leaf = b.entry(0x4000, 3);
         assert_eq!(
             t.translate(&ReadOnly(&mem), 0x4000, PRIV_R),
-            s1_err(Fault::TableAbort { level: 3, root: false })
+            s1_err(Fault::TableAbort { level: 3, root: false, addr: leaf })
         );
     }
 

@@ -114,7 +114,7 @@ pub trait Format {
 
     /// The error for a table that could not be read at `height` (`root`:
     /// the root table).
-    fn read_failed(&self, height: u32, root: bool) -> Self::Error;
+    fn read_failed(&self, height: u32, root: bool, addr: u64) -> Self::Error;
 }
 
 /// A hardware flag update a walk still has to make.
@@ -203,7 +203,7 @@ pub fn walk<F: Format, L: FnMut(u64, bool) -> Result<Located, F::Error>>(
         let is_root = height == g.start_height;
         let entry_addr = table.wrapping_add(g.index(height, input) * 8);
         let loc = locate(entry_addr, is_root)?;
-        let raw = mem.read_u64(loc.addr).map_err(|_| fmt.read_failed(height, is_root))?;
+        let raw = mem.read_u64(loc.addr).map_err(|_| fmt.read_failed(height, is_root, loc.addr))?;
         let step = fmt.step(&mut state, height, raw)?;
         if step.set != 0 {
             if let Some(p) = pending.as_deref_mut() {
@@ -225,7 +225,7 @@ pub fn walk<F: Format, L: FnMut(u64, bool) -> Result<Located, F::Error>>(
                 })
             }
             // A format never descends below height 0; stop a broken one.
-            Next::Table(_) if height == 0 => return Err(fmt.read_failed(0, false)),
+            Next::Table(_) if height == 0 => return Err(fmt.read_failed(0, false, 0)),
             Next::Table(next) => {
                 table = next;
                 height -= 1;

@@ -207,7 +207,7 @@ impl Format for SecondStage<'_> {
         Ok(Step { next, set: 0 })
     }
 
-    fn read_failed(&self, height: u32, root: bool) -> SsError {
+    fn read_failed(&self, height: u32, root: bool, _addr: u64) -> SsError {
         let _ = height;
         if root {
             SsError::RootAccess
@@ -456,7 +456,7 @@ impl Format for FirstStage<'_> {
         Ok(Step { next, set })
     }
 
-    fn read_failed(&self, _height: u32, root: bool) -> FsError {
+    fn read_failed(&self, _height: u32, root: bool, _addr: u64) -> FsError {
         if root {
             FsError::RootAccess
         } else {
