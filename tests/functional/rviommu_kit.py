@@ -573,7 +573,28 @@ def reference_qemu(test):
     return path
 
 
-class ReferenceTest(QemuSystemTest):
+class MachinesTest(QemuSystemTest):
+    """A test whose machines (`self.vms`) are shut down at its end."""
+
+    def setUp(self):
+        super().setUp()
+        self.vms = []
+
+    def tearDown(self):
+        for vm in self.vms:
+            vm.shutdown()
+        super().tearDown()
+
+    def aarch64_binary(self, build):
+        """qemu-system-aarch64 of `build` ('rs': ours, 'ref': the C
+        device's); fails the test when it has not been built."""
+        path = os.path.join(cache_dir(), build, 'build', 'qemu-system-aarch64')
+        if not os.access(path, os.X_OK):
+            self.fail(f'no {path} (scripts/setup.sh {build})')
+        return path
+
+
+class ReferenceTest(MachinesTest):
     """A test that runs the reference build (QEMU 10.2.2 with the C
     intel-iommu, `scripts/setup.sh ref`) next to ours; `self.vms` are shut
     down at the end."""
@@ -585,12 +606,6 @@ class ReferenceTest(QemuSystemTest):
         if kit is None:
             self.fail(why)
         self.fw = kit.firmware_dir
-        self.vms = []
-
-    def tearDown(self):
-        for vm in self.vms:
-            vm.shutdown()
-        super().tearDown()
 
     def q35_qtest(self, binary, name, mem, *devices):
         """Launch `binary` as q35 under `-accel qtest` with `mem` of RAM and

@@ -51,9 +51,7 @@ class Side:
     """One build: -M virt,iommu=smmuv3 under qtest, the test device at 00:02.0."""
 
     def __init__(self, test, build):
-        binary = os.path.join(rviommu_kit.cache_dir(), build, 'build', 'qemu-system-aarch64')
-        if not os.access(binary, os.X_OK):
-            test.fail(f'no {binary} (scripts/setup.sh {build})')
+        binary = test.aarch64_binary(build)
         self.vm = QEMUQtestMachine(binary, base_temp_dir=test.workdir, name=f'smmu-{build}')
         self.vm.add_args('-M', 'virt,iommu=smmuv3', '-accel', 'qtest', '-m', '512M',
                          '-nodefaults', '-display', 'none', '-device', 'rviommu-testdev,addr=02.0')
@@ -176,18 +174,9 @@ def same_events(c, r):
     return None if None in names else sorted({n for n in names if n})
 
 
-class SmmuDifferential(QemuSystemTest):
+class SmmuDifferential(rviommu_kit.MachinesTest):
 
     timeout = 600
-
-    def setUp(self):
-        super().setUp()
-        self.vms = []
-
-    def tearDown(self):
-        for vm in self.vms:
-            vm.shutdown()
-        super().tearDown()
 
     def test_random_programming_same_outcomes(self):
         differences, ok, faulted, documented = [], 0, 0, {}

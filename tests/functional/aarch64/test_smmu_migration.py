@@ -41,24 +41,12 @@ def migration_status(vm, timeout=10):
         time.sleep(0.05)
 
 
-class SmmuMigration(QemuSystemTest):
+class SmmuMigration(rviommu_kit.MachinesTest):
 
     timeout = 120
 
-    def setUp(self):
-        super().setUp()
-        self.vms = []
-
-    def tearDown(self):
-        for vm in self.vms:
-            vm.shutdown()
-        super().tearDown()
-
     def binary(self, build):
-        path = os.path.join(rviommu_kit.cache_dir(), build, 'build', 'qemu-system-aarch64')
-        if not os.access(path, os.X_OK):
-            self.fail(f'no {path} (scripts/setup.sh {build})')
-        return path
+        return self.aarch64_binary(build)
 
     def machine(self, build, incoming=None):
         vm = QEMUQtestMachine(self.binary(build), base_temp_dir=self.workdir, name=f'mig-{build}')
