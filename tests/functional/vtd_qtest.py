@@ -8,6 +8,7 @@ the invalidation queue, and makes the device DMA to chosen IOVAs.  No guest code
 deterministic, and the virtual clock only moves when the test steps it.
 """
 
+import re
 import socket
 import struct
 import time
@@ -38,6 +39,14 @@ EDU_BUF = 0x40000          # the device-side DMA buffer address
 
 PTE_R, PTE_W = 1 << 0, 1 << 1
 ADDR_MASK = 0x000ffffffffff000
+
+
+def lapic_irr(vm):
+    """The vectors pending in CPU 0's local APIC (its IRR, from `info
+    lapic`); under qtest no CPU takes them, so they stay set."""
+    out = vm.qmp('human-monitor-command', command_line='info lapic')['return']
+    line = next(ln for ln in out.splitlines() if ln.startswith('IRR'))
+    return {int(v) for v in re.findall(r'\d+', line[3:])}
 
 
 class QtestError(Exception):

@@ -38,8 +38,8 @@ use crate::translation::root_context::{
 };
 use crate::translation::root_context::ContextFault;
 use crate::translation::scalable::{
-    effective_pasid, lookup_sm_context, read_pasid_entry, PasidContext, PasidMode, SmCaps,
-    SmContextEntry,
+    effective_pasid, lookup_sm_context, read_pasid_entry, request_context, PasidConfig, PasidContext,
+    PasidMode, SmCaps, SmContextEntry,
 };
 use crate::translation::{PasidRequest, Request, Translation};
 use iommu_core::queues::ring::{Plain, Ring};
@@ -956,6 +956,28 @@ impl Vtd {
         }
     }
 
+    /// The first-stage walk's configuration.
+    pub(crate) fn fs_walk_config(&self) -> FsWalkConfig {
+        FsWalkConfig {
+            haw_bits: self.cfg.aw_bits,
+            large_1g: self.cap & CAP_FS1GP != 0,
+            user_checks_per_level: !self.cfg.strict_dma,
+        }
+    }
+
+    /// The first-stage controls of PASID entry `pe`.
+    pub(crate) fn fs_controls(&self, pe: &PasidConfig) -> FsControls {
+        FsControls {
+            wpe: pe.wpe,
+            eafe: pe.eafe,
+            // The C device checks canonicality at 30 + 9 * AW bits: where
+            // that is wider than the tables' (AW = 3: 57 bits for 4-level
+            // tables) its leniency is the default; where narrower (AW 0, 1)
+            // the architecture's width is kept.
+            canonical_bits: (!self.cfg.strict_dma && pe.entry.aw() == 3).then_some(57),
+        }
+    }
+
     pub(crate) fn walk_config(&self) -> WalkConfig {
         WalkConfig {
             haw_bits: self.cfg.aw_bits,
@@ -1445,20 +1467,8 @@ impl Vtd {
             }
         }
         let ss_cfg = self.walk_config();
-        let fs_cfg = FsWalkConfig {
-            haw_bits: self.cfg.aw_bits,
-            large_1g: self.cap & CAP_FS1GP != 0,
-            user_checks_per_level: !self.cfg.strict_dma,
-        };
-        let ctl = FsControls {
-            wpe: pc.pasid_entry.wpe,
-            eafe: pc.pasid_entry.eafe,
-            // The C device checks canonicality at 30 + 9 * AW bits: where
-            // that is wider than the tables' (AW = 3: 57 bits for 4-level
-            // tables) its leniency is the default; where narrower (AW 0, 1)
-            // the architecture's width is kept.
-            canonical_bits: (!self.cfg.strict_dma && pc.pasid_entry.entry.aw() == 3).then_some(57),
-        };
+        let fs_cfg = self.fs_walk_config();
+        let ctl = self.fs_controls(&pc.pasid_entry);
         let access = FsAccess { write: req.write, supervisor: pc.privileged };
         let (out, kind): (Result<FsOutput, FaultReason>, MappingKind) = match pc.pasid_entry.mode {
             PasidMode::SecondStage(ss) => (
@@ -1530,9 +1540,8 @@ pub(crate) struct SmRequest {
 }
 
 /// The resolution of a request to a cached or just-read context entry
-/// `ce` and PASID entry `pe` (of PASID `p`): the privilege check (RID_PRIV
-/// counts only with `strict` checks), and what
-/// the translation needs.
+/// `ce` and PASID entry `pe` (of PASID `p`): the privilege check and what
+/// the translation needs ([`request_context`]).
 fn pasid_context(
     ce: SmContextEntry,
     p: u32,
@@ -1540,15 +1549,7 @@ fn pasid_context(
     pasid: Option<(u32, bool)>,
     strict: bool,
 ) -> Result<PasidContext, ContextFault> {
-    let fpd = ce.fpd() || pe.fpd;
-    let privileged = match pasid {
-        Some((_, pr)) => pr,
-        None => strict && ce.rid_priv(),
-    };
-    if privileged && !pe.config.sre {
-        return Err(ContextFault { reason: FaultReason::PasidEntrySreClear, fpd });
-    }
-    Ok(PasidContext { context: ce, pasid: p, privileged, fpd, pasid_entry: pe.config })
+    request_context(ce, p, ce.fpd() || pe.fpd, pe.config, pasid, strict)
 }
 
 fn translation_of(e: &IotlbEntry) -> Translation {

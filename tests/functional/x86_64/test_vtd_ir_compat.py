@@ -28,13 +28,12 @@ would, and reads which vectors reached the local APIC (its IRR, from
 
 import os
 import random
-import re
 import struct
 
 from qemu_test import QemuSystemTest
 
 import rviommu_kit
-from vtd_qtest import Qtest, Edu, VTD_BASE, GCMD, GSTS, FSTS, FECTL, FEDATA, FEADDR
+from vtd_qtest import lapic_irr, Qtest, Edu, VTD_BASE, GCMD, GSTS, FSTS, FECTL, FEDATA, FEADDR
 
 EDU_BDF = 0x18                # 00:03.0
 EDU_BAR0 = 0xfe000000
@@ -82,9 +81,7 @@ class Side:
 
     def irr(self):
         """The vectors pending in the local APIC's IRR."""
-        out = self.vm.qmp('human-monitor-command', command_line='info lapic')['return']
-        line = next(ln for ln in out.splitlines() if ln.startswith('IRR'))
-        return {int(v) for v in re.findall(r'\d+', line[3:])}
+        return lapic_irr(self.vm)
 
     def fault(self):
         """(FSTS PFO|PPF, reason, sid, index) of the pending fault, or None;

@@ -948,34 +948,40 @@ struct DescUpdate {
     seen: u64,
     set: u64,
     clear: u64,
-    /// Reported if the update cannot be made.
-    fault: Fault,
+    /// Level of the descriptor, and whether it is in the root table (for
+    /// the abort reported if the update cannot be made).
+    level: i8,
+    root: bool,
     ctx: Ctx,
 }
 
 impl DescUpdate {
-    /// The update of an engine [`walk::Update`]; `dirty_clears`: the dirty
-    /// bit in its `set` means "clear" (stage 1). `None` if nothing changes.
-    fn from_engine(u: &walk::Update, dirty_clears: bool, fault: Fault, ctx: Ctx) -> Option<DescUpdate> {
+    /// The update of an engine [`walk::Update`] of the leaf at `level`
+    /// (`root`: in the root table); `dirty_clears`: the dirty bit in its
+    /// `set` means "clear" (stage 1). `None` if nothing changes. A failed
+    /// write is an abort at the descriptor's address.
+    fn from_engine(u: &walk::Update, dirty_clears: bool, level: i8, root: bool, ctx: Ctx) -> Option<DescUpdate> {
         let (set, clear) = if dirty_clears { (u.set & af_bit(), u.set & dirty_bit()) } else { (u.set, 0) };
         ((u.seen | set) & !clear != u.seen).then_some(DescUpdate {
             addr: u.addr,
             seen: u.seen,
             set,
             clear,
-            // a failed update write is an abort at the descriptor's address
-            fault: match fault {
-                Fault::TableAbort { level, root, .. } => Fault::TableAbort { level, root, addr: u.addr },
-                other => other,
-            },
+            level,
+            root,
             ctx,
         })
     }
 
+    /// The fault if the update cannot be made: an abort at the descriptor.
+    fn fault(&self) -> Fault {
+        Fault::TableAbort { level: self.level, root: self.root, addr: self.addr }
+    }
+
     fn error(&self) -> VmsaError {
         match self.ctx {
-            Ctx::S1 => VmsaError::Stage1(self.fault),
-            Ctx::S2 { ipa, class } => VmsaError::Stage2 { fault: self.fault, ipa, class },
+            Ctx::S1 => VmsaError::Stage1(self.fault()),
+            Ctx::S2 { ipa, class } => VmsaError::Stage2 { fault: self.fault(), ipa, class },
         }
     }
 }
@@ -1204,9 +1210,9 @@ impl S1Tables {
             global: !S1LeafDesc::from(w.leaf).ng(),
             desc: w.leaf,
         };
-        let fault = Fault::TableAbort { level, root: w.height == tt.geo.start_height, addr: 0 };
+        let root = w.height == tt.geo.start_height;
         let update =
-            pending.updates().first().and_then(|u| DescUpdate::from_engine(u, true, fault, Ctx::S1));
+            pending.updates().first().and_then(|u| DescUpdate::from_engine(u, true, level, root, Ctx::S1));
         (out, update)
     }
 
@@ -1384,11 +1390,11 @@ impl S2Tables {
         let w = walk::walk_single(mem, &S2Walk { t: self, access }, self.root, ipa, Some(&mut pending))?;
         let level = level_of_height(w.height);
         let out = S2Output { out: w.out, level, size_shift: w.size_shift, perms: w.state, desc: w.leaf };
-        let fault = Fault::TableAbort { level, root: w.height == self.geo.start_height, addr: 0 };
+        let root = w.height == self.geo.start_height;
         let update = pending
             .updates()
             .first()
-            .and_then(|u| DescUpdate::from_engine(u, false, fault, Ctx::S2 { ipa, class }));
+            .and_then(|u| DescUpdate::from_engine(u, false, level, root, Ctx::S2 { ipa, class }));
         Ok((out, update))
     }
 
@@ -1399,7 +1405,7 @@ impl S2Tables {
         let (out, update) = self.walk(mem, ipa, access, Class::In)?;
         let mut ups = Updates::default();
         ups.push(update);
-        ups.apply(mem).map_err(|u| u.fault)?;
+        ups.apply(mem).map_err(|u| u.fault())?;
         Ok(out)
     }
 }

@@ -51,7 +51,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{width_mask, CAP_FS1GP};
+use crate::config::width_mask;
 use crate::translation::first_stage::{
     fs_reserved_mask, FsControls, FsTable, FsWalkConfig, SsTable, FS_A, FS_D, FS_EA, FS_P,
     FS_PS, FS_RW, FS_US,
@@ -409,15 +409,7 @@ impl Vtd {
         };
         let did = pc.pasid_entry.domain_id;
         let id = |kind| Identity { did, pasid: Some(pc.pasid), kind };
-        let ctl = FsControls {
-            wpe: pc.pasid_entry.wpe,
-            eafe: pc.pasid_entry.eafe,
-            // The C device checks canonicality at 30 + 9 * AW bits: where
-            // that is wider than the tables' (AW = 3: 57 bits for 4-level
-            // tables) its leniency is the default; where narrower (AW 0, 1)
-            // the architecture's width is kept.
-            canonical_bits: (!self.config().strict_dma && pc.pasid_entry.entry.aw() == 3).then_some(57),
-        };
+        let ctl = self.fs_controls(&pc.pasid_entry);
         let supervisor = pc.privileged;
         match pc.pasid_entry.mode {
             PasidMode::PassThrough => Resolved::PassThrough { did },
@@ -528,11 +520,7 @@ impl Vtd {
 
     fn walk_resolved(&self, r: &Resolved, first: u64, last: u64, w: &mut RangeWalk<'_>) {
         let ss_cfg = self.walk_config();
-        let fs_cfg = FsWalkConfig {
-            haw_bits: self.config().aw_bits,
-            large_1g: self.cap() & CAP_FS1GP != 0,
-            user_checks_per_level: !self.config().strict_dma,
-        };
+        let fs_cfg = self.fs_walk_config();
         match *r {
             Resolved::Second { ss, .. } => {
                 let limit = width_mask(u32::from(ss.agaw.min(self.config().aw_bits)));

@@ -709,9 +709,25 @@ pub fn resolve(
 ) -> Result<PasidContext, ContextFault> {
     let ce = lookup_sm_context(mem, root_table, sid, caps)?;
     let (p, fpd, pc) = lookup_pasid_entry(mem, &ce, pasid.map(|(p, _)| p), caps)?;
-    let privileged = match pasid {
+    request_context(ce, p, fpd, pc, pasid, caps.strict)
+}
+
+/// The context of a request (PASID and privilege `request`, `None` for a
+/// request without PASID) on validated context entry `ce` and PASID entry
+/// `pc` of PASID `p`, `fpd` the FPD state of the path: its privilege (a
+/// PASID request's own; RID_PRIV only with `strict` checks) and the SRE
+/// check of a supervisor request (SPT.6).
+pub fn request_context(
+    ce: SmContextEntry,
+    p: u32,
+    fpd: bool,
+    pc: PasidConfig,
+    request: Option<(u32, bool)>,
+    strict: bool,
+) -> Result<PasidContext, ContextFault> {
+    let privileged = match request {
         Some((_, pr)) => pr,
-        None => caps.strict && ce.rid_priv(),
+        None => strict && ce.rid_priv(),
     };
     if privileged && !pc.sre {
         return Err(ContextFault { reason: FaultReason::PasidEntrySreClear, fpd });
