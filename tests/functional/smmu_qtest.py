@@ -11,7 +11,7 @@ and makes the device DMA to chosen IOVAs. No guest code runs
 
 import struct
 
-from vtd_qtest import Qtest, QtestError
+from vtd_qtest import Qtest, QtestError, TD_STATUS_NAMES
 
 SMMU_BASE = 0x09050000          # -M virt,iommu=smmuv3 (VIRT_SMMU)
 PLATFORM_BUS_BASE = 0x0c000000  # the first user-created sysbus device
@@ -33,7 +33,7 @@ GBPA_UPDATE, GBPA_ABORT = 1 << 31, 1 << 20
 CMD_CFGI_STE, CMD_CFGI_ALL, CMD_CFGI_CD = 0x03, 0x04, 0x05
 CMD_TLBI_NH_ALL, CMD_TLBI_NH_ASID, CMD_TLBI_NH_VA = 0x10, 0x11, 0x12
 CMD_TLBI_S12_VMALL, CMD_TLBI_S2_IPA, CMD_TLBI_NSNH_ALL = 0x28, 0x2a, 0x30
-CMD_SYNC = 0x46
+CMD_ATC_INV, CMD_SYNC = 0x40, 0x46
 
 # STE configurations (STE.Config)
 STE_ABORT, STE_BYPASS, STE_S1, STE_S2, STE_NESTED = 0b000, 0b100, 0b101, 0b110, 0b111
@@ -41,9 +41,12 @@ STE_ABORT, STE_BYPASS, STE_S1, STE_S2, STE_NESTED = 0b000, 0b100, 0b101, 0b110, 
 # rviommu-testdev (docs/rviommu/testdev.rst)
 TD_ID, TD_IOVA, TD_LEN, TD_PASID, TD_CMD, TD_STATUS = 0x00, 0x08, 0x10, 0x14, 0x18, 0x1c
 TD_NOTIFIER, TD_MAPS, TD_UNMAPS = 0x40, 0x48, 0x4c
+TD_XLATE, TD_ATC_HITS, TD_ATC_INVALS = 0x28, 0x30, 0x34
 TD_BUF = 0x1000
 TD_READ, TD_WRITE = 1, 2
 TD_OK, TD_DMA_ERROR = 1, 2
+TD_ATS, TD_PASID_VALID, TD_PASID_PRIV = 1 << 4, 1 << 31, 1 << 30
+ATS_CAP, PASID_CAP = 0x100, 0x120     # the test device's extended capabilities
 
 # Page table descriptors
 DESC_TABLE, DESC_PAGE, DESC_BLOCK = 0b11, 0b11, 0b01
@@ -97,6 +100,40 @@ class TestDev:
         self.qt.memwrite(self.bar0 + TD_BUF, b'\0' * length)
         st = self.dma(TD_READ, iova, length)
         return st, self.qt.memread(self.bar0 + TD_BUF, length)
+
+    def enable_ats(self, pasid=True):
+        """Enable the ATS capability (and PASID, with exec and privileged),
+        as a guest driver would."""
+        cfg = ECAM_BASE + (self.bdf << 12)
+        qt = self.qt
+        if (qt.readl(cfg + ATS_CAP) & 0xffff, qt.readl(cfg + PASID_CAP) & 0xffff) != (0x0f, 0x1b):
+            raise QtestError('ATS/PASID extended capabilities not where expected')
+        qt.cmd(f'writew 0x{cfg + ATS_CAP + 6:x} 0x{1 << 15:x}')
+        qt.cmd(f'writew 0x{cfg + PASID_CAP + 6:x} 0x{7 if pasid else 0:x}')
+
+    def ats_dma(self, op, iova, length, pasid=None, privileged=False):
+        """One DMA through ATS (translation requests, then translated
+        accesses from the device's ATC); the status name."""
+        qt = self.qt
+        qt.writeq(self.bar0 + TD_IOVA, iova)
+        qt.writel(self.bar0 + TD_LEN, length)
+        p = 0 if pasid is None else (TD_PASID_VALID | pasid | (TD_PASID_PRIV if privileged else 0))
+        qt.writel(self.bar0 + TD_PASID, p)
+        qt.writel(self.bar0 + TD_CMD, op | TD_ATS)
+        return TD_STATUS_NAMES.get(qt.readl(self.bar0 + TD_STATUS) & 0xff, 'unknown')
+
+    def ats_read(self, iova, length, pasid=None):
+        """(status name, bytes) of an ATS read."""
+        self.qt.memwrite(self.bar0 + TD_BUF, b'\0' * length)
+        st = self.ats_dma(TD_READ, iova, length, pasid)
+        return st, self.qt.memread(self.bar0 + TD_BUF, length)
+
+    def ats_write(self, iova, data, pasid=None):
+        self.qt.memwrite(self.bar0 + TD_BUF, data)
+        return self.ats_dma(TD_WRITE, iova, len(data), pasid)
+
+    def counter(self, off):
+        return self.qt.readl(self.bar0 + off)
 
     def attach_unmap_notifier(self):
         self.qt.writel(self.bar0 + TD_NOTIFIER, 2)

@@ -6,3 +6,5 @@
 #include "qemu/osdep.h"
 #include "system/memory.h"
 #include "system/address-spaces.h"
+#include "hw/pci/pci.h"
+#include "hw/pci/pci_bus.h"

@@ -2,7 +2,7 @@
 //! properties, and the identification registers derived from it.
 //!
 //! Conventions: [`Config`] holds the knobs (`stage`, `oas`, `ssidsize`,
-//! `ats`, `ril`, named after the QEMU properties); what the model always
+//! `ats`, `ril`, `msi` for `x-msi`, named after the QEMU properties); what the model always
 //! advertises (16 StreamID bits, 2^19-entry queues, 4K/16K/64K granules,
 //! ...) is fixed. With the default knobs, [`Config::id_registers`] equals
 //! the C `arm-smmuv3` of QEMU 10.2.2 bit for bit, for each stage. The
@@ -151,6 +151,10 @@ pub struct Config {
     pub ats: bool,
     /// Advertise range invalidation (property `ril`; IDR3.RIL).
     pub ril: bool,
+    /// Advertise MSIs (property `x-msi`; IDR0.MSI): the event queue, GERROR
+    /// and CMD_SYNC signal by MSI when their address is set. Off by
+    /// default, as the C device (wired interrupts only).
+    pub msi: bool,
     /// The architecture's checks where the C device is lenient (property
     /// `x-strict`): STE ILLEGAL conditions, and stage-1 permission for an
     /// unprivileged request (AP\[1\]: the C device checks AP\[2\] only,
@@ -162,7 +166,7 @@ impl Default for Config {
     /// Stage 1, 44-bit OAS, no substreams, no ATS, range invalidation:
     /// the C device.
     fn default() -> Config {
-        Config { stage: Stage::S1, oas: Config::OAS_DEFAULT, ssidsize: 0, ats: false, ril: true, strict: false }
+        Config { stage: Stage::S1, oas: Config::OAS_DEFAULT, ssidsize: 0, ats: false, ril: true, msi: false, strict: false }
     }
 }
 
@@ -330,6 +334,11 @@ impl Config {
         idr0.set_term_model(true);
         idr0.set_st_level(StLevel::TwoLevel);
         idr0.set_ats(self.ats);
+        // Split-stage ATS (STE.EATS = 0b10) is not implemented: a device's
+        // translated accesses never come back through QEMU's SMMU, so their
+        // stage 2 could not be applied.
+        idr0.set_ns1ats(self.ats);
+        idr0.set_msi(self.msi);
 
         let mut idr1 = Idr1::from(0u32);
         idr1.set_sidsize(u6::new(Self::SID_BITS));
@@ -389,7 +398,7 @@ mod tests {
     #[test]
     fn defaults_are_the_c_device() {
         let c = Config::default();
-        assert_eq!(c, Config { stage: Stage::S1, oas: 44, ssidsize: 0, ats: false, ril: true, strict: false });
+        assert_eq!(c, Config { stage: Stage::S1, oas: 44, ssidsize: 0, ats: false, ril: true, msi: false, strict: false });
         assert_eq!(c.validate(), Ok(()));
         assert!(c.upstream_accel_only().is_empty());
         let id = c.id_registers();
@@ -452,9 +461,13 @@ mod tests {
         assert_eq!((ssid.idr[0], ssid.idr[3], ssid.idr[5]), (base.idr[0], base.idr[3], base.idr[5]));
 
         let ats = with(Config { ats: true, ..Config::default() });
-        assert_eq!(ats.idr[0], 0x0D44_101A | 0x400);
+        assert_eq!(ats.idr[0], 0x0D44_101A | 0x400 | 0x800);
         assert!(ats.idr0().ats());
         assert_eq!(ats.idr[1..], base.idr[1..]);
+
+        let msi = with(Config { msi: true, ..Config::default() });
+        assert_eq!(msi.idr[0], 0x0D44_101A | 1 << 13);
+        assert_eq!(msi.idr[1..], base.idr[1..]);
 
         let no_ril = with(Config { ril: false, ..Config::default() });
         assert_eq!(no_ril.idr[3], 0x1004);
@@ -462,10 +475,10 @@ mod tests {
         assert_eq!(no_ril_s2.idr[3], 0x1014);
         assert_eq!((no_ril.idr[0], no_ril.idr[1], no_ril.idr[5]), (base.idr[0], base.idr[1], base.idr[5]));
 
-        let all = with(Config { stage: Stage::Nested, oas: 48, ssidsize: 16, ats: true, ril: false, strict: false });
-        assert_eq!(all.idr, [0x0D44_141B, 0x0273_0410, 0, 0x1014, 0, 0x75]);
+        let all = with(Config { stage: Stage::Nested, oas: 48, ssidsize: 16, ats: true, ril: false, msi: false, strict: false });
+        assert_eq!(all.idr, [0x0D44_1C1B, 0x0273_0410, 0, 0x1014, 0, 0x75]);
         assert_eq!(
-            Config { stage: Stage::Nested, oas: 48, ssidsize: 16, ats: true, ril: false, strict: false }.upstream_accel_only(),
+            Config { stage: Stage::Nested, oas: 48, ssidsize: 16, ats: true, ril: false, msi: false, strict: false }.upstream_accel_only(),
             ["oas", "ssidsize", "ats", "ril"]
         );
     }
@@ -627,9 +640,10 @@ mod tests {
             );
             assert_eq!(
                 with(Config { ats: true, ..base }),
-                (SteCaps { ats: true, ..s }, CommandCaps { ats: true, ..m })
+                (SteCaps { ats: true, ns1ats: true, ..s }, CommandCaps { ats: true, ..m })
             );
             assert_eq!(with(Config { ril: false, ..base }), (s, CommandCaps { ril: false, ..m }));
+            assert_eq!(with(Config { msi: true, ..base }), (s, m));
         }
     }
 

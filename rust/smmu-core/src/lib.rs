@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod ats;
 pub mod cd;
 pub mod command;
 pub mod config;

@@ -2122,7 +2122,7 @@ mod tests {
         let mut rng = Rng(0x5EED_1234_ABCD_0001);
         let configs = [
             Config::default(),
-            Config { stage: Stage::Nested, oas: 48, ssidsize: 20, ats: true, ril: false, strict: true },
+            Config { stage: Stage::Nested, oas: 48, ssidsize: 20, ats: true, ril: false, msi: true, strict: true },
             Config { stage: Stage::S2, ..Config::default() },
         ];
         for config in configs {

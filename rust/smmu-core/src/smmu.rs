@@ -23,7 +23,10 @@
 //!   pulsed (an edge), for the event queue only when a record was written
 //!   and IRQ_CTRL.EVENTQ_IRQEN is set, for GERROR when a new error is
 //!   raised and IRQ_CTRL.GERROR_IRQEN is set, and for CMD_SYNC with CS=IRQ
-//!   always (as the C device does). MSIs are not advertised.
+//!   always (as the C device does). With `x-msi` ([`Config::msi`]) the
+//!   event queue and GERROR signal by MSI when their IRQ_CFG0 address is
+//!   set, and CMD_SYNC with CS = SIG_IRQ by its MSIAddress ([`Msi`]).
+//! * ATS Translation Requests are [`crate::ats`]'s.
 
 use iommu_core::cache::pages::{Classes, PageCache};
 use iommu_core::cache::BoundedMap;
@@ -78,11 +81,25 @@ pub struct AtcInvalidation {
     pub last: u64,
 }
 
+/// An MSI the glue must send: a 32-bit store of `data` at `addr`. If the
+/// store fails, the glue reports it with [`Smmu::msi_aborted`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Msi {
+    /// Physical address (52 bits, 4-byte aligned).
+    pub addr: u64,
+    /// Payload.
+    pub data: u32,
+    /// What it signals (never [`Irq::Priq`]).
+    pub source: Irq,
+}
+
 /// What the glue must do after an operation, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Effects {
     /// Interrupt lines to pulse.
     pub irqs: Vec<Irq>,
+    /// MSIs to send (with `x-msi`, instead of the lines).
+    pub msis: Vec<Msi>,
     /// Guest errors to log.
     pub log: Vec<String>,
     /// ATC invalidations to forward.
@@ -254,7 +271,7 @@ impl Smmu {
     fn command_error(&mut self, error: CommandError, fx: &mut Effects) {
         self.regs.set_cmdq_error(error.code());
         if self.regs.raise_gerror(Gerror::from(1u32)) {
-            fx.irqs.push(Irq::Gerror);
+            self.signal(Irq::Gerror, fx);
         }
     }
 
@@ -346,8 +363,14 @@ impl Smmu {
                 }
             }
             Command::Sync(sync) => {
+                // SIG_IRQ: an MSI when advertised and MSIAddress is set;
+                // else the C device's CMD_SYNC line.
                 if sync.signal == SyncSignal::Irq {
-                    fx.irqs.push(Irq::CmdSync);
+                    if self.cfg.msi && sync.msi_addr != 0 {
+                        fx.msis.push(Msi { addr: sync.msi_addr, data: sync.msi_data, source: Irq::CmdSync });
+                    } else {
+                        fx.irqs.push(Irq::CmdSync);
+                    }
                 }
             }
             // Nothing is prefetched, no transaction stalls and PRI is not
@@ -395,23 +418,61 @@ impl Smmu {
         let pushed = eq.push(mem, event.encode(), abort_pending);
         self.regs.eventq.prod = eq.prod;
         match pushed {
-            Pushed::Written if self.regs.eventq_irq_enabled() => fx.irqs.push(Irq::Eventq),
+            Pushed::Written if self.regs.eventq_irq_enabled() => self.signal(Irq::Eventq, fx),
             Pushed::Written | Pushed::Overflowed | Pushed::Discarded => {}
             Pushed::Aborted => {
                 fx.log.push(format!("smmuv3: event {} lost: event queue full or unwritable", event.event_type().name()));
                 let mut g = Gerror::from(0u32);
                 g.set_eventq_abt_err(true);
                 if self.regs.raise_gerror(g) {
-                    fx.irqs.push(Irq::Gerror);
+                    self.signal(Irq::Gerror, fx);
                 }
             }
         }
     }
 
+    // ------------------------------------------------------------ interrupts
+
+    /// Signal the event queue or GERROR interrupt: an MSI when MSIs are
+    /// advertised and the source's IRQ_CFG0 address is non-zero (0 means
+    /// no MSI, SMMUv3 6.3.x), else the wired line.
+    fn signal(&self, irq: Irq, fx: &mut Effects) {
+        let cfg = match irq {
+            Irq::Eventq => Some((self.regs.eventq_irq_cfg0, self.regs.eventq_irq_cfg1)),
+            Irq::Gerror => Some((self.regs.gerror_irq_cfg0, self.regs.gerror_irq_cfg1)),
+            Irq::Priq | Irq::CmdSync => None,
+        };
+        match cfg {
+            Some((cfg0, data)) if self.cfg.msi && cfg0.addr().value() != 0 => {
+                fx.msis.push(Msi { addr: cfg0.addr().value() << 2, data, source: irq });
+            }
+            _ => fx.irqs.push(irq),
+        }
+    }
+
+    /// The glue could not write `msi`: raise GERROR.MSI_*_ABT_ERR for its
+    /// source (and signal GERROR, unless that is what failed and is still
+    /// active).
+    pub fn msi_aborted(&mut self, msi: Msi) -> Effects {
+        let mut fx = Effects::default();
+        fx.log.push(format!("smmuv3: MSI write of {:#x} to {:#x} aborted", msi.data, msi.addr));
+        let mut g = Gerror::from(0u32);
+        match msi.source {
+            Irq::CmdSync => g.set_msi_cmdq_abt_err(true),
+            Irq::Eventq => g.set_msi_eventq_abt_err(true),
+            Irq::Priq => g.set_msi_priq_abt_err(true),
+            Irq::Gerror => g.set_msi_gerror_abt_err(true),
+        }
+        if self.regs.raise_gerror(g) {
+            self.signal(Irq::Gerror, &mut fx);
+        }
+        fx
+    }
+
     // ------------------------------------------------------------ translation
 
     /// The stream's configuration, from the cache or the stream table.
-    fn stream_config(&mut self, sid: u32, mem: &dyn GuestMemory) -> Result<StreamConfig, ConfigEvent> {
+    pub(crate) fn stream_config(&mut self, sid: u32, mem: &dyn GuestMemory) -> Result<StreamConfig, ConfigEvent> {
         if let Some(c) = self.streams.get(&sid) {
             return Ok(*c);
         }
@@ -424,7 +485,7 @@ impl Smmu {
 
     /// The context descriptor of a request on a stream with stage 1
     /// (`None`: stage 1 bypassed through S1DSS).
-    fn context(&mut self, sid: u32, ssid: Option<u32>, t: &Translate, mem: &dyn GuestMemory) -> Result<Option<ContextConfig>, ConfigEvent> {
+    pub(crate) fn context(&mut self, sid: u32, ssid: Option<u32>, t: &Translate, mem: &dyn GuestMemory) -> Result<Option<ContextConfig>, ConfigEvent> {
         let Some(s1) = t.s1 else { return Ok(None) };
         let s2 = t.s2.as_ref().map(|s| &s.tables);
         if let Ok(cd::CdSelection::Cd(index)) = cd::select(&s1, ssid, &self.caps) {
@@ -487,64 +548,82 @@ impl Smmu {
             Resolved::Bypass => return Ok(Translation::identity(req.addr)),
             Resolved::Translate { t, cd } => (t, cd),
         };
+        let access = self.effective_access(req.access);
+        self.walk_resolved(req.addr, &t, cd.as_ref(), access, mem).map_err(|e| {
+            let s1_record = cd.as_ref().is_some_and(|c| c.record);
+            let s2_record = t.s2.as_ref().is_some_and(|s| s.record);
+            if let Some(ev) = walk_event(e, req, s1_record, s2_record) {
+                self.record_event(ev, mem, fx);
+            }
+        })
+    }
+
+    /// The access the page tables are checked for. Compatible rules:
+    /// permissions as for a privileged request (the C device checks AP[2]
+    /// only); event records keep the request's own PnU.
+    pub(crate) fn effective_access(&self, access: Access) -> Access {
+        if self.cfg.strict {
+            access
+        } else {
+            Access { privileged: true, ..access }
+        }
+    }
+
+    /// Translate `addr` through a resolved translating configuration: a
+    /// TLB hit, or a walk whose result is cached. The translation's `perm`
+    /// is the page's for `access`'s privilege; a failed walk records
+    /// nothing (the caller decides).
+    pub(crate) fn walk_resolved(
+        &mut self,
+        addr: u64,
+        t: &Translate,
+        cd: Option<&ContextConfig>,
+        access: Access,
+        mem: &dyn GuestMemory,
+    ) -> Result<Translation, VmsaError> {
         let vmid = u32::from(t.vmid.unwrap_or(0));
-        // Compatible rules: permissions as for a privileged request (the C
-        // device checks AP[2] only); records keep the request's own PnU.
-        let access = if self.cfg.strict { req.access } else { Access { privileged: true, ..req.access } };
         let privileged = usize::from(access.privileged);
         // The TLB first.
-        let tags: [Option<u32>; 2] = match &cd {
+        let tags: [Option<u32>; 2] = match cd {
             Some(c) => [Some(u32::from(c.asid)), Some(GLOBAL)],
             None => [Some(S2_ONLY), None],
         };
         // Instruction fetches always walk: the TLB keeps data permissions.
-        let tags = if req.access.instruction { [None, None] } else { tags };
+        let tags = if access.instruction { [None, None] } else { tags };
         for inner in tags.into_iter().flatten() {
-            if let Some((e, shift)) = self.tlb.lookup(vmid, inner, req.addr) {
+            if let Some((e, shift)) = self.tlb.lookup(vmid, inner, addr) {
                 let perm = e.perm[privileged];
-                if perm.allows(req.access.write) {
-                    return Ok(Translation { input: page_base(req.addr, shift), output: e.output, size_shift: shift, perm });
+                if perm.allows(access.write) {
+                    return Ok(Translation { input: page_base(addr, shift), output: e.output, size_shift: shift, perm });
                 }
             }
         }
-        let walked = match (&cd, &t.s2) {
-            (Some(c), Some(s2)) => vmsa::nested_translate(mem, &c.tables, &s2.tables, req.addr, access).map(|o| {
+        let (output, shift, perm, global, kind) = match (cd, &t.s2) {
+            (Some(c), Some(s2)) => vmsa::nested_translate(mem, &c.tables, &s2.tables, addr, access).map(|o| {
                 let perm = [o.perm(false), o.perm(true)];
                 (o.out, o.size_shift, perm, o.s1.global, Kind::Nested)
             }),
-            (Some(c), None) => c.tables.translate(mem, req.addr, access).map(|o| {
+            (Some(c), None) => c.tables.translate(mem, addr, access).map(|o| {
                 let perm = [o.perms.perm(false), o.perms.perm(true)];
                 (o.out, o.size_shift, perm, o.global, Kind::Stage1)
             }),
             (None, Some(s2)) => s2
                 .tables
-                .translate(mem, req.addr, access)
+                .translate(mem, addr, access)
                 .map(|o| (o.out, o.size_shift, [o.perms.perm(); 2], false, Kind::Stage2))
-                .map_err(|fault| VmsaError::Stage2 { fault, ipa: req.addr, class: Class::In }),
-            (None, None) => return Ok(Translation::identity(req.addr)),
+                .map_err(|fault| VmsaError::Stage2 { fault, ipa: addr, class: Class::In }),
+            (None, None) => return Ok(Translation::identity(addr)),
+        }?;
+        // Compatible rules: every stage-1 entry belongs to its ASID, as the
+        // C device keeps them (it ignores nG), so that invalidations by
+        // ASID reach global entries too.
+        let inner = match (cd, global && self.cfg.strict) {
+            (None, _) => S2_ONLY,
+            (Some(_), true) => GLOBAL,
+            (Some(c), false) => u32::from(c.asid),
         };
-        match walked {
-            Ok((output, shift, perm, global, kind)) => {
-                // Compatible rules: every stage-1 entry belongs to its ASID,
-                // as the C device keeps them (it ignores nG), so that
-                // invalidations by ASID reach global entries too.
-                let inner = match (&cd, global && self.cfg.strict) {
-                    (None, _) => S2_ONLY,
-                    (Some(_), true) => GLOBAL,
-                    (Some(c), false) => u32::from(c.asid),
-                };
-                self.tlb.insert(vmid, inner, req.addr, shift, kind as u8, TlbEntry { output, perm });
-                Ok(Translation { input: page_base(req.addr, shift), output, size_shift: shift, perm: perm[privileged] })
-            }
-            Err(e) => {
-                let s1_record = cd.as_ref().is_some_and(|c| c.record);
-                let s2_record = t.s2.as_ref().is_some_and(|s| s.record);
-                if let Some(ev) = walk_event(e, req, s1_record, s2_record) {
-                    self.record_event(ev, mem, fx);
-                }
-                Err(())
-            }
-        }
+        self.tlb.insert(vmid, inner, addr, shift, kind as u8, TlbEntry { output, perm });
+        Ok(Translation { input: page_base(addr, shift), output, size_shift: shift, perm: perm[privileged] })
     }
 }
 
@@ -565,7 +644,7 @@ fn attrs(access: Access) -> AccessAttrs {
 
 /// The event of a configuration error, if it is recorded: always, except
 /// translation-related stage-2 faults of a CD fetch without STE.S2R.
-fn config_event(e: ConfigEvent, req: &Request, s2_record: bool) -> (Event, bool) {
+pub(crate) fn config_event(e: ConfigEvent, req: &Request, s2_record: bool) -> (Event, bool) {
     let (sid, ssid) = (req.sid, req.ssid);
     let fetch = |fetch_addr| FetchAbort { sid, ssid, fetch_addr, reason: 0, gpcf: false };
     match e {
@@ -618,7 +697,7 @@ fn stage_fault(fault: Fault, req: &Request, s2: bool, class: FaultClass, ipa: u6
 
 /// The event of a failed walk, if it is recorded: external aborts always,
 /// translation-related faults when the failing stage's R bit is set.
-fn walk_event(e: VmsaError, req: &Request, s1_record: bool, s2_record: bool) -> Option<Event> {
+pub(crate) fn walk_event(e: VmsaError, req: &Request, s1_record: bool, s2_record: bool) -> Option<Event> {
     let (fault, s2, class, ipa, record) = match e {
         VmsaError::Config(_) => return Some(Event::BadCd { sid: req.sid, ssid: req.ssid }),
         // A stage-1 walk abort is CLASS = TT (the descriptor fetch failed);
@@ -632,29 +711,29 @@ fn walk_event(e: VmsaError, req: &Request, s1_record: bool, s2_record: bool) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::testutil::{Mem, Rng};
 
-    const STRTAB: u64 = 0x10_0000;
-    const CMDQ: u64 = 0x20_0000;
-    const EVENTQ: u64 = 0x30_0000;
-    const CD: u64 = 0x40_0000;
-    const TABLES: u64 = 0x50_0000;
-    const RAM: u64 = 0x100_0000;
-    const SID: u32 = 0x10;
-    const ASID: u16 = 7;
+    pub(crate) const STRTAB: u64 = 0x10_0000;
+    pub(crate) const CMDQ: u64 = 0x20_0000;
+    pub(crate) const EVENTQ: u64 = 0x30_0000;
+    pub(crate) const CD: u64 = 0x40_0000;
+    pub(crate) const TABLES: u64 = 0x50_0000;
+    pub(crate) const RAM: u64 = 0x100_0000;
+    pub(crate) const SID: u32 = 0x10;
+    pub(crate) const ASID: u16 = 7;
 
-    struct Rig {
-        smmu: Smmu,
-        mem: Mem,
+    pub(crate) struct Rig {
+        pub(crate) smmu: Smmu,
+        pub(crate) mem: Mem,
         cmd_prod: u32,
         next_table: u64,
     }
 
     /// A linear stream table of 256 STEs, 16-entry command and event
     /// queues, SMMUEN with both queues and both interrupts enabled.
-    fn rig(cfg: Config) -> Rig {
+    pub(crate) fn rig(cfg: Config) -> Rig {
         let mem = Mem::default();
         for (base, len) in [(STRTAB, 0x4000), (CMDQ, 0x1000), (EVENTQ, 0x1000), (CD, 0x1000), (TABLES, 0x10_0000), (RAM, 0x10_0000)] {
             mem.map(base, len);
@@ -676,7 +755,7 @@ mod tests {
     impl Rig {
         /// A stage-1 STE for `sid` whose single CD (4K granule, 48-bit VA,
         /// ASID 7, R set) uses the table at TABLES.
-        fn s1_stream(&self, sid: u32) {
+        pub(crate) fn s1_stream(&self, sid: u32) {
             let ste0 = 1 | (0b101 << 1) | CD;
             self.mem.put(STRTAB + 64 * u64::from(sid), &[ste0, 0, 0, 0, 0, 0, 0, 0]);
             let cd0 = 16 | (1 << 30) | (1 << 31) | (0b101 << 32) | (1 << 41) | (1 << 45) | (1 << 46) | (u64::from(ASID) << 48);
@@ -685,7 +764,7 @@ mod tests {
 
         /// Map the 4 KiB page at `va` to `pa` (RW at both privileges, AF
         /// set) in the stage-1 tables at TABLES.
-        fn map(&mut self, va: u64, pa: u64) {
+        pub(crate) fn map(&mut self, va: u64, pa: u64) {
             let mut table = TABLES;
             for level in 0..3 {
                 let shift = 39 - 9 * level;
@@ -706,13 +785,13 @@ mod tests {
             self.mem.put(table + ((va >> 12) & 0x1ff) * 8, &[leaf]);
         }
 
-        fn command(&mut self, words: [u64; 2]) -> Effects {
+        pub(crate) fn command(&mut self, words: [u64; 2]) -> Effects {
             self.mem.put(CMDQ + 16 * u64::from(self.cmd_prod & 15), &words);
             self.cmd_prod = (self.cmd_prod + 1) & 31;
             self.smmu.write_reg(0x98, 4, u64::from(self.cmd_prod), &self.mem)
         }
 
-        fn events(&self) -> Vec<Event> {
+        pub(crate) fn events(&self) -> Vec<Event> {
             let prod = self.smmu.regs.eventq.prod & 31;
             (0..prod.min(16))
                 .map(|i| {
@@ -755,8 +834,8 @@ mod tests {
         // memory.
         let mut r = rig(Config::default());
         r.s1_stream(SID);
-        let l1 = 0x7000_0000u64;
-        r.mem.put(TABLES + 8 * ((0x8000_1000u64 >> 39) & 0x1ff), &[l1 | 0b11]);
+        let (l1, va) = (0x7000_0000u64, 0x8000_1000u64);
+        r.mem.put(TABLES + 8 * ((va >> 39) & 0x1ff), &[l1 | 0b11]);
         let (t, fx) = translate(&mut r, 0x8000_1000, false);
         assert!(t.is_err());
         assert_eq!(fx.irqs, vec![Irq::Eventq]);
@@ -873,6 +952,51 @@ mod tests {
         let fx = r.command([0x40 | (5 << 32), 0]);
         assert_eq!(fx.irqs, vec![Irq::Gerror]);
         assert_eq!((r.smmu.regs.cmdq.cons >> 24) & 0x7f, 1);
+    }
+
+    #[test]
+    fn msis_replace_the_lines_when_advertised_and_addressed() {
+        // CMD_SYNC, CS = SIG_IRQ (bits 13:12 = 0b01), MSIData 0xabcd, MSIAddress.
+        let sync = [0x46 | (1 << 12) | (0xabcd << 32), RAM + 0x40];
+        for msi in [false, true] {
+            let mut r = rig(Config { msi, ..Config::default() });
+            let fx = r.command(sync);
+            if msi {
+                assert_eq!(fx.msis, vec![Msi { addr: RAM + 0x40, data: 0xabcd, source: Irq::CmdSync }]);
+                assert!(fx.irqs.is_empty());
+            } else {
+                assert_eq!((fx.msis.as_slice(), fx.irqs.as_slice()), (&[][..], &[Irq::CmdSync][..]));
+            }
+            // MSIAddress 0: the line.
+            let fx = r.command([0x46 | (1 << 12), 0]);
+            assert_eq!(fx.irqs, vec![Irq::CmdSync]);
+            // An event (C_BAD_STE) with EVENTQ_IRQ_CFG0/1 set: an MSI when
+            // advertised, else the line as before.
+            r.smmu.write_reg(0xb0, 8, 0x0800_0040, &r.mem);
+            r.smmu.write_reg(0xb8, 4, 0x77, &r.mem);
+            let (_, fx) = translate(&mut r, 0x1000, false);
+            if msi {
+                assert_eq!(fx.msis, vec![Msi { addr: 0x0800_0040, data: 0x77, source: Irq::Eventq }]);
+            } else {
+                assert_eq!((fx.msis.len(), fx.irqs.as_slice()), (0, &[Irq::Eventq][..]));
+            }
+        }
+    }
+
+    #[test]
+    fn an_aborted_msi_raises_its_gerror_bit_once() {
+        let mut r = rig(Config { msi: true, ..Config::default() });
+        r.smmu.write_reg(0x68, 8, 0x0800_0080, &r.mem);
+        let sync = Msi { addr: RAM, data: 0, source: Irq::CmdSync };
+        let fx = r.smmu.msi_aborted(sync);
+        let gerror_msi = Msi { addr: 0x0800_0080, data: 0, source: Irq::Gerror };
+        assert_eq!(fx.msis, vec![gerror_msi]);
+        assert!(r.smmu.regs.gerror_active().msi_cmdq_abt_err());
+        // The GERROR MSI fails too: its bit, once; then nothing more.
+        let fx = r.smmu.msi_aborted(gerror_msi);
+        assert_eq!(fx.msis, vec![gerror_msi]);
+        assert!(r.smmu.regs.gerror_active().msi_gerror_abt_err());
+        assert!(r.smmu.msi_aborted(gerror_msi).msis.is_empty());
     }
 
     #[test]

@@ -41,8 +41,10 @@
 //!    hardware update. Strict: ILLEGAL, as is S2HD with AF-only HTTU.
 //! 4. S2VMID\[15:8\] non-zero on an SMMU with 8-bit VMIDs is accepted
 //!    (the C device has 16-bit VMIDs). Strict: ILLEGAL.
-//! 5. EATS is never checked (the C device has no ATS and ignores it).
-//!    Strict, when [`SteCaps::ats`]: split-stage ATS (0b10) needs a nested
+//! 5. EATS is not checked without ATS (the C device has no ATS and
+//!    ignores it). With [`SteCaps::ats`] (a configuration the C device
+//!    does not offer, so there is nothing to be compatible with) the
+//!    architecture's rules apply: split-stage ATS (0b10) needs a nested
 //!    STE, S2S = 0 and no NS1ATS; full ATS (0b01) with stage 2 needs
 //!    S2S = 0.
 //! 6. S1Fmt selecting a 2-level CD table is accepted when the SMMU does not
@@ -811,7 +813,7 @@ fn decode_eats(w1: &SteWord1, w2: &SteWord2, s1_on: bool, s2_on: bool, caps: &St
     }
     let s2s = w2.s2_s();
     let raw = w1.eats();
-    if caps.strict {
+    {
         let bad = match raw {
             EatsField::SplitStage => !(s1_on && s2_on) || s2s || caps.ns1ats,
             EatsField::Full => s2_on && s2s,
@@ -1339,9 +1341,12 @@ pub(crate) mod tests {
         assert_eq!(translate(decode(full, &ats)).eats, Eats::Full);
         assert_eq!(translate(decode(full, &qemu())).eats, Eats::Abort, "no ATS: IGNORED");
         let split = set1(linux_s1_ste(0x1000), |w| w.set_eats(EatsField::SplitStage));
-        assert_eq!(translate(decode(split, &ats)).eats, Eats::SplitStage);
+        // With ATS the architecture's rules apply, strict or not (the C
+        // device has no ATS to be compatible with).
+        assert_eq!(decode(split, &ats), Err(SteError::Eats));
         assert_eq!(decode(split, &ats.strict()), Err(SteError::Eats));
         let nested_split = set1(linux_nested_ste(0x1000, 1, 0x1000), |w| w.set_eats(EatsField::SplitStage));
+        assert_eq!(translate(decode(nested_split, &ats)).eats, Eats::SplitStage);
         assert_eq!(translate(decode(nested_split, &ats.strict())).eats, Eats::SplitStage);
         let ns1ats = SteCaps { ns1ats: true, ..ats.strict() };
         assert_eq!(decode(nested_split, &ns1ats), Err(SteError::Eats));

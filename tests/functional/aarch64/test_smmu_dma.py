@@ -43,6 +43,8 @@ class SmmuDma(RvIommuGuestTest):
     # Bits of the probe line's "features 0x..." in Linux 6.12's arm-smmu-v3 driver
     # (ARM_SMMU_FEAT_TRANS_S1, _S2): the stages the driver found in SMMU_IDR0.
     FEAT_S1, FEAT_S2 = 1 << 9, 1 << 10
+    # ARM_SMMU_FEAT_MSI: SMMU_IDR0.MSI (with coherency, CMD_SYNC completes by MSI polling).
+    FEAT_MSI = 1 << 7
 
     VIRTIO_BLK_ID = '0x1af4:0x1042'
     NVME_ID = '0x1b36:0x0010'
@@ -127,6 +129,18 @@ class SmmuDma(RvIommuGuestTest):
         res = self.read_disk('iommu.strict=1', machine='',
                              smmu='arm-smmuv3,primary-bus=pcie.0,stage=2')
         self.check_smmu(res, 'DMA', stages=self.FEAT_S2)
+
+    def test_dma_msi_strict(self):
+        """A user-created SMMU advertising MSIs (x-msi=on, ours only): Linux
+        completes every CMD_SYNC by polling for the SMMU's MSI write into
+        the command queue (ARM_SMMU_OPT_MSIPOLL); the interrupts stay wired
+        (virt gives the SMMU no MSI domain)."""
+        res = self.read_disk('iommu.strict=1', machine='',
+                             smmu='arm-smmuv3,primary-bus=pcie.0,x-msi=on')
+        self.check_smmu(res, 'DMA', stages=self.FEAT_S1)
+        probe = [l for l in res.values.get('SMMU-LOG', []) if 'ias ' in l][0]
+        features = int(re.search(r'features 0x([0-9a-f]+)', probe).group(1), 16)
+        self.assertTrue(features & self.FEAT_MSI, 'the driver did not find IDR0.MSI')
 
     def test_dma_nvme_strict(self):
         res = self.read_disk('iommu.strict=1', nvme=True)

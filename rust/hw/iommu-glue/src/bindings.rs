@@ -19,8 +19,8 @@
     clippy::too_many_arguments
 )]
 
-//! `bindgen`-generated declarations for the memory API.
-//! Only `memory.rs` uses them.
+//! `bindgen`-generated declarations for the memory API and PCI.
+//! Only `memory.rs` and `ats.rs` use them.
 
 pub use chardev::bindings::Chardev;
 use glib_sys::{

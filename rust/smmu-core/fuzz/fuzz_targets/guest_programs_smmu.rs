@@ -17,6 +17,7 @@ use iommu_core::translation::vmsa::Access;
 use libfuzzer_sys::fuzz_target;
 use smmu_core::{
     config::{Config, Stage},
+    ats::{AtsRequest, AtsResponse},
     smmu::{Request, Smmu},
 };
 
@@ -92,6 +93,7 @@ fuzz_target!(|data: &[u8]| {
         ssidsize: if sel & 8 != 0 { 20 } else { (sel >> 4) & 7 },
         ats: sel & 0x80 != 0,
         ril: sel & 0x40 == 0,
+        msi: sel & 0x18 == 0x18,
         strict: sel & 0x20 != 0,
     };
     let Ok(mut smmu) = Smmu::new(cfg) else { return };
@@ -149,6 +151,27 @@ fuzz_target!(|data: &[u8]| {
                 let (Some(sid), Some(a)) = (inp.byte(), inp.u64()) else { return };
                 let ssid = (op & 0x20 != 0).then(|| u32::from(op >> 6));
                 let access = Access { write: op & 0x08 != 0, privileged: op & 0x10 != 0, instruction: false };
+                if op & 0x80 != 0 {
+                    // An ATS Translation Request: a success is a whole
+                    // aligned page granting at most what was asked for.
+                    let req = AtsRequest {
+                        sid: u32::from(sid),
+                        ssid,
+                        addr: a,
+                        privileged: access.privileged,
+                        exec: op & 0x40 != 0,
+                        no_write: !access.write,
+                        span: 1,
+                    };
+                    if let (AtsResponse::Success(t), _) = smmu.translate_ats(&req, &mem) {
+                        assert!(t.size_shift >= 12 && t.size_shift <= 52, "{t:?}");
+                        assert_eq!(t.input, a & !((1u64 << t.size_shift) - 1), "{t:?}");
+                        assert!(!t.perm.write || access.write, "{t:?} for {req:?}");
+                    }
+                    // Its F_BAD_ATS_TREQ records may land in the tables.
+                    dirty |= smmu.registers().eventq.prod != events_before;
+                    continue;
+                }
                 let req = Request { sid: u32::from(sid), ssid, addr: a, access };
                 let fresh = (!dirty).then(|| {
                     let mut f = Smmu::new(cfg).unwrap();

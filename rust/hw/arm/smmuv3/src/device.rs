@@ -25,12 +25,13 @@ use hwcore::{
     SysBusDeviceMethods,
 };
 use iommu_core::translation::vmsa::Access;
-use iommu_glue::SystemMemory;
+use iommu_glue::{ats::AtsNotifiers, SystemMemory};
 use migration::VMStateDescription;
 use qom::{prelude::*, ObjectImpl, ParentField, ParentInit};
 use smmu_core::{
     config::{Config, Stage},
     registers::MMIO_SIZE,
+    ats::{AtsRequest, AtsResponse},
     smmu::{Effects, Irq, Request, Smmu, Translation},
 };
 use system::{hwaddr, MemoryRegion, MemoryRegionOps, MemoryRegionOpsBuilder};
@@ -124,9 +125,12 @@ const PROPERTY_HELP: &[(&CStr, &CStr)] = &[
     (c"stage", c"translation stages advertised: 1 (default), 2 or nested; \
       any other value is stage 1, as the C device reads it"),
     (c"ssidsize", c"SubstreamID bits, 0-20 (IDR1.SSIDSIZE); 0: no substreams"),
-    (c"ats", c"advertise PCIe ATS (IDR0.ATS); not yet served, refused when on"),
+    (c"ats", c"PCIe ATS (IDR0.ATS): translation requests from devices (with PASIDs: SubstreamIDs) \
+      and CMD_ATC_INV to their ATCs"),
     (c"ril", c"advertise range invalidation (IDR3.RIL)"),
     (c"oas", c"output address size in bits, 44 or 48 (IDR5.OAS)"),
+    (c"x-msi", c"advertise MSIs (IDR0.MSI): event queue, GERROR and CMD_SYNC completion by MSI \
+      where their address is set (the C device has wired interrupts only)"),
     (c"x-strict", c"the architecture's checks where the C device is lenient: ILLEGAL STE \
       fields, the stage property's spelling, stage-1 EL0 permission (AP[1]) of requests"),
     (c"bus_num", c"unused; accepted for command-line compatibility"),
@@ -158,6 +162,9 @@ pub struct SmmuV3State {
     ril: bool,
     #[property(rename = "oas", default = 44)]
     oas: u8,
+    /// Advertise MSIs (ours; the C device has wired interrupts only).
+    #[property(rename = "x-msi", default = false)]
+    msi: bool,
     /// The architecture's checks where the C device is lenient.
     #[property(rename = "x-strict", default = false)]
     strict: bool,
@@ -168,6 +175,8 @@ pub struct SmmuV3State {
     pub(crate) migration: BqlRefCell<SmmuMigration>,
     pub(crate) gbpa: BqlRefCell<GbpaMigration>,
     spaces: AddressSpaces,
+    /// Device-IOTLB (ATC) notifiers of ATS-capable functions.
+    ats_notifiers: AtsNotifiers,
     /// Interrupt lines (bit per `Irq`) to pulse from the main loop.
     pending_irqs: AtomicU8,
 }
@@ -226,6 +235,7 @@ impl SmmuV3State {
         uninit_field_mut!(*this, migration).write(BqlRefCell::new(SmmuMigration::default()));
         uninit_field_mut!(*this, gbpa).write(BqlRefCell::new(GbpaMigration::default()));
         uninit_field_mut!(*this, spaces).write(AddressSpaces::default());
+        uninit_field_mut!(*this, ats_notifiers).write(AtsNotifiers::default());
         uninit_field_mut!(*this, pending_irqs).write(AtomicU8::new(0));
     }
 
@@ -244,6 +254,20 @@ impl SmmuV3State {
         &self.spaces
     }
 
+    pub(crate) fn ats_notifiers(&self) -> &AtsNotifiers {
+        &self.ats_notifiers
+    }
+
+    /// The widest input address a device may ask to translate (stage-1
+    /// VAs are 48 bits without VAX; a stage-2-only SMMU's IPAs the OAS).
+    pub(crate) fn input_bits(&self) -> u8 {
+        let guard = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref().map(|smmu| smmu.config().stage) {
+            Some(Stage::S2) => self.oas,
+            _ => 48,
+        }
+    }
+
     /// The configuration the properties ask for, or a clear error for what
     /// this device cannot do.
     fn decide_config(&self) -> Result<Config> {
@@ -251,14 +275,8 @@ impl SmmuV3State {
             (true, Some(s)) => Stage::parse_strict(&s).map_err(|e| Error::format(format_args!("arm-smmuv3: {e}")))?,
             (_, s) => Stage::from_property(s.as_deref()),
         };
-        let cfg = Config { stage, oas: self.oas, ssidsize: self.ssidsize, ats: self.ats, ril: self.ril, strict: self.strict };
+        let cfg = Config { stage, oas: self.oas, ssidsize: self.ssidsize, ats: self.ats, ril: self.ril, msi: self.msi, strict: self.strict };
         cfg.validate().map_err(|e| Error::format(format_args!("arm-smmuv3: {e}")))?;
-        if cfg.ats {
-            return Err(Error::msg(
-                "arm-smmuv3: ats=on is not served yet (ATS translation requests and \
-                 ATC invalidations are not wired to devices); use ats=off",
-            ));
-        }
         Ok(cfg)
     }
 
@@ -335,6 +353,11 @@ impl SmmuV3State {
         self.with_core(|smmu| smmu.translate(&req, &SystemMemory)).and_then(|r| r.ok())
     }
 
+    /// Answer an ATS Translation Request for one page.
+    pub(crate) fn translate_ats(&self, req: &AtsRequest) -> AtsResponse {
+        self.with_core(|smmu| smmu.translate_ats(req, &SystemMemory)).unwrap_or(AtsResponse::CompleterAbort)
+    }
+
     // ------------------------------------------------------------------
     // The core, and what its operations ask for.
 
@@ -380,10 +403,19 @@ impl SmmuV3State {
                 }
             }
         }
-        // ATC invalidations: ats=on is refused at realize, so the core
-        // produces none (ATC_INV without ATS invalidates nothing).
-        if !fx.atc.is_empty() {
-            log_mask_ln!(Log::Unimp, "arm-smmuv3: ATC invalidation without ATS ignored");
+        // ATC invalidations (from CMD_ATC_INV, under the BQL) to the ATCs
+        // of the functions they name.
+        for inv in &fx.atc {
+            self.ats_notifiers.notify(|rid, pasid| {
+                inv.covers(u32::from(rid), pasid).then(|| (inv.first, inv.last - inv.first))
+            });
+        }
+        // MSIs (x-msi): 32-bit stores, without the core's lock; a failed
+        // one is GERROR.MSI_*_ABT_ERR.
+        for msi in &fx.msis {
+            if iommu_glue::store_msi(msi.addr, msi.data).is_err() {
+                let _ = self.with_core(|smmu| ((), smmu.msi_aborted(*msi)));
+            }
         }
         if fx.irqs.is_empty() {
             return;

@@ -548,7 +548,7 @@ impl IntelIommuState {
             }
         }
         for event in &effects.invalidations {
-            self.ats.notify_device_tlb(event);
+            ffi::notify_device_tlb(&self.ats, event);
         }
         Self::apply_space_updates(updates);
         let failure = if nested.is_empty() { None } else { self.nested.apply(&nested) };

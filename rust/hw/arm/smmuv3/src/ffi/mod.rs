@@ -16,16 +16,19 @@
 //! property of the abstract parent), [`pci`] (`PCIIOMMUOps`, the checks of
 //! the primary bus, `pci_setup_iommu`), [`address_space`] (per-function
 //! address spaces and their notifiers), [`iommu_mr`] (the IOMMU memory
-//! region type) and [`main_loop`] (interrupts raised outside the BQL).
+//! region type), [`ats`] (PCIe ATS: translation requests and ATC
+//! notifiers) and [`main_loop`] (interrupts raised outside the BQL).
 
 mod address_space;
 mod arm_smmu;
+mod ats;
 mod iommu_mr;
 mod main_loop;
 mod pci;
 
 pub(crate) use address_space::*;
 pub(crate) use arm_smmu::*;
+pub(crate) use ats::*;
 pub(crate) use iommu_mr::*;
 pub(crate) use main_loop::*;
 pub(crate) use pci::*;
