@@ -178,13 +178,15 @@ class VtdProperties(QemuSystemTest):
     def test_scalable_mode_takes_json_booleans_and_globals(self):
         """x-scalable-mode is a boolean in the C device: JSON -device (as
         libvirt writes it) and -global spellings must keep working, next to
-        our string values."""
+        our string values; both properties read back the mode in effect
+        (off by default), whichever set it."""
         dev = '{"driver": "intel-iommu", "id": "iommu", '
         cases = [
             (['-device', dev + '"x-scalable-mode": true}'], 0x480080000f42, 'on'),
             (['-device', dev + '"x-scalable-mode": false}'], 0xf42, 'off'),
             (['-device', dev + '"x-scalable-mode": "modern"}'], 0xc99884000f42, 'modern'),
-            (['-device', dev + '"scalable-mode": true, "x-flts": true}'], 0x880000000f42, ''),
+            (['-device', dev + '"scalable-mode": true, "x-flts": true}'], 0x880000000f42, 'on'),
+            (['-device', dev + '"aw-bits": 48}'], 0xf42, 'off'),
             (['-global', 'intel-iommu.x-scalable-mode=on', '-device', 'intel-iommu,id=iommu'],
              0x480080000f42, 'on'),
             (['-global', 'intel-iommu.x-scalable-mode=modern', '-device', 'intel-iommu,id=iommu'],
@@ -202,6 +204,10 @@ class VtdProperties(QemuSystemTest):
                     self.assertEqual(hex(got), hex(ecap))
                     self.assertEqual(vm.cmd('qom-get', path='/machine/peripheral/iommu',
                                             property='x-scalable-mode'), value)
+                    # The newer spelling names the same mode in its words.
+                    self.assertEqual(vm.cmd('qom-get', path='/machine/peripheral/iommu',
+                                            property='scalable-mode'),
+                                     'legacy' if value == 'on' else value)
                 finally:
                     vm.shutdown()
         res = self.run_qemu('{"driver": "intel-iommu", "x-scalable-mode": 3}', '-qtest', 'null')

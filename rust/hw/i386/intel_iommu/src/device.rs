@@ -300,6 +300,20 @@ impl IntelIommuState {
         }
     }
 
+    /// What `x-scalable-mode` (`scalable_mode_new`: `scalable-mode`) reads
+    /// back: the mode in effect, named in that property's vocabulary
+    /// (`off`, `on` or `legacy`, `modern`), whichever of the two set it;
+    /// `None` when the values are invalid or contradict each other (the
+    /// property then reads what was written; realize refuses it).
+    pub(crate) fn scalable_mode_name(&self, scalable_mode_new: bool) -> Option<&'static std::ffi::CStr> {
+        Some(match self.scalable_mode().ok()? {
+            ScalableMode::Off => c"off",
+            ScalableMode::Legacy if scalable_mode_new => c"legacy",
+            ScalableMode::Legacy => c"on",
+            ScalableMode::Modern => c"modern",
+        })
+    }
+
     /// The architectural configuration implied by the properties, or a
     /// clear error for what the user asked and this device cannot do.
     fn decide_config(&self) -> Result<Config> {

@@ -18,7 +18,8 @@ use super::*;
 // (off, on, legacy, modern and the boolean spellings) that, like the C
 // device's boolean `x-scalable-mode`, also takes a JSON boolean (-device
 // JSON syntax, device_add): false is "off", true "on". The field is a
-// `char *` as with qdev's string properties, NULL while unset.
+// `char *` as with qdev's string properties, NULL while unset. Both read
+// back the mode in effect (`off` by default), as a string.
 
 /// A `PropertyInfo` in a static (its pointers make it neither Send nor Sync
 /// by itself; it is never written after compilation).
@@ -107,11 +108,21 @@ unsafe extern "C" fn scalable_mode_get(
     opaque: *mut c_void,
     errp: *mut *mut bindings::Error,
 ) {
-    // SAFETY: the field is NULL (unset: "", as qdev's string properties)
-    // or a string; output visitors only read it.
+    // SAFETY: obj is our device (the property is only on intel-iommu);
+    // name is the property's NUL-terminated name; the field is NULL or a
+    // string; output visitors only read the value.
     unsafe {
-        let field = string_field(obj, opaque);
-        let mut s: *mut c_char = if (*field).is_null() { c"".as_ptr().cast_mut() } else { *field };
+        let owner = &*obj.cast::<crate::device::IntelIommuState>();
+        let new_name = std::ffi::CStr::from_ptr(name) == c"scalable-mode";
+        let mut s: *mut c_char = match owner.scalable_mode_name(new_name) {
+            // The mode in effect, whichever property set it.
+            Some(mode) => mode.as_ptr().cast_mut(),
+            // Invalid or contradictory values: what was written.
+            None => {
+                let field = string_field(obj, opaque);
+                if (*field).is_null() { c"".as_ptr().cast_mut() } else { *field }
+            }
+        };
         bindings::visit_type_str(v.cast(), name, &mut s, errp);
     }
 }
