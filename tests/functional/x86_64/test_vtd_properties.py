@@ -108,6 +108,14 @@ class VtdProperties(QemuSystemTest):
                 self.assertIn(name, found)
                 self.assertEqual(found[name], (typ, default))
 
+    def test_help_shows_user_properties_only(self):
+        """As the C device's: no child objects (the register window is
+        created at realize, not at instance init)."""
+        res = self.run_qemu('intel-iommu,help')
+        self.assertEqual(res.returncode, 0, res.stderr)
+        children = [l.strip() for l in res.stdout.splitlines() if '<child<' in l or 'intel_iommu[' in l]
+        self.assertEqual(children, [])
+
     def test_help_describes_every_property(self):
         """Each property has its own description (the C device's help
         shows only the type's generic on/off text)."""

@@ -265,12 +265,7 @@ impl IntelIommuState {
     /// once, before any other use of it; every field not set by the parent
     /// classes is written here.
     unsafe fn init(mut this: ParentInit<Self>) {
-        MemoryRegion::init_io(
-            &mut uninit_field_mut!(*this, iomem),
-            &VTD_MMIO_OPS,
-            "intel_iommu",
-            Vtd::MMIO_SIZE,
-        );
+        // iomem (zeroed by QOM) is initialised at realize, as in C.
         uninit_field_mut!(*this, core).write(Mutex::new(None));
         uninit_field_mut!(*this, migration).write(BqlRefCell::new(VtdMigration::default()));
         uninit_field_mut!(*this, spaces).write(AddressSpaces::default());
@@ -399,7 +394,7 @@ impl IntelIommuState {
         // writes lift this while nothing consumes those effects.
         vtd.set_queue_barriers(true);
         *self.core.lock().unwrap_or_else(PoisonError::into_inner) = Some(vtd);
-        ffi::map_registers(&self.iomem);
+        ffi::init_and_map_registers(self, &self.iomem, &VTD_MMIO_OPS, Vtd::MMIO_SIZE);
         ffi::setup_pci_iommu(self)?;
         Ok(())
     }
