@@ -437,6 +437,20 @@ class SmmuParity(QemuSystemTest):
                 failures.append(f'{dict(machine=machine, device=device)}: {e}')
         self.assertEqual(failures, [], '\n'.join(failures))
 
+    def test_help_lists_the_c_device_properties_and_no_children(self):
+        """`-device arm-smmuv3,help`: every property of the C device, and,
+        as there, no child region or IRQ link (created at realize)."""
+        def props(build):
+            res = subprocess.run([qemu_binary(build), '-M', 'virt', '-device', 'arm-smmuv3,help'],
+                                 capture_output=True, text=True, timeout=30)
+            self.assertEqual(res.returncode, 0, res.stderr)
+            return {ln.split('=', 1)[0].strip(): ln.split('=', 1)[1].split()[0]
+                    for ln in res.stdout.splitlines()[1:] if '=' in ln}
+        c, rs = props('ref'), props('rs')
+        for name, typ in c.items():
+            self.assertEqual(rs.get(name), typ, name)
+        self.assertEqual([n for n, t in rs.items() if '<child<' in t or 'sysbus-irq' in n], [])
+
 
 if __name__ == '__main__':
     QemuSystemTest.main()

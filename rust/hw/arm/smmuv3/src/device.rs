@@ -193,7 +193,6 @@ unsafe impl ObjectType for SmmuV3State {
 impl ObjectImpl for SmmuV3State {
     type ParentType = ArmSmmuState;
     const INSTANCE_INIT: Option<unsafe fn(ParentInit<Self>)> = Some(Self::init);
-    const INSTANCE_POST_INIT: Option<fn(&Self)> = Some(Self::post_init);
     const CLASS_INIT: fn(&mut Self::Class) = |klass| {
         klass.class_init::<SmmuV3State>();
         let dc = &mut klass.parent_class;
@@ -230,20 +229,14 @@ impl SmmuV3State {
     /// once, before any other use of it; every field not set by the parent
     /// classes is written here.
     unsafe fn init(mut this: ParentInit<Self>) {
-        MemoryRegion::init_io(&mut uninit_field_mut!(*this, iomem), &SMMU_MMIO_OPS, "arm-smmuv3", MMIO_SIZE);
+        // iomem (zeroed by QOM) and the interrupts are set up at realize,
+        // as in C: before that QOM shows no child region or IRQ links.
         uninit_field_mut!(*this, core).write(Mutex::new(None));
         uninit_field_mut!(*this, migration).write(BqlRefCell::new(SmmuMigration::default()));
         uninit_field_mut!(*this, gbpa).write(BqlRefCell::new(GbpaMigration::default()));
         uninit_field_mut!(*this, spaces).write(AddressSpaces::default());
         uninit_field_mut!(*this, ats_notifiers).write(AtsNotifiers::default());
         uninit_field_mut!(*this, pending_irqs).write(AtomicU8::new(0));
-    }
-
-    fn post_init(&self) {
-        self.init_mmio(&self.iomem);
-        for irq in &self.interrupts {
-            self.init_irq(irq);
-        }
     }
 
     fn base(&self) -> &ArmSmmuState {
@@ -285,6 +278,11 @@ impl SmmuV3State {
         ffi::check_primary_bus(bus)?;
         let cfg = self.decide_config()?;
         let smmu = Smmu::new(cfg).map_err(|e| Error::format(format_args!("arm-smmuv3: {e}")))?;
+        ffi::init_register_window(self, &self.iomem, &SMMU_MMIO_OPS, MMIO_SIZE);
+        self.init_mmio(&self.iomem);
+        for irq in &self.interrupts {
+            self.init_irq(irq);
+        }
         *self.core.lock().unwrap_or_else(PoisonError::into_inner) = Some(smmu);
         ffi::setup_pci_iommu(self, bus, self.base().smmu_per_bus);
         Ok(())

@@ -17,13 +17,15 @@
 //! the primary bus, `pci_setup_iommu`), [`address_space`] (per-function
 //! address spaces and their notifiers), [`iommu_mr`] (the IOMMU memory
 //! region type), [`ats`] (PCIe ATS: translation requests and ATC
-//! notifiers) and [`main_loop`] (interrupts raised outside the BQL).
+//! notifiers), [`memory`] (the register window) and [`main_loop`]
+//! (interrupts raised outside the BQL).
 
 mod address_space;
 mod arm_smmu;
 mod ats;
 mod iommu_mr;
 mod main_loop;
+mod memory;
 mod pci;
 
 pub(crate) use address_space::*;
@@ -31,4 +33,5 @@ pub(crate) use arm_smmu::*;
 pub(crate) use ats::*;
 pub(crate) use iommu_mr::*;
 pub(crate) use main_loop::*;
+pub(crate) use memory::*;
 pub(crate) use pci::*;
