@@ -89,7 +89,7 @@ OCCUPANCY = (1, 64, 1024, 16384)
 # Rust functions, demangled, end with these)
 ENTRY = {
     'translate': ('vtd_iommu_translate', 'ffi::iommu_mr::vtd_translate'),
-    'ats': ('vtd_ats_request_translation', 'ffi::ats::vtd_ats_request_translation'),
+    'ats': ('vtd_ats_request_translation', 'intel_iommu::ffi::ats::ats_request_translation'),
     'msi': ('vtd_mem_ir_write', 'ffi::address_space::interrupt_window_write'),
     'mmio': ('vtd_mem_write', 'intel_iommu::device::IntelIommuState::mmio_write'),
     'smmu_translate': ('smmuv3_translate', 'ffi::iommu_mr::smmu_translate'),

@@ -143,6 +143,25 @@ class TestDev:
         return self.qt.readl(self.bar0 + TD_UNMAPS)
 
 
+def start_virt(test, build, name, *args):
+    """For a rviommu_kit.MachinesTest: `build`'s -M virt,iommu=smmuv3
+    under qtest with `args` and the test device at 00:02.0 (StreamID
+    0x10), the SMMU enabled; (qtest, device, SMMU)."""
+    # Imported here: the benchmark uses this module without QEMU's python
+    # package on its path.
+    from qemu.machine.qtest import QEMUQtestMachine
+    vm = QEMUQtestMachine(test.aarch64_binary(build), base_temp_dir=test.workdir, name=name)
+    vm.add_args('-M', 'virt,iommu=smmuv3', '-accel', 'qtest', '-m', '512M', '-nodefaults',
+                '-display', 'none', '-device', 'rviommu-testdev,addr=02.0', *args)
+    vm.launch()
+    test.vms.append(vm)
+    qt = VirtQtest(vm)
+    dev = TestDev(qt, 2 << 3, PCI_MMIO_BASE)
+    smmu = Smmu(qt, SMMU_BASE)
+    smmu.enable()
+    return qt, dev, smmu
+
+
 class Smmu:
     """A guest driver's view of one SMMUv3: a bump allocator of zeroed
     pages in RAM, a linear stream table of 256 entries, command and event

@@ -16,10 +16,8 @@ nothing.
 
 import hashlib
 
-from qemu.machine.qtest import QEMUQtestMachine
-
 import rviommu_kit
-from smmu_qtest import (VirtQtest, Smmu, PageTable, TestDev, SMMU_BASE, PCI_MMIO_BASE, RAM_BASE,
+from smmu_qtest import (start_virt, PageTable, RAM_BASE,
                         STE_S1, CR0, CR0_CMDQEN, CR0_EVENTQEN, CR2, CMD_ATC_INV, CMD_TLBI_NH_ALL,
                         TD_XLATE, TD_ATC_HITS, TD_ATC_INVALS)
 
@@ -41,18 +39,9 @@ class SmmuAts(rviommu_kit.MachinesTest):
     timeout = 120
 
     def start(self, build, smmu_opts):
-        vm = QEMUQtestMachine(self.aarch64_binary(build), base_temp_dir=self.workdir, name=f'ats-{build}')
-        vm.add_args('-M', 'virt,iommu=smmuv3', '-accel', 'qtest', '-m', '512M', '-nodefaults',
-                    '-display', 'none', '-device', 'rviommu-testdev,addr=02.0')
-        for opt in smmu_opts:
-            vm.add_args('-global', f'arm-smmuv3.{opt}')
-        vm.launch()
-        self.vms.append(vm)
-        qt = VirtQtest(vm)
-        dev = TestDev(qt, SID, PCI_MMIO_BASE)
+        args = [a for opt in smmu_opts for a in ('-global', f'arm-smmuv3.{opt}')]
+        qt, dev, smmu = start_virt(self, build, f'ats-{build}', *args)
         dev.enable_ats()
-        smmu = Smmu(qt, SMMU_BASE)
-        smmu.enable()
         return qt, dev, smmu
 
     def s1_ste(self, smmu, cd, eats=True, cdmax=0, s1dss=0):

@@ -12,10 +12,8 @@ builds leave a CMD_SYNC's MSIAddress untouched.
 
 import struct
 
-from qemu.machine.qtest import QEMUQtestMachine
-
 import rviommu_kit
-from smmu_qtest import (VirtQtest, Smmu, TestDev, SMMU_BASE, PCI_MMIO_BASE, RAM_BASE,
+from smmu_qtest import (start_virt, RAM_BASE,
                         GERROR, GERRORN, CMD_SYNC, IRQ_CTRL, CMDQ_CONS)
 
 SID = 2 << 3
@@ -33,18 +31,7 @@ class SmmuMsi(rviommu_kit.MachinesTest):
     timeout = 60
 
     def start(self, build, msi):
-        vm = QEMUQtestMachine(self.aarch64_binary(build), base_temp_dir=self.workdir, name=f'msi-{build}')
-        vm.add_args('-M', 'virt,iommu=smmuv3', '-accel', 'qtest', '-m', '512M', '-nodefaults',
-                    '-display', 'none', '-device', 'rviommu-testdev,addr=02.0')
-        if msi:
-            vm.add_args('-global', 'arm-smmuv3.x-msi=on')
-        vm.launch()
-        self.vms.append(vm)
-        qt = VirtQtest(vm)
-        dev = TestDev(qt, SID, PCI_MMIO_BASE)
-        smmu = Smmu(qt, SMMU_BASE)
-        smmu.enable()
-        return qt, dev, smmu
+        return start_virt(self, build, f'msi-{build}', *(['-global', 'arm-smmuv3.x-msi=on'] if msi else []))
 
     def word(self, qt, addr):
         return struct.unpack('<I', qt.memread(addr, 4))[0]

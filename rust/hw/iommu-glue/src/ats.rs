@@ -141,6 +141,145 @@ pub unsafe fn init_notifier(n: *mut c_void, func: *const c_void, user_opaque: *m
     }
 }
 
+/// One page of a Translation Request, as the PCI core passes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtsPageRequest {
+    /// The requester id (bus number as the guest set it, devfn).
+    pub rid: u16,
+    /// The PASID prefix, if any.
+    pub pasid: Option<u32>,
+    /// Privileged Mode Requested.
+    pub privileged: bool,
+    /// Execute Requested.
+    pub exec: bool,
+    /// The address whose page is asked for.
+    pub iova: u64,
+    /// No Write: read permission only is asked for.
+    pub no_write: bool,
+    /// Bytes the whole request covers.
+    pub length: usize,
+}
+
+/// What a vIOMMU gives the ATS callbacks of
+/// [`ats_callbacks!`](crate::ats_callbacks).
+pub trait AtsOwner {
+    /// The notifiers registered with this IOMMU.
+    fn ats_notifiers(&self) -> &AtsNotifiers;
+    /// `get_iotlb_info`: (address width in bits, smallest page size).
+    fn iotlb_info(&self) -> (u8, u32);
+    /// The answer to one page of a Translation Request.
+    fn ats_page(&self, req: &AtsPageRequest) -> AtsPage;
+}
+
+/// Define, in the calling crate (with its bindings' spelling of the C
+/// types), the `PCIIOMMUOps` ATS callbacks `get_iotlb_info`,
+/// `init_iotlb_notifier`, `register_iotlb_notifier`,
+/// `unregister_iotlb_notifier` and `ats_request_translation` of the vIOMMU
+/// type `$owner` (the ops' opaque), which implements [`AtsOwner`].
+#[macro_export]
+macro_rules! ats_callbacks {
+    ($owner:ty) => {
+        /// `PCIIOMMUOps::ats_request_translation`: the IOMMU's answers page
+        /// by page (`iommu_glue::ats::request_translation`).
+        /// # Safety
+        /// Called by the PCI core with our device as opaque, a live bus,
+        /// `result` valid for `result_length` entries and a valid
+        /// `err_count`.
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) unsafe extern "C" fn ats_request_translation(
+            bus: *mut crate::bindings::PCIBus,
+            opaque: *mut ::std::ffi::c_void,
+            devfn: ::std::ffi::c_int,
+            pasid: u32,
+            privileged: bool,
+            exec: bool,
+            addr: u64,
+            length: usize,
+            no_write: bool,
+            result: *mut crate::bindings::IOMMUTLBEntry,
+            result_length: usize,
+            err_count: *mut u32,
+        ) -> isize {
+            use $crate::ats::AtsOwner;
+            // SAFETY: opaque is our device; bus is a live PCI bus.
+            let (owner, rid) =
+                unsafe { (&*opaque.cast::<$owner>(), $crate::ats::requester_id(bus.cast(), devfn as u8)) };
+            let pasid = $crate::ats::pasid_of(pasid);
+            let page = |iova| {
+                owner.ats_page(&$crate::ats::AtsPageRequest { rid, pasid, privileged, exec, iova, no_write, length })
+            };
+            // SAFETY: result and err_count per the contract.
+            unsafe { $crate::ats::request_translation(addr, length, result.cast(), result_length, err_count, page) }
+        }
+
+        /// # Safety
+        /// Called by the PCI core with our device as opaque and valid out
+        /// pointers.
+        pub(crate) unsafe extern "C" fn get_iotlb_info(
+            opaque: *mut ::std::ffi::c_void,
+            addr_width: *mut u8,
+            min_page_size: *mut u32,
+        ) {
+            use $crate::ats::AtsOwner;
+            // SAFETY: see the function's contract.
+            unsafe {
+                let (width, page) = (&*opaque.cast::<$owner>()).iotlb_info();
+                *addr_width = width;
+                *min_page_size = page;
+            }
+        }
+
+        /// # Safety
+        /// Called by the PCI core with a notifier to initialise.
+        pub(crate) unsafe extern "C" fn init_iotlb_notifier(
+            _bus: *mut crate::bindings::PCIBus,
+            _opaque: *mut ::std::ffi::c_void,
+            _devfn: ::std::ffi::c_int,
+            n: *mut crate::bindings::IOMMUNotifier,
+            func: crate::bindings::IOMMUNotify,
+            user_opaque: *mut ::std::ffi::c_void,
+        ) {
+            let func = func.map_or(::std::ptr::null(), |f| f as *const ::std::ffi::c_void);
+            // SAFETY: n is the caller's notifier; func is an IOMMUNotify.
+            unsafe { $crate::ats::init_notifier(n.cast(), func, user_opaque) }
+        }
+
+        /// # Safety
+        /// Called by the PCI core with our device as opaque and a notifier
+        /// that stays valid until unregistered.
+        pub(crate) unsafe extern "C" fn register_iotlb_notifier(
+            bus: *mut crate::bindings::PCIBus,
+            opaque: *mut ::std::ffi::c_void,
+            devfn: ::std::ffi::c_int,
+            pasid: u32,
+            n: *mut crate::bindings::IOMMUNotifier,
+        ) {
+            use $crate::ats::AtsOwner;
+            // SAFETY: opaque is our device; bus and n per the PCI core's
+            // contract (live until unregistered).
+            unsafe {
+                let owner = &*opaque.cast::<$owner>();
+                owner.ats_notifiers().register(bus.cast(), devfn as u8, pasid, n.cast());
+            }
+        }
+
+        /// # Safety
+        /// Called by the PCI core with our device as opaque.
+        pub(crate) unsafe extern "C" fn unregister_iotlb_notifier(
+            _bus: *mut crate::bindings::PCIBus,
+            opaque: *mut ::std::ffi::c_void,
+            _devfn: ::std::ffi::c_int,
+            _pasid: u32,
+            n: *mut crate::bindings::IOMMUNotifier,
+        ) {
+            use $crate::ats::AtsOwner;
+            // SAFETY: opaque is our device.
+            let owner = unsafe { &*opaque.cast::<$owner>() };
+            owner.ats_notifiers().unregister(n.cast());
+        }
+    };
+}
+
 /// An IOMMU's answer to a Translation Request for one page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AtsPage {
@@ -174,6 +313,7 @@ pub enum AtsPage {
 /// # Safety
 /// `result` is valid for `result_length` entries of `IOMMUTLBEntry` and
 /// `err_count` for a write.
+#[inline]
 pub unsafe fn request_translation(
     addr: u64,
     length: usize,

@@ -5,8 +5,9 @@
 //! The architectures live in QEMU-free crates; what both devices do the
 //! same way through QEMU's C API is here, once: the IOMMU's own accesses
 //! to guest memory (table walks, queue reads, record writes) and MSI
-//! stores, PCIe ATS (device-IOTLB notifiers, translation requests),
-//! property help texts. Every raw call is in one module per QEMU interface.
+//! stores, the register window created at realize, PCIe ATS
+//! (device-IOTLB notifiers and their `PCIIOMMUOps` callbacks, translation
+//! requests), property help texts. Every raw call is in one module per QEMU interface.
 
 pub mod ats;
 mod bindings;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 
 //! The memory API: the IOMMU's own accesses to guest memory
-//! (`address_space_*` on system memory) and MSI stores.
+//! (`address_space_*` on system memory), MSI stores, and the register
+//! window created at realize.
 
 use std::{ffi::c_void, ptr::addr_of_mut};
 
@@ -103,5 +104,41 @@ pub fn store_msi(address: u64, data: u32) -> Result<(), MemError> {
         Ok(())
     } else {
         Err(MemError)
+    }
+}
+
+/// Initialise `iomem`, a field of the device `owner` left zeroed by QOM, as
+/// an I/O region named `name` of `size` bytes whose callbacks `ops` get the
+/// device: what the Rust wrapper's `MemoryRegion::init_io` does at instance
+/// init, for a device that creates its register window at realize as the
+/// C devices do (so that QOM shows no child region before).
+///
+/// # Safety
+/// `owner` is the live device (a QOM object of type `T`) that holds
+/// `iomem`; `iomem` has not been initialised yet.
+pub unsafe fn init_register_window<T>(
+    owner: *mut c_void,
+    iomem: &system::MemoryRegion,
+    ops: &'static system::MemoryRegionOps<T>,
+    name: &std::ffi::CStr,
+    size: u64,
+) {
+    // The wrapper is the C ops struct and a zero-sized marker: equal sizes
+    // put the C struct at offset 0, so a pointer to it is one to the ops.
+    const {
+        assert!(std::mem::size_of::<system::MemoryRegionOps<T>>() == std::mem::size_of::<bindings::MemoryRegionOps>());
+    }
+    // SAFETY: per the contract; ops is static and its callbacks take the
+    // owner as opaque, as the wrapper's init_io passes it; the memory API
+    // copies the name.
+    unsafe {
+        bindings::memory_region_init_io(
+            iomem.as_mut_ptr().cast(),
+            owner.cast(),
+            std::ptr::from_ref(ops).cast(),
+            owner,
+            name.as_ptr(),
+            size,
+        );
     }
 }

@@ -28,11 +28,11 @@ unsafe impl Sync for SyncPciOps {}
 
 static SMMU_PCI_OPS: SyncPciOps = SyncPciOps(bindings::PCIIOMMUOps {
     get_address_space: Some(smmu_get_address_space),
-    get_iotlb_info: Some(super::smmu_get_iotlb_info),
-    init_iotlb_notifier: Some(super::smmu_init_iotlb_notifier),
-    register_iotlb_notifier: Some(super::smmu_register_iotlb_notifier),
-    unregister_iotlb_notifier: Some(super::smmu_unregister_iotlb_notifier),
-    ats_request_translation: Some(super::smmu_ats_request_translation),
+    get_iotlb_info: Some(super::get_iotlb_info),
+    init_iotlb_notifier: Some(super::init_iotlb_notifier),
+    register_iotlb_notifier: Some(super::register_iotlb_notifier),
+    unregister_iotlb_notifier: Some(super::unregister_iotlb_notifier),
+    ats_request_translation: Some(super::ats_request_translation),
     // SAFETY: the other callbacks are optional (None).
     ..unsafe { std::mem::zeroed() }
 });

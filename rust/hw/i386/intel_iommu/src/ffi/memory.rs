@@ -34,14 +34,6 @@ pub fn send_event_msi(address: u64, data: u32) {
 /// hw/pci-host/q35.h's Q35_HOST_BRIDGE_IOMMU_ADDR (a macro bindgen skips).
 const Q35_HOST_BRIDGE_IOMMU_ADDR: u64 = 0xfed9_0000;
 
-// The Rust wrapper's ops are its C struct and a zero-sized marker, so
-// (equal sizes) the C struct is at offset 0: a pointer to the wrapper is a
-// pointer to the C ops.
-const _: () = assert!(
-    std::mem::size_of::<system::MemoryRegionOps<crate::device::IntelIommuState>>()
-        == std::mem::size_of::<bindings::MemoryRegionOps>()
-);
-
 /// Create the register window (`intel_iommu`, owned by the device, as the
 /// C device does at realize: before that `-device intel-iommu,help` and
 /// QOM see no child region) and map it at the address the q35 machine
@@ -53,20 +45,15 @@ pub fn init_and_map_registers(
     ops: &'static system::MemoryRegionOps<crate::device::IntelIommuState>,
     size: u64,
 ) {
-    let owner_obj: *mut bindings::Object = owner.as_mut_ptr::<crate::device::IntelIommuState>().cast();
-    // SAFETY: iomem is the device's field, zeroed by QOM and initialised
-    // here once (realize runs once); it lives with the device. ops is
-    // static and a C MemoryRegionOps at offset 0 (asserted above) whose
-    // callbacks take the owner as opaque, as the wrapper's init_io passes
-    // it; the name is copied by the memory API. get_system_memory() is
-    // the global root region.
+    // SAFETY: owner is the device holding iomem, which realize (once)
+    // initialises here and which lives with the device;
+    // get_system_memory() is the global root region.
     unsafe {
-        bindings::memory_region_init_io(
-            iomem.as_mut_ptr().cast(),
-            owner_obj,
-            std::ptr::from_ref(ops).cast(),
-            owner_obj.cast(),
-            c"intel_iommu".as_ptr(),
+        iommu_glue::memory::init_register_window(
+            owner.as_mut_ptr::<crate::device::IntelIommuState>().cast(),
+            iomem,
+            ops,
+            c"intel_iommu",
             size,
         );
         bindings::memory_region_add_subregion(

@@ -36,11 +36,11 @@ unsafe impl Sync for SyncPciOps {}
 
 static VTD_PCI_OPS: SyncPciOps = SyncPciOps(bindings::PCIIOMMUOps {
     get_address_space: Some(vtd_get_address_space),
-    get_iotlb_info: Some(vtd_get_iotlb_info),
-    init_iotlb_notifier: Some(vtd_init_iotlb_notifier),
-    register_iotlb_notifier: Some(vtd_register_iotlb_notifier),
-    unregister_iotlb_notifier: Some(vtd_unregister_iotlb_notifier),
-    ats_request_translation: Some(vtd_ats_request_translation),
+    get_iotlb_info: Some(get_iotlb_info),
+    init_iotlb_notifier: Some(init_iotlb_notifier),
+    register_iotlb_notifier: Some(register_iotlb_notifier),
+    unregister_iotlb_notifier: Some(unregister_iotlb_notifier),
+    ats_request_translation: Some(ats_request_translation),
     get_viommu_cap: Some(vtd_get_viommu_cap),
     set_iommu_device: Some(vtd_set_iommu_device),
     unset_iommu_device: Some(vtd_unset_iommu_device),
