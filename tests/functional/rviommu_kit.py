@@ -12,6 +12,7 @@
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
+import glob
 import hashlib
 import os
 import random
@@ -194,7 +195,35 @@ class Kit:
                 raise RuntimeError(f'mkinitramfs.sh failed:\n{r.stdout}{r.stderr}')
         finally:
             os.unlink(body_path)
+        prune_initramfs(d, name, out)
         return str(out)
+
+
+# An initramfs of an older body that no checkout has used for this long is
+# deleted (a shared cache may serve checkouts of different ages at once).
+INITRAMFS_MAX_AGE_DAYS = 14
+
+
+def prune_initramfs(d, name, current, max_age_days=INITRAMFS_MAX_AGE_DAYS):
+    """Mark `current` (d/name-KEY.cpio.gz) used now, and delete the other
+    d/name-*.cpio.gz (with their .key) not used for `max_age_days`; the
+    names deleted."""
+    os.utime(current)
+    limit = time.time() - max_age_days * 86400
+    gone = []
+    for old in d.glob(f'{glob.escape(name)}-*.cpio.gz'):
+        # name-KEY with a 16-digit hex key only (another test's name may
+        # extend this one: dma-read vs dma-read-extra-...).
+        if old == current or not re.fullmatch(re.escape(name) + r'-[0-9a-f]{16}\.cpio\.gz', old.name):
+            continue
+        try:
+            if old.stat().st_mtime < limit:
+                old.unlink()
+                Path(f'{old}.key').unlink(missing_ok=True)
+                gone.append(old.name)
+        except FileNotFoundError:
+            pass        # a concurrent run pruned it
+    return gone
 
 
 class GuestResult:
