@@ -206,10 +206,14 @@ case "$WHAT" in
         sync_overlay "$TREE_RS"
         prepare_rust_wraps "$TREE_RS"
         apply_patches "$TREE_RS"
-        configure_build "$TREE_RS" "$BUILD_RS" --enable-rust
-        # smmu-core is not linked into an emulator yet: build it so that it
-        # keeps compiling with QEMU's rustc and crates
-        build_qemu "$BUILD_RS" rust/smmu-core/libsmmu_core.rlib
+        # The guest kit links SeaBIOS, the option ROMs and iPXE there (scripts/guest/kit.sh).
+        configure_build "$TREE_RS" "$BUILD_RS" --enable-rust --firmwarepath="$CACHE/firmware"
+        build_qemu "$BUILD_RS"
+        # A binary run from the build directory looks for its configured paths
+        # under qemu-bundle/ (QEMU's get_relocated_path): link the firmware
+        # path there too, so that both the built and an installed binary find it.
+        mkdir -p "$BUILD_RS/qemu-bundle$(dirname "$CACHE/firmware")"
+        ln -sfn "$CACHE/firmware" "$BUILD_RS/qemu-bundle$CACHE/firmware"
         ;;
     sync)
         # overlay and patches only (for iterating on the device with ninja)

@@ -14,6 +14,7 @@
 #     linux-image-amd64 metapackage; not pinned): vmlinuz + the modules tree with a modules.dep.
 #   - busybox from trixie's busybox-static (static binary, for the initramfs).
 #   - a firmware directory for QEMU's -L: bios-256k.bin (seabios) and the x86 option ROMs
+#     (also linked, with the iPXE ROMs, from $CACHE/firmware: our build's default firmware path)
 #     (linuxboot_dma.bin, kvmvapic.bin, ...; qemu-system-data), which the +ds source lacks.
 #   - a raw disk image of deterministic content and its sha256.
 #   - iPXE's option ROMs from trixie's ipxe-qemu (efi-virtio.rom, ...), in a directory of their
@@ -289,6 +290,22 @@ build_firmware() {
     info "$(cd "$FIRMWARE" && ls *.bin | tr '\n' ' ')"
 }
 
+# ---------------------------------------------------------------- default firmware path
+# Our build is configured with --firmwarepath=$CACHE/firmware (scripts/setup.sh): links
+# there to this kit's firmware and option ROMs let the binaries boot -M q35 (SeaBIOS,
+# linuxboot_dma.bin for -kernel, the NICs' iPXE ROMs) without -L, as a distribution's
+# QEMU does, for instance when libvirt starts them.
+link_default_firmware() {
+    step "default firmware path $CACHE/firmware"
+    local dir=$CACHE/firmware f
+    mkdir -p "$dir"
+    find "$dir" -maxdepth 1 -type l -delete
+    for f in "$FIRMWARE"/*.bin "$IPXE_ROM_DIR"/*.rom; do
+        ln -s "$f" "$dir/$(basename "$f")"
+    done
+    info "$(ls "$dir" | wc -l) links"
+}
+
 # ---------------------------------------------------------------- iPXE option ROMs
 IPXE_ROM_DIR=""
 build_ipxe_roms() {
@@ -417,6 +434,7 @@ else
     build_kernel
     build_firmware
     build_ipxe_roms
+    link_default_firmware
     build_disk
     build_initramfs
     write_env
