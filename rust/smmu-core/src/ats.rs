@@ -161,7 +161,7 @@ impl Smmu {
         let ev = Event::BadAtsTreq {
             sid: req.sid,
             ssid: req.ssid,
-            input_addr: req.addr & !((1u64 << STU_SHIFT) - 1),
+            input_addr: stu_base(req.addr),
             span: req.span.max(1),
             // A PCIe Translation Request always asks for read.
             read: true,
@@ -195,10 +195,14 @@ fn is_permission(e: &VmsaError) -> bool {
     matches!(e, VmsaError::Stage1(Fault::Permission { .. }) | VmsaError::Stage2 { fault: Fault::Permission { .. }, .. })
 }
 
+/// The STU holding `addr`.
+fn stu_base(addr: u64) -> u64 {
+    addr & !((1u64 << STU_SHIFT) - 1)
+}
+
 /// Success granting nothing, for one STU.
 fn denied(addr: u64) -> AtsResponse {
-    let input = addr & !((1u64 << STU_SHIFT) - 1);
-    AtsResponse::Success(Translation { input, output: 0, size_shift: STU_SHIFT, perm: Perm::NONE })
+    AtsResponse::Success(Translation { input: stu_base(addr), output: 0, size_shift: STU_SHIFT, perm: Perm::NONE })
 }
 
 #[cfg(test)]

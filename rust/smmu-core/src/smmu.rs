@@ -376,14 +376,10 @@ impl Smmu {
                 }
             }
             Command::Sync(sync) => {
-                // SIG_IRQ: an MSI when advertised and MSIAddress is set;
-                // else the C device's CMD_SYNC line.
+                // SIG_IRQ: an MSI to MSIAddress, or the C device's CMD_SYNC
+                // line.
                 if sync.signal == SyncSignal::Irq {
-                    if self.cfg.msi && sync.msi_addr != 0 {
-                        fx.msis.push(Msi { addr: sync.msi_addr, data: sync.msi_data, source: Irq::CmdSync });
-                    } else {
-                        fx.irqs.push(Irq::CmdSync);
-                    }
+                    self.signal_to(Irq::CmdSync, sync.msi_addr, sync.msi_data, fx);
                 }
             }
             // Nothing is prefetched, no transaction stalls and PRI is not
@@ -446,20 +442,25 @@ impl Smmu {
 
     // ------------------------------------------------------------ interrupts
 
-    /// Signal the event queue or GERROR interrupt: an MSI when MSIs are
-    /// advertised and the source's IRQ_CFG0 address is non-zero (0 means
-    /// no MSI, SMMUv3 6.3.x), else the wired line.
+    /// Signal the event queue or GERROR interrupt, with the MSI its
+    /// IRQ_CFG0/1 registers configure.
     fn signal(&self, irq: Irq, fx: &mut Effects) {
-        let cfg = match irq {
-            Irq::Eventq => Some((self.regs.eventq_irq_cfg0, self.regs.eventq_irq_cfg1)),
-            Irq::Gerror => Some((self.regs.gerror_irq_cfg0, self.regs.gerror_irq_cfg1)),
-            Irq::Priq | Irq::CmdSync => None,
+        let (cfg0, data) = match irq {
+            Irq::Eventq => (self.regs.eventq_irq_cfg0, self.regs.eventq_irq_cfg1),
+            Irq::Gerror => (self.regs.gerror_irq_cfg0, self.regs.gerror_irq_cfg1),
+            Irq::Priq | Irq::CmdSync => (Default::default(), 0),
         };
-        match cfg {
-            Some((cfg0, data)) if self.cfg.msi && cfg0.addr().value() != 0 => {
-                fx.msis.push(Msi { addr: cfg0.addr().value() << 2, data, source: irq });
-            }
-            _ => fx.irqs.push(irq),
+        self.signal_to(irq, cfg0.addr().value() << 2, data, fx);
+    }
+
+    /// Signal `irq`: an MSI of `data` to `addr` when MSIs are advertised
+    /// and `addr` is non-zero (0 means no MSI, SMMUv3 6.3.x), else the
+    /// wired line.
+    fn signal_to(&self, irq: Irq, addr: u64, data: u32, fx: &mut Effects) {
+        if self.cfg.msi && addr != 0 {
+            fx.msis.push(Msi { addr, data, source: irq });
+        } else {
+            fx.irqs.push(irq);
         }
     }
 

@@ -612,7 +612,8 @@ pub enum SteError {
     ContextPtrOutOfRange,
     /// S2VMID\[15:8\] non-zero with 8-bit VMIDs (strict rules only).
     Vmid16,
-    /// EATS inconsistent with the configuration (strict rules only).
+    /// EATS inconsistent with the configuration (only when ATS is
+    /// advertised).
     Eats,
 }
 
@@ -813,15 +814,13 @@ fn decode_eats(w1: &SteWord1, w2: &SteWord2, s1_on: bool, s2_on: bool, caps: &St
     }
     let s2s = w2.s2_s();
     let raw = w1.eats();
-    {
-        let bad = match raw {
-            EatsField::SplitStage => !(s1_on && s2_on) || s2s || caps.ns1ats,
-            EatsField::Full => s2_on && s2s,
-            EatsField::Abort | EatsField::FullDpt => false,
-        };
-        if bad {
-            return Err(SteError::Eats);
-        }
+    let bad = match raw {
+        EatsField::SplitStage => !(s1_on && s2_on) || s2s || caps.ns1ats,
+        EatsField::Full => s2_on && s2s,
+        EatsField::Abort | EatsField::FullDpt => false,
+    };
+    if bad {
+        return Err(SteError::Eats);
     }
     Ok(match raw {
         EatsField::Full => Eats::Full,

@@ -23,11 +23,10 @@ the C device's records depart from the architecture) are counted by name
 import os
 import random
 
-from qemu.machine.qtest import QEMUQtestMachine
 from qemu_test import QemuSystemTest
 
 import rviommu_kit
-from smmu_qtest import (VirtQtest, Smmu, TestDev, SMMU_BASE, PCI_MMIO_BASE, RAM_BASE, GERROR,
+from smmu_qtest import (start_virt, RAM_BASE, GERROR,
                         CMD_CFGI_ALL, CMD_TLBI_NH_ALL, CMD_TLBI_NSNH_ALL, DESC_TABLE, DESC_PAGE,
                         DESC_BLOCK, AF, SH_INNER, S1_AP_EL0, S2_AP_R, S2_AP_W, S2_MEMATTR_WB,
                         architected)
@@ -51,16 +50,8 @@ class Side:
     """One build: -M virt,iommu=smmuv3 under qtest, the test device at 00:02.0."""
 
     def __init__(self, test, build):
-        binary = test.aarch64_binary(build)
-        self.vm = QEMUQtestMachine(binary, base_temp_dir=test.workdir, name=f'smmu-{build}')
-        self.vm.add_args('-M', 'virt,iommu=smmuv3', '-accel', 'qtest', '-m', '512M',
-                         '-nodefaults', '-display', 'none', '-device', 'rviommu-testdev,addr=02.0')
-        self.vm.launch()
-        test.vms.append(self.vm)
-        self.qt = VirtQtest(self.vm)
-        self.dev = TestDev(self.qt, TESTDEV_BDF, PCI_MMIO_BASE)
-        self.smmu = Smmu(self.qt, SMMU_BASE)
-        self.smmu.enable()
+        self.qt, self.dev, self.smmu = start_virt(test, build, f'smmu-{build}')
+        self.vm = self.qt.vm
         # fixed pages for the round's structures
         self.cd = self.smmu.alloc()
         self.s1 = [self.smmu.alloc() for _ in range(3)]
