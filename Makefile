@@ -7,11 +7,12 @@
 #   make unit       cargo tests of the QEMU-free crates only
 #   make iommufd-kernel  the guest kernel with iommufd/VFIO cdevs (part of check)
 #   make bench      translation benchmark, our device against the C one (callgrind + wall clock)
+#   make install [PREFIX=/usr/local]   both system emulators with firmware and docs (any prefix)
 
 SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -eo pipefail -c
-.PHONY: all qemu ref kit iommufd-kernel demo check unit functional upstream bench bench-quick clean-cache
+.PHONY: all qemu ref kit iommufd-kernel testdeps demo check unit functional upstream bench bench-quick install clean-cache
 
 all: demo
 
@@ -27,13 +28,17 @@ kit:
 iommufd-kernel:
 	scripts/guest/kernel.sh
 
+# Packages only tests use (libvirt, which the libvirt test starts by itself).
+testdeps:
+	scripts/setup.sh testdeps
+
 demo: qemu kit
 	scripts/demo.sh
 
 unit:
 	scripts/unit.sh
 
-functional: qemu ref kit iommufd-kernel
+functional: qemu ref kit iommufd-kernel testdeps
 	tests/functional/run.sh
 
 upstream: qemu ref kit
@@ -48,6 +53,10 @@ bench-quick: qemu ref kit
 
 check: unit qemu ref kit iommufd-kernel functional upstream bench-quick
 	@echo "==> all tests passed"
+
+PREFIX ?= /usr/local
+install: qemu kit
+	scripts/install.sh "$(PREFIX)"
 
 clean-cache:
 	@echo "removing $${RVIOMMU_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/rviommu}"

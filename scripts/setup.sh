@@ -7,6 +7,7 @@
 #   scripts/setup.sh ref        the same for the pristine reference build (C device)
 #   scripts/setup.sh deps       only install the host packages
 #   scripts/setup.sh sync       only sync the overlay and patches into the tree
+#   scripts/setup.sh testdeps   packages only the tests use (libvirt's daemon, QEMU driver, virsh)
 . "$(dirname "$0")/common.sh"
 
 WHAT=${1:-rs}
@@ -14,22 +15,31 @@ WHAT=${1:-rs}
 APT_PACKAGES="ninja-build pkg-config libglib2.0-dev libpixman-1-dev flex bison libclang-dev
   bindgen libfdt-dev zlib1g-dev libslirp-dev dpkg-dev ccache busybox-static cpio xz-utils zstd
   libelf-dev bc python3-venv git seabios qemu-utils"
+# Installed without their recommendations (no system QEMU, no network stack):
+# tests/functional/*/test_libvirt*.py start the daemon themselves.
+TEST_APT_PACKAGES="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients"
 PIP_PACKAGES="meson==1.12.1 pycotap==1.3.1"
 
-install_deps() {
-    step "host packages (apt)"
-    local missing=()
-    for p in $APT_PACKAGES; do
+# apt_install [--no-install-recommends] PACKAGE...: install those not installed yet.
+apt_install() {
+    local missing=() opts=() p
+    if [ "${1:-}" = --no-install-recommends ]; then opts=("$1"); shift; fi
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
         info "installing: ${missing[*]}"
         need_root apt-get update -qq || die "apt-get update failed"
-        need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
+        need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${opts[@]}" "${missing[@]}" \
             >"$CACHE/apt-install.log" 2>&1 || { tail -20 "$CACHE/apt-install.log"; die "apt-get install failed"; }
     else
         info "all present"
     fi
+}
+
+install_deps() {
+    step "host packages (apt)"
+    apt_install $APT_PACKAGES
     step "python packages (pip)"
     if python3 -c 'import sys, mesonbuild.coredata as c, pycotap
 v = tuple(int(x) for x in c.version.split(".")[:2]); sys.exit(0 if v >= (1, 5) else 1)' 2>/dev/null \
@@ -198,6 +208,10 @@ build_qemu() {   # build dir [extra ninja targets]
 mkdir -p "$CACHE"
 case "$WHAT" in
     deps) install_deps ;;
+    testdeps)
+        step "packages for the tests (apt, without recommendations)"
+        apt_install --no-install-recommends $TEST_APT_PACKAGES
+        ;;
     rs)
         install_deps
         fetch_source

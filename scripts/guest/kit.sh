@@ -293,8 +293,9 @@ build_firmware() {
 # ---------------------------------------------------------------- default firmware path
 # Our build is configured with --firmwarepath=$CACHE/firmware (scripts/setup.sh): links
 # there to this kit's firmware and option ROMs let the binaries boot -M q35 (SeaBIOS,
-# linuxboot_dma.bin for -kernel, the NICs' iPXE ROMs) without -L, as a distribution's
-# QEMU does, for instance when libvirt starts them.
+# linuxboot_dma.bin for -kernel, the NICs' iPXE ROMs) without -L, and -M virt find
+# Debian's AAVMF as edk2-aarch64-code.fd / edk2-arm-vars.fd, as a distribution's QEMU does,
+# for instance when libvirt starts them.
 link_default_firmware() {
     step "default firmware path $CACHE/firmware"
     local dir=$CACHE/firmware f
@@ -303,6 +304,11 @@ link_default_firmware() {
     for f in "$FIRMWARE"/*.bin "$IPXE_ROM_DIR"/*.rom; do
         ln -s "$f" "$dir/$(basename "$f")"
     done
+    # UEFI for -M virt under the names of QEMU's own edk2 images (-bios edk2-aarch64-code.fd).
+    local aavmf
+    aavmf=$("$REPO/scripts/guest/edk2-aarch64.sh") || die "no AAVMF (scripts/guest/edk2-aarch64.sh)"
+    ln -s "$aavmf/AAVMF_CODE.fd" "$dir/edk2-aarch64-code.fd"
+    ln -s "$aavmf/AAVMF_VARS.fd" "$dir/edk2-arm-vars.fd"
     info "$(ls "$dir" | wc -l) links"
 }
 

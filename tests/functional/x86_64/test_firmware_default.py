@@ -4,7 +4,12 @@
 --firmwarepath=$CACHE/firmware, where the guest kit links SeaBIOS, the
 x86 option ROMs and iPXE (scripts/setup.sh, scripts/guest/kit.sh). A q35
 machine with -kernel (linuxboot_dma.bin), a NIC (its iPXE ROM) and a VGA
-(its VGA BIOS) must start and boot a guest to its /init without -L."""
+(its VGA BIOS) must start and boot a guest to its /init without -L; the
+aarch64 binary beside it finds Debian's AAVMF by QEMU's own name for it,
+`-bios edk2-aarch64-code.fd`."""
+
+import os
+import subprocess
 
 from qemu_test import QemuSystemTest
 
@@ -21,6 +26,17 @@ class FirmwareDefault(RvIommuGuestTest):
         vm.launch()
         self.assertEqual(vm.cmd('query-status')['status'], 'running')
         vm.shutdown()
+
+    def test_virt_finds_edk2_by_name(self):
+        aarch64 = os.path.join(os.path.dirname(self.qemu_bin), 'qemu-system-aarch64')
+        r = subprocess.run([aarch64, '-M', 'virt', '-cpu', 'max', '-accel', 'qtest',
+                            '-nodefaults', '-display', 'none', '-bios', 'edk2-aarch64-code.fd',
+                            '-qmp', 'stdio'],
+                           input='{"execute": "qmp_capabilities"} {"execute": "quit"}',
+                           capture_output=True, text=True, timeout=60, check=False)
+        self.log.info('%s: %d %s', aarch64, r.returncode, r.stderr)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('"host-qmp-quit"', r.stdout)
 
     def test_guest_boots_without_L(self):
         kit = self.kit
