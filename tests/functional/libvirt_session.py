@@ -110,7 +110,9 @@ class LibvirtSession:
 
     def start(self, timeout=30):
         with open(self.daemon_log, 'w') as out:
-            self.daemon = subprocess.Popen([self.libvirtd], env=self.env, stdin=subprocess.DEVNULL,
+            # --timeout: a daemon left behind by a killed test ends once idle.
+            self.daemon = subprocess.Popen([self.libvirtd, '--timeout', '300'], env=self.env,
+                                           stdin=subprocess.DEVNULL,
                                            stdout=out, stderr=subprocess.STDOUT,
                                            **self._as_user())
         sock = self.run_dir / 'libvirt' / 'libvirt-sock'
