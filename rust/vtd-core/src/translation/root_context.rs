@@ -4,29 +4,90 @@
 //! Conventions: the root table is one 4 KiB page of 256 16-byte root
 //! entries indexed by bus number; each present root entry points to a
 //! 4 KiB context table of 256 16-byte context entries indexed by devfn.
-//! Entries are kept raw (`lo`, `hi` quadwords) with accessor methods;
+//! Entries are kept raw (`lo`, `hi` quadwords, as read from memory) and
+//! read through their bilge layouts ([`RootLo`], [`ContextLo`],
+//! [`ContextHi`]);
 //! [`lookup_device_context`] performs the architected checks in the same
 //! order as the C device and yields either a validated [`DeviceContext`]
 //! or the fault reason (plus whether the context entry's FPD applies).
 
-use crate::queues::fault::FaultReason;
+use bilge::prelude::*;
+
 use crate::mem::GuestMemory;
+use crate::queues::fault::FaultReason;
+
+pub use layouts::{ContextHi, ContextLo, RootLo, TranslationType};
 
 /// Size of a legacy root entry.
 pub const ROOT_ENTRY_SIZE: u64 = 16;
 /// Size of a legacy context entry.
 pub const CONTEXT_ENTRY_SIZE: u64 = 16;
 
-/// Root entry: present bit.
-pub const ROOT_P: u64 = 1;
-/// Context entry (lo): present bit.
-pub const CTX_P: u64 = 1;
-/// Context entry (lo): fault processing disable.
-pub const CTX_FPD: u64 = 1 << 1;
-/// Context entry (lo): translation type shift.
-pub const CTX_TT_SHIFT: u32 = 2;
-/// Context entry (hi): reserved bits (bit 7 and 63:24).
-pub const CTX_HI_RSVD: u64 = 0xffff_ffff_ff00_0080;
+/// Architected bit layouts of the legacy root and context entries (VT-d
+/// 3.4, 9.1 and 9.3), one 64-bit word each. A module of its own because
+/// bilge's generated constructors carry no documentation.
+#[allow(missing_docs)]
+mod layouts {
+    use bilge::prelude::*;
+
+    /// Root entry bits 63:0 (bits 127:64 are all reserved).
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct RootLo {
+        /// Bit 0, P: the context table pointer is valid.
+        pub present: bool,
+        /// Bits 11:1, reserved.
+        pub reserved: u11,
+        /// Bits 63:12, CTP: the context table's address >> 12.
+        pub ctp: u52,
+    }
+
+    /// The TT field of a legacy context entry.
+    #[bitsize(2)]
+    #[derive(FromBits, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum TranslationType {
+        /// 00b: untranslated requests use second-stage tables.
+        SecondStage = 0,
+        /// 01b: as 00b, plus translation requests from a device-TLB.
+        DeviceTlb = 1,
+        /// 10b: untranslated requests pass through unmodified.
+        PassThrough = 2,
+        /// 11b: reserved.
+        Reserved = 3,
+    }
+
+    /// Context entry bits 63:0.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct ContextLo {
+        /// Bit 0, P.
+        pub present: bool,
+        /// Bit 1, FPD: fault processing disable.
+        pub fpd: bool,
+        /// Bits 3:2, TT.
+        pub tt: TranslationType,
+        /// Bits 11:4, reserved.
+        pub reserved: u8,
+        /// Bits 63:12, SLPTPTR: the second-stage root table >> 12.
+        pub slptptr: u52,
+    }
+
+    /// Context entry bits 127:64.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct ContextHi {
+        /// Bits 66:64, AW: adjusted guest address width (0 = 30 bits, 1 = 39, ...).
+        pub aw: u3,
+        /// Bits 70:67, ignored.
+        pub ignored: u4,
+        /// Bit 71, reserved.
+        pub reserved: bool,
+        /// Bits 87:72, DID: domain id.
+        pub did: u16,
+        /// Bits 127:88, reserved.
+        pub reserved: u40,
+    }
+}
 
 /// A legacy root entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -49,34 +110,30 @@ impl RootEntry {
         Ok(RootEntry { lo, hi })
     }
 
+    /// An entry pointing at the context table `table` (4 KiB aligned).
+    pub fn new(present: bool, table: u64) -> RootEntry {
+        RootEntry { lo: RootLo::new(present, u52::new(table >> 12)).into(), hi: 0 }
+    }
+
+    fn lo(&self) -> RootLo {
+        RootLo::from(self.lo)
+    }
+
     /// P: the context table pointer is valid.
     pub fn present(&self) -> bool {
-        self.lo & ROOT_P != 0
+        self.lo().present()
     }
 
     /// CTP: context table address.
     pub fn context_table(&self) -> u64 {
-        self.lo & !0xfff
+        self.lo().ctp().value() << 12
     }
 
-    /// Reserved bits that are set (bits 11:1, bits above the host address
-    /// width, and the whole upper quadword).
-    pub fn reserved_bits(&self, haw_mask: u64) -> (u64, u64) {
-        (self.lo & (0xffe | !haw_mask), self.hi)
+    /// Whether a reserved bit is set: bits 11:1, the whole upper quadword,
+    /// or a CTP bit above the host address width (`haw_mask`).
+    pub fn has_reserved_bits(&self, haw_mask: u64) -> bool {
+        self.lo().reserved_i().value() != 0 || self.context_table() & !haw_mask != 0 || self.hi != 0
     }
-}
-
-/// The TT field of a legacy context entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TranslationType {
-    /// 00b: untranslated requests use second-stage tables.
-    SecondStage,
-    /// 01b: as 00b, plus translation requests from a device-TLB.
-    DeviceTlb,
-    /// 10b: untranslated requests pass through unmodified.
-    PassThrough,
-    /// 11b: reserved.
-    Reserved,
 }
 
 /// A legacy context entry.
@@ -100,45 +157,59 @@ impl ContextEntry {
         Ok(ContextEntry { lo, hi })
     }
 
+    /// An entry from its two words.
+    pub fn from_words(lo: ContextLo, hi: ContextHi) -> ContextEntry {
+        ContextEntry { lo: lo.into(), hi: hi.into() }
+    }
+
+    /// Bits 63:0.
+    pub fn lo(&self) -> ContextLo {
+        ContextLo::from(self.lo)
+    }
+
+    /// Bits 127:64.
+    pub fn hi(&self) -> ContextHi {
+        ContextHi::from(self.hi)
+    }
+
     /// P.
     pub fn present(&self) -> bool {
-        self.lo & CTX_P != 0
+        self.lo().present()
     }
 
     /// FPD.
     pub fn fpd(&self) -> bool {
-        self.lo & CTX_FPD != 0
+        self.lo().fpd()
     }
 
     /// TT.
     pub fn translation_type(&self) -> TranslationType {
-        match (self.lo >> CTX_TT_SHIFT) & 3 {
-            0 => TranslationType::SecondStage,
-            1 => TranslationType::DeviceTlb,
-            2 => TranslationType::PassThrough,
-            _ => TranslationType::Reserved,
-        }
+        self.lo().tt()
     }
 
     /// SLPTPTR: second-stage page table root.
     pub fn slptptr(&self) -> u64 {
-        self.lo & !0xfff
+        self.lo().slptptr().value() << 12
     }
 
     /// AW: adjusted guest address width encoding (0 = 30 bits, 1 = 39, ...).
     pub fn aw(&self) -> u8 {
-        (self.hi & 7) as u8
+        self.hi().aw().value()
     }
 
     /// DID: domain id.
     pub fn domain_id(&self) -> u16 {
-        (self.hi >> 8) as u16
+        self.hi().did()
     }
 
-    /// Reserved bits that are set: lo bits 11:4 and above the host address
-    /// width, hi bit 7 and bits 63:24.
-    pub fn reserved_bits(&self, haw_mask: u64) -> (u64, u64) {
-        (self.lo & (0xff0 | !haw_mask), self.hi & CTX_HI_RSVD)
+    /// Whether a reserved bit is set: lo bits 11:4, an SLPTPTR bit above the
+    /// host address width (`haw_mask`), hi bit 71 or bits 127:88.
+    pub fn has_reserved_bits(&self, haw_mask: u64) -> bool {
+        let (lo, hi) = (self.lo(), self.hi());
+        lo.reserved_i() != 0
+            || self.slptptr() & !haw_mask != 0
+            || hi.reserved_i()
+            || hi.reserved_ii().value() != 0
     }
 }
 
@@ -212,7 +283,7 @@ pub fn lookup_device_context(
     if !re.present() {
         return Err(fail(FaultReason::RootEntryNotPresent, false));
     }
-    if re.reserved_bits(checks.haw_mask) != (0, 0) {
+    if re.has_reserved_bits(checks.haw_mask) {
         return Err(fail(FaultReason::RootEntryReserved, false));
     }
     let ce = ContextEntry::read(mem, re.context_table(), devfn)
@@ -221,7 +292,7 @@ pub fn lookup_device_context(
     if !ce.present() {
         return Err(fail(FaultReason::ContextEntryNotPresent, fpd));
     }
-    if ce.reserved_bits(checks.haw_mask) != (0, 0) {
+    if ce.has_reserved_bits(checks.haw_mask) {
         return Err(fail(FaultReason::ContextEntryReserved, fpd));
     }
     let aw = ce.aw();
