@@ -3,9 +3,11 @@
 //! PASID table entries.
 //!
 //! Conventions: every structure is read little-endian from guest memory
-//! and kept raw (`val` quadwords, quadword 0 holding bits 63:0) with typed
-//! accessors, like the legacy structures in [`crate::translation::root_context`].
-//! Layout (bit numbers within the whole entry):
+//! and kept raw (`val` quadwords, quadword 0 holding bits 63:0), read
+//! through its quadwords' bilge layouts (module `layouts`: [`SmRootHalf`],
+//! [`SmContextQ0`], [`PasidQ0`], ...), like the legacy structures in
+//! [`crate::translation::root_context`]. Fields (bit numbers within the
+//! whole entry):
 //!
 //! * root entry (128 bits, indexed by bus): bit 0 LP and bits 63:12 LCTP
 //!   (context table for devfn 0..=127), bit 64 UP and bits 127:76 UCTP
@@ -77,30 +79,143 @@ pub const PASID_DIR_ENTRY_SIZE: u64 = 8;
 /// Size of a PASID table entry.
 pub const PASID_ENTRY_SIZE: u64 = 64;
 
-/// Context entry quadword 0: reserved bits 8:5.
-pub const SM_CTX_RSVD0: u64 = 0x1e0;
-/// Context entry quadword 1: reserved bits 127:85.
-pub const SM_CTX_RSVD1: u64 = !0x1f_ffff;
-/// Context entry quadword 1: RID_PRIV.
-pub const SM_CTX_RID_PRIV: u64 = 1 << 20;
-/// PASID directory entry: reserved bits 11:2.
-pub const PDIR_RSVD: u64 = 0xffc;
-/// PASID entry quadword 0: SSEE (second-stage execute enable).
-pub const PE_SSEE: u64 = 1 << 5;
-/// PASID entry quadword 0: SSADE (second-stage accessed/dirty enable).
-pub const PE_SSADE: u64 = 1 << 9;
-/// PASID entry quadword 0: reserved bits 11:10.
-pub const PE_RSVD0: u64 = 0xc00;
-/// PASID entry quadword 2: SRE.
-pub const PE_SRE: u64 = 1;
-/// PASID entry quadword 2: WPE.
-pub const PE_WPE: u64 = 1 << 4;
-/// PASID entry quadword 2: EAFE.
-pub const PE_EAFE: u64 = 1 << 7;
-/// PASID entry quadword 1: PWSNP.
-pub const PE_PWSNP: u64 = 1 << 23;
-/// PASID entry quadword 1: PGSNP.
-pub const PE_PGSNP: u64 = 1 << 24;
+pub use layouts::{PasidDirWord, PasidQ0, PasidQ1, PasidQ2, SmContextQ0, SmContextQ1, SmRootHalf};
+
+/// Architected bit layouts of the scalable-mode structures (VT-d 3.4, 9.2,
+/// 9.4, 9.5, 9.6), one 64-bit word each: a root entry is two
+/// [`SmRootHalf`]s, a context entry [`SmContextQ0`], [`SmContextQ1`] and two
+/// reserved quadwords, a PASID table entry [`PasidQ0`], [`PasidQ1`],
+/// [`PasidQ2`] and five reserved quadwords. A module of its own because
+/// bilge's generated constructors carry no documentation.
+#[allow(missing_docs)]
+mod layouts {
+    use bilge::prelude::*;
+
+    /// One half of a scalable-mode root entry: bits 63:0 (LP, LCTP: devfn
+    /// 0..=127) or bits 127:64 (UP, UCTP: devfn 128..=255).
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct SmRootHalf {
+        /// Bit 0 / 64, LP / UP: the context table pointer is valid.
+        pub present: bool,
+        /// Bits 11:1 / 75:65, reserved.
+        pub reserved: u11,
+        /// Bits 63:12 / 127:76, LCTP / UCTP: the context table >> 12.
+        pub ctp: u52,
+    }
+
+    /// Scalable-mode context entry bits 63:0.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct SmContextQ0 {
+        /// Bit 0, P.
+        pub present: bool,
+        /// Bit 1, FPD.
+        pub fpd: bool,
+        /// Bit 2, DTE: device-TLB (ATS) enable.
+        pub dte: bool,
+        /// Bit 3, PASIDE: requests with PASID enabled.
+        pub paside: bool,
+        /// Bit 4, PRE: page requests enabled.
+        pub pre: bool,
+        /// Bits 8:5, reserved.
+        pub reserved: u4,
+        /// Bits 11:9, PDTS: the PASID directory has 2^(PDTS + 7) entries.
+        pub pdts: u3,
+        /// Bits 63:12, PASIDDIRPTR >> 12.
+        pub pasid_dir_ptr: u52,
+    }
+
+    /// Scalable-mode context entry bits 127:64.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct SmContextQ1 {
+        /// Bits 83:64, RID_PASID: the PASID of requests without one.
+        pub rid_pasid: u20,
+        /// Bit 84, RID_PRIV: requests without PASID are supervisor requests.
+        pub rid_priv: bool,
+        /// Bits 127:85, reserved.
+        pub reserved: u43,
+    }
+
+    /// PASID directory entry.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct PasidDirWord {
+        /// Bit 0, P.
+        pub present: bool,
+        /// Bit 1, FPD.
+        pub fpd: bool,
+        /// Bits 11:2, reserved.
+        pub reserved: u10,
+        /// Bits 63:12, SMPTBLPTR: the PASID table >> 12.
+        pub smptblptr: u52,
+    }
+
+    /// PASID table entry bits 63:0.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct PasidQ0 {
+        /// Bit 0, P.
+        pub present: bool,
+        /// Bit 1, FPD.
+        pub fpd: bool,
+        /// Bits 4:2, AW: second-stage adjusted guest address width.
+        pub aw: u3,
+        /// Bit 5, SSEE (SLEE): second-stage execute enable.
+        pub ssee: bool,
+        /// Bits 8:6, PGTT: the translation type ([`super::Pgtt`]).
+        pub pgtt: u3,
+        /// Bit 9, SSADE (SLADE): second-stage accessed/dirty enable.
+        pub ssade: bool,
+        /// Bits 11:10, reserved.
+        pub reserved: u2,
+        /// Bits 63:12, SSPTPTR (SLPTPTR) >> 12.
+        pub ssptptr: u52,
+    }
+
+    /// PASID table entry bits 127:64: the domain, snoop and memory-type
+    /// fields (bits 86:80 and 127:89 are accepted and ignored: see the
+    /// module documentation).
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct PasidQ1 {
+        /// Bits 79:64, DID.
+        pub did: u16,
+        /// Bits 86:80, not checked.
+        pub unchecked: u7,
+        /// Bit 87, PWSNP: page-walk snoop.
+        pub pwsnp: bool,
+        /// Bit 88, PGSNP: page snoop.
+        pub pgsnp: bool,
+        /// Bits 127:89, CD, EMTE, EMT, PWT, PCD, PAT: memory types.
+        pub memory_type: u39,
+    }
+
+    /// PASID table entry bits 191:128.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct PasidQ2 {
+        /// Bit 128, SRE: supervisor requests enabled.
+        pub sre: bool,
+        /// Bit 129, not checked.
+        pub unchecked_129: bool,
+        /// Bits 131:130, FSPM (FLPM): first-stage paging mode.
+        pub fspm: u2,
+        /// Bit 132, WPE: write protect for supervisor requests.
+        pub wpe: bool,
+        /// Bit 133, NXE: no-execute enable.
+        pub nxe: bool,
+        /// Bit 134, SMEP.
+        pub smep: bool,
+        /// Bit 135, EAFE: extended-accessed flag enable.
+        pub eafe: bool,
+        /// Bits 139:136, not checked.
+        pub unchecked_139_136: u4,
+        /// Bits 191:140, FSPTPTR (FLPTPTR) >> 12.
+        pub fsptptr: u52,
+    }
+}
 
 fn read_quads<const N: usize>(mem: &dyn GuestMemory, addr: u64) -> Result<[u64; N], MemError> {
     let mut out = [0u64; N];
@@ -180,24 +295,29 @@ impl SmRootEntry {
         Ok(SmRootEntry { lo, hi })
     }
 
+    /// An entry from its two halves.
+    pub fn from_halves(lo: SmRootHalf, hi: SmRootHalf) -> SmRootEntry {
+        SmRootEntry { lo: lo.into(), hi: hi.into() }
+    }
+
     /// LP: the lower context table pointer is valid.
     pub fn lower_present(&self) -> bool {
-        self.lo & 1 != 0
+        SmRootHalf::from(self.lo).present()
     }
 
     /// UP: the upper context table pointer is valid.
     pub fn upper_present(&self) -> bool {
-        self.hi & 1 != 0
+        SmRootHalf::from(self.hi).present()
     }
 
     /// LCTP: context table for devfn 0..=127.
     pub fn lower_context_table(&self) -> u64 {
-        self.lo & !0xfff
+        SmRootHalf::from(self.lo).ctp().value() << 12
     }
 
     /// UCTP: context table for devfn 128..=255.
     pub fn upper_context_table(&self) -> u64 {
-        self.hi & !0xfff
+        SmRootHalf::from(self.hi).ctp().value() << 12
     }
 
     /// The half used by `devfn`: (present, context table address, raw
@@ -210,16 +330,18 @@ impl SmRootEntry {
         }
     }
 
-    /// Reserved bits set (bits 11:1 and bits above the host address
-    /// width): in the half used by `devfn` with `strict` checks, in both
-    /// halves with the C device's.
-    pub fn reserved_bits(&self, devfn: u8, haw_mask: u64, strict: bool) -> u64 {
-        let mask = 0xffe | !haw_mask;
+    /// Whether reserved bits are set (bits 11:1, or context table bits at or
+    /// above the host address width): in the half used by `devfn` with
+    /// `strict` checks, in either half with the C device's.
+    pub fn has_reserved_bits(&self, devfn: u8, haw_mask: u64, strict: bool) -> bool {
+        let bad = |raw: u64| {
+            let h = SmRootHalf::from(raw);
+            h.reserved_i().value() != 0 || (h.ctp().value() << 12) & !haw_mask != 0
+        };
         if strict {
-            let (_, _, raw) = self.half(devfn);
-            raw & mask
+            bad(self.half(devfn).2)
         } else {
-            (self.lo | self.hi) & mask
+            bad(self.lo) || bad(self.hi)
         }
     }
 }
@@ -239,34 +361,49 @@ impl SmContextEntry {
         Ok(SmContextEntry { val: read_quads::<4>(mem, addr)? })
     }
 
+    /// An entry from its two defined quadwords (quadwords 2 and 3 zero).
+    pub fn from_words(q0: SmContextQ0, q1: SmContextQ1) -> SmContextEntry {
+        SmContextEntry { val: [q0.into(), q1.into(), 0, 0] }
+    }
+
+    /// Bits 63:0.
+    pub fn q0(&self) -> SmContextQ0 {
+        SmContextQ0::from(self.val[0])
+    }
+
+    /// Bits 127:64.
+    pub fn q1(&self) -> SmContextQ1 {
+        SmContextQ1::from(self.val[1])
+    }
+
     /// P.
     pub fn present(&self) -> bool {
-        self.val[0] & 1 != 0
+        self.q0().present()
     }
 
     /// FPD.
     pub fn fpd(&self) -> bool {
-        self.val[0] & 2 != 0
+        self.q0().fpd()
     }
 
     /// DTE: device-TLB (ATS) enable.
     pub fn dte(&self) -> bool {
-        self.val[0] & 4 != 0
+        self.q0().dte()
     }
 
     /// PASIDE: requests-with-PASID enabled.
     pub fn paside(&self) -> bool {
-        self.val[0] & 8 != 0
+        self.q0().paside()
     }
 
     /// PRE: page requests enabled.
     pub fn pre(&self) -> bool {
-        self.val[0] & 0x10 != 0
+        self.q0().pre()
     }
 
     /// PDTS: PASID directory size encoding.
     pub fn pdts(&self) -> u8 {
-        ((self.val[0] >> 9) & 7) as u8
+        self.q0().pdts().value()
     }
 
     /// Number of PASID directory entries, 2^(PDTS + 7).
@@ -276,30 +413,32 @@ impl SmContextEntry {
 
     /// PASIDDIRPTR: PASID directory address.
     pub fn pasid_dir(&self) -> u64 {
-        self.val[0] & !0xfff
+        self.q0().pasid_dir_ptr().value() << 12
     }
 
     /// RID_PASID: PASID used for requests without PASID.
     pub fn rid_pasid(&self) -> u32 {
-        (self.val[1] & 0xf_ffff) as u32
+        self.q1().rid_pasid().value()
     }
 
     /// RID_PRIV: requests without PASID are supervisor requests.
     pub fn rid_priv(&self) -> bool {
-        self.val[1] & SM_CTX_RID_PRIV != 0
+        self.q1().rid_priv()
     }
 
-    /// Reserved bits that are set, per quadword.
-    pub fn reserved_bits(&self, caps: &SmCaps) -> [u64; 4] {
-        // RID_PRIV is ignored by the C device's checks (requests without
-        // PASID are never supervisor requests there).
-        let priv_rsvd = if caps.supervisor || !caps.strict { 0 } else { SM_CTX_RID_PRIV };
-        [
-            self.val[0] & (SM_CTX_RSVD0 | !caps.haw_mask),
-            self.val[1] & (SM_CTX_RSVD1 | priv_rsvd),
-            self.val[2],
-            self.val[3],
-        ]
+    /// Whether reserved bits are set: bits 8:5, directory pointer bits at or
+    /// above the host address width, bits 127:85, quadwords 2 and 3, and
+    /// with strict checks on an IOMMU without ECAP.SRS, RID_PRIV (which the
+    /// C device's checks ignore: requests without PASID are never supervisor
+    /// requests there).
+    pub fn has_reserved_bits(&self, caps: &SmCaps) -> bool {
+        let (q0, q1) = (self.q0(), self.q1());
+        q0.reserved_i().value() != 0
+            || self.pasid_dir() & !caps.haw_mask != 0
+            || q1.reserved_i().value() != 0
+            || (q1.rid_priv() && caps.strict && !caps.supervisor)
+            || self.val[2] != 0
+            || self.val[3] != 0
     }
 }
 
@@ -314,24 +453,29 @@ impl PasidDirEntry {
         mem.read_u64(addr).map(PasidDirEntry)
     }
 
+    fn word(&self) -> PasidDirWord {
+        PasidDirWord::from(self.0)
+    }
+
     /// P.
     pub fn present(&self) -> bool {
-        self.0 & 1 != 0
+        self.word().present()
     }
 
     /// FPD.
     pub fn fpd(&self) -> bool {
-        self.0 & 2 != 0
+        self.word().fpd()
     }
 
     /// SMPTBLPTR: PASID table address.
     pub fn pasid_table(&self) -> u64 {
-        self.0 & !0xfff
+        self.word().smptblptr().value() << 12
     }
 
-    /// Reserved bits that are set (11:2 and above the host address width).
-    pub fn reserved_bits(&self, haw_mask: u64) -> u64 {
-        self.0 & (PDIR_RSVD | !haw_mask)
+    /// Whether reserved bits are set (11:2, or table pointer bits at or
+    /// above the host address width).
+    pub fn has_reserved_bits(&self, haw_mask: u64) -> bool {
+        self.word().reserved_i().value() != 0 || self.pasid_table() & !haw_mask != 0
     }
 }
 
@@ -375,29 +519,49 @@ impl PasidEntry {
         Ok(PasidEntry { val: read_quads::<8>(mem, addr)? })
     }
 
+    /// An entry from its three defined quadwords (the others zero).
+    pub fn from_words(q0: PasidQ0, q1: PasidQ1, q2: PasidQ2) -> PasidEntry {
+        PasidEntry { val: [q0.into(), q1.into(), q2.into(), 0, 0, 0, 0, 0] }
+    }
+
+    /// Bits 63:0.
+    pub fn q0(&self) -> PasidQ0 {
+        PasidQ0::from(self.val[0])
+    }
+
+    /// Bits 127:64.
+    pub fn q1(&self) -> PasidQ1 {
+        PasidQ1::from(self.val[1])
+    }
+
+    /// Bits 191:128.
+    pub fn q2(&self) -> PasidQ2 {
+        PasidQ2::from(self.val[2])
+    }
+
     /// P.
     pub fn present(&self) -> bool {
-        self.val[0] & 1 != 0
+        self.q0().present()
     }
 
     /// FPD.
     pub fn fpd(&self) -> bool {
-        self.val[0] & 2 != 0
+        self.q0().fpd()
     }
 
     /// AW: second-stage adjusted guest address width encoding.
     pub fn aw(&self) -> u8 {
-        ((self.val[0] >> 2) & 7) as u8
+        self.q0().aw().value()
     }
 
     /// SSEE (SLEE): second-stage execute enable.
     pub fn ssee(&self) -> bool {
-        self.val[0] & PE_SSEE != 0
+        self.q0().ssee()
     }
 
     /// PGTT.
     pub fn pgtt(&self) -> Pgtt {
-        match ((self.val[0] >> 6) & 7) as u8 {
+        match self.q0().pgtt().value() {
             1 => Pgtt::FirstStage,
             2 => Pgtt::SecondStage,
             3 => Pgtt::Nested,
@@ -408,37 +572,37 @@ impl PasidEntry {
 
     /// SSADE (SLADE): second-stage accessed/dirty enable.
     pub fn ssade(&self) -> bool {
-        self.val[0] & PE_SSADE != 0
+        self.q0().ssade()
     }
 
     /// SSPTPTR (SLPTPTR): second-stage table root.
     pub fn ssptptr(&self) -> u64 {
-        self.val[0] & !0xfff
+        self.q0().ssptptr().value() << 12
     }
 
     /// DID.
     pub fn domain_id(&self) -> u16 {
-        self.val[1] as u16
+        self.q1().did()
     }
 
     /// PWSNP: page-walk snoop.
     pub fn pwsnp(&self) -> bool {
-        self.val[1] & PE_PWSNP != 0
+        self.q1().pwsnp()
     }
 
     /// PGSNP: page snoop.
     pub fn pgsnp(&self) -> bool {
-        self.val[1] & PE_PGSNP != 0
+        self.q1().pgsnp()
     }
 
     /// SRE: supervisor requests enabled.
     pub fn sre(&self) -> bool {
-        self.val[2] & PE_SRE != 0
+        self.q2().sre()
     }
 
     /// FSPM (FLPM): first-stage paging mode.
     pub fn fs_paging_mode(&self) -> FsPagingMode {
-        match ((self.val[2] >> 2) & 3) as u8 {
+        match self.q2().fspm().value() {
             0 => FsPagingMode::Level4,
             1 => FsPagingMode::Level5,
             v => FsPagingMode::Reserved(v),
@@ -447,34 +611,34 @@ impl PasidEntry {
 
     /// WPE: write protect for supervisor requests.
     pub fn wpe(&self) -> bool {
-        self.val[2] & PE_WPE != 0
+        self.q2().wpe()
     }
 
     /// EAFE: extended-accessed flag enable.
     pub fn eafe(&self) -> bool {
-        self.val[2] & PE_EAFE != 0
+        self.q2().eafe()
     }
 
     /// FSPTPTR (FLPTPTR): first-stage table root.
     pub fn fsptptr(&self) -> u64 {
-        self.val[2] & !0xfff
+        self.q2().fsptptr().value() << 12
     }
 
-    /// Reserved bits that are set, per quadword (see the module
-    /// documentation for the policy).
-    pub fn reserved_bits(&self, caps: &SmCaps) -> [u64; 8] {
-        let sre = if caps.supervisor { 0 } else { PE_SRE };
-        let eafe = if caps.eafs { 0 } else { PE_EAFE };
-        [
-            self.val[0] & (PE_RSVD0 | PE_SSEE | PE_SSADE | !caps.haw_mask),
-            0,
-            self.val[2] & (sre | eafe | !caps.haw_mask),
-            self.val[3],
-            self.val[4],
-            self.val[5],
-            self.val[6],
-            self.val[7],
-        ]
+    /// Whether reserved bits are set (see the module documentation for the
+    /// policy): bits 11:10, SSEE and SSADE (no second-stage execute or
+    /// accessed/dirty support), table pointers at or above the host address
+    /// width, SRE without ECAP.SRS, EAFE without extended-accessed support,
+    /// quadwords 3 to 7.
+    pub fn has_reserved_bits(&self, caps: &SmCaps) -> bool {
+        let (q0, q2) = (self.q0(), self.q2());
+        q0.reserved_i().value() != 0
+            || q0.ssee()
+            || q0.ssade()
+            || self.ssptptr() & !caps.haw_mask != 0
+            || (q2.sre() && !caps.supervisor)
+            || (q2.eafe() && !caps.eafs)
+            || self.fsptptr() & !caps.haw_mask != 0
+            || self.val[3..].iter().any(|&q| q != 0)
     }
 }
 
@@ -527,7 +691,7 @@ pub fn decode_pasid_entry(
         if !pe.present() {
             return Err(fail(FaultReason::PasidEntryNotPresent));
         }
-        if pe.reserved_bits(caps).iter().any(|&r| r != 0) {
+        if pe.has_reserved_bits(caps) {
             return Err(fail(FaultReason::PasidEntryReserved));
         }
     }
@@ -585,7 +749,7 @@ pub fn lookup_sm_context(
     if !present {
         return Err(fail(FaultReason::SmRootEntryNotPresent, false));
     }
-    if re.reserved_bits(devfn, caps.haw_mask, caps.strict) != 0 {
+    if re.has_reserved_bits(devfn, caps.haw_mask, caps.strict) {
         return Err(fail(FaultReason::SmRootEntryReserved, false));
     }
     let ce = SmContextEntry::read(mem, table, devfn)
@@ -594,7 +758,7 @@ pub fn lookup_sm_context(
     if !ce.present() {
         return Err(fail(FaultReason::SmContextEntryNotPresent, fpd));
     }
-    if ce.reserved_bits(caps).iter().any(|&r| r != 0) {
+    if ce.has_reserved_bits(caps) {
         return Err(fail(FaultReason::SmContextEntryReserved, fpd));
     }
     Ok(ce)
@@ -671,7 +835,7 @@ pub fn read_pasid_entry(
     if !de.present() {
         return Err(ContextFault { reason: FaultReason::PasidDirEntryNotPresent, fpd });
     }
-    if caps.strict && de.reserved_bits(caps.haw_mask) != 0 {
+    if caps.strict && de.has_reserved_bits(caps.haw_mask) {
         return Err(ContextFault { reason: FaultReason::PasidDirEntryReserved, fpd });
     }
     let pe = PasidEntry::read(mem, de.pasid_table(), p)
@@ -739,6 +903,17 @@ pub fn request_context(
 mod tests {
     use super::*;
 
+    // Raw bit positions from the specification, independent of the
+    // layouts (these tests check the layouts against them).
+    const SM_CTX_RID_PRIV: u64 = 1 << 20;
+    const PE_SSEE: u64 = 1 << 5;
+    const PE_SSADE: u64 = 1 << 9;
+    const PE_SRE: u64 = 1;
+    const PE_WPE: u64 = 1 << 4;
+    const PE_EAFE: u64 = 1 << 7;
+    const PE_PWSNP: u64 = 1 << 23;
+    const PE_PGSNP: u64 = 1 << 24;
+
     fn caps() -> SmCaps {
         SmCaps {
             haw_mask: width_mask(48),
@@ -792,12 +967,20 @@ mod tests {
     fn root_entry_reserved_in_used_half_or_both_for_c_rules() {
         let haw = width_mask(39);
         let re = SmRootEntry { lo: 0x1001 | 0x2, hi: (1 << 40) | 0x2001 };
-        assert_eq!(re.reserved_bits(0, haw, true), 0x2);
-        assert_eq!(re.reserved_bits(0x80, haw, true), 1 << 40);
+        assert!(re.has_reserved_bits(0, haw, true));
+        assert!(re.has_reserved_bits(0x80, haw, true));
+        let lower_only = SmRootEntry { lo: 0x1001 | 0x2, hi: 0x2001 };
+        assert!(!lower_only.has_reserved_bits(0x80, haw, true));
+        let upper_only = SmRootEntry { lo: 0x1001, hi: (1 << 40) | 0x2001 };
+        assert!(!upper_only.has_reserved_bits(0, haw, true));
         // The C device checks both halves whichever is used.
-        assert_eq!(re.reserved_bits(0, haw, false), (1 << 40) | 0x2);
+        assert!(lower_only.has_reserved_bits(0x80, haw, false));
+        assert!(upper_only.has_reserved_bits(0, haw, false));
         let ok = SmRootEntry { lo: 0x1001, hi: 0 };
-        assert_eq!(ok.reserved_bits(5, haw, true) | ok.reserved_bits(5, haw, false), 0);
+        assert!(!ok.has_reserved_bits(5, haw, true) && !ok.has_reserved_bits(5, haw, false));
+        for bit in 1..12 {
+            assert!(SmRootEntry { lo: 0x1001 | (1 << bit), hi: 0 }.has_reserved_bits(0, haw, true), "bit {bit}");
+        }
     }
 
     #[test]
@@ -817,8 +1000,8 @@ mod tests {
         // Context entry: RID_PRIV without ECAP.SRS is accepted (and
         // ignored); RID_PASID beyond the PASID width or directory too.
         let ce = SmContextEntry { val: [0x3000 | 1, (1 << 20) | 0xf_ffff, 0, 0] };
-        assert_eq!(ce.reserved_bits(&c), [0; 4]);
-        assert_ne!(ce.reserved_bits(&strict)[1], 0);
+        assert!(!ce.has_reserved_bits(&c));
+        assert!(ce.has_reserved_bits(&strict));
         let c8 = SmCaps { pasid_bits: 8, ..c };
         assert_eq!(effective_pasid(&ce, None, &c8), Ok(0xf_ffff));
         assert!(effective_pasid(&ce, None, &SmCaps { strict: true, ..c8 }).is_err());
@@ -835,19 +1018,24 @@ mod tests {
         assert_eq!(ce.pasid_dir(), 0xabc_d000);
         assert_eq!(ce.rid_pasid(), 0x12345);
         assert!(ce.rid_priv());
-        assert_eq!(ce.reserved_bits(&caps()), [0; 4]);
+        assert!(!ce.has_reserved_bits(&caps()));
     }
 
     #[test]
     fn context_entry_reserved_bits_each_quadword() {
         let c = caps();
-        let mut ce = SmContextEntry { val: [0x1001 | 0x20, 1 << 21, 1, 1 << 63] };
-        assert_eq!(ce.reserved_bits(&c), [0x20, 1 << 21, 1, 1 << 63]);
-        ce.val = [0x1001 | (1 << 50), 0, 0, 0];
-        assert_eq!(ce.reserved_bits(&c)[0], 1 << 50);
-        ce.val = [0x1001, SM_CTX_RID_PRIV, 0, 0];
+        let reserved = |val| SmContextEntry { val }.has_reserved_bits(&c);
+        assert!(!reserved([0x1001 | (7 << 9) | 0x1f, 0xf_ffff | SM_CTX_RID_PRIV, 0, 0]));
+        for bit in (5..9).chain([50, 63]) {
+            assert!(reserved([0x1001 | (1 << bit), 0, 0, 0]), "bit {bit}");
+        }
+        for bit in [21, 40, 63] {
+            assert!(reserved([0x1001, 1 << bit, 0, 0]), "bit {}", 64 + bit);
+        }
+        assert!(reserved([0x1001, 0, 1, 0]) && reserved([0x1001, 0, 0, 1 << 63]));
+        let ce = SmContextEntry { val: [0x1001, SM_CTX_RID_PRIV, 0, 0] };
         let no_srs = SmCaps { supervisor: false, ..c };
-        assert_eq!(ce.reserved_bits(&no_srs)[1], SM_CTX_RID_PRIV);
+        assert!(ce.has_reserved_bits(&no_srs));
     }
 
     #[test]
@@ -855,9 +1043,10 @@ mod tests {
         let d = PasidDirEntry(0x5000 | 3);
         assert!(d.present() && d.fpd());
         assert_eq!(d.pasid_table(), 0x5000);
-        assert_eq!(d.reserved_bits(width_mask(48)), 0);
-        assert_eq!(PasidDirEntry(0x5001 | 0x800).reserved_bits(width_mask(48)), 0x800);
-        assert_eq!(PasidDirEntry(1 << 48 | 1).reserved_bits(width_mask(48)), 1 << 48);
+        assert!(!d.has_reserved_bits(width_mask(48)));
+        for bit in (2..12).chain([48, 63]) {
+            assert!(PasidDirEntry(0x5001 | (1 << bit)).has_reserved_bits(width_mask(48)), "bit {bit}");
+        }
     }
 
     #[test]
