@@ -29,41 +29,134 @@
 //! [`nested_walk`]), through [`super::walk::commit`]; an update to an
 //! entry that the second stage maps read-only fails the translation.
 
+use bilge::prelude::*;
+
 use super::walk::{self, Format, Geometry, Located, Next, Pending, Step};
 use super::{width_mask, Perm};
 use crate::memory::GuestMemory;
 
-/// Second stage: read permission.
-pub const SL_R: u64 = 1;
-/// Second stage: write permission.
-pub const SL_W: u64 = 1 << 1;
-/// Second stage: page size (superpage) bit.
-pub const SL_PS: u64 = 1 << 7;
-/// Second stage: snoop behaviour bit.
-pub const SL_SNP: u64 = 1 << 11;
-/// Second stage: bits ignored by hardware in every entry.
-pub const SL_IGNORED: u64 = 0xbff0_0000_0000_0000;
-/// Second stage: transient-mapping bit of leaf entries.
-pub const SL_TM: u64 = 1 << 62;
+pub use layouts::{FsLargePte, FsPte, SsPte};
 
-/// First stage: present.
-pub const FS_P: u64 = 1;
-/// First stage: read/write.
-pub const FS_RW: u64 = 1 << 1;
-/// First stage: user/supervisor.
-pub const FS_US: u64 = 1 << 2;
-/// First stage: accessed.
-pub const FS_A: u64 = 1 << 5;
-/// First stage: dirty (leaves).
-pub const FS_D: u64 = 1 << 6;
-/// First stage: page size.
-pub const FS_PS: u64 = 1 << 7;
-/// First stage: extended accessed.
-pub const FS_EA: u64 = 1 << 10;
-/// First stage: bits ignored in every entry (63:52).
-pub const FS_IGNORED: u64 = 0xfff0_0000_0000_0000;
-/// Every flag a first-stage walk may set.
-pub const FS_UPDATE_FLAGS: u64 = FS_A | FS_D | FS_EA;
+/// Architected bit layouts of the paging entries (VT-d 3.4 9.8 for the
+/// second stage, the Intel SDM's 4- and 5-level paging for the first). A
+/// module of its own because bilge's generated constructors carry no
+/// documentation.
+#[allow(missing_docs)]
+mod layouts {
+    use bilge::prelude::*;
+
+    /// A second-stage paging entry, any level.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct SsPte {
+        /// Bit 0, R: read.
+        pub r: bool,
+        /// Bit 1, W: write.
+        pub w: bool,
+        /// Bit 2, X: execute (not modelled).
+        pub x: bool,
+        /// Bits 5:3, EMT: extended memory type (leaves).
+        pub emt: u3,
+        /// Bit 6, IPAT: ignore PAT (leaves).
+        pub ipat: bool,
+        /// Bit 7, PS: page size (a 2 MiB / 1 GiB leaf at level 2 / 3).
+        pub ps: bool,
+        /// Bit 8, A: accessed.
+        pub a: bool,
+        /// Bit 9, D: dirty (leaves).
+        pub d: bool,
+        /// Bit 10, ignored.
+        pub ignored_10: bool,
+        /// Bit 11, SNP: snoop (leaves, with snoop control).
+        pub snp: bool,
+        /// Bits 51:12, ADDR: the next table or the page >> 12.
+        pub addr: u40,
+        /// Bits 61:52, ignored.
+        pub ignored_61_52: u10,
+        /// Bit 62, TM: transient mapping (leaves).
+        pub tm: bool,
+        /// Bit 63, ignored.
+        pub ignored_63: bool,
+    }
+
+    /// A first-stage (x86-64 paging) entry: a table entry or a 4 KiB leaf.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct FsPte {
+        /// Bit 0, P: present.
+        pub p: bool,
+        /// Bit 1, R/W: writes allowed.
+        pub rw: bool,
+        /// Bit 2, U/S: user requests allowed.
+        pub us: bool,
+        /// Bit 3, PWT.
+        pub pwt: bool,
+        /// Bit 4, PCD.
+        pub pcd: bool,
+        /// Bit 5, A: accessed.
+        pub a: bool,
+        /// Bit 6, D: dirty (leaves).
+        pub d: bool,
+        /// Bit 7, PS: page size (at level 2 / 3: a [`FsLargePte`]); PAT in a
+        /// 4 KiB leaf.
+        pub ps: bool,
+        /// Bit 8, G: global (leaves).
+        pub g: bool,
+        /// Bit 9, ignored.
+        pub ignored_9: bool,
+        /// Bit 10, EA: extended accessed.
+        pub ea: bool,
+        /// Bit 11, ignored.
+        pub ignored_11: bool,
+        /// Bits 51:12, the next table or the page >> 12.
+        pub addr: u40,
+        /// Bits 62:52, ignored.
+        pub ignored_62_52: u11,
+        /// Bit 63, XD: execute disable (execute requests are not modelled).
+        pub xd: bool,
+    }
+
+    /// A first-stage 2 MiB or 1 GiB leaf (PS = 1 at level 2 or 3).
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct FsLargePte {
+        /// Bits 11:0, as in [`FsPte`] (PS set).
+        pub flags: u12,
+        /// Bit 12, PAT.
+        pub pat: bool,
+        /// Bits 51:13, the page >> 13 (its bits below 21 / 30 are reserved).
+        pub addr: u39,
+        /// Bits 63:52, as in [`FsPte`].
+        pub high: u12,
+    }
+}
+
+/// The bits of a second-stage entry that `set` sets in a zero entry (a
+/// field mask; constant-folded where `set` is).
+#[inline(always)]
+pub fn ss_bits(set: impl FnOnce(&mut SsPte)) -> u64 {
+    let mut e = SsPte::from(0u64);
+    set(&mut e);
+    e.into()
+}
+
+/// The bits of a first-stage entry that `set` sets in a zero entry.
+#[inline(always)]
+pub fn fs_bits(set: impl FnOnce(&mut FsPte)) -> u64 {
+    let mut e = FsPte::from(0u64);
+    set(&mut e);
+    e.into()
+}
+
+/// Every flag a first-stage walk may set: A, D, EA.
+#[inline(always)]
+pub fn fs_update_flags() -> u64 {
+    fs_bits(|e| {
+        e.set_a(true);
+        e.set_d(true);
+        e.set_ea(true);
+    })
+}
 
 /// Address bit where the index for `level` starts.
 #[inline]
@@ -114,18 +207,22 @@ pub struct WalkOutput {
 }
 
 /// Reserved bits of a second-stage entry at `level`; `large` when PS is
-/// set at level 2 or 3.
+/// set at level 2 or 3. From the [`SsPte`] layout: address bits at or above
+/// the host address width, TM (unless allowed) and SNP (unless snoop
+/// control) in leaves, TM and SNP in tables, PS at level 4, and the address
+/// bits below a superpage's size.
 #[inline]
 pub fn reserved_mask(cfg: &WalkConfig, level: u8, large: bool) -> u64 {
-    let outside = !(width_mask(u32::from(cfg.haw_bits)) | SL_IGNORED);
-    let snp = if cfg.snoop_control { 0 } else { SL_SNP };
-    let leaf = outside & !if cfg.tm_allowed { SL_TM } else { 0 };
+    let addr = ss_bits(|e| e.set_addr(<u40 as Number>::MAX));
+    let above_haw = addr & !width_mask(u32::from(cfg.haw_bits));
+    let tm = ss_bits(|e| e.set_tm(true));
+    let snp = ss_bits(|e| e.set_snp(true));
+    let leaf = above_haw | if cfg.tm_allowed { 0 } else { tm } | if cfg.snoop_control { 0 } else { snp };
     match (level, large) {
-        (1, _) => leaf | snp,
-        (2, true) => leaf | snp | 0x1f_f000,
-        (3, true) => leaf | snp | 0x3fff_f000,
-        (2, false) | (3, false) => outside | SL_SNP,
-        (4, _) => outside | SL_SNP | SL_PS,
+        (1, _) => leaf,
+        (2, true) | (3, true) => leaf | (addr & level_size(level).wrapping_sub(1)),
+        (2, false) | (3, false) => above_haw | tm | snp,
+        (4, _) => above_haw | tm | snp | ss_bits(|e| e.set_ps(true)),
         _ => u64::MAX,
     }
 }
@@ -179,11 +276,12 @@ impl Format for SecondStage<'_> {
 
     #[inline]
     fn step(&self, SsState(perm): &mut SsState, height: u32, pte: u64) -> Result<Step, SsError> {
-        if pte & (SL_R | SL_W) == 0 {
+        let e = SsPte::from(pte);
+        if !e.r() && !e.w() {
             return Err(SsError::NotPresent);
         }
         let level = height as u8 + 1;
-        let large = (level == 2 || level == 3) && pte & SL_PS != 0;
+        let large = (level == 2 || level == 3) && e.ps();
         let large_ok = match level {
             2 => self.cfg.large_2m,
             3 => self.cfg.large_1g,
@@ -191,18 +289,21 @@ impl Format for SecondStage<'_> {
         };
         // The C device's order: this entry's permission, then its reserved
         // bits (the architecture does not order the two).
-        perm.read &= pte & SL_R != 0;
-        perm.write &= pte & SL_W != 0;
+        perm.read &= e.r();
+        perm.write &= e.w();
         if !perm.allows(self.write) {
             return Err(SsError::Permission);
         }
         if pte & reserved_mask(self.cfg, level, large) != 0 || (large && !large_ok) {
             return Err(SsError::Reserved);
         }
+        // The address field within the host address width (reserved bits
+        // above it were refused), down to the page or table size.
+        let addr = (e.addr().value() << 12) & self.haw;
         let next = if level == 1 || large {
-            Next::Leaf(pte & self.haw & !level_size(level).wrapping_sub(1))
+            Next::Leaf(addr & !level_size(level).wrapping_sub(1))
         } else {
-            Next::Table(pte & self.haw & !0xfff)
+            Next::Table(addr)
         };
         Ok(Step { next, set: 0 })
     }
@@ -355,15 +456,21 @@ pub enum FsError {
 }
 
 /// Reserved bits of a first-stage entry at `level` (`large` when PS is set
-/// at level 2 or 3).
+/// at level 2 or 3). From the [`FsPte`] / [`FsLargePte`] layouts: address
+/// bits at or above the host address width, PS at levels 4 and 5, and a
+/// large leaf's address bits below its size (above PAT).
 #[inline]
 pub fn fs_reserved_mask(haw_bits: u8, level: u8, large: bool) -> u64 {
-    let outside = !(width_mask(u32::from(haw_bits)) | FS_IGNORED);
+    let above_haw = fs_bits(|e| e.set_addr(<u40 as Number>::MAX)) & !width_mask(u32::from(haw_bits));
+    let large_addr = || {
+        let mut e = FsLargePte::from(0u64);
+        e.set_addr(<u39 as Number>::MAX);
+        u64::from(e) & level_size(level).wrapping_sub(1)
+    };
     match (level, large) {
-        (1, _) | (2, false) | (3, false) => outside,
-        (2, true) => outside | 0x1f_e000,
-        (3, true) => outside | 0x3fff_e000,
-        (4, _) | (5, _) => outside | FS_PS,
+        (1, _) | (2, false) | (3, false) => above_haw,
+        (2, true) | (3, true) => above_haw | large_addr(),
+        (4, _) | (5, _) => above_haw | fs_bits(|e| e.set_ps(true)),
         _ => u64::MAX,
     }
 }
@@ -421,37 +528,39 @@ impl Format for FirstStage<'_> {
     #[inline]
     fn step(&self, st: &mut FsState, height: u32, pte: u64) -> Result<Step, FsError> {
         let level = height as u8 + 1;
-        if pte & FS_P == 0 {
+        let e = FsPte::from(pte);
+        if !e.p() {
             return Err(FsError::NotPresent);
         }
         if self.user_early {
-            if pte & FS_US == 0 {
+            if !e.us() {
                 return Err(FsError::Privilege);
             }
-            if self.write && pte & FS_RW == 0 {
+            if self.write && !e.rw() {
                 return Err(FsError::Write);
             }
         }
-        let large = (level == 2 || level == 3) && pte & FS_PS != 0;
+        let large = (level == 2 || level == 3) && e.ps();
         if pte & fs_reserved_mask(self.cfg.haw_bits, level, large) != 0
             || (large && level == 3 && !self.cfg.large_1g)
         {
             return Err(FsError::Reserved);
         }
-        st.rw &= pte & FS_RW != 0;
-        st.us &= pte & FS_US != 0;
+        st.rw &= e.rw();
+        st.us &= e.us();
         let is_leaf = level == 1 || large;
-        let mut set = FS_A;
-        if self.ctl.eafe {
-            set |= FS_EA;
-        }
-        if is_leaf && self.write {
-            set |= FS_D;
-        }
+        let set = fs_bits(|f| {
+            f.set_a(true);
+            f.set_ea(self.ctl.eafe);
+            f.set_d(is_leaf && self.write);
+        });
+        // The address field within the host address width, down to the
+        // page or table size (a large leaf's PAT bit 12 included).
+        let addr = (e.addr().value() << 12) & self.haw;
         let next = if is_leaf {
-            Next::Leaf(pte & self.haw & !level_size(level).wrapping_sub(1))
+            Next::Leaf(addr & !level_size(level).wrapping_sub(1))
         } else {
-            Next::Table(pte & self.haw & !0xfff)
+            Next::Table(addr)
         };
         Ok(Step { next, set })
     }
@@ -507,7 +616,7 @@ fn fs_walk_core<L: FnMut(u64, bool) -> Result<Located, FsError>>(
         phys: w.out,
         level: w.height as u8 + 1,
         perm: Perm { read: true, write: write_ok },
-        dirty: w.leaf & FS_D != 0 || access.write,
+        dirty: FsPte::from(w.leaf).d() || access.write,
         pte: w.leaf,
     };
     Ok((out, pending))
@@ -525,7 +634,7 @@ pub fn fs_walk(
 ) -> Result<FsOutput, FsError> {
     let identity = |addr: u64, _root: bool| Ok(Located::identity(addr));
     let (out, pending) = fs_walk_core(mem, cfg, table, ctl, iova, access, identity)?;
-    walk::commit(mem, &pending, FS_UPDATE_FLAGS).map_err(|_| FsError::UpdateFailed)?;
+    walk::commit(mem, &pending, fs_update_flags()).map_err(|_| FsError::UpdateFailed)?;
     Ok(out)
 }
 
@@ -555,7 +664,7 @@ pub fn nested_walk(
     let gpa = f.phys | (iova & level_size(f.level).wrapping_sub(1));
     let s = ss_walk(mem, ss_cfg, ss.root, ss.levels, ss.agaw, gpa, access.write)
         .map_err(FsError::Stage2Output)?;
-    walk::commit(mem, &pending, FS_UPDATE_FLAGS).map_err(|_| FsError::UpdateFailed)?;
+    walk::commit(mem, &pending, fs_update_flags()).map_err(|_| FsError::UpdateFailed)?;
     let level = f.level.min(s.level);
     let size = level_size(level);
     let hpa = s.phys | (gpa & level_size(s.level).wrapping_sub(1));
@@ -571,6 +680,14 @@ pub fn nested_walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Raw bit positions from the specification, independent of the
+    // layouts (these tests check the layouts against them).
+    const SL_R: u64 = 1;
+    const SL_W: u64 = 1 << 1;
+    const SL_SNP: u64 = 1 << 11;
+    const SL_TM: u64 = 1 << 62;
+    const SL_IGNORED: u64 = 0xbff0_0000_0000_0000;
 
     fn cfg(haw: u8) -> WalkConfig {
         WalkConfig {

@@ -53,13 +53,12 @@ use std::collections::BTreeMap;
 
 use crate::config::width_mask;
 use crate::translation::first_stage::{
-    fs_reserved_mask, FsControls, FsTable, FsWalkConfig, SsTable, FS_A, FS_D, FS_EA, FS_P,
-    FS_PS, FS_RW, FS_US,
+    fs_bits, fs_reserved_mask, FsControls, FsPte, FsTable, FsWalkConfig, SsTable,
 };
 use crate::queues::invalidation::InvalidationEvent;
 use crate::mem::GuestMemory;
 use crate::translation::page_walk::{
-    level_shift, level_size, reserved_mask, walk_detailed, Perm, WalkConfig, SL_PS, SL_R, SL_W,
+    level_shift, level_size, reserved_mask, walk_detailed, Perm, SsPte, WalkConfig,
 };
 use crate::translation::root_context::{lookup_device_context, ContextMode};
 use crate::translation::scalable::{resolve, PasidMode};
@@ -671,25 +670,25 @@ impl RangeWalk<'_> {
             let end = base.saturating_add(size - 1);
             let index = (va >> level_shift(level)) & 0x1ff;
             if let Some(pte) = self.read(table.wrapping_add(index * 8)) {
-                let large = (level == 2 || level == 3) && pte & SL_PS != 0;
+                let e = SsPte::from(pte);
+                let large = (level == 2 || level == 3) && e.ps();
                 let large_ok = match level {
                     2 => cfg.large_2m,
                     3 => cfg.large_1g,
                     _ => true,
                 };
-                let p = Perm {
-                    read: perm.read && pte & SL_R != 0,
-                    write: perm.write && pte & SL_W != 0,
-                };
-                let valid = pte & (SL_R | SL_W) != 0
+                let p = Perm { read: perm.read && e.r(), write: perm.write && e.w() };
+                let valid = (e.r() || e.w())
                     && pte & reserved_mask(cfg, level, large) == 0
                     && (!large || large_ok)
                     && (p.read || p.write);
+                // The address field within the host address width.
+                let addr = (e.addr().value() << 12) & haw;
                 if valid {
                     if level == 1 || large {
-                        out.push(Leaf { iova: base, size, phys: pte & haw & !(size - 1), perm: p });
+                        out.push(Leaf { iova: base, size, phys: addr & !(size - 1), perm: p });
                     } else {
-                        self.ss_range(cfg, pte & haw & !0xfff, level - 1, va, end.min(last), p, out);
+                        self.ss_range(cfg, addr, level - 1, va, end.min(last), p, out);
                     }
                 }
             }
@@ -759,10 +758,10 @@ impl RangeWalk<'_> {
         let haw_bits = fw.cfg.haw_bits;
         let haw = width_mask(u32::from(haw_bits));
         let size = level_size(level);
-        let mut set_flags = FS_A;
-        if fw.ctl.eafe {
-            set_flags |= FS_EA;
-        }
+        let set_flags = fs_bits(|e| {
+            e.set_a(true);
+            e.set_ea(fw.ctl.eafe);
+        });
         let mut va = first;
         loop {
             if self.truncated {
@@ -772,26 +771,29 @@ impl RangeWalk<'_> {
             let end = base.saturating_add(size - 1);
             let index = (va >> level_shift(level)) & 0x1ff;
             if let Some(pte) = self.read(host_table.wrapping_add(index * 8)) {
-                let large = (level == 2 || level == 3) && pte & FS_PS != 0;
-                let valid = pte & FS_P != 0
+                let e = FsPte::from(pte);
+                let large = (level == 2 || level == 3) && e.ps();
+                let valid = e.p()
                     && pte & fs_reserved_mask(haw_bits, level, large) == 0
                     && !(large && level == 3 && !fw.cfg.large_1g)
                     // The accessed flag could not be set: every access faults.
                     && (pte & set_flags == set_flags || writable);
-                let a = FsAcc { rw: acc.rw && pte & FS_RW != 0, us: acc.us && pte & FS_US != 0 };
+                let a = FsAcc { rw: acc.rw && e.rw(), us: acc.us && e.us() };
+                // The address field within the host address width.
+                let addr = (e.addr().value() << 12) & haw;
                 if valid && (a.us || fw.supervisor) {
                     if level == 1 || large {
                         let write_ok = (a.rw || (fw.supervisor && !fw.ctl.wpe))
-                            && (pte & FS_D != 0 || writable);
+                            && (e.d() || writable);
                         let leaf = Leaf {
                             iova: base | sign,
                             size,
-                            phys: pte & haw & !(size - 1),
+                            phys: addr & !(size - 1),
                             perm: Perm { read: true, write: write_ok },
                         };
                         self.fs_output(fw, leaf);
                     } else {
-                        self.fs_range(fw, pte & haw & !0xfff, level - 1, va, end.min(last), a, sign);
+                        self.fs_range(fw, addr, level - 1, va, end.min(last), a, sign);
                     }
                 }
             }

@@ -23,8 +23,8 @@ use crate::translation::page_walk::{SsError, WalkConfig};
 use iommu_core::translation::x86::{self, FsError};
 
 pub use iommu_core::translation::x86::{
-    fs_reserved_mask, is_canonical, FsAccess, FsControls, FsOutput, FsTable, FsWalkConfig, SsTable,
-    FS_A, FS_D, FS_EA, FS_IGNORED, FS_P, FS_PS, FS_RW, FS_US,
+    fs_bits, fs_reserved_mask, is_canonical, FsAccess, FsControls, FsLargePte, FsOutput, FsPte,
+    FsTable, FsWalkConfig, SsTable,
 };
 
 /// The VT-d fault reason of a first-stage or nested walk failure.

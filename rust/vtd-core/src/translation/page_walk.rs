@@ -12,8 +12,7 @@ use crate::mem::GuestMemory;
 /// [`walk`] with the failure reported as an [`SsError`].
 pub use iommu_core::translation::x86::ss_walk as walk_detailed;
 pub use iommu_core::translation::x86::{
-    level_shift, level_size, reserved_mask, SsError, WalkConfig, WalkOutput, SL_IGNORED, SL_PS, SL_R,
-    SL_SNP, SL_TM, SL_W,
+    level_shift, level_size, reserved_mask, ss_bits, SsError, SsPte, WalkConfig, WalkOutput,
 };
 pub use iommu_core::translation::Perm;
 
