@@ -8,7 +8,7 @@
 
 mod common;
 use common::*;
-use vtd_core::queues::fault::FRCD_IR_INDEX_SHIFT;
+use vtd_core::queues::fault::FrcdLoInterrupt;
 use vtd_core::registers::*;
 use vtd_core::{
     Config, Effects, FaultRecord, IecInvalidation, InterruptFault, InterruptRequest, Msi, Vtd,
@@ -87,7 +87,7 @@ fn expect_recorded(e: &mut Env, sid: u16, address: u64, data: u32, code: u8, ind
     assert!(rec.pending);
     assert_eq!((rec.reason_code, rec.sid, rec.write), (code, sid, true));
     assert_eq!(rec.interrupt_index(), Some(index));
-    assert_eq!(rec.address, u64::from(index) << FRCD_IR_INDEX_SHIFT, "FI bits 47:12 clear");
+    assert_eq!(rec.address, u64::from(FrcdLoInterrupt::new(index)), "FI bits 47:12 clear");
     assert_ne!(e.fsts() & FSTS_PPF, 0);
     clear_fault(e);
 }

@@ -14,10 +14,12 @@
 //! of all F bits; a fault event (FECTL.IP, then an MSI unless FECTL.IM) is
 //! raised only when no FSTS status field was already set.
 
+use bilge::prelude::*;
+
 use crate::effects::{Effects, Msi};
 use crate::registers::{
-    RegisterFile, EVT_IM, EVT_IP, FEADDR, FECTL, FEDATA, FEUADDR, FRCD_F, FRCD_REG_NR,
-    FRCD_REG_OFFSET, FRCD_T, FSTS, FSTS_EVENT_FIELDS, FSTS_FRI_MASK, FSTS_FRI_SHIFT, FSTS_PFO,
+    RegisterFile, EVT_IM, EVT_IP, FEADDR, FECTL, FEDATA, FEUADDR, FRCD_REG_NR,
+    FRCD_REG_OFFSET, FSTS, FSTS_EVENT_FIELDS, FSTS_FRI_MASK, FSTS_FRI_SHIFT, FSTS_PFO,
     FSTS_PPF,
 };
 
@@ -419,7 +421,7 @@ impl Fault {
     /// carries the interrupt index in bits 63:48 (bits 47:12 clear), T is
     /// 0 (interrupt requests are writes), no PASID.
     pub fn interrupt(reason: FaultReason, sid: u16, index: u16) -> Fault {
-        Fault::new(reason, sid, u64::from(index) << FRCD_IR_INDEX_SHIFT, true)
+        Fault::new(reason, sid, FrcdLoInterrupt::new(index).into(), true)
     }
 
     /// Build a fault description for a request with PASID.
@@ -443,21 +445,76 @@ impl Fault {
     }
 }
 
-/// FRCD high quadword: PP (PASID present), record bit 95.
-pub const FRCD_PP: u64 = 1 << 31;
-/// FRCD high quadword: PRIV (supervisor request; valid with PP), bit 93.
-pub const FRCD_PRIV: u64 = 1 << 29;
-/// Shift of FRCD.PV (PASID value, record bits 123:104) in the high
-/// quadword.
-pub const FRCD_PV_SHIFT: u32 = 40;
-/// FRCD high quadword: AT = 01b (translation request), record bits 125:124.
-pub const FRCD_AT_TRANSLATION: u64 = 1 << 60;
-/// FRCD high quadword: the AT field.
-pub const FRCD_AT_MASK: u64 = 3 << 60;
+pub use layouts::{AddressType, FrcdHi, FrcdLo, FrcdLoInterrupt};
 
-/// Shift of the interrupt index in the FI field (record bits 63:48) for
-/// interrupt-remapping faults.
-pub const FRCD_IR_INDEX_SHIFT: u32 = 48;
+/// Architected bit layouts of a fault recording register (VT-d 3.4,
+/// 11.4.14), two 64-bit words. A module of its own because bilge's
+/// generated constructors carry no documentation.
+#[allow(missing_docs)]
+mod layouts {
+    use bilge::prelude::*;
+
+    /// Record bits 63:0 of a DMA remapping fault.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct FrcdLo {
+        /// Bits 11:0, reserved.
+        pub reserved: u12,
+        /// Bits 63:12, FI: the faulting page >> 12.
+        pub fi: u52,
+    }
+
+    /// Record bits 63:0 of an interrupt-remapping fault: FI carries the
+    /// interrupt index in bits 63:48, bits 47:12 clear.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct FrcdLoInterrupt {
+        /// Bits 47:0, zero.
+        pub reserved: u48,
+        /// Bits 63:48, the interrupt index.
+        pub index: u16,
+    }
+
+    /// FRCD.AT: the faulting request's address type.
+    #[bitsize(2)]
+    #[derive(FromBits, Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum AddressType {
+        /// 00b: untranslated request.
+        Untranslated = 0,
+        /// 01b: translation request.
+        TranslationRequest = 1,
+        /// 10b: translated request.
+        Translated = 2,
+        /// 11b: reserved.
+        Reserved = 3,
+    }
+
+    /// Record bits 127:64.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct FrcdHi {
+        /// Bits 79:64, SID: requester id.
+        pub sid: u16,
+        /// Bits 92:80, reserved.
+        pub reserved: u13,
+        /// Bit 93, PRIV: supervisor request (valid with PP).
+        pub priv_: bool,
+        /// Bit 94, EXE: execute request (valid with PP; never set here).
+        pub exe: bool,
+        /// Bit 95, PP: PV holds the request's PASID.
+        pub pp: bool,
+        /// Bits 103:96, FR: fault reason.
+        pub fr: u8,
+        /// Bits 123:104, PV: PASID value.
+        pub pv: u20,
+        /// Bits 125:124, AT: address type.
+        pub at: AddressType,
+        /// Bit 126, T: type, 0 = write, 1 = read.
+        pub t: bool,
+        /// Bit 127, F: the record holds a fault.
+        pub f: bool,
+    }
+}
 
 /// Decoded contents of one fault recording register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -484,15 +541,16 @@ pub struct FaultRecord {
 impl FaultRecord {
     /// Decode the (low, high) quadwords of a record.
     pub fn from_raw(lo: u64, hi: u64) -> FaultRecord {
+        let hi = FrcdHi::from(hi);
         FaultRecord {
-            pending: hi & FRCD_F != 0,
-            reason_code: (hi >> 32) as u8,
-            sid: hi as u16,
-            address: lo & !0xfff,
-            write: hi & FRCD_T == 0,
-            pasid: (hi & FRCD_PP != 0).then_some(((hi >> FRCD_PV_SHIFT) & 0xf_ffff) as u32),
-            privileged: hi & FRCD_PP != 0 && hi & FRCD_PRIV != 0,
-            address_type: ((hi & FRCD_AT_MASK) >> 60) as u8,
+            pending: hi.f(),
+            reason_code: hi.fr(),
+            sid: hi.sid(),
+            address: FrcdLo::from(lo).fi().value() << 12,
+            write: !hi.t(),
+            pasid: hi.pp().then_some(hi.pv().value()),
+            privileged: hi.pp() && hi.priv_(),
+            address_type: hi.at() as u8,
         }
     }
 
@@ -501,26 +559,25 @@ impl FaultRecord {
     pub fn interrupt_index(&self) -> Option<u16> {
         (0x20..0x30)
             .contains(&self.reason_code)
-            .then_some((self.address >> FRCD_IR_INDEX_SHIFT) as u16)
+            .then_some(FrcdLoInterrupt::from(self.address).index())
     }
 
     /// Encode a fault into the (low, high) quadwords, without the F bit.
     pub fn encode(fault: &Fault) -> (u64, u64) {
-        let lo = fault.address & !0xfff;
-        let mut hi = u64::from(fault.sid) | (u64::from(fault.reason.code()) << 32);
-        if !fault.write {
-            hi |= FRCD_T;
-        }
-        if fault.translation_request {
-            hi |= FRCD_AT_TRANSLATION;
-        }
-        if let Some(p) = fault.pasid {
-            hi |= FRCD_PP | ((u64::from(p) & 0xf_ffff) << FRCD_PV_SHIFT);
-            if fault.privileged {
-                hi |= FRCD_PRIV;
-            }
-        }
-        (lo, hi)
+        let lo = FrcdLo::new(u52::new(fault.address >> 12));
+        let at = if fault.translation_request {
+            AddressType::TranslationRequest
+        } else {
+            AddressType::Untranslated
+        };
+        let (pp, pv) = match fault.pasid {
+            // A PASID is 20 bits wide; wider values are cut as the C device does.
+            Some(p) => (true, u20::new(p & 0xf_ffff)),
+            None => (false, u20::new(0)),
+        };
+        let priv_ = pp && fault.privileged;
+        let hi = FrcdHi::new(fault.sid, priv_, false, pp, fault.reason.code(), pv, at, !fault.write, false);
+        (lo.into(), hi.into())
     }
 }
 
@@ -537,7 +594,7 @@ pub fn read_record(regs: &RegisterFile, index: u16) -> Option<FaultRecord> {
 }
 
 fn record_pending(regs: &RegisterFile, index: u16) -> bool {
-    regs.get64(frcd_hi_offset(index)) & FRCD_F != 0
+    FrcdHi::from(regs.get64(frcd_hi_offset(index))).f()
 }
 
 /// Recompute FSTS.PPF from the F bits of all records.
@@ -607,8 +664,8 @@ pub fn record_fault(
         return RecordOutcome::Overflow;
     }
     let collapsed = (0..FRCD_REG_NR).any(|i| {
-        let hi = regs.get64(frcd_hi_offset(i));
-        hi & FRCD_F != 0 && hi as u16 == fault.sid
+        let hi = FrcdHi::from(regs.get64(frcd_hi_offset(i)));
+        hi.f() && hi.sid() == fault.sid
     });
     if collapsed {
         return RecordOutcome::Collapsed;
@@ -625,7 +682,9 @@ pub fn record_fault(
     let (lo, hi) = FaultRecord::encode(fault);
     let hi_off = frcd_hi_offset(index);
     regs.set64(hi_off - 8, lo);
-    regs.set64(hi_off, hi | FRCD_F);
+    let mut hi = FrcdHi::from(hi);
+    hi.set_f(true);
+    regs.set64(hi_off, hi.into());
     if fsts & FSTS_PPF == 0 {
         regs.clear_set32(
             FSTS,
@@ -642,6 +701,12 @@ pub fn record_fault(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registers::{FRCD_F, FRCD_T};
+
+    // Raw bit positions of the record's high quadword from the
+    // specification, independent of the layouts.
+    const FRCD_PP: u64 = 1 << 31;
+    const FRCD_PRIV: u64 = 1 << 29;
 
     #[test]
     fn reason_codes_roundtrip() {
