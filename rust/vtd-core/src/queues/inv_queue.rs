@@ -27,6 +27,8 @@
 //! spec treats 128-bit descriptors as invalid then. In 256-bit form the
 //! upper 128 bits of the legacy descriptors are reserved (zero).
 
+use bilge::prelude::*;
+
 use crate::config::MAMV;
 
 /// Largest IEC descriptor index mask (ECAP.MHMV with interrupt
@@ -52,23 +54,306 @@ pub const DESC_PASID_DEVICE_TLB: u8 = 0x8;
 /// "No descriptor" marker for `last_desc_type`.
 pub const DESC_NONE: u8 = 0;
 
-const CC_RSVD_LO: u64 = 0xfffc_0000_0000_f1c0;
-const IOTLB_RSVD_LO: u64 = 0xffff_ffff_0000_f100;
-const IOTLB_RSVD_HI: u64 = 0xf80;
-// PFSID (bits 15:12 and 63:52) is a field, not reserved (the C device
-// still treats it as reserved; Linux fills it in).
-const DEV_TLB_RSVD_LO: u64 = 0xffe0_01f0;
-const DEV_TLB_RSVD_HI: u64 = 0xffe;
-const PDEV_TLB_RSVD1: u64 = 0x7fe;
-const IEC_RSVD_LO: u64 = 0xffff_0000_07ff_f1e0;
-const WAIT_RSVD_LO: u64 = 0xffff_f180;
-const WAIT_RSVD_HI: u64 = 0x3;
-const PIOTLB_RSVD0: u64 = 0xfff0_0000_0000_f1c0;
-const PIOTLB_RSVD1: u64 = 0xf80;
-const PC_RSVD0: u64 = 0xfff0_0000_0000_f1c0;
-const WAIT_IF: u64 = 1 << 4;
-const WAIT_SW: u64 = 1 << 5;
-const WAIT_FN: u64 = 1 << 6;
+pub use layouts::*;
+
+/// Architected bit layouts of the invalidation descriptors (VT-d 3.4, 6.5.2)
+/// and of the register-based invalidation and queue registers (11.4.7,
+/// 11.4.8, 11.4.9). A 128-bit descriptor is two words (`Lo`, `Hi`), a
+/// 256-bit one four (`Q0` .. `Q3`; quadwords not declared are reserved). The
+/// descriptor type is split: bits 3:0 and, as type bits 6:4, bits 11:9. A
+/// module of its own because bilge's generated constructors carry no
+/// documentation.
+#[allow(missing_docs)]
+mod layouts {
+    use bilge::prelude::*;
+
+    /// The fields every descriptor's first quadword shares.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct DescHeader {
+        /// Bits 3:0, type bits 3:0.
+        pub ty: u4,
+        /// Bits 8:4, per descriptor.
+        pub body: u5,
+        /// Bits 11:9, type bits 6:4.
+        pub ty_hi: u3,
+        /// Bits 63:12, per descriptor.
+        pub rest: u52,
+    }
+
+    /// Context-cache invalidate descriptor (type 1), bits 63:0; bits
+    /// 127:64 are reserved.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct CcDesc {
+        pub ty: u4,
+        /// Bits 5:4, G: 01b global, 10b domain, 11b device.
+        pub g: u2,
+        /// Bits 8:6, reserved.
+        pub reserved: u3,
+        pub ty_hi: u3,
+        /// Bits 15:12, reserved.
+        pub reserved: u4,
+        /// Bits 31:16, DID.
+        pub did: u16,
+        /// Bits 47:32, SID.
+        pub sid: u16,
+        /// Bits 49:48, FM: function mask.
+        pub fm: u2,
+        /// Bits 63:50, reserved.
+        pub reserved: u14,
+    }
+
+    /// IOTLB invalidate descriptor (type 2), bits 63:0.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct IotlbDescLo {
+        pub ty: u4,
+        /// Bits 5:4, G: 01b global, 10b domain, 11b page-selective.
+        pub g: u2,
+        /// Bit 6, DW: drain writes (a hint, accepted).
+        pub dw: bool,
+        /// Bit 7, DR: drain reads (a hint, accepted).
+        pub dr: bool,
+        /// Bit 8, reserved.
+        pub reserved: bool,
+        pub ty_hi: u3,
+        /// Bits 15:12, reserved.
+        pub reserved: u4,
+        /// Bits 31:16, DID.
+        pub did: u16,
+        /// Bits 63:32, reserved.
+        pub reserved: u32,
+    }
+
+    /// The address quadword of IOTLB and PASID-based IOTLB invalidations:
+    /// IOTLB invalidate bits 127:64, PASID-based IOTLB invalidate bits
+    /// 127:64, and the IVA register.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct InvAddr {
+        /// Bits 5:0, AM: log2 of the number of 4 KiB pages.
+        pub am: u6,
+        /// Bit 6, IH: invalidation hint (only leaf entries changed).
+        pub ih: bool,
+        /// Bits 11:7, reserved.
+        pub reserved: u5,
+        /// Bits 63:12, ADDR >> 12.
+        pub addr: u52,
+    }
+
+    /// Device-TLB invalidate descriptor (type 3), bits 63:0.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct DevTlbDescLo {
+        pub ty: u4,
+        /// Bits 8:4, reserved.
+        pub reserved: u5,
+        pub ty_hi: u3,
+        /// Bits 15:12, PFSID bits 3:0.
+        pub pfsid_lo: u4,
+        /// Bits 20:16, MIP: maximum invalidations pending.
+        pub mip: u5,
+        /// Bits 31:21, reserved.
+        pub reserved: u11,
+        /// Bits 47:32, SID.
+        pub sid: u16,
+        /// Bits 51:48, reserved.
+        pub reserved: u4,
+        /// Bits 63:52, PFSID bits 15:4.
+        pub pfsid_hi: u12,
+    }
+
+    /// Device-TLB invalidate descriptor (type 3), bits 127:64.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct DevTlbDescHi {
+        /// Bit 64, S: the size is encoded in ADDR's low bits.
+        pub s: bool,
+        /// Bits 75:65, reserved.
+        pub reserved: u11,
+        /// Bits 127:76, ADDR >> 12.
+        pub addr: u52,
+    }
+
+    /// Interrupt entry cache invalidate descriptor (type 4), bits 63:0;
+    /// bits 127:64 are reserved.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct IecDesc {
+        pub ty: u4,
+        /// Bit 4, G: 0 global, 1 index-selective.
+        pub g: bool,
+        /// Bits 8:5, reserved.
+        pub reserved: u4,
+        pub ty_hi: u3,
+        /// Bits 26:12, reserved.
+        pub reserved: u15,
+        /// Bits 31:27, IM: index mask.
+        pub im: u5,
+        /// Bits 47:32, IIDX: interrupt index.
+        pub iidx: u16,
+        /// Bits 63:48, reserved.
+        pub reserved: u16,
+    }
+
+    /// Invalidation wait descriptor (type 5), bits 63:0.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct WaitDescLo {
+        pub ty: u4,
+        /// Bit 4, IF: raise an invalidation completion event.
+        pub if_: bool,
+        /// Bit 5, SW: write the status data.
+        pub sw: bool,
+        /// Bit 6, FN: fence.
+        pub fn_: bool,
+        /// Bits 8:7, PD (page-request drain, no page requests here) and a
+        /// reserved bit: reserved.
+        pub reserved: u2,
+        pub ty_hi: u3,
+        /// Bits 31:12, reserved.
+        pub reserved: u20,
+        /// Bits 63:32, status data.
+        pub status_data: u32,
+    }
+
+    /// Invalidation wait descriptor (type 5), bits 127:64.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct WaitDescHi {
+        /// Bits 65:64, reserved.
+        pub reserved: u2,
+        /// Bits 127:66, status address >> 2.
+        pub status_addr: u62,
+    }
+
+    /// PASID-based IOTLB (type 6) and PASID-cache (type 7) invalidate
+    /// descriptors, bits 63:0.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct PasidDescQ0 {
+        pub ty: u4,
+        /// Bits 5:4, G.
+        pub g: u2,
+        /// Bits 8:6, reserved.
+        pub reserved: u3,
+        pub ty_hi: u3,
+        /// Bits 15:12, reserved.
+        pub reserved: u4,
+        /// Bits 31:16, DID.
+        pub did: u16,
+        /// Bits 51:32, PASID.
+        pub pasid: u20,
+        /// Bits 63:52, reserved.
+        pub reserved: u12,
+    }
+
+    /// PASID-based device-TLB invalidate descriptor (type 8), bits 63:0.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct PasidDevTlbQ0 {
+        pub ty: u4,
+        /// Bits 8:4, MIP.
+        pub mip: u5,
+        pub ty_hi: u3,
+        /// Bits 15:12, PFSID bits 3:0.
+        pub pfsid_lo: u4,
+        /// Bits 31:16, SID.
+        pub sid: u16,
+        /// Bits 51:32, PASID.
+        pub pasid: u20,
+        /// Bits 63:52, PFSID bits 15:4.
+        pub pfsid_hi: u12,
+    }
+
+    /// PASID-based device-TLB invalidate descriptor (type 8), bits 127:64.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct PasidDevTlbQ1 {
+        /// Bit 64, G: every PASID's global translations too.
+        pub g: bool,
+        /// Bits 74:65, reserved.
+        pub reserved: u10,
+        /// Bit 75, S.
+        pub s: bool,
+        /// Bits 127:76, ADDR >> 12.
+        pub addr: u52,
+    }
+
+    /// CCMD register.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct CcmdReg {
+        /// Bits 15:0, DID.
+        pub did: u16,
+        /// Bits 31:16, SID.
+        pub sid: u16,
+        /// Bits 33:32, FM.
+        pub fm: u2,
+        /// Bits 58:34, reserved.
+        pub reserved: u25,
+        /// Bits 60:59, CAIG: actual granularity.
+        pub caig: u2,
+        /// Bits 62:61, CIRG: requested granularity.
+        pub cirg: u2,
+        /// Bit 63, ICC: invalidate context cache.
+        pub icc: bool,
+    }
+
+    /// IOTLB invalidate register.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct IotlbReg {
+        /// Bits 31:0, reserved.
+        pub reserved: u32,
+        /// Bits 47:32, DID.
+        pub did: u16,
+        /// Bit 48, DW.
+        pub dw: bool,
+        /// Bit 49, DR.
+        pub dr: bool,
+        /// Bits 56:50, reserved.
+        pub reserved: u7,
+        /// Bits 58:57, IAIG: actual granularity.
+        pub iaig: u2,
+        /// Bit 59, reserved.
+        pub reserved: bool,
+        /// Bits 61:60, IIRG: requested granularity.
+        pub iirg: u2,
+        /// Bit 62, reserved.
+        pub reserved: bool,
+        /// Bit 63, IVT: invalidate IOTLB.
+        pub ivt: bool,
+    }
+
+    /// IQA register.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct IqaReg {
+        /// Bits 2:0, QS: the queue is 2^QS 4 KiB pages.
+        pub qs: u3,
+        /// Bits 10:3, reserved.
+        pub reserved: u8,
+        /// Bit 11, DW: 256-bit descriptors.
+        pub dw: bool,
+        /// Bits 63:12, IQA: the queue's base >> 12.
+        pub base: u52,
+    }
+
+    /// IQH and IQT registers (the queue index is QH/QT with 128-bit
+    /// descriptors, QH/QT >> 1 with 256-bit ones).
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct IqIndexReg {
+        /// Bits 3:0, reserved.
+        pub reserved: u4,
+        /// Bits 18:4, QH / QT: the offset in the queue >> 4.
+        pub q: u15,
+        /// Bits 63:19, reserved.
+        pub reserved: u45,
+    }
+}
 
 /// Context-cache invalidation granularity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,8 +568,9 @@ impl DeviceTlbInvalidation {
     }
 }
 
-fn pfsid(lo: u64) -> u16 {
-    (((lo >> 12) & 0xf) | (((lo >> 52) & 0xfff) << 4)) as u16
+/// The PFSID, split over bits 15:12 (PFSID 3:0) and 63:52 (PFSID 15:4).
+fn pfsid(lo: u4, hi: u12) -> u16 {
+    u16::from(lo.value()) | (hi.value() << 4)
 }
 
 /// What [`decode_256`] needs to know about the hardware state.
@@ -301,8 +587,8 @@ pub struct DecodeContext {
 pub fn decode_256(val: [u64; 4], ctx: DecodeContext) -> Result<InvRequest, String> {
     let ty = descriptor_type(val[0]);
     let [v0, v1, v2, v3] = val;
-    let rsvd = |what: &str, masks: [u64; 4]| -> Result<(), String> {
-        if v0 & masks[0] != 0 || v1 & masks[1] != 0 || v2 & masks[2] != 0 || v3 & masks[3] != 0 {
+    let reserved = |what: &str, set: bool| -> Result<(), String> {
+        if set {
             Err(format!(
                 "invalid {what} descriptor: {v3:#x} {v2:#x} {v1:#x} {v0:#x} (reserved bits set)"
             ))
@@ -330,13 +616,17 @@ pub fn decode_256(val: [u64; 4], ctx: DecodeContext) -> Result<InvRequest, Strin
         }
         DESC_PIOTLB => {
             pasid_based("PASID-based IOTLB invalidate")?;
-            rsvd("PASID-based IOTLB invalidate", [PIOTLB_RSVD0, PIOTLB_RSVD1, u64::MAX, u64::MAX])?;
-            let domain_id = (v0 >> 16) as u16;
-            let pasid = ((v0 >> 32) & 0xf_ffff) as u32;
-            match (v0 >> 4) & 3 {
+            let (q0, q1) = (PasidDescQ0::from(v0), InvAddr::from(v1));
+            reserved(
+                "PASID-based IOTLB invalidate",
+                pasid_desc_reserved(q0) || q1.reserved_i().value() != 0 || v2 != 0 || v3 != 0,
+            )?;
+            let domain_id = q0.did();
+            let pasid = q0.pasid().value();
+            match q0.g().value() {
                 2 => Ok(InvRequest::PasidIotlb(PasidIotlbInvalidation::Pasid { domain_id, pasid })),
                 3 => {
-                    let am = (v1 & 0x3f) as u8;
+                    let am = q1.am().value();
                     if am > MAMV {
                         return Err(format!(
                             "invalid PASID-based IOTLB invalidate descriptor: {v1:#x} (AM {am} > MAMV {MAMV})"
@@ -345,9 +635,9 @@ pub fn decode_256(val: [u64; 4], ctx: DecodeContext) -> Result<InvRequest, Strin
                     Ok(InvRequest::PasidIotlb(PasidIotlbInvalidation::Pages {
                         domain_id,
                         pasid,
-                        addr: v1 & !0xfff,
+                        addr: q1.addr().value() << 12,
                         am,
-                        ih: v1 & (1 << 6) != 0,
+                        ih: q1.ih(),
                     }))
                 }
                 g => Err(format!(
@@ -357,10 +647,11 @@ pub fn decode_256(val: [u64; 4], ctx: DecodeContext) -> Result<InvRequest, Strin
         }
         DESC_PASID_CACHE => {
             pasid_based("PASID-cache invalidate")?;
-            rsvd("PASID-cache invalidate", [PC_RSVD0, u64::MAX, u64::MAX, u64::MAX])?;
-            let domain_id = (v0 >> 16) as u16;
-            let pasid = ((v0 >> 32) & 0xf_ffff) as u32;
-            match (v0 >> 4) & 3 {
+            let q0 = PasidDescQ0::from(v0);
+            reserved("PASID-cache invalidate", pasid_desc_reserved(q0) || v1 != 0 || v2 != 0 || v3 != 0)?;
+            let domain_id = q0.did();
+            let pasid = q0.pasid().value();
+            match q0.g().value() {
                 0 => Ok(InvRequest::PasidCache(PasidCacheInvalidation::Domain(domain_id))),
                 1 => Ok(InvRequest::PasidCache(PasidCacheInvalidation::Pasid { domain_id, pasid })),
                 3 => Ok(InvRequest::PasidCache(PasidCacheInvalidation::Global)),
@@ -376,15 +667,19 @@ pub fn decode_256(val: [u64; 4], ctx: DecodeContext) -> Result<InvRequest, Strin
                 ));
             }
             pasid_based("PASID-based device-TLB invalidate")?;
-            rsvd("PASID-based device-TLB invalidate", [0, PDEV_TLB_RSVD1, u64::MAX, u64::MAX])?;
+            let (q0, q1) = (PasidDevTlbQ0::from(v0), PasidDevTlbQ1::from(v1));
+            reserved(
+                "PASID-based device-TLB invalidate",
+                q1.reserved_i().value() != 0 || v2 != 0 || v3 != 0,
+            )?;
             Ok(InvRequest::DeviceTlb(DeviceTlbInvalidation {
-                sid: (v0 >> 16) as u16,
-                pfsid: pfsid(v0),
-                mip: ((v0 >> 4) & 0x1f) as u8,
-                pasid: Some(((v0 >> 32) & 0xf_ffff) as u32),
-                global: v1 & 1 != 0,
-                addr: v1 & !0xfff,
-                size: v1 & (1 << 11) != 0,
+                sid: q0.sid(),
+                pfsid: pfsid(q0.pfsid_lo(), q0.pfsid_hi()),
+                mip: q0.mip().value(),
+                pasid: Some(q0.pasid().value()),
+                global: q1.g(),
+                addr: q1.addr().value() << 12,
+                size: q1.s(),
             }))
         }
         _ => Err(format!(
@@ -393,17 +688,21 @@ pub fn decode_256(val: [u64; 4], ctx: DecodeContext) -> Result<InvRequest, Strin
     }
 }
 
-/// Descriptor type from the low quadword (bits 3:0, and 11:9 as type
-/// bits 6:4).
+fn pasid_desc_reserved(q0: PasidDescQ0) -> bool {
+    q0.reserved_i().value() != 0 || q0.reserved_ii().value() != 0 || q0.reserved_iii().value() != 0
+}
+
+/// Descriptor type from the low quadword: type bits 3:0 and 6:4.
 pub fn descriptor_type(lo: u64) -> u8 {
-    (((lo >> 5) & 0x70) | (lo & 0xf)) as u8
+    let h = DescHeader::from(lo);
+    h.ty().value() | (h.ty_hi().value() << 4)
 }
 
 /// Decode a legacy 128-bit descriptor.
 pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> {
     let ty = descriptor_type(lo);
-    let rsvd = |what: &str, lo_mask: u64, hi_mask: u64| -> Result<(), String> {
-        if lo & lo_mask != 0 || hi & hi_mask != 0 {
+    let reserved = |what: &str, set: bool| -> Result<(), String> {
+        if set {
             Err(format!(
                 "invalid {what} descriptor: hi={hi:#x} lo={lo:#x} (reserved bits set)"
             ))
@@ -413,14 +712,18 @@ pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> 
     };
     match ty {
         DESC_CC => {
-            rsvd("context-cache invalidate", CC_RSVD_LO, u64::MAX)?;
-            let g = match (lo >> 4) & 3 {
+            let d = CcDesc::from(lo);
+            reserved(
+                "context-cache invalidate",
+                d.reserved_i().value() != 0
+                    || d.reserved_ii().value() != 0
+                    || d.reserved_iii().value() != 0
+                    || hi != 0,
+            )?;
+            let g = match d.g().value() {
                 1 => ContextInvalidation::Global,
-                2 => ContextInvalidation::Domain((lo >> 16) as u16),
-                3 => ContextInvalidation::Device {
-                    sid: (lo >> 32) as u16,
-                    fm: ((lo >> 48) & 3) as u8,
-                },
+                2 => ContextInvalidation::Domain(d.did()),
+                3 => ContextInvalidation::Device { sid: d.sid(), fm: d.fm().value() },
                 _ => {
                     return Err(format!(
                         "invalid context-cache invalidate descriptor: lo={lo:#x} (granularity 0)"
@@ -430,13 +733,20 @@ pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> 
             Ok(InvRequest::Context(g))
         }
         DESC_IOTLB => {
-            rsvd("IOTLB invalidate", IOTLB_RSVD_LO, IOTLB_RSVD_HI)?;
-            let did = (lo >> 16) as u16;
-            let g = match (lo >> 4) & 3 {
+            let (d, a) = (IotlbDescLo::from(lo), InvAddr::from(hi));
+            reserved(
+                "IOTLB invalidate",
+                d.reserved_i()
+                    || d.reserved_ii().value() != 0
+                    || d.reserved_iii() != 0
+                    || a.reserved_i().value() != 0,
+            )?;
+            let did = d.did();
+            let g = match d.g().value() {
                 1 => IotlbInvalidation::Global,
                 2 => IotlbInvalidation::Domain(did),
                 3 => {
-                    let am = (hi & 0x3f) as u8;
+                    let am = a.am().value();
                     if am > MAMV {
                         return Err(format!(
                             "invalid IOTLB invalidate descriptor: hi={hi:#x} (AM {am} > MAMV {MAMV})"
@@ -444,9 +754,9 @@ pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> 
                     }
                     IotlbInvalidation::Pages {
                         domain_id: did,
-                        addr: hi & !0xfff,
+                        addr: a.addr().value() << 12,
                         am,
-                        ih: hi & (1 << 6) != 0,
+                        ih: a.ih(),
                     }
                 }
                 _ => {
@@ -463,44 +773,59 @@ pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> 
                     "device-TLB invalidate descriptor without device-TLB support (ECAP.DT=0): hi={hi:#x} lo={lo:#x}"
                 ));
             }
-            rsvd("device-TLB invalidate", DEV_TLB_RSVD_LO, DEV_TLB_RSVD_HI)?;
+            let (d, h) = (DevTlbDescLo::from(lo), DevTlbDescHi::from(hi));
+            reserved(
+                "device-TLB invalidate",
+                d.reserved_i().value() != 0
+                    || d.reserved_ii().value() != 0
+                    || d.reserved_iii().value() != 0
+                    || h.reserved_i().value() != 0,
+            )?;
             Ok(InvRequest::DeviceTlb(DeviceTlbInvalidation {
-                sid: (lo >> 32) as u16,
-                pfsid: pfsid(lo),
-                mip: ((lo >> 16) & 0x1f) as u8,
+                sid: d.sid(),
+                pfsid: pfsid(d.pfsid_lo(), d.pfsid_hi()),
+                mip: d.mip().value(),
                 pasid: None,
                 global: false,
-                addr: hi & !0xfff,
-                size: hi & 1 != 0,
+                addr: h.addr().value() << 12,
+                size: h.s(),
             }))
         }
         DESC_IEC => {
-            rsvd("interrupt entry cache invalidate", IEC_RSVD_LO, u64::MAX)?;
-            if lo & (1 << 4) == 0 {
+            let d = IecDesc::from(lo);
+            reserved(
+                "interrupt entry cache invalidate",
+                d.reserved_i().value() != 0
+                    || d.reserved_ii().value() != 0
+                    || d.reserved_iii() != 0
+                    || hi != 0,
+            )?;
+            if !d.g() {
                 return Ok(InvRequest::InterruptEntryCache(IecInvalidation::Global));
             }
-            let mask = ((lo >> 27) & 0x1f) as u8;
+            let mask = d.im().value();
             if mask > MHMV {
                 return Err(format!(
                     "invalid interrupt entry cache invalidate descriptor: lo={lo:#x} (IM {mask} > MHMV {MHMV})"
                 ));
             }
-            Ok(InvRequest::InterruptEntryCache(IecInvalidation::Index {
-                index: (lo >> 32) as u16,
-                mask,
-            }))
+            Ok(InvRequest::InterruptEntryCache(IecInvalidation::Index { index: d.iidx(), mask }))
         }
         DESC_WAIT => {
-            rsvd("invalidation wait", WAIT_RSVD_LO, WAIT_RSVD_HI)?;
-            if lo & (WAIT_IF | WAIT_SW | WAIT_FN) == 0 {
+            let (d, h) = (WaitDescLo::from(lo), WaitDescHi::from(hi));
+            reserved(
+                "invalidation wait",
+                d.reserved_i().value() != 0 || d.reserved_ii().value() != 0 || h.reserved_i().value() != 0,
+            )?;
+            if !d.if_() && !d.sw() && !d.fn_() {
                 return Err(format!(
                     "invalid invalidation wait descriptor: lo={lo:#x} (none of IF/SW/FN set)"
                 ));
             }
             Ok(InvRequest::Wait(WaitRequest {
-                status_write: (lo & WAIT_SW != 0).then_some((hi & !3, (lo >> 32) as u32)),
-                interrupt: lo & WAIT_IF != 0,
-                fence: lo & WAIT_FN != 0,
+                status_write: d.sw().then_some((h.status_addr().value() << 2, d.status_data())),
+                interrupt: d.if_(),
+                fence: d.fn_(),
             }))
         }
         _ => Err(format!(
@@ -512,13 +837,11 @@ pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> 
 /// Decode a CCMD register value with ICC set. `Err` carries the guest
 /// error for an invalid request granularity.
 pub fn decode_ccmd(val: u64) -> Result<ContextInvalidation, String> {
-    match (val >> 61) & 3 {
+    let r = CcmdReg::from(val);
+    match r.cirg().value() {
         1 => Ok(ContextInvalidation::Global),
-        2 => Ok(ContextInvalidation::Domain(val as u16)),
-        3 => Ok(ContextInvalidation::Device {
-            sid: (val >> 16) as u16,
-            fm: ((val >> 32) & 3) as u8,
-        }),
+        2 => Ok(ContextInvalidation::Domain(r.did())),
+        3 => Ok(ContextInvalidation::Device { sid: r.sid(), fm: r.fm().value() }),
         _ => Err(format!("CCMD: invalid context invalidation granularity: {val:#x}")),
     }
 }
@@ -526,12 +849,14 @@ pub fn decode_ccmd(val: u64) -> Result<ContextInvalidation, String> {
 /// Decode an IOTLB register value with IVT set, using the IVA register
 /// for page-selective requests.
 pub fn decode_iotlb_reg(val: u64, iva: u64) -> Result<IotlbInvalidation, String> {
-    let did = (val >> 32) as u16;
-    match (val >> 60) & 3 {
+    let r = IotlbReg::from(val);
+    let did = r.did();
+    match r.iirg().value() {
         1 => Ok(IotlbInvalidation::Global),
         2 => Ok(IotlbInvalidation::Domain(did)),
         3 => {
-            let am = (iva & 0x3f) as u8;
+            let a = InvAddr::from(iva);
+            let am = a.am().value();
             if am > MAMV {
                 return Err(format!(
                     "IOTLB: address mask {am} above MAMV {MAMV} (IVA={iva:#x})"
@@ -539,9 +864,9 @@ pub fn decode_iotlb_reg(val: u64, iva: u64) -> Result<IotlbInvalidation, String>
             }
             Ok(IotlbInvalidation::Pages {
                 domain_id: did,
-                addr: iva & !0xfff,
+                addr: a.addr().value() << 12,
                 am,
-                ih: iva & (1 << 6) != 0,
+                ih: a.ih(),
             })
         }
         _ => Err(format!("IOTLB: invalid invalidation granularity: {val:#x}")),
@@ -572,19 +897,19 @@ pub struct QueueState {
 impl QueueState {
     /// Number of entries for an IQA value (2^(QS+8)).
     pub fn size_from_iqa(iqa: u64) -> u16 {
-        1u16 << ((iqa & 7) as u32 + 8)
+        Self::size_for(iqa, false)
     }
 
     /// IQT.QT from a 128-bit-descriptor IQT value.
     pub fn tail_from_iqt(iqt: u64) -> u16 {
-        ((iqt >> 4) & 0x7fff) as u16
+        IqIndexReg::from(iqt).q().value()
     }
 
     /// Number of entries for an IQA value and descriptor width: the queue
     /// is 2^QS 4 KiB pages, 2^(QS+8) 128-bit or 2^(QS+7) 256-bit entries.
     pub fn size_for(iqa: u64, dw: bool) -> u16 {
-        let shift = (iqa & 7) as u32 + if dw { 7 } else { 8 };
-        1u16 << shift
+        let qs = u32::from(IqaReg::from(iqa).qs().value());
+        1u16 << (qs + if dw { 7 } else { 8 })
     }
 
     /// Size in bytes of one descriptor.
@@ -596,25 +921,29 @@ impl QueueState {
         }
     }
 
-    /// IQT.QT for descriptor width `dw` (bits 18:4, or 18:5 with DW).
+    /// IQT.QT for descriptor width `dw`: the queue offset in descriptors
+    /// (QT counts 16-byte units; a 256-bit descriptor is two).
     pub fn tail_for(iqt: u64, dw: bool) -> u16 {
-        if dw {
-            ((iqt >> 5) & 0x3fff) as u16
-        } else {
-            Self::tail_from_iqt(iqt)
-        }
+        Self::tail_from_iqt(iqt) >> u32::from(dw)
     }
 
     /// IQH/IQT register value for index `index`.
     pub fn index_reg(index: u16, dw: bool) -> u64 {
-        let shift = if dw { 5 } else { 4 };
-        (u64::from(index) << shift) & 0x7fff0
+        // In 16-byte units, cut to the field's 15 bits.
+        let units = (index << u32::from(dw)) & 0x7fff;
+        IqIndexReg::new(u15::new(units)).into()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Raw bit positions from the specification, independent of the
+    // layouts (these tests check the layouts against them).
+    const WAIT_IF: u64 = 1 << 4;
+    const WAIT_SW: u64 = 1 << 5;
+    const WAIT_FN: u64 = 1 << 6;
 
     #[test]
     fn queue_sizes() {
@@ -751,7 +1080,7 @@ mod tests {
                 size: true
             }))
         );
-        for bad_lo in [1 << 4, 1 << 8, 1 << 21, 1 << 31] {
+        for bad_lo in [1 << 4, 1 << 8, 1 << 21, 1 << 31, 1 << 48, 1 << 51] {
             assert!(decode(lo | bad_lo, 0, true).is_err(), "{bad_lo:#x}");
         }
         for bad_hi in [2, 1 << 11] {
