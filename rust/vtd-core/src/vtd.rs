@@ -29,7 +29,7 @@ use crate::queues::inv_queue::{
     DecodeContext, IecInvalidation, InvRequest, IotlbInvalidation, PasidCacheInvalidation,
     PasidIotlbInvalidation, QueueState, DESC_NONE,
 };
-use crate::interrupts::irq_remap::{self, InterruptFault, InterruptRequest, IrTable, IRTA_EIME};
+use crate::interrupts::irq_remap::{self, InterruptFault, InterruptRequest, IrTable, IrtaReg};
 use crate::mem::GuestMemory;
 use crate::translation::page_walk::{level_size, walk, walk_detailed, Perm, WalkConfig};
 use crate::registers::*;
@@ -530,7 +530,7 @@ impl Vtd {
             let irta = self.regs.get64(IRTA);
             // The C device honours EIME whatever ECAP.EIM says; the
             // architecture makes it reserved (treated as 0) without EIM.
-            if irta & IRTA_EIME != 0 && !self.cfg.eim {
+            if IrtaReg::from(irta).eime() && !self.cfg.eim {
                 fx.guest_error(if self.cfg.strict_ir {
                     "vtd: IRTA.EIME set but extended interrupt mode is not supported (ECAP.EIM=0); treated as 0"
                 } else {

@@ -58,45 +58,167 @@
 //! The model has no interrupt entry cache: every request reads its IRTE
 //! from guest memory, which the spec permits.
 
+use bilge::prelude::*;
+
 use crate::effects::Msi;
 use crate::queues::fault::FaultReason;
 use crate::mem::GuestMemory;
 use crate::vtd::{INTERRUPT_ADDR_FIRST, INTERRUPT_ADDR_LAST};
 
-/// IRTA.EIME: extended interrupt mode enable (x2APIC destinations).
-pub const IRTA_EIME: u64 = 1 << 11;
-/// IRTA.S: table size, 2^(S+1) entries.
-pub const IRTA_S_MASK: u64 = 0xf;
+pub use layouts::{IrtaReg, IrteDstXapic, IrteHi, IrteLo, MsiAddr, MsiData, RemappableAddr, RemappableData};
+
 /// Size in bytes of one IRTE.
 pub const IRTE_SIZE: u64 = 16;
 
-/// Interrupt request address bit 4: remappable format.
-pub const MSI_ADDR_REMAPPABLE: u64 = 1 << 4;
-/// Interrupt request address bit 3: SHV (subhandle valid).
-pub const MSI_ADDR_SHV: u64 = 1 << 3;
-/// Reserved data bits of a remappable-format request.
-pub const MSI_DATA_REMAP_RSVD: u32 = 0xffff_0000;
+/// Architected bit layouts of interrupt remapping (VT-d 3.4, 5.1.4, 9.10,
+/// 11.4.10) and of the x86 MSI a remapped interrupt becomes. A module of
+/// its own because bilge's generated constructors carry no documentation.
+#[allow(missing_docs)]
+mod layouts {
+    use bilge::prelude::*;
 
-/// IRTE low quadword: P.
-pub const IRTE_P: u64 = 1 << 0;
-/// IRTE low quadword: FPD (fault processing disable).
-pub const IRTE_FPD: u64 = 1 << 1;
-/// IRTE low quadword: DM (destination mode, 1 = logical).
-pub const IRTE_DM: u64 = 1 << 2;
-/// IRTE low quadword: RH (redirection hint).
-pub const IRTE_RH: u64 = 1 << 3;
-/// IRTE low quadword: TM (trigger mode, 1 = level).
-pub const IRTE_TM: u64 = 1 << 4;
-/// IRTE low quadword: IM (IRTE mode, 1 = posted).
-pub const IRTE_IM: u64 = 1 << 15;
-/// IRTE low quadword bits that are reserved in remapped format: 14:12,
-/// 31:24, and IM (bit 15) because posted interrupts are not supported.
-pub const IRTE_LO_RSVD: u64 = 0xff00_f000 | IRTE_IM;
-/// IRTE low quadword destination bits reserved in xAPIC mode (EIME = 0):
-/// 39:32 and 63:48 (the 8-bit APIC id is in bits 47:40).
-pub const IRTE_LO_XAPIC_DEST_RSVD: u64 = 0xffff_00ff_0000_0000;
-/// IRTE high quadword reserved bits: 127:84.
-pub const IRTE_HI_RSVD: u64 = 0xffff_ffff_fff0_0000;
+    /// IRTA register.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct IrtaReg {
+        /// Bits 3:0, S: the table has 2^(S+1) entries.
+        pub s: u4,
+        /// Bits 10:4, reserved.
+        pub reserved: u7,
+        /// Bit 11, EIME: extended interrupt mode (x2APIC destinations).
+        pub eime: bool,
+        /// Bits 63:12, IRTA: the table's base >> 12.
+        pub base: u52,
+    }
+
+    /// Address of an interrupt request in remappable format.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct RemappableAddr {
+        /// Bits 1:0, don't care.
+        pub ignored: u2,
+        /// Bit 2, HANDLE\[15\].
+        pub handle_15: bool,
+        /// Bit 3, SHV: the data's low 16 bits are a subhandle.
+        pub shv: bool,
+        /// Bit 4, interrupt format: 1 = remappable.
+        pub remappable: bool,
+        /// Bits 19:5, HANDLE\[14:0\].
+        pub handle: u15,
+        /// Bits 31:20, 0FEEh.
+        pub fee: u12,
+        /// Bits 63:32.
+        pub high: u32,
+    }
+
+    /// Data of an interrupt request in remappable format.
+    #[bitsize(32)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct RemappableData {
+        /// Bits 15:0, the subhandle (with SHV).
+        pub subhandle: u16,
+        /// Bits 31:16, reserved.
+        pub reserved: u16,
+    }
+
+    /// IRTE bits 63:0 (remapped format).
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct IrteLo {
+        /// Bit 0, P: present.
+        pub p: bool,
+        /// Bit 1, FPD: fault processing disable.
+        pub fpd: bool,
+        /// Bit 2, DM: destination mode, 1 = logical.
+        pub dm: bool,
+        /// Bit 3, RH: redirection hint.
+        pub rh: bool,
+        /// Bit 4, TM: trigger mode, 1 = level.
+        pub tm: bool,
+        /// Bits 7:5, DLM: delivery mode.
+        pub dlm: u3,
+        /// Bits 11:8, available to software.
+        pub avail: u4,
+        /// Bits 14:12, reserved.
+        pub reserved: u3,
+        /// Bit 15, IM: IRTE mode, 1 = posted (not supported: reserved by
+        /// the strict rules).
+        pub im: bool,
+        /// Bits 23:16, V: vector.
+        pub v: u8,
+        /// Bits 31:24, reserved.
+        pub reserved: u8,
+        /// Bits 63:32, DST: destination id (x2APIC), or [`IrteDstXapic`].
+        pub dst: u32,
+    }
+
+    /// The DST field of an IRTE in xAPIC mode (IRTA.EIME = 0).
+    #[bitsize(32)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct IrteDstXapic {
+        /// IRTE bits 39:32, reserved.
+        pub reserved: u8,
+        /// IRTE bits 47:40, the APIC id.
+        pub apic_id: u8,
+        /// IRTE bits 63:48, reserved.
+        pub reserved: u16,
+    }
+
+    /// IRTE bits 127:64.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct IrteHi {
+        /// Bits 79:64, SID: source id.
+        pub sid: u16,
+        /// Bits 81:80, SQ: source-id qualifier.
+        pub sq: u2,
+        /// Bits 83:82, SVT: source validation type.
+        pub svt: u2,
+        /// Bits 127:84, reserved.
+        pub reserved: u44,
+    }
+
+    /// An x86 MSI address (compatibility format) as QEMU delivers it: the
+    /// destination id's bits 31:8 (x2APIC) in address bits 63:40.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct MsiAddr {
+        /// Bits 1:0, kept from the request.
+        pub low: u2,
+        /// Bit 2, DM: logical destination mode.
+        pub dm: bool,
+        /// Bit 3, RH: redirection hint.
+        pub rh: bool,
+        /// Bits 11:4, zero (bit 4: compatibility format).
+        pub zero: u8,
+        /// Bits 19:12, destination id bits 7:0.
+        pub dest_lo: u8,
+        /// Bits 31:20, 0FEEh.
+        pub fee: u12,
+        /// Bits 39:32, zero.
+        pub zero_hi: u8,
+        /// Bits 63:40, destination id bits 31:8.
+        pub dest_hi: u24,
+    }
+
+    /// An x86 MSI data word.
+    #[bitsize(32)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct MsiData {
+        /// Bits 7:0, vector.
+        pub vector: u8,
+        /// Bits 10:8, delivery mode.
+        pub dlm: u3,
+        /// Bits 13:11, zero.
+        pub zero: u3,
+        /// Bit 14, level: assert.
+        pub assert: bool,
+        /// Bit 15, trigger mode: level.
+        pub tm: bool,
+        /// Bits 31:16, zero.
+        pub zero_hi: u16,
+    }
+}
 
 /// A DWORD write to the interrupt address range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,9 +272,9 @@ impl IrTable {
     /// is treated as 0.
     pub fn from_irta(irta: u64, haw_mask: u64, eim_supported: bool) -> IrTable {
         IrTable {
-            base: irta & haw_mask & !0xfff,
-            entries: 2u32 << (irta & IRTA_S_MASK),
-            eime: eim_supported && irta & IRTA_EIME != 0,
+            base: (IrtaReg::from(irta).base().value() << 12) & haw_mask,
+            entries: 2u32 << IrtaReg::from(irta).s().value(),
+            eime: eim_supported && IrtaReg::from(irta).eime(),
         }
     }
 
@@ -198,16 +320,20 @@ pub fn decode_request(
     if !(INTERRUPT_ADDR_FIRST..=INTERRUPT_ADDR_LAST).contains(&address) {
         return Err((FaultReason::IrRequestReserved, None));
     }
-    if address & MSI_ADDR_REMAPPABLE == 0 {
+    let a = RemappableAddr::from(address);
+    let d = RemappableData::from(data);
+    if !a.remappable() {
         return Ok(RequestFormat::Compatibility);
     }
-    let handle = ((address >> 5) & 0x7fff) as u32 | ((((address >> 2) & 1) as u32) << 15);
-    let subhandle = if address & MSI_ADDR_SHV != 0 { data & 0xffff } else { 0 };
+    // HANDLE is split: bits 14:0 in address bits 19:5, bit 15 in bit 2.
+    let handle = u32::from(a.handle().value()) | (u32::from(a.handle_15()) << 15);
+    let subhandle = if a.shv() { u32::from(d.subhandle()) } else { 0 };
     let index = handle + subhandle;
     if !strict {
+        // The C device's 16-bit index wraps.
         return Ok(RequestFormat::Remappable { index: index & 0xffff });
     }
-    if data & MSI_DATA_REMAP_RSVD != 0 {
+    if d.reserved_i() != 0 {
         return Err((FaultReason::IrRequestReserved, Some(index)));
     }
     Ok(RequestFormat::Remappable { index })
@@ -224,49 +350,59 @@ pub struct Irte {
 }
 
 impl Irte {
+    /// Bits 63:0.
+    pub fn low(&self) -> IrteLo {
+        IrteLo::from(self.lo)
+    }
+
+    /// Bits 127:64.
+    pub fn high(&self) -> IrteHi {
+        IrteHi::from(self.hi)
+    }
+
     /// P: the entry is present.
     pub fn present(&self) -> bool {
-        self.lo & IRTE_P != 0
+        self.low().p()
     }
 
     /// FPD: qualified faults for this entry are not recorded.
     pub fn fpd(&self) -> bool {
-        self.lo & IRTE_FPD != 0
+        self.low().fpd()
     }
 
     /// DM: logical destination mode.
     pub fn logical_destination(&self) -> bool {
-        self.lo & IRTE_DM != 0
+        self.low().dm()
     }
 
     /// RH: redirection hint.
     pub fn redirection_hint(&self) -> bool {
-        self.lo & IRTE_RH != 0
+        self.low().rh()
     }
 
     /// TM: level-triggered.
     pub fn level_triggered(&self) -> bool {
-        self.lo & IRTE_TM != 0
+        self.low().tm()
     }
 
     /// DLM: delivery mode (bits 7:5).
     pub fn delivery_mode(&self) -> u8 {
-        ((self.lo >> 5) & 7) as u8
+        self.low().dlm().value()
     }
 
     /// IM: posted-format entry.
     pub fn posted(&self) -> bool {
-        self.lo & IRTE_IM != 0
+        self.low().im()
     }
 
     /// V: vector (bits 23:16).
     pub fn vector(&self) -> u8 {
-        (self.lo >> 16) as u8
+        self.low().v()
     }
 
     /// DST field as stored (bits 63:32).
     pub fn destination_field(&self) -> u32 {
-        (self.lo >> 32) as u32
+        self.low().dst()
     }
 
     /// The destination id: all 32 bits in x2APIC mode (`eime`), else the
@@ -276,23 +412,23 @@ impl Irte {
         if eime {
             dst
         } else {
-            (dst >> 8) & 0xff
+            u32::from(IrteDstXapic::from(dst).apic_id())
         }
     }
 
     /// SID field (bits 79:64).
     pub fn source_id(&self) -> u16 {
-        self.hi as u16
+        self.high().sid()
     }
 
     /// SQ: source-id qualifier (bits 81:80).
     pub fn source_qualifier(&self) -> u8 {
-        ((self.hi >> 16) & 3) as u8
+        self.high().sq().value()
     }
 
     /// SVT: source validation type (bits 83:82).
     pub fn source_validation_type(&self) -> u8 {
-        ((self.hi >> 18) & 3) as u8
+        self.high().svt().value()
     }
 
     /// Whether a present entry has a non-zero reserved field or a reserved
@@ -301,12 +437,14 @@ impl Irte {
     /// 11b, and in xAPIC mode (`eime` false) destination bits 39:32 and
     /// 63:48.
     pub fn reserved(&self, eime: bool, strict: bool) -> bool {
-        let c_rsvd = self.lo & IRTE_LO_RSVD & !IRTE_IM != 0 || self.hi & IRTE_HI_RSVD != 0;
+        let (lo, hi) = (self.low(), self.high());
+        let c_rsvd = lo.reserved_i().value() != 0 || lo.reserved_ii() != 0 || hi.reserved_i().value() != 0;
         if !strict {
             return c_rsvd;
         }
-        let xapic = if eime { 0 } else { IRTE_LO_XAPIC_DEST_RSVD };
-        c_rsvd || self.lo & (IRTE_IM | xapic) != 0 || self.source_validation_type() == 3
+        let dst = IrteDstXapic::from(lo.dst());
+        let xapic = !eime && (dst.reserved_i() != 0 || dst.reserved_ii() != 0);
+        c_rsvd || lo.im() || xapic || self.source_validation_type() == 3
     }
 
     /// Source-id validation of requester `sid` per SVT: 00b accepts
@@ -323,8 +461,10 @@ impl Irte {
                 (want & !ignore) == (sid & !ignore)
             }
             2 => {
-                let bus = sid >> 8;
-                (want & 0xff) <= bus && bus <= (want >> 8)
+                // SID holds a bus range: start in bits 7:0, end in 15:8.
+                let [start, end] = want.to_le_bytes();
+                let bus = sid.to_be_bytes()[0];
+                start <= bus && bus <= end
             }
             _ => false,
         }
@@ -333,18 +473,27 @@ impl Irte {
     /// The message delivered for this entry. `addr_low_bits` are the
     /// request's address bits 1:0, which are kept as the C device does.
     pub fn message(&self, eime: bool, addr_low_bits: u64) -> Msi {
-        let dest = self.destination(eime);
-        let address = INTERRUPT_ADDR_FIRST
-            | (u64::from(dest & 0xff) << 12)
-            | (u64::from(self.redirection_hint()) << 3)
-            | (u64::from(self.logical_destination()) << 2)
-            | (addr_low_bits & 3)
-            | (u64::from(dest & 0xffff_ff00) << 32);
-        let data = u32::from(self.vector())
-            | (u32::from(self.delivery_mode()) << 8)
-            | (1 << 14)
-            | (u32::from(self.level_triggered()) << 15);
-        Msi { address, data }
+        // The destination id is split: bits 7:0 and 31:8.
+        let [d0, d1, d2, d3] = self.destination(eime).to_le_bytes();
+        let address = MsiAddr::new(
+            u2::new((addr_low_bits & 3) as u8),
+            self.logical_destination(),
+            self.redirection_hint(),
+            0,
+            d0,
+            u12::new(0xfee),
+            0,
+            u24::new(u32::from_le_bytes([d1, d2, d3, 0])),
+        );
+        let data = MsiData::new(
+            self.vector(),
+            u3::new(self.delivery_mode()),
+            u3::new(0),
+            true,
+            self.level_triggered(),
+            0,
+        );
+        Msi { address: address.into(), data: data.into() }
     }
 }
 
@@ -401,7 +550,7 @@ pub fn remap_checked(
     }
     // The C device's order: reserved data bits of a request with a
     // subhandle are found after the IRTE, and recorded with index 0.
-    if !rules.strict && req.address & MSI_ADDR_SHV != 0 && req.data & MSI_DATA_REMAP_RSVD != 0 {
+    if !rules.strict && RemappableAddr::from(req.address).shv() && RemappableData::from(req.data).reserved_i() != 0 {
         return Err(fail(FaultReason::IrRequestReserved, None, false));
     }
     Ok(irte.message(table.eime, req.address))
@@ -410,6 +559,12 @@ pub fn remap_checked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Raw bit positions from the specification, independent of the
+    // layouts (these tests check the layouts against them).
+    const IRTA_EIME: u64 = 1 << 11;
+    const MSI_ADDR_REMAPPABLE: u64 = 1 << 4;
+    const MSI_ADDR_SHV: u64 = 1 << 3;
     use crate::mem::MemError;
     use std::cell::RefCell;
     use std::collections::HashMap;
