@@ -7,6 +7,8 @@
 //! the C device does for the same configuration; the scalable-mode bits
 //! deliberately differ from the C device in places, see [`Config::ecap`].
 
+use bilge::prelude::*;
+
 use crate::registers::{FRCD_REG_NR, FRCD_REG_OFFSET, IOTLB_REG_OFFSET};
 
 /// 39-bit guest/host address width (3-level second-stage tables).
@@ -20,78 +22,151 @@ pub const MAMV: u8 = 18;
 /// Number of domain-id bits (CAP.ND = 6 means 16 bits).
 pub const DOMAIN_ID_BITS: u32 = 16;
 
-// CAP_REG fields.
-/// CAP.ND (number of domains supported), encoded.
-pub const CAP_ND: u64 = ((DOMAIN_ID_BITS as u64 - 4) / 2) & 7;
-/// CAP.RWBF (required write-buffer flushing). Never set.
-pub const CAP_RWBF: u64 = 1 << 4;
-/// CAP.CM (caching mode).
-pub const CAP_CM: u64 = 1 << 7;
-/// CAP.SAGAW bit for 39-bit AGAW (3-level tables).
-pub const CAP_SAGAW_39: u64 = 0x2 << 8;
-/// CAP.SAGAW bit for 48-bit AGAW (4-level tables).
-pub const CAP_SAGAW_48: u64 = 0x4 << 8;
-/// Shift of CAP.SAGAW.
-pub const CAP_SAGAW_SHIFT: u32 = 8;
-/// Shift of CAP.MGAW.
-pub const CAP_MGAW_SHIFT: u32 = 16;
-/// CAP.FRO (fault-recording register offset / 16), in place.
-pub const CAP_FRO: u64 = (FRCD_REG_OFFSET / 16) << 24;
-/// CAP.SLLPS bit for 2 MiB second-stage pages.
-pub const CAP_SLLPS_2M: u64 = 1 << 34;
-/// CAP.SLLPS bit for 1 GiB second-stage pages.
-pub const CAP_SLLPS_1G: u64 = 1 << 35;
-/// CAP.PSI (page-selective invalidation).
-pub const CAP_PSI: u64 = 1 << 39;
-/// CAP.NFR (number of fault-recording registers - 1), in place.
-pub const CAP_NFR: u64 = (FRCD_REG_NR as u64 - 1) << 40;
-/// CAP.MAMV in place.
-pub const CAP_MAMV: u64 = (MAMV as u64) << 48;
-/// CAP.DWD (write draining).
-pub const CAP_DWD: u64 = 1 << 54;
-/// CAP.DRD (read draining).
-pub const CAP_DRD: u64 = 1 << 55;
-/// CAP.FS1GP (first-stage 1 GiB pages).
-pub const CAP_FS1GP: u64 = 1 << 56;
-/// CAP.ESIRTPS (SIRTP also invalidates the interrupt entry cache). Never
-/// set, as in the C device, even with interrupt remapping (the model has
-/// no interrupt entry cache, so the architectural guarantee would hold).
-pub const CAP_ESIRTPS: u64 = 1 << 62;
-/// CAP.ESRTPS (SRTP also invalidates all caches).
-pub const CAP_ESRTPS: u64 = 1 << 63;
+pub use layouts::{CapReg, EcapReg};
 
-// ECAP_REG fields.
-/// ECAP.QI (queued invalidation).
-pub const ECAP_QI: u64 = 1 << 1;
-/// ECAP.DT (device-TLB).
-pub const ECAP_DT: u64 = 1 << 2;
-/// ECAP.IR (interrupt remapping).
-pub const ECAP_IR: u64 = 1 << 3;
-/// ECAP.EIM (extended interrupt mode: 32-bit x2APIC destinations).
-pub const ECAP_EIM: u64 = 1 << 4;
-/// ECAP.PT (pass-through).
-pub const ECAP_PT: u64 = 1 << 6;
-/// ECAP.SC (snoop control).
-pub const ECAP_SC: u64 = 1 << 7;
-/// ECAP.IRO (IOTLB register offset / 16), in place.
-pub const ECAP_IRO: u64 = (IOTLB_REG_OFFSET / 16) << 8;
-/// ECAP.MHMV (maximum handle mask value, bits 23:20) as the C device sets
-/// it with interrupt remapping: 15.
-pub const ECAP_MHMV: u64 = 0xf << 20;
-/// ECAP.NEST (nested translation).
-pub const ECAP_NEST: u64 = 1 << 26;
-/// ECAP.SRS (supervisor request support).
-pub const ECAP_SRS: u64 = 1 << 31;
-/// Shift of ECAP.PSS (supported PASID width minus one, bits 39:35).
-pub const ECAP_PSS_SHIFT: u32 = 35;
-/// ECAP.PASID (process address space id support).
-pub const ECAP_PASID: u64 = 1 << 40;
-/// ECAP.SMTS (scalable-mode translation support).
-pub const ECAP_SMTS: u64 = 1 << 43;
-/// ECAP.SLTS (second-stage translation support in scalable mode).
-pub const ECAP_SLTS: u64 = 1 << 46;
-/// ECAP.FLTS (first-stage translation support).
-pub const ECAP_FLTS: u64 = 1 << 47;
+/// Architected bit layouts of the Capability and Extended Capability
+/// registers (VT-d 3.4, 11.4.2 and 11.4.3). A module of its own because
+/// bilge's generated constructors carry no documentation.
+#[allow(missing_docs)]
+mod layouts {
+    use bilge::prelude::*;
+
+    /// CAP_REG.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct CapReg {
+        /// Bits 2:0, ND: 2^(4 + 2 * ND) domains.
+        pub nd: u3,
+        /// Bit 3, AFL: advanced fault logging.
+        pub afl: bool,
+        /// Bit 4, RWBF: required write-buffer flushing.
+        pub rwbf: bool,
+        /// Bit 5, PLMR: protected low-memory region.
+        pub plmr: bool,
+        /// Bit 6, PHMR: protected high-memory region.
+        pub phmr: bool,
+        /// Bit 7, CM: caching mode.
+        pub cm: bool,
+        /// Bits 12:8, SAGAW: bit n = second-stage AW encoding n supported
+        /// (bit 1: 39 bits, 3 levels; bit 2: 48 bits, 4 levels).
+        pub sagaw: u5,
+        /// Bits 15:13, reserved.
+        pub reserved: u3,
+        /// Bits 21:16, MGAW: maximum guest address width - 1.
+        pub mgaw: u6,
+        /// Bit 22, ZLR: zero-length reads.
+        pub zlr: bool,
+        /// Bit 23, deprecated.
+        pub deprecated: bool,
+        /// Bits 33:24, FRO: the fault recording registers' offset / 16.
+        pub fro: u10,
+        /// Bit 34, SLLPS: 2 MiB second-stage pages.
+        pub sllps_2m: bool,
+        /// Bit 35, SLLPS: 1 GiB second-stage pages.
+        pub sllps_1g: bool,
+        /// Bits 37:36, SLLPS: 512 GiB and 1 TiB pages (never).
+        pub sllps_larger: u2,
+        /// Bit 38, reserved.
+        pub reserved: bool,
+        /// Bit 39, PSI: page-selective invalidation.
+        pub psi: bool,
+        /// Bits 47:40, NFR: number of fault recording registers - 1.
+        pub nfr: u8,
+        /// Bits 53:48, MAMV: maximum address mask value.
+        pub mamv: u6,
+        /// Bit 54, DWD: write draining.
+        pub dwd: bool,
+        /// Bit 55, DRD: read draining.
+        pub drd: bool,
+        /// Bit 56, FS1GP (FL1GP): first-stage 1 GiB pages.
+        pub fs1gp: bool,
+        /// Bits 58:57, reserved.
+        pub reserved: u2,
+        /// Bit 59, PI: posted interrupts.
+        pub pi: bool,
+        /// Bit 60, FS5LP: first-stage 5-level paging.
+        pub fs5lp: bool,
+        /// Bit 61, ECMDS: enhanced command support.
+        pub ecmds: bool,
+        /// Bit 62, ESIRTPS: SIRTP also invalidates the interrupt entry
+        /// cache. Never set, as in the C device, even with interrupt
+        /// remapping (the model has no interrupt entry cache, so the
+        /// architectural guarantee would hold).
+        pub esirtps: bool,
+        /// Bit 63, ESRTPS: SRTP also invalidates every cache.
+        pub esrtps: bool,
+    }
+
+    /// ECAP_REG.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct EcapReg {
+        /// Bit 0, C: page-walk coherency.
+        pub c: bool,
+        /// Bit 1, QI: queued invalidation.
+        pub qi: bool,
+        /// Bit 2, DT: device-TLB.
+        pub dt: bool,
+        /// Bit 3, IR: interrupt remapping.
+        pub ir: bool,
+        /// Bit 4, EIM: extended interrupt mode (32-bit x2APIC destinations).
+        pub eim: bool,
+        /// Bit 5, deprecated.
+        pub deprecated_5: bool,
+        /// Bit 6, PT: pass-through.
+        pub pt: bool,
+        /// Bit 7, SC: snoop control.
+        pub sc: bool,
+        /// Bits 17:8, IRO: the IOTLB registers' offset / 16.
+        pub iro: u10,
+        /// Bits 19:18, reserved.
+        pub reserved: u2,
+        /// Bits 23:20, MHMV: maximum handle mask value.
+        pub mhmv: u4,
+        /// Bit 24, deprecated.
+        pub deprecated_24: bool,
+        /// Bit 25, MTS: memory type support.
+        pub mts: bool,
+        /// Bit 26, NEST: nested translation.
+        pub nest: bool,
+        /// Bit 27, reserved.
+        pub reserved: bool,
+        /// Bit 28, deprecated.
+        pub deprecated_28: bool,
+        /// Bit 29, PRS: page requests.
+        pub prs: bool,
+        /// Bit 30, ERS: execute requests.
+        pub ers: bool,
+        /// Bit 31, SRS: supervisor requests.
+        pub srs: bool,
+        /// Bit 32, reserved.
+        pub reserved: bool,
+        /// Bit 33, NWFS: no write flag.
+        pub nwfs: bool,
+        /// Bit 34, EAFS: extended accessed flag.
+        pub eafs: bool,
+        /// Bits 39:35, PSS: supported PASID width - 1.
+        pub pss: u5,
+        /// Bit 40, PASID.
+        pub pasid: bool,
+        /// Bit 41, DIT: device-TLB invalidation throttling.
+        pub dit: bool,
+        /// Bit 42, PDS: page-request drain.
+        pub pds: bool,
+        /// Bit 43, SMTS: scalable-mode translation.
+        pub smts: bool,
+        /// Bit 44, VCS: virtual command.
+        pub vcs: bool,
+        /// Bit 45, SSADS (SLADS): second-stage accessed/dirty.
+        pub ssads: bool,
+        /// Bit 46, SSTS (SLTS): second-stage translation in scalable mode.
+        pub ssts: bool,
+        /// Bit 47, FSTS (FLTS): first-stage translation.
+        pub fsts: bool,
+        /// Bits 63:48, later features (SMPWCS, RPS, ...), never set here.
+        pub later: u16,
+    }
+}
 
 /// Widest PASID the architecture allows (ECAP.PSS = 19).
 pub const MAX_PASID_BITS: u8 = 20;
@@ -238,33 +313,28 @@ impl Config {
 
     /// The Capability register value.
     pub fn cap(&self) -> u64 {
-        let mut cap = CAP_FRO
-            | CAP_NFR
-            | CAP_ND
-            | CAP_MAMV
-            | CAP_PSI
-            | CAP_SLLPS_2M
-            | CAP_SLLPS_1G
-            | CAP_ESRTPS
-            | ((u64::from(self.aw_bits.wrapping_sub(1)) & 0x3f) << CAP_MGAW_SHIFT);
-        if self.dma_drain {
-            cap |= CAP_DRD | CAP_DWD;
-        }
+        let mut cap = CapReg::from(0u64);
+        cap.set_nd(u3::new(((DOMAIN_ID_BITS - 4) / 2) as u8));
+        cap.set_fro(u10::new((FRCD_REG_OFFSET / 16) as u16));
+        cap.set_nfr((FRCD_REG_NR - 1) as u8);
+        cap.set_mamv(u6::new(MAMV));
+        cap.set_psi(true);
+        cap.set_sllps_2m(true);
+        cap.set_sllps_1g(true);
+        cap.set_esrtps(true);
+        // MGAW is 6 bits: an unsupported aw-bits (refused by validate())
+        // must not panic here.
+        cap.set_mgaw(u6::new(self.aw_bits.wrapping_sub(1) & 0x3f));
+        cap.set_drd(self.dma_drain);
+        cap.set_dwd(self.dma_drain);
         if self.dma_translation {
-            if self.aw_bits >= AW_39 {
-                cap |= CAP_SAGAW_39;
-            }
-            if self.aw_bits >= AW_48 {
-                cap |= CAP_SAGAW_48;
-            }
+            // SAGAW bit 1: 39-bit AGAW; bit 2: 48-bit AGAW.
+            let sagaw = u8::from(self.aw_bits >= AW_39) << 1 | u8::from(self.aw_bits >= AW_48) << 2;
+            cap.set_sagaw(u5::new(sagaw));
         }
-        if self.caching_mode {
-            cap |= CAP_CM;
-        }
-        if self.scalable_mode && self.first_stage && self.fs1gp {
-            cap |= CAP_FS1GP;
-        }
-        cap
+        cap.set_cm(self.caching_mode);
+        cap.set_fs1gp(self.scalable_mode && self.first_stage && self.fs1gp);
+        cap.into()
     }
 
     /// The Extended Capability register value.
@@ -290,47 +360,53 @@ impl Config {
     /// follows `fs1gp` when first-stage is on. The legacy-mode values are
     /// unaffected by the scalable-mode fields when `scalable_mode` is off.
     pub fn ecap(&self) -> u64 {
-        let mut ecap = ECAP_QI | ECAP_IRO;
+        let mut ecap = EcapReg::from(0u64);
+        ecap.set_qi(true);
+        ecap.set_iro(u10::new((IOTLB_REG_OFFSET / 16) as u16));
         if self.intremap {
-            ecap |= ECAP_IR | ECAP_MHMV;
-            if self.eim {
-                ecap |= ECAP_EIM;
-            }
+            ecap.set_ir(true);
+            // MHMV as the C device sets it with interrupt remapping.
+            ecap.set_mhmv(u4::new(0xf));
+            ecap.set_eim(self.eim);
         }
-        if self.device_tlb {
-            ecap |= ECAP_DT;
-        }
-        if self.pass_through {
-            ecap |= ECAP_PT;
-        }
-        if self.snoop_control {
-            ecap |= ECAP_SC;
-        }
+        ecap.set_dt(self.device_tlb);
+        ecap.set_pt(self.pass_through);
+        ecap.set_sc(self.snoop_control);
         if self.scalable_mode {
-            ecap |= ECAP_SMTS;
+            ecap.set_smts(true);
             // As the C device: supervisor requests come with the second
             // stage (its x-flts=on has neither).
-            if self.second_stage {
-                ecap |= ECAP_SLTS | ECAP_SRS;
-            }
-            if self.first_stage {
-                ecap |= ECAP_FLTS;
-                if self.second_stage {
-                    ecap |= ECAP_NEST;
-                }
-            }
+            ecap.set_ssts(self.second_stage);
+            ecap.set_srs(self.second_stage);
+            ecap.set_fsts(self.first_stage);
+            ecap.set_nest(self.first_stage && self.second_stage);
             if self.pasid_bits != 0 {
-                let pss = u64::from(self.pasid_bits.min(MAX_PASID_BITS) - 1) & 0x1f;
-                ecap |= ECAP_PASID | (pss << ECAP_PSS_SHIFT);
+                ecap.set_pasid(true);
+                ecap.set_pss(u5::new(self.pasid_bits.min(MAX_PASID_BITS) - 1));
             }
         }
-        ecap
+        ecap.into()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Raw bit positions from the specification, independent of the
+    // layouts (these tests check the layouts against them).
+    const CAP_SAGAW_SHIFT: u32 = 8;
+    const CAP_FS1GP: u64 = 1 << 56;
+    const CAP_ESIRTPS: u64 = 1 << 62;
+    const CAP_ESRTPS: u64 = 1 << 63;
+    const ECAP_DT: u64 = 1 << 2;
+    const ECAP_NEST: u64 = 1 << 26;
+    const ECAP_SRS: u64 = 1 << 31;
+    const ECAP_PSS_SHIFT: u32 = 35;
+    const ECAP_PASID: u64 = 1 << 40;
+    const ECAP_SMTS: u64 = 1 << 43;
+    const ECAP_SLTS: u64 = 1 << 46;
+    const ECAP_FLTS: u64 = 1 << 47;
 
     #[test]
     fn default_config_is_valid_and_matches_c_defaults() {

@@ -6,7 +6,7 @@
 //! format from RTADDR, the descriptor width from IQA) is derived here the
 //! same way; caches are not migrated (they are rebuilt on demand).
 
-use crate::config::{Config, ECAP_SMTS};
+use crate::config::{Config, EcapReg};
 use crate::queues::inv_queue::QueueState;
 use crate::registers::{DMAR_REG_SIZE, ECAP, IQA, IQA_DW, RTADDR, RTADDR_TTM};
 use crate::VtdState;
@@ -108,7 +108,7 @@ impl CVmState {
                 enabled: self.qi_enabled,
                 base: self.iq,
                 size: self.iq_size,
-                dw: ecap & ECAP_SMTS != 0 && reg64(&self.csr, IQA) & IQA_DW != 0,
+                dw: EcapReg::from(ecap).smts() && reg64(&self.csr, IQA) & IQA_DW != 0,
                 head: self.iq_head,
                 tail: self.iq_tail,
                 last_desc_type: self.iq_last_desc_type,

@@ -410,7 +410,7 @@ impl RegisterFile {
             w1cmask: [0; DMAR_REG_SIZE],
             womask: [0; DMAR_REG_SIZE],
         };
-        let iqa_dw = if ecap & crate::config::ECAP_SMTS != 0 { IQA_DW } else { 0 };
+        let iqa_dw = if crate::config::EcapReg::from(ecap).smts() { IQA_DW } else { 0 };
         // (offset, width, reset, RW mask, RW1C mask, write-only mask)
         let defs: [(u64, usize, u64, u64, u64, u64); 19] = [
             (VER, 4, 0x10, 0, 0, 0),

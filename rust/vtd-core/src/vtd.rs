@@ -15,8 +15,7 @@ use crate::translation::cache::{
     SmContextCache,
 };
 use crate::config::{
-    width_mask, Config, CAP_FS1GP, CAP_SAGAW_SHIFT, CAP_SLLPS_1G, CAP_SLLPS_2M, ECAP_DT,
-    ECAP_SMTS,
+    width_mask, CapReg, Config, EcapReg,
 };
 use crate::effects::{Effects, Msi};
 use crate::queues::invalidation::{GlobalCause, InvalidationEvent};
@@ -274,7 +273,7 @@ impl Vtd {
             ));
         }
         let q = st.queue;
-        if q.dw && self.ecap & ECAP_SMTS == 0 {
+        if q.dw && !EcapReg::from(self.ecap).smts() {
             return Err("vtd: migrated 256-bit invalidation queue without scalable mode".into());
         }
         if q.enabled {
@@ -444,7 +443,7 @@ impl Vtd {
             Reg::Fectl => fault::fectl_written(&mut self.regs, fx),
             Reg::Iqt if part != Part::High => self.iqt_written(mem, fx),
             Reg::Iqa => {
-                if part != Part::High && value & IQA_DW != 0 && self.ecap & ECAP_SMTS == 0 {
+                if part != Part::High && value & IQA_DW != 0 && !EcapReg::from(self.ecap).smts() {
                     fx.guest_error(
                         "vtd: IQA.DW set but 256-bit descriptors are not supported; ignored",
                     );
@@ -600,7 +599,7 @@ impl Vtd {
     fn set_queued_invalidation(&mut self, enable: bool, mem: &dyn GuestMemory, fx: &mut Effects) {
         if enable {
             let iqa = self.regs.get64(IQA);
-            let dw = self.ecap & ECAP_SMTS != 0 && iqa & IQA_DW != 0;
+            let dw = EcapReg::from(self.ecap).smts() && iqa & IQA_DW != 0;
             self.queue.base = iqa & self.haw_mask() & !0xfff;
             self.queue.dw = dw;
             self.queue.size = QueueState::size_for(iqa, dw);
@@ -738,7 +737,7 @@ impl Vtd {
         if self.queue.enabled {
             self.queue.dw
         } else {
-            self.ecap & ECAP_SMTS != 0 && self.regs.get64(IQA) & IQA_DW != 0
+            EcapReg::from(self.ecap).smts() && self.regs.get64(IQA) & IQA_DW != 0
         }
     }
 
@@ -786,7 +785,7 @@ impl Vtd {
         }
         let dw = self.queue.dw;
         let ctx = DecodeContext {
-            device_tlb: self.ecap & ECAP_DT != 0,
+            device_tlb: EcapReg::from(self.ecap).dt(),
             scalable: self.root_scalable,
         };
         let mut budget = size;
@@ -950,9 +949,9 @@ impl Vtd {
     pub(crate) fn context_checks(&self) -> ContextChecks {
         ContextChecks {
             haw_mask: self.haw_mask(),
-            sagaw: ((self.cap >> CAP_SAGAW_SHIFT) & 0x1f) as u8,
-            pass_through: self.ecap & crate::config::ECAP_PT != 0,
-            device_tlb: self.ecap & ECAP_DT != 0,
+            sagaw: CapReg::from(self.cap).sagaw().value(),
+            pass_through: EcapReg::from(self.ecap).pt(),
+            device_tlb: EcapReg::from(self.ecap).dt(),
         }
     }
 
@@ -960,7 +959,7 @@ impl Vtd {
     pub(crate) fn fs_walk_config(&self) -> FsWalkConfig {
         FsWalkConfig {
             haw_bits: self.cfg.aw_bits,
-            large_1g: self.cap & CAP_FS1GP != 0,
+            large_1g: CapReg::from(self.cap).fs1gp(),
             user_checks_per_level: !self.cfg.strict_dma,
         }
     }
@@ -982,8 +981,8 @@ impl Vtd {
         WalkConfig {
             haw_bits: self.cfg.aw_bits,
             mgaw_bits: self.cfg.aw_bits,
-            large_2m: self.cap & CAP_SLLPS_2M != 0,
-            large_1g: self.cap & CAP_SLLPS_1G != 0,
+            large_2m: CapReg::from(self.cap).sllps_2m(),
+            large_1g: CapReg::from(self.cap).sllps_1g(),
             snoop_control: self.cfg.snoop_control || self.cfg.scalable_mode,
             tm_allowed: self.cfg.stale_tm && self.cfg.device_tlb,
         }

@@ -7,7 +7,7 @@ mod sm_common;
 
 use common::{sid, Env, ROOT};
 use sm_common::*;
-use vtd_core::config::ECAP_SMTS;
+use vtd_core::config::EcapReg;
 use vtd_core::queues::fault::FaultReason as F;
 use vtd_core::registers::*;
 use vtd_core::translation::scalable::{resolve, SmCaps};
@@ -57,7 +57,7 @@ fn ttm_scalable_latched_only_with_scalable_mode() {
 #[test]
 fn scalable_config_advertises_smts_and_legacy_tables_still_work() {
     let mut e = env();
-    assert_ne!(e.rd64(ECAP) & ECAP_SMTS, 0);
+    assert!(EcapReg::from(e.rd64(ECAP)).smts());
     // TTM = 00b: legacy tables, legacy fault codes.
     let s = sid(0, 1, 0);
     let pgd = e.setup_device(s, 1, 4);

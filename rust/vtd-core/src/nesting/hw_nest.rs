@@ -25,8 +25,7 @@
 //! ([`HostBinding::Unsupported`]).
 
 use crate::config::{
-    Config, CAP_FS1GP, CAP_MGAW_SHIFT, ECAP_FLTS, ECAP_NEST, ECAP_PASID, ECAP_PSS_SHIFT,
-    ECAP_SLTS, ECAP_SMTS, ECAP_SRS,
+    CapReg, Config, EcapReg,
 };
 use crate::queues::invalidation::InvalidationEvent;
 use crate::mem::GuestMemory;
@@ -47,7 +46,7 @@ pub struct HostVtd {
 impl HostVtd {
     /// Maximum guest address width the host supports (CAP.MGAW + 1).
     pub fn mgaw(&self) -> u8 {
-        (((self.cap >> CAP_MGAW_SHIFT) & 0x3f) + 1) as u8
+        CapReg::from(self.cap).mgaw().value() + 1
     }
 }
 
@@ -59,17 +58,15 @@ pub fn check_host(cfg: &Config, host: &HostVtd) -> Result<(), String> {
                     (x-scalable-mode=modern, or x-scalable-mode=on with x-flts=on)"
             .into());
     }
+    let (hcap, hecap) = (CapReg::from(host.cap), EcapReg::from(host.ecap));
     let need = [
-        (host.ecap & ECAP_SMTS != 0, "scalable mode (ECAP.SMTS)"),
-        (host.ecap & ECAP_NEST != 0, "nested translation (ECAP.NEST)"),
-        (host.ecap & ECAP_FLTS != 0, "first-stage translation (ECAP.FLTS)"),
-        (host.ecap & ECAP_SLTS != 0, "second-stage translation (ECAP.SLTS)"),
+        (hecap.smts(), "scalable mode (ECAP.SMTS)"),
+        (hecap.nest(), "nested translation (ECAP.NEST)"),
+        (hecap.fsts(), "first-stage translation (ECAP.FLTS)"),
+        (hecap.ssts(), "second-stage translation (ECAP.SLTS)"),
         // The guest may set SRE in its PASID entries when we advertise SRS.
-        (
-            cfg.ecap() & ECAP_SRS == 0 || host.ecap & ECAP_SRS != 0,
-            "supervisor requests (ECAP.SRS)",
-        ),
-        (!cfg.fs1gp || host.cap & CAP_FS1GP != 0, "1 GiB first-stage pages (CAP.FS1GP; or use fs1gp=off)"),
+        (!EcapReg::from(cfg.ecap()).srs() || hecap.srs(), "supervisor requests (ECAP.SRS)"),
+        (!cfg.fs1gp || hcap.fs1gp(), "1 GiB first-stage pages (CAP.FS1GP; or use fs1gp=off)"),
     ];
     let missing: Vec<&str> = need.iter().filter(|(ok, _)| !ok).map(|(_, what)| *what).collect();
     if !missing.is_empty() {
@@ -83,8 +80,8 @@ pub fn check_host(cfg: &Config, host: &HostVtd) -> Result<(), String> {
     // PASID-tagged requests of an assigned function are the host's to
     // check: it must take every PASID the guest may use.
     if cfg.pasid_bits > 0 {
-        let host_bits = if host.ecap & ECAP_PASID != 0 {
-            ((host.ecap >> ECAP_PSS_SHIFT) & 0x1f) as u8 + 1
+        let host_bits = if hecap.pasid() {
+            hecap.pss().value() + 1
         } else {
             0
         };
@@ -353,7 +350,21 @@ pub fn rebinds(event: &InvalidationEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::CAP_SAGAW_48;
+    use bilge::prelude::*;
+
+    /// `h` with its CAP changed by `f` (through the register's layout).
+    fn with_cap(h: HostVtd, f: impl FnOnce(&mut CapReg)) -> HostVtd {
+        let mut cap = CapReg::from(h.cap);
+        f(&mut cap);
+        HostVtd { cap: cap.into(), ..h }
+    }
+
+    /// `h` with its ECAP changed by `f`.
+    fn with_ecap(h: HostVtd, f: impl FnOnce(&mut EcapReg)) -> HostVtd {
+        let mut ecap = EcapReg::from(h.ecap);
+        f(&mut ecap);
+        HostVtd { ecap: ecap.into(), ..h }
+    }
 
     fn modern() -> Config {
         Config {
@@ -376,33 +387,33 @@ mod tests {
     fn our_own_modern_unit_can_host_our_modern_unit() {
         let h = host();
         assert_eq!(h.mgaw(), 48);
-        assert_eq!(h.cap & CAP_SAGAW_48, CAP_SAGAW_48);
+        assert_eq!(h.cap & (0x4 << 8), 0x4 << 8, "SAGAW: 48-bit AGAW (spec bit 10)");
         assert_eq!(check_host(&modern(), &h), Ok(()));
     }
 
     #[test]
     fn missing_host_features_are_named() {
         let h = host();
-        let no_nest = HostVtd { ecap: h.ecap & !ECAP_NEST, ..h };
+        let no_nest = with_ecap(h, |e| e.set_nest(false));
         let err = check_host(&modern(), &no_nest).unwrap_err();
         assert!(err.contains("ECAP.NEST"), "{err}");
-        let no_1g = HostVtd { cap: h.cap & !CAP_FS1GP, ..h };
+        let no_1g = with_cap(h, |c| c.set_fs1gp(false));
         assert!(check_host(&modern(), &no_1g).unwrap_err().contains("fs1gp=off"));
         assert_eq!(check_host(&Config { fs1gp: false, ..modern() }, &no_1g), Ok(()));
-        let narrow = HostVtd { cap: (h.cap & !(0x3f << CAP_MGAW_SHIFT)) | (38 << CAP_MGAW_SHIFT), ..h };
+        let narrow = with_cap(h, |c| c.set_mgaw(u6::new(38)));
         assert!(check_host(&modern(), &narrow).unwrap_err().contains("aw-bits=48"));
         let legacy = Config::default();
         assert!(check_host(&legacy, &h).unwrap_err().contains("modern"));
         // Without SRS on the host: fine for the C device's x-flts=on
         // (first stage only, no SRS advertised), not for modern mode.
-        let no_srs = HostVtd { ecap: h.ecap & !ECAP_SRS, ..h };
+        let no_srs = with_ecap(h, |e| e.set_srs(false));
         assert!(check_host(&modern(), &no_srs).unwrap_err().contains("ECAP.SRS"));
         let flts = Config { second_stage: false, pasid_bits: 0, ..modern() };
         assert_eq!(check_host(&flts, &no_srs), Ok(()));
-        let no_pasid = HostVtd { ecap: h.ecap & !ECAP_PASID, ..h };
+        let no_pasid = with_ecap(h, |e| e.set_pasid(false));
         let err = check_host(&modern(), &no_pasid).unwrap_err();
         assert!(err.contains("20-bit PASIDs") && err.contains("supports none"), "{err}");
-        let pss8 = HostVtd { ecap: (h.ecap & !(0x1f << ECAP_PSS_SHIFT)) | (7 << ECAP_PSS_SHIFT), ..h };
+        let pss8 = with_ecap(h, |e| e.set_pss(u5::new(7)));
         let err = check_host(&modern(), &pss8).unwrap_err();
         assert!(err.contains("8-bit ones") && err.contains("pasid-bits=8"), "{err}");
         assert_eq!(check_host(&Config { pasid_bits: 8, ..modern() }, &pss8), Ok(()));

@@ -30,7 +30,7 @@
 //! Execute permission is never granted (no execute-requests support) and
 //! the Global flag is never set. Faults are recorded with FRCD.AT = 01b.
 
-use crate::config::ECAP_DT;
+use crate::config::EcapReg;
 use crate::effects::Effects;
 use crate::queues::fault::{self, Fault, FaultReason};
 use crate::mem::GuestMemory;
@@ -166,7 +166,7 @@ impl Vtd {
     /// the IOTLB holds the page with the permission asked for): nothing is
     /// recorded, there are no effects.  `None` when the full path must run.
     pub fn translate_ats_cached(&self, req: &AtsRequest) -> Option<AtsTranslation> {
-        if self.ecap() & ECAP_DT == 0 || !self.translation_enabled() {
+        if !EcapReg::from(self.ecap()).dt() || !self.translation_enabled() {
             return None;
         }
         let in_interrupt_range = req.pasid.is_none()
@@ -239,7 +239,7 @@ impl Vtd {
         mem: &dyn GuestMemory,
         fx: &mut Effects,
     ) -> AtsResult {
-        if self.ecap() & ECAP_DT == 0 {
+        if !EcapReg::from(self.ecap()).dt() {
             return AtsResult::UnsupportedRequest { fault: None };
         }
         let rw = Perm { read: true, write: !req.no_write };

@@ -61,10 +61,7 @@
 //! both (the C device reports legacy codes for root, context and
 //! second-stage faults in scalable mode).
 
-use crate::config::{
-    width_mask, CAP_SAGAW_SHIFT, ECAP_FLTS, ECAP_NEST, ECAP_PASID, ECAP_PSS_SHIFT, ECAP_PT,
-    ECAP_SLTS, ECAP_SRS, MAX_PASID_BITS,
-};
+use crate::config::{width_mask, CapReg, EcapReg, MAX_PASID_BITS};
 use crate::queues::fault::FaultReason;
 use crate::translation::first_stage::{FsTable, SsTable};
 use crate::mem::{GuestMemory, MemError};
@@ -257,19 +254,16 @@ impl SmCaps {
     /// Capabilities as advertised by CAP/ECAP for host address width
     /// `aw_bits`.
     pub fn from_regs(cap: u64, ecap: u64, aw_bits: u8) -> SmCaps {
-        let pasid_bits = if ecap & ECAP_PASID != 0 {
-            (((ecap >> ECAP_PSS_SHIFT) & 0x1f) as u8 + 1).min(MAX_PASID_BITS)
-        } else {
-            0
-        };
+        let (cap, ecap) = (CapReg::from(cap), EcapReg::from(ecap));
+        let pasid_bits = if ecap.pasid() { (ecap.pss().value() + 1).min(MAX_PASID_BITS) } else { 0 };
         SmCaps {
             haw_mask: width_mask(u32::from(aw_bits)),
-            sagaw: ((cap >> CAP_SAGAW_SHIFT) & 0x1f) as u8,
-            pass_through: ecap & ECAP_PT != 0,
-            second_stage: ecap & ECAP_SLTS != 0,
-            first_stage: ecap & ECAP_FLTS != 0,
-            nested: ecap & ECAP_NEST != 0,
-            supervisor: ecap & ECAP_SRS != 0,
+            sagaw: cap.sagaw().value(),
+            pass_through: ecap.pt(),
+            second_stage: ecap.ssts(),
+            first_stage: ecap.fsts(),
+            nested: ecap.nest(),
+            supervisor: ecap.srs(),
             fs_5level: false,
             eafs: false,
             pasid_bits,
