@@ -99,6 +99,8 @@ pub struct Vtd {
     cfg: Config,
     cap: u64,
     ecap: u64,
+    /// What scalable-mode validation needs of CAP/ECAP (fixed, as they are).
+    sm_caps: SmCaps,
     regs: RegisterFile,
     root: u64,
     root_scalable: bool,
@@ -127,11 +129,13 @@ impl Vtd {
     pub fn new(cfg: Config) -> Vtd {
         let cap = cfg.cap();
         let ecap = cfg.ecap();
+        let sm_caps = SmCaps { strict: cfg.strict_dma, ..SmCaps::from_regs(cap, ecap, cfg.aw_bits) };
         Vtd {
             regs: RegisterFile::new(cap, ecap),
             cfg,
             cap,
             ecap,
+            sm_caps,
             root: 0,
             root_scalable: false,
             dmar_enabled: false,
@@ -1240,7 +1244,7 @@ impl Vtd {
     }
 
     pub(crate) fn sm_caps(&self) -> SmCaps {
-        SmCaps { strict: self.cfg.strict_dma, ..SmCaps::from_regs(self.cap, self.ecap, self.cfg.aw_bits) }
+        self.sm_caps
     }
 
     /// Translate a DMA request with PASID. With translation disabled the

@@ -75,6 +75,9 @@ pub const IRTE_SIZE: u64 = 16;
 /// its own because bilge's generated constructors carry no documentation.
 #[allow(missing_docs)]
 mod layouts {
+    // Every field is #[inline]: bilge copies a field's attributes onto its
+    // getter and setter, which QEMU's build (debug assertions on) would
+    // otherwise leave out of line (+10% instructions on a page walk).
     use bilge::prelude::*;
 
     /// IRTA register.
@@ -82,12 +85,16 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct IrtaReg {
         /// Bits 3:0, S: the table has 2^(S+1) entries.
+        #[inline]
         pub s: u4,
         /// Bits 10:4, reserved.
+        #[inline]
         pub reserved: u7,
         /// Bit 11, EIME: extended interrupt mode (x2APIC destinations).
+        #[inline]
         pub eime: bool,
         /// Bits 63:12, IRTA: the table's base >> 12.
+        #[inline]
         pub base: u52,
     }
 
@@ -96,18 +103,25 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct RemappableAddr {
         /// Bits 1:0, don't care.
+        #[inline]
         pub ignored: u2,
         /// Bit 2, HANDLE\[15\].
+        #[inline]
         pub handle_15: bool,
         /// Bit 3, SHV: the data's low 16 bits are a subhandle.
+        #[inline]
         pub shv: bool,
         /// Bit 4, interrupt format: 1 = remappable.
+        #[inline]
         pub remappable: bool,
         /// Bits 19:5, HANDLE\[14:0\].
+        #[inline]
         pub handle: u15,
         /// Bits 31:20, 0FEEh.
+        #[inline]
         pub fee: u12,
         /// Bits 63:32.
+        #[inline]
         pub high: u32,
     }
 
@@ -116,8 +130,10 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct RemappableData {
         /// Bits 15:0, the subhandle (with SHV).
+        #[inline]
         pub subhandle: u16,
         /// Bits 31:16, reserved.
+        #[inline]
         pub reserved: u16,
     }
 
@@ -126,29 +142,41 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct IrteLo {
         /// Bit 0, P: present.
+        #[inline]
         pub p: bool,
         /// Bit 1, FPD: fault processing disable.
+        #[inline]
         pub fpd: bool,
         /// Bit 2, DM: destination mode, 1 = logical.
+        #[inline]
         pub dm: bool,
         /// Bit 3, RH: redirection hint.
+        #[inline]
         pub rh: bool,
         /// Bit 4, TM: trigger mode, 1 = level.
+        #[inline]
         pub tm: bool,
         /// Bits 7:5, DLM: delivery mode.
+        #[inline]
         pub dlm: u3,
         /// Bits 11:8, available to software.
+        #[inline]
         pub avail: u4,
         /// Bits 14:12, reserved.
+        #[inline]
         pub reserved: u3,
         /// Bit 15, IM: IRTE mode, 1 = posted (not supported: reserved by
         /// the strict rules).
+        #[inline]
         pub im: bool,
         /// Bits 23:16, V: vector.
+        #[inline]
         pub v: u8,
         /// Bits 31:24, reserved.
+        #[inline]
         pub reserved: u8,
         /// Bits 63:32, DST: destination id (x2APIC), or [`IrteDstXapic`].
+        #[inline]
         pub dst: u32,
     }
 
@@ -157,10 +185,13 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct IrteDstXapic {
         /// IRTE bits 39:32, reserved.
+        #[inline]
         pub reserved: u8,
         /// IRTE bits 47:40, the APIC id.
+        #[inline]
         pub apic_id: u8,
         /// IRTE bits 63:48, reserved.
+        #[inline]
         pub reserved: u16,
     }
 
@@ -169,12 +200,16 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct IrteHi {
         /// Bits 79:64, SID: source id.
+        #[inline]
         pub sid: u16,
         /// Bits 81:80, SQ: source-id qualifier.
+        #[inline]
         pub sq: u2,
         /// Bits 83:82, SVT: source validation type.
+        #[inline]
         pub svt: u2,
         /// Bits 127:84, reserved.
+        #[inline]
         pub reserved: u44,
     }
 
@@ -184,20 +219,28 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct MsiAddr {
         /// Bits 1:0, kept from the request.
+        #[inline]
         pub low: u2,
         /// Bit 2, DM: logical destination mode.
+        #[inline]
         pub dm: bool,
         /// Bit 3, RH: redirection hint.
+        #[inline]
         pub rh: bool,
         /// Bits 11:4, zero (bit 4: compatibility format).
+        #[inline]
         pub zero: u8,
         /// Bits 19:12, destination id bits 7:0.
+        #[inline]
         pub dest_lo: u8,
         /// Bits 31:20, 0FEEh.
+        #[inline]
         pub fee: u12,
         /// Bits 39:32, zero.
+        #[inline]
         pub zero_hi: u8,
         /// Bits 63:40, destination id bits 31:8.
+        #[inline]
         pub dest_hi: u24,
     }
 
@@ -206,16 +249,22 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct MsiData {
         /// Bits 7:0, vector.
+        #[inline]
         pub vector: u8,
         /// Bits 10:8, delivery mode.
+        #[inline]
         pub dlm: u3,
         /// Bits 13:11, zero.
+        #[inline]
         pub zero: u3,
         /// Bit 14, level: assert.
+        #[inline]
         pub assert: bool,
         /// Bit 15, trigger mode: level.
+        #[inline]
         pub tm: bool,
         /// Bits 31:16, zero.
+        #[inline]
         pub zero_hi: u16,
     }
 }
@@ -279,6 +328,7 @@ impl IrTable {
     }
 
     /// Guest physical address of the IRTE with index `index`.
+    #[inline]
     pub fn entry_address(&self, index: u32) -> u64 {
         self.base.wrapping_add(u64::from(index) * IRTE_SIZE)
     }
@@ -351,56 +401,67 @@ pub struct Irte {
 
 impl Irte {
     /// Bits 63:0.
+    #[inline]
     pub fn low(&self) -> IrteLo {
         IrteLo::from(self.lo)
     }
 
     /// Bits 127:64.
+    #[inline]
     pub fn high(&self) -> IrteHi {
         IrteHi::from(self.hi)
     }
 
     /// P: the entry is present.
+    #[inline]
     pub fn present(&self) -> bool {
         self.low().p()
     }
 
     /// FPD: qualified faults for this entry are not recorded.
+    #[inline]
     pub fn fpd(&self) -> bool {
         self.low().fpd()
     }
 
     /// DM: logical destination mode.
+    #[inline]
     pub fn logical_destination(&self) -> bool {
         self.low().dm()
     }
 
     /// RH: redirection hint.
+    #[inline]
     pub fn redirection_hint(&self) -> bool {
         self.low().rh()
     }
 
     /// TM: level-triggered.
+    #[inline]
     pub fn level_triggered(&self) -> bool {
         self.low().tm()
     }
 
     /// DLM: delivery mode (bits 7:5).
+    #[inline]
     pub fn delivery_mode(&self) -> u8 {
         self.low().dlm().value()
     }
 
     /// IM: posted-format entry.
+    #[inline]
     pub fn posted(&self) -> bool {
         self.low().im()
     }
 
     /// V: vector (bits 23:16).
+    #[inline]
     pub fn vector(&self) -> u8 {
         self.low().v()
     }
 
     /// DST field as stored (bits 63:32).
+    #[inline]
     pub fn destination_field(&self) -> u32 {
         self.low().dst()
     }
@@ -417,16 +478,19 @@ impl Irte {
     }
 
     /// SID field (bits 79:64).
+    #[inline]
     pub fn source_id(&self) -> u16 {
         self.high().sid()
     }
 
     /// SQ: source-id qualifier (bits 81:80).
+    #[inline]
     pub fn source_qualifier(&self) -> u8 {
         self.high().sq().value()
     }
 
     /// SVT: source validation type (bits 83:82).
+    #[inline]
     pub fn source_validation_type(&self) -> u8 {
         self.high().svt().value()
     }

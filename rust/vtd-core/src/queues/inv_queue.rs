@@ -65,6 +65,9 @@ pub use layouts::*;
 /// documentation.
 #[allow(missing_docs)]
 mod layouts {
+    // Every field is #[inline]: bilge copies a field's attributes onto its
+    // getter and setter, which QEMU's build (debug assertions on) would
+    // otherwise leave out of line (+10% instructions on a page walk).
     use bilge::prelude::*;
 
     /// The fields every descriptor's first quadword shares.
@@ -72,12 +75,16 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct DescHeader {
         /// Bits 3:0, type bits 3:0.
+        #[inline]
         pub ty: u4,
         /// Bits 8:4, per descriptor.
+        #[inline]
         pub body: u5,
         /// Bits 11:9, type bits 6:4.
+        #[inline]
         pub ty_hi: u3,
         /// Bits 63:12, per descriptor.
+        #[inline]
         pub rest: u52,
     }
 
@@ -86,21 +93,30 @@ mod layouts {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct CcDesc {
+        #[inline]
         pub ty: u4,
         /// Bits 5:4, G: 01b global, 10b domain, 11b device.
+        #[inline]
         pub g: u2,
         /// Bits 8:6, reserved.
+        #[inline]
         pub reserved: u3,
+        #[inline]
         pub ty_hi: u3,
         /// Bits 15:12, reserved.
+        #[inline]
         pub reserved: u4,
         /// Bits 31:16, DID.
+        #[inline]
         pub did: u16,
         /// Bits 47:32, SID.
+        #[inline]
         pub sid: u16,
         /// Bits 49:48, FM: function mask.
+        #[inline]
         pub fm: u2,
         /// Bits 63:50, reserved.
+        #[inline]
         pub reserved: u14,
     }
 
@@ -108,21 +124,30 @@ mod layouts {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct IotlbDescLo {
+        #[inline]
         pub ty: u4,
         /// Bits 5:4, G: 01b global, 10b domain, 11b page-selective.
+        #[inline]
         pub g: u2,
         /// Bit 6, DW: drain writes (a hint, accepted).
+        #[inline]
         pub dw: bool,
         /// Bit 7, DR: drain reads (a hint, accepted).
+        #[inline]
         pub dr: bool,
         /// Bit 8, reserved.
+        #[inline]
         pub reserved: bool,
+        #[inline]
         pub ty_hi: u3,
         /// Bits 15:12, reserved.
+        #[inline]
         pub reserved: u4,
         /// Bits 31:16, DID.
+        #[inline]
         pub did: u16,
         /// Bits 63:32, reserved.
+        #[inline]
         pub reserved: u32,
     }
 
@@ -133,12 +158,16 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct InvAddr {
         /// Bits 5:0, AM: log2 of the number of 4 KiB pages.
+        #[inline]
         pub am: u6,
         /// Bit 6, IH: invalidation hint (only leaf entries changed).
+        #[inline]
         pub ih: bool,
         /// Bits 11:7, reserved.
+        #[inline]
         pub reserved: u5,
         /// Bits 63:12, ADDR >> 12.
+        #[inline]
         pub addr: u52,
     }
 
@@ -146,21 +175,30 @@ mod layouts {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct DevTlbDescLo {
+        #[inline]
         pub ty: u4,
         /// Bits 8:4, reserved.
+        #[inline]
         pub reserved: u5,
+        #[inline]
         pub ty_hi: u3,
         /// Bits 15:12, PFSID bits 3:0.
+        #[inline]
         pub pfsid_lo: u4,
         /// Bits 20:16, MIP: maximum invalidations pending.
+        #[inline]
         pub mip: u5,
         /// Bits 31:21, reserved.
+        #[inline]
         pub reserved: u11,
         /// Bits 47:32, SID.
+        #[inline]
         pub sid: u16,
         /// Bits 51:48, reserved.
+        #[inline]
         pub reserved: u4,
         /// Bits 63:52, PFSID bits 15:4.
+        #[inline]
         pub pfsid_hi: u12,
     }
 
@@ -169,10 +207,13 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct DevTlbDescHi {
         /// Bit 64, S: the size is encoded in ADDR's low bits.
+        #[inline]
         pub s: bool,
         /// Bits 75:65, reserved.
+        #[inline]
         pub reserved: u11,
         /// Bits 127:76, ADDR >> 12.
+        #[inline]
         pub addr: u52,
     }
 
@@ -181,19 +222,27 @@ mod layouts {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct IecDesc {
+        #[inline]
         pub ty: u4,
         /// Bit 4, G: 0 global, 1 index-selective.
+        #[inline]
         pub g: bool,
         /// Bits 8:5, reserved.
+        #[inline]
         pub reserved: u4,
+        #[inline]
         pub ty_hi: u3,
         /// Bits 26:12, reserved.
+        #[inline]
         pub reserved: u15,
         /// Bits 31:27, IM: index mask.
+        #[inline]
         pub im: u5,
         /// Bits 47:32, IIDX: interrupt index.
+        #[inline]
         pub iidx: u16,
         /// Bits 63:48, reserved.
+        #[inline]
         pub reserved: u16,
     }
 
@@ -201,20 +250,28 @@ mod layouts {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct WaitDescLo {
+        #[inline]
         pub ty: u4,
         /// Bit 4, IF: raise an invalidation completion event.
+        #[inline]
         pub if_: bool,
         /// Bit 5, SW: write the status data.
+        #[inline]
         pub sw: bool,
         /// Bit 6, FN: fence.
+        #[inline]
         pub fn_: bool,
         /// Bits 8:7, PD (page-request drain, no page requests here) and a
         /// reserved bit: reserved.
+        #[inline]
         pub reserved: u2,
+        #[inline]
         pub ty_hi: u3,
         /// Bits 31:12, reserved.
+        #[inline]
         pub reserved: u20,
         /// Bits 63:32, status data.
+        #[inline]
         pub status_data: u32,
     }
 
@@ -223,8 +280,10 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct WaitDescHi {
         /// Bits 65:64, reserved.
+        #[inline]
         pub reserved: u2,
         /// Bits 127:66, status address >> 2.
+        #[inline]
         pub status_addr: u62,
     }
 
@@ -233,19 +292,27 @@ mod layouts {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct PasidDescQ0 {
+        #[inline]
         pub ty: u4,
         /// Bits 5:4, G.
+        #[inline]
         pub g: u2,
         /// Bits 8:6, reserved.
+        #[inline]
         pub reserved: u3,
+        #[inline]
         pub ty_hi: u3,
         /// Bits 15:12, reserved.
+        #[inline]
         pub reserved: u4,
         /// Bits 31:16, DID.
+        #[inline]
         pub did: u16,
         /// Bits 51:32, PASID.
+        #[inline]
         pub pasid: u20,
         /// Bits 63:52, reserved.
+        #[inline]
         pub reserved: u12,
     }
 
@@ -253,17 +320,24 @@ mod layouts {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct PasidDevTlbQ0 {
+        #[inline]
         pub ty: u4,
         /// Bits 8:4, MIP.
+        #[inline]
         pub mip: u5,
+        #[inline]
         pub ty_hi: u3,
         /// Bits 15:12, PFSID bits 3:0.
+        #[inline]
         pub pfsid_lo: u4,
         /// Bits 31:16, SID.
+        #[inline]
         pub sid: u16,
         /// Bits 51:32, PASID.
+        #[inline]
         pub pasid: u20,
         /// Bits 63:52, PFSID bits 15:4.
+        #[inline]
         pub pfsid_hi: u12,
     }
 
@@ -272,12 +346,16 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct PasidDevTlbQ1 {
         /// Bit 64, G: every PASID's global translations too.
+        #[inline]
         pub g: bool,
         /// Bits 74:65, reserved.
+        #[inline]
         pub reserved: u10,
         /// Bit 75, S.
+        #[inline]
         pub s: bool,
         /// Bits 127:76, ADDR >> 12.
+        #[inline]
         pub addr: u52,
     }
 
@@ -286,18 +364,25 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct CcmdReg {
         /// Bits 15:0, DID.
+        #[inline]
         pub did: u16,
         /// Bits 31:16, SID.
+        #[inline]
         pub sid: u16,
         /// Bits 33:32, FM.
+        #[inline]
         pub fm: u2,
         /// Bits 58:34, reserved.
+        #[inline]
         pub reserved: u25,
         /// Bits 60:59, CAIG: actual granularity.
+        #[inline]
         pub caig: u2,
         /// Bits 62:61, CIRG: requested granularity.
+        #[inline]
         pub cirg: u2,
         /// Bit 63, ICC: invalidate context cache.
+        #[inline]
         pub icc: bool,
     }
 
@@ -306,24 +391,34 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct IotlbReg {
         /// Bits 31:0, reserved.
+        #[inline]
         pub reserved: u32,
         /// Bits 47:32, DID.
+        #[inline]
         pub did: u16,
         /// Bit 48, DW.
+        #[inline]
         pub dw: bool,
         /// Bit 49, DR.
+        #[inline]
         pub dr: bool,
         /// Bits 56:50, reserved.
+        #[inline]
         pub reserved: u7,
         /// Bits 58:57, IAIG: actual granularity.
+        #[inline]
         pub iaig: u2,
         /// Bit 59, reserved.
+        #[inline]
         pub reserved: bool,
         /// Bits 61:60, IIRG: requested granularity.
+        #[inline]
         pub iirg: u2,
         /// Bit 62, reserved.
+        #[inline]
         pub reserved: bool,
         /// Bit 63, IVT: invalidate IOTLB.
+        #[inline]
         pub ivt: bool,
     }
 
@@ -332,12 +427,16 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct IqaReg {
         /// Bits 2:0, QS: the queue is 2^QS 4 KiB pages.
+        #[inline]
         pub qs: u3,
         /// Bits 10:3, reserved.
+        #[inline]
         pub reserved: u8,
         /// Bit 11, DW: 256-bit descriptors.
+        #[inline]
         pub dw: bool,
         /// Bits 63:12, IQA: the queue's base >> 12.
+        #[inline]
         pub base: u52,
     }
 
@@ -347,10 +446,13 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct IqIndexReg {
         /// Bits 3:0, reserved.
+        #[inline]
         pub reserved: u4,
         /// Bits 18:4, QH / QT: the offset in the queue >> 4.
+        #[inline]
         pub q: u15,
         /// Bits 63:19, reserved.
+        #[inline]
         pub reserved: u45,
     }
 }

@@ -28,6 +28,9 @@ pub const CONTEXT_ENTRY_SIZE: u64 = 16;
 /// bilge's generated constructors carry no documentation.
 #[allow(missing_docs)]
 mod layouts {
+    // Every field is #[inline]: bilge copies a field's attributes onto its
+    // getter and setter, which QEMU's build (debug assertions on) would
+    // otherwise leave out of line (+10% instructions on a page walk).
     use bilge::prelude::*;
 
     /// Root entry bits 63:0 (bits 127:64 are all reserved).
@@ -35,10 +38,13 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct RootLo {
         /// Bit 0, P: the context table pointer is valid.
+        #[inline]
         pub present: bool,
         /// Bits 11:1, reserved.
+        #[inline]
         pub reserved: u11,
         /// Bits 63:12, CTP: the context table's address >> 12.
+        #[inline]
         pub ctp: u52,
     }
 
@@ -61,14 +67,19 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct ContextLo {
         /// Bit 0, P.
+        #[inline]
         pub present: bool,
         /// Bit 1, FPD: fault processing disable.
+        #[inline]
         pub fpd: bool,
         /// Bits 3:2, TT.
+        #[inline]
         pub tt: TranslationType,
         /// Bits 11:4, reserved.
+        #[inline]
         pub reserved: u8,
         /// Bits 63:12, SLPTPTR: the second-stage root table >> 12.
+        #[inline]
         pub slptptr: u52,
     }
 
@@ -77,14 +88,19 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct ContextHi {
         /// Bits 66:64, AW: adjusted guest address width (0 = 30 bits, 1 = 39, ...).
+        #[inline]
         pub aw: u3,
         /// Bits 70:67, ignored.
+        #[inline]
         pub ignored: u4,
         /// Bit 71, reserved.
+        #[inline]
         pub reserved: bool,
         /// Bits 87:72, DID: domain id.
+        #[inline]
         pub did: u16,
         /// Bits 127:88, reserved.
+        #[inline]
         pub reserved: u40,
     }
 }
@@ -115,22 +131,26 @@ impl RootEntry {
         RootEntry { lo: RootLo::new(present, u52::new(table >> 12)).into(), hi: 0 }
     }
 
+    #[inline]
     fn lo(&self) -> RootLo {
         RootLo::from(self.lo)
     }
 
     /// P: the context table pointer is valid.
+    #[inline]
     pub fn present(&self) -> bool {
         self.lo().present()
     }
 
     /// CTP: context table address.
+    #[inline]
     pub fn context_table(&self) -> u64 {
         self.lo().ctp().value() << 12
     }
 
     /// Whether a reserved bit is set: bits 11:1, the whole upper quadword,
     /// or a CTP bit above the host address width (`haw_mask`).
+    #[inline]
     pub fn has_reserved_bits(&self, haw_mask: u64) -> bool {
         self.lo().reserved_i().value() != 0 || self.context_table() & !haw_mask != 0 || self.hi != 0
     }
@@ -163,41 +183,49 @@ impl ContextEntry {
     }
 
     /// Bits 63:0.
+    #[inline]
     pub fn lo(&self) -> ContextLo {
         ContextLo::from(self.lo)
     }
 
     /// Bits 127:64.
+    #[inline]
     pub fn hi(&self) -> ContextHi {
         ContextHi::from(self.hi)
     }
 
     /// P.
+    #[inline]
     pub fn present(&self) -> bool {
         self.lo().present()
     }
 
     /// FPD.
+    #[inline]
     pub fn fpd(&self) -> bool {
         self.lo().fpd()
     }
 
     /// TT.
+    #[inline]
     pub fn translation_type(&self) -> TranslationType {
         self.lo().tt()
     }
 
     /// SLPTPTR: second-stage page table root.
+    #[inline]
     pub fn slptptr(&self) -> u64 {
         self.lo().slptptr().value() << 12
     }
 
     /// AW: adjusted guest address width encoding (0 = 30 bits, 1 = 39, ...).
+    #[inline]
     pub fn aw(&self) -> u8 {
         self.hi().aw().value()
     }
 
     /// DID: domain id.
+    #[inline]
     pub fn domain_id(&self) -> u16 {
         self.hi().did()
     }

@@ -86,6 +86,9 @@ pub use layouts::{PasidDirWord, PasidQ0, PasidQ1, PasidQ2, SmContextQ0, SmContex
 /// bilge's generated constructors carry no documentation.
 #[allow(missing_docs)]
 mod layouts {
+    // Every field is #[inline]: bilge copies a field's attributes onto its
+    // getter and setter, which QEMU's build (debug assertions on) would
+    // otherwise leave out of line (+10% instructions on a page walk).
     use bilge::prelude::*;
 
     /// One half of a scalable-mode root entry: bits 63:0 (LP, LCTP: devfn
@@ -94,10 +97,13 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct SmRootHalf {
         /// Bit 0 / 64, LP / UP: the context table pointer is valid.
+        #[inline]
         pub present: bool,
         /// Bits 11:1 / 75:65, reserved.
+        #[inline]
         pub reserved: u11,
         /// Bits 63:12 / 127:76, LCTP / UCTP: the context table >> 12.
+        #[inline]
         pub ctp: u52,
     }
 
@@ -106,20 +112,28 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct SmContextQ0 {
         /// Bit 0, P.
+        #[inline]
         pub present: bool,
         /// Bit 1, FPD.
+        #[inline]
         pub fpd: bool,
         /// Bit 2, DTE: device-TLB (ATS) enable.
+        #[inline]
         pub dte: bool,
         /// Bit 3, PASIDE: requests with PASID enabled.
+        #[inline]
         pub paside: bool,
         /// Bit 4, PRE: page requests enabled.
+        #[inline]
         pub pre: bool,
         /// Bits 8:5, reserved.
+        #[inline]
         pub reserved: u4,
         /// Bits 11:9, PDTS: the PASID directory has 2^(PDTS + 7) entries.
+        #[inline]
         pub pdts: u3,
         /// Bits 63:12, PASIDDIRPTR >> 12.
+        #[inline]
         pub pasid_dir_ptr: u52,
     }
 
@@ -128,10 +142,13 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct SmContextQ1 {
         /// Bits 83:64, RID_PASID: the PASID of requests without one.
+        #[inline]
         pub rid_pasid: u20,
         /// Bit 84, RID_PRIV: requests without PASID are supervisor requests.
+        #[inline]
         pub rid_priv: bool,
         /// Bits 127:85, reserved.
+        #[inline]
         pub reserved: u43,
     }
 
@@ -140,12 +157,16 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct PasidDirWord {
         /// Bit 0, P.
+        #[inline]
         pub present: bool,
         /// Bit 1, FPD.
+        #[inline]
         pub fpd: bool,
         /// Bits 11:2, reserved.
+        #[inline]
         pub reserved: u10,
         /// Bits 63:12, SMPTBLPTR: the PASID table >> 12.
+        #[inline]
         pub smptblptr: u52,
     }
 
@@ -154,20 +175,28 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct PasidQ0 {
         /// Bit 0, P.
+        #[inline]
         pub present: bool,
         /// Bit 1, FPD.
+        #[inline]
         pub fpd: bool,
         /// Bits 4:2, AW: second-stage adjusted guest address width.
+        #[inline]
         pub aw: u3,
         /// Bit 5, SSEE (SLEE): second-stage execute enable.
+        #[inline]
         pub ssee: bool,
         /// Bits 8:6, PGTT: the translation type ([`super::Pgtt`]).
+        #[inline]
         pub pgtt: u3,
         /// Bit 9, SSADE (SLADE): second-stage accessed/dirty enable.
+        #[inline]
         pub ssade: bool,
         /// Bits 11:10, reserved.
+        #[inline]
         pub reserved: u2,
         /// Bits 63:12, SSPTPTR (SLPTPTR) >> 12.
+        #[inline]
         pub ssptptr: u52,
     }
 
@@ -178,14 +207,19 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct PasidQ1 {
         /// Bits 79:64, DID.
+        #[inline]
         pub did: u16,
         /// Bits 86:80, not checked.
+        #[inline]
         pub unchecked: u7,
         /// Bit 87, PWSNP: page-walk snoop.
+        #[inline]
         pub pwsnp: bool,
         /// Bit 88, PGSNP: page snoop.
+        #[inline]
         pub pgsnp: bool,
         /// Bits 127:89, CD, EMTE, EMT, PWT, PCD, PAT: memory types.
+        #[inline]
         pub memory_type: u39,
     }
 
@@ -194,22 +228,31 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct PasidQ2 {
         /// Bit 128, SRE: supervisor requests enabled.
+        #[inline]
         pub sre: bool,
         /// Bit 129, not checked.
+        #[inline]
         pub unchecked_129: bool,
         /// Bits 131:130, FSPM (FLPM): first-stage paging mode.
+        #[inline]
         pub fspm: u2,
         /// Bit 132, WPE: write protect for supervisor requests.
+        #[inline]
         pub wpe: bool,
         /// Bit 133, NXE: no-execute enable.
+        #[inline]
         pub nxe: bool,
         /// Bit 134, SMEP.
+        #[inline]
         pub smep: bool,
         /// Bit 135, EAFE: extended-accessed flag enable.
+        #[inline]
         pub eafe: bool,
         /// Bits 139:136, not checked.
+        #[inline]
         pub unchecked_139_136: u4,
         /// Bits 191:140, FSPTPTR (FLPTPTR) >> 12.
+        #[inline]
         pub fsptptr: u52,
     }
 }
@@ -295,21 +338,25 @@ impl SmRootEntry {
     }
 
     /// LP: the lower context table pointer is valid.
+    #[inline]
     pub fn lower_present(&self) -> bool {
         SmRootHalf::from(self.lo).present()
     }
 
     /// UP: the upper context table pointer is valid.
+    #[inline]
     pub fn upper_present(&self) -> bool {
         SmRootHalf::from(self.hi).present()
     }
 
     /// LCTP: context table for devfn 0..=127.
+    #[inline]
     pub fn lower_context_table(&self) -> u64 {
         SmRootHalf::from(self.lo).ctp().value() << 12
     }
 
     /// UCTP: context table for devfn 128..=255.
+    #[inline]
     pub fn upper_context_table(&self) -> u64 {
         SmRootHalf::from(self.hi).ctp().value() << 12
     }
@@ -361,61 +408,73 @@ impl SmContextEntry {
     }
 
     /// Bits 63:0.
+    #[inline]
     pub fn q0(&self) -> SmContextQ0 {
         SmContextQ0::from(self.val[0])
     }
 
     /// Bits 127:64.
+    #[inline]
     pub fn q1(&self) -> SmContextQ1 {
         SmContextQ1::from(self.val[1])
     }
 
     /// P.
+    #[inline]
     pub fn present(&self) -> bool {
         self.q0().present()
     }
 
     /// FPD.
+    #[inline]
     pub fn fpd(&self) -> bool {
         self.q0().fpd()
     }
 
     /// DTE: device-TLB (ATS) enable.
+    #[inline]
     pub fn dte(&self) -> bool {
         self.q0().dte()
     }
 
     /// PASIDE: requests-with-PASID enabled.
+    #[inline]
     pub fn paside(&self) -> bool {
         self.q0().paside()
     }
 
     /// PRE: page requests enabled.
+    #[inline]
     pub fn pre(&self) -> bool {
         self.q0().pre()
     }
 
     /// PDTS: PASID directory size encoding.
+    #[inline]
     pub fn pdts(&self) -> u8 {
         self.q0().pdts().value()
     }
 
     /// Number of PASID directory entries, 2^(PDTS + 7).
+    #[inline]
     pub fn pasid_dir_entries(&self) -> u32 {
         1u32 << (u32::from(self.pdts()) + 7)
     }
 
     /// PASIDDIRPTR: PASID directory address.
+    #[inline]
     pub fn pasid_dir(&self) -> u64 {
         self.q0().pasid_dir_ptr().value() << 12
     }
 
     /// RID_PASID: PASID used for requests without PASID.
+    #[inline]
     pub fn rid_pasid(&self) -> u32 {
         self.q1().rid_pasid().value()
     }
 
     /// RID_PRIV: requests without PASID are supervisor requests.
+    #[inline]
     pub fn rid_priv(&self) -> bool {
         self.q1().rid_priv()
     }
@@ -447,27 +506,32 @@ impl PasidDirEntry {
         mem.read_u64(addr).map(PasidDirEntry)
     }
 
+    #[inline]
     fn word(&self) -> PasidDirWord {
         PasidDirWord::from(self.0)
     }
 
     /// P.
+    #[inline]
     pub fn present(&self) -> bool {
         self.word().present()
     }
 
     /// FPD.
+    #[inline]
     pub fn fpd(&self) -> bool {
         self.word().fpd()
     }
 
     /// SMPTBLPTR: PASID table address.
+    #[inline]
     pub fn pasid_table(&self) -> u64 {
         self.word().smptblptr().value() << 12
     }
 
     /// Whether reserved bits are set (11:2, or table pointer bits at or
     /// above the host address width).
+    #[inline]
     pub fn has_reserved_bits(&self, haw_mask: u64) -> bool {
         self.word().reserved_i().value() != 0 || self.pasid_table() & !haw_mask != 0
     }
@@ -519,36 +583,43 @@ impl PasidEntry {
     }
 
     /// Bits 63:0.
+    #[inline]
     pub fn q0(&self) -> PasidQ0 {
         PasidQ0::from(self.val[0])
     }
 
     /// Bits 127:64.
+    #[inline]
     pub fn q1(&self) -> PasidQ1 {
         PasidQ1::from(self.val[1])
     }
 
     /// Bits 191:128.
+    #[inline]
     pub fn q2(&self) -> PasidQ2 {
         PasidQ2::from(self.val[2])
     }
 
     /// P.
+    #[inline]
     pub fn present(&self) -> bool {
         self.q0().present()
     }
 
     /// FPD.
+    #[inline]
     pub fn fpd(&self) -> bool {
         self.q0().fpd()
     }
 
     /// AW: second-stage adjusted guest address width encoding.
+    #[inline]
     pub fn aw(&self) -> u8 {
         self.q0().aw().value()
     }
 
     /// SSEE (SLEE): second-stage execute enable.
+    #[inline]
     pub fn ssee(&self) -> bool {
         self.q0().ssee()
     }
@@ -565,31 +636,37 @@ impl PasidEntry {
     }
 
     /// SSADE (SLADE): second-stage accessed/dirty enable.
+    #[inline]
     pub fn ssade(&self) -> bool {
         self.q0().ssade()
     }
 
     /// SSPTPTR (SLPTPTR): second-stage table root.
+    #[inline]
     pub fn ssptptr(&self) -> u64 {
         self.q0().ssptptr().value() << 12
     }
 
     /// DID.
+    #[inline]
     pub fn domain_id(&self) -> u16 {
         self.q1().did()
     }
 
     /// PWSNP: page-walk snoop.
+    #[inline]
     pub fn pwsnp(&self) -> bool {
         self.q1().pwsnp()
     }
 
     /// PGSNP: page snoop.
+    #[inline]
     pub fn pgsnp(&self) -> bool {
         self.q1().pgsnp()
     }
 
     /// SRE: supervisor requests enabled.
+    #[inline]
     pub fn sre(&self) -> bool {
         self.q2().sre()
     }
@@ -604,16 +681,19 @@ impl PasidEntry {
     }
 
     /// WPE: write protect for supervisor requests.
+    #[inline]
     pub fn wpe(&self) -> bool {
         self.q2().wpe()
     }
 
     /// EAFE: extended-accessed flag enable.
+    #[inline]
     pub fn eafe(&self) -> bool {
         self.q2().eafe()
     }
 
     /// FSPTPTR (FLPTPTR): first-stage table root.
+    #[inline]
     pub fn fsptptr(&self) -> u64 {
         self.q2().fsptptr().value() << 12
     }
