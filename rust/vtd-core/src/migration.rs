@@ -8,7 +8,8 @@
 
 use crate::config::{Config, EcapReg};
 use crate::queues::inv_queue::QueueState;
-use crate::registers::{DMAR_REG_SIZE, ECAP, IQA, IQA_DW, RTADDR, RTADDR_TTM};
+use crate::queues::inv_queue::IqaReg;
+use crate::registers::{RtaddrReg, Ttm, DMAR_REG_SIZE, ECAP, IQA, RTADDR};
 use crate::VtdState;
 
 /// Version of the C device's section.
@@ -108,13 +109,14 @@ impl CVmState {
                 enabled: self.qi_enabled,
                 base: self.iq,
                 size: self.iq_size,
-                dw: EcapReg::from(ecap).smts() && reg64(&self.csr, IQA) & IQA_DW != 0,
+                dw: EcapReg::from(ecap).smts() && IqaReg::from(reg64(&self.csr, IQA)).dw(),
                 head: self.iq_head,
                 tail: self.iq_tail,
                 last_desc_type: self.iq_last_desc_type,
             },
             next_frcd_reg: self.next_frcd_reg,
-            root_scalable: cfg.scalable_mode && reg64(&self.csr, RTADDR) & RTADDR_TTM == 1 << 10,
+            root_scalable: cfg.scalable_mode
+                && RtaddrReg::from(reg64(&self.csr, RTADDR)).ttm() == Ttm::Scalable,
             intr_enabled: self.intr_enabled,
             intr_root: self.intr_root,
             intr_size: self.intr_size,

@@ -80,6 +80,87 @@ pub const FRCD_REG_OFFSET: u64 = 0x220;
 /// Number of fault recording registers (CAP.NFR + 1).
 pub const FRCD_REG_NR: u16 = 1;
 
+pub use layouts::{FstsReg, RtaddrReg, Ttm};
+
+/// Architected bit layouts of the registers with multi-bit fields that
+/// this module owns (VT-d 3.4, 11.4.5 and 11.4.9.1); the invalidation
+/// registers' are in [`crate::queues::inv_queue`], CAP/ECAP in
+/// [`crate::config`]. Registers that are sets of independent flags (GCMD,
+/// GSTS, FECTL, IECTL, ICS) keep named bit constants. A module of its own
+/// because bilge's generated constructors carry no documentation.
+#[allow(missing_docs)]
+mod layouts {
+    // Every field is #[inline]: bilge copies a field's attributes onto its
+    // getter and setter, which QEMU's build (debug assertions on) would
+    // otherwise leave out of line.
+    use bilge::prelude::*;
+
+    /// RTADDR.TTM: the translation table mode.
+    #[bitsize(2)]
+    #[derive(FromBits, Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Ttm {
+        /// 00b: legacy root and context tables.
+        Legacy = 0,
+        /// 01b: scalable-mode tables.
+        Scalable = 1,
+        /// 10b: reserved (was advanced mode).
+        Reserved2 = 2,
+        /// 11b: abort DMA mode.
+        AbortDma = 3,
+    }
+
+    /// RTADDR register.
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct RtaddrReg {
+        /// Bits 9:0, reserved.
+        #[inline]
+        pub reserved: u10,
+        /// Bits 11:10, TTM.
+        #[inline]
+        pub ttm: Ttm,
+        /// Bits 63:12, RTA: the root table >> 12.
+        #[inline]
+        pub rta: u52,
+    }
+
+    /// FSTS register.
+    #[bitsize(32)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct FstsReg {
+        /// Bit 0, PFO: primary fault overflow.
+        #[inline]
+        pub pfo: bool,
+        /// Bit 1, PPF: primary pending fault.
+        #[inline]
+        pub ppf: bool,
+        /// Bit 2, AFO: advanced fault overflow.
+        #[inline]
+        pub afo: bool,
+        /// Bit 3, APF: advanced pending fault.
+        #[inline]
+        pub apf: bool,
+        /// Bit 4, IQE: invalidation queue error.
+        #[inline]
+        pub iqe: bool,
+        /// Bit 5, ICE: invalidation completion error.
+        #[inline]
+        pub ice: bool,
+        /// Bit 6, ITE: invalidation time-out error.
+        #[inline]
+        pub ite: bool,
+        /// Bit 7, reserved.
+        #[inline]
+        pub reserved: bool,
+        /// Bits 15:8, FRI: fault record index.
+        #[inline]
+        pub fri: u8,
+        /// Bits 31:16, reserved.
+        #[inline]
+        pub reserved: u16,
+    }
+}
+
 // GCMD / GSTS bits.
 /// GCMD.TE: translation enable.
 pub const GCMD_TE: u32 = 1 << 31;
@@ -118,28 +199,8 @@ pub const GSTS_IRTPS: u32 = 1 << 24;
 /// GSTS.CFIS.
 pub const GSTS_CFIS: u32 = 1 << 23;
 
-/// RTADDR.TTM (translation table mode, bits 11:10).
-pub const RTADDR_TTM: u64 = 3 << 10;
 
-// CCMD bits.
-/// CCMD.ICC: invalidate context cache (busy while set).
-pub const CCMD_ICC: u64 = 1 << 63;
-/// Shift of CCMD.CIRG (requested granularity).
-pub const CCMD_CIRG_SHIFT: u32 = 61;
-/// Shift of CCMD.CAIG (actual granularity).
-pub const CCMD_CAIG_SHIFT: u32 = 59;
-/// CCMD.CAIG mask.
-pub const CCMD_CAIG_MASK: u64 = 3 << CCMD_CAIG_SHIFT;
 
-// IOTLB register bits.
-/// IOTLB.IVT: invalidate IOTLB (busy while set).
-pub const IOTLB_IVT: u64 = 1 << 63;
-/// Shift of IOTLB.IIRG (requested granularity).
-pub const IOTLB_IIRG_SHIFT: u32 = 60;
-/// Shift of IOTLB.IAIG (actual granularity).
-pub const IOTLB_IAIG_SHIFT: u32 = 57;
-/// IOTLB.IAIG mask.
-pub const IOTLB_IAIG_MASK: u64 = 3 << IOTLB_IAIG_SHIFT;
 
 // FSTS bits.
 /// FSTS.PFO: primary fault overflow (RW1C).
@@ -152,10 +213,7 @@ pub const FSTS_IQE: u32 = 1 << 4;
 pub const FSTS_ICE: u32 = 1 << 5;
 /// FSTS.ITE: invalidation time-out error (RW1C).
 pub const FSTS_ITE: u32 = 1 << 6;
-/// Shift of FSTS.FRI (fault record index).
-pub const FSTS_FRI_SHIFT: u32 = 8;
-/// FSTS.FRI mask.
-pub const FSTS_FRI_MASK: u32 = 0xff << FSTS_FRI_SHIFT;
+
 /// All FSTS status fields that hold off a new fault event.
 pub const FSTS_EVENT_FIELDS: u32 = FSTS_PFO | FSTS_PPF | FSTS_IQE | FSTS_ICE | FSTS_ITE;
 
@@ -171,12 +229,7 @@ pub const ICS_IWC: u32 = 1;
 pub const IQA_QS: u64 = 7;
 /// IQA.DW: descriptor width (256-bit; scalable mode only).
 pub const IQA_DW: u64 = 1 << 11;
-/// Shift of IQT.QT / IQH.QH for 128-bit descriptors.
-pub const IQ_SHIFT_128: u32 = 4;
-/// Shift of IQT.QT / IQH.QH for 256-bit descriptors.
-pub const IQ_SHIFT_256: u32 = 5;
-/// IQT bit 4: reserved (must be 0) with 256-bit descriptors.
-pub const IQT_256_RSVD: u64 = 1 << 4;
+
 /// IQH/IQT queue-index mask, in place, for 128-bit descriptors.
 pub const IQ_INDEX_MASK: u64 = 0x7fff0;
 

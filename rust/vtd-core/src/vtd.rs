@@ -10,6 +10,8 @@
 //! exposed as [`VtdState`]; caches are rebuilt on demand. Interrupt
 //! remapping ([`Vtd::remap_interrupt`]) is decoded in [`crate::interrupts::irq_remap`].
 
+use bilge::prelude::*;
+
 use crate::translation::cache::{
     ContextCache, Iotlb, IotlbEntry, MappingKind, PasidCache, PasidCacheEntry, RecentTranslations,
     SmContextCache,
@@ -26,7 +28,7 @@ use crate::translation::first_stage::{
 use crate::queues::inv_queue::{
     decode, decode_256, decode_ccmd, decode_iotlb_reg, descriptor_type, ContextInvalidation,
     DecodeContext, IecInvalidation, InvRequest, IotlbInvalidation, PasidCacheInvalidation,
-    PasidIotlbInvalidation, QueueState, DESC_NONE,
+    PasidIotlbInvalidation, QueueState, DESC_NONE, CcmdReg, IotlbReg, IqIndexReg, IqaReg,
 };
 use crate::interrupts::irq_remap::{self, InterruptFault, InterruptRequest, IrTable, IrtaReg};
 use crate::mem::GuestMemory;
@@ -447,7 +449,7 @@ impl Vtd {
             Reg::Fectl => fault::fectl_written(&mut self.regs, fx),
             Reg::Iqt if part != Part::High => self.iqt_written(mem, fx),
             Reg::Iqa => {
-                if part != Part::High && value & IQA_DW != 0 && !EcapReg::from(self.ecap).smts() {
+                if part != Part::High && IqaReg::from(value).dw() && !EcapReg::from(self.ecap).smts() {
                     fx.guest_error(
                         "vtd: IQA.DW set but 256-bit descriptors are not supported; ignored",
                     );
@@ -581,19 +583,20 @@ impl Vtd {
 
     fn set_root_table(&mut self, fx: &mut Effects) {
         let rtaddr = self.regs.get64(RTADDR);
-        let ttm = (rtaddr & RTADDR_TTM) >> 10;
-        self.root_scalable = self.cfg.scalable_mode && ttm == 1;
-        if ttm != 0 && !self.root_scalable {
+        let ttm = RtaddrReg::from(rtaddr).ttm();
+        self.root_scalable = self.cfg.scalable_mode && ttm == Ttm::Scalable;
+        if ttm != Ttm::Legacy && !self.root_scalable {
             let supported = if self.cfg.scalable_mode {
                 "legacy (00b) and scalable (01b) only"
             } else {
                 "legacy mode only"
             };
             fx.guest_error(format!(
-                "vtd: RTADDR.TTM={ttm} not supported ({supported}); using legacy tables"
+                "vtd: RTADDR.TTM={} not supported ({supported}); using legacy tables",
+                ttm as u8
             ));
         }
-        self.root = rtaddr & self.haw_mask() & !0xfff;
+        self.root = (RtaddrReg::from(rtaddr).rta().value() << 12) & self.haw_mask();
         self.regs.clear_set32(GSTS, 0, GSTS_RTPS);
         // CAP.ESRTPS: setting the root table pointer invalidates all caches.
         self.flush_caches();
@@ -603,8 +606,8 @@ impl Vtd {
     fn set_queued_invalidation(&mut self, enable: bool, mem: &dyn GuestMemory, fx: &mut Effects) {
         if enable {
             let iqa = self.regs.get64(IQA);
-            let dw = EcapReg::from(self.ecap).smts() && iqa & IQA_DW != 0;
-            self.queue.base = iqa & self.haw_mask() & !0xfff;
+            let dw = EcapReg::from(self.ecap).smts() && IqaReg::from(iqa).dw();
+            self.queue.base = (IqaReg::from(iqa).base().value() << 12) & self.haw_mask();
             self.queue.dw = dw;
             self.queue.size = QueueState::size_for(iqa, dw);
             self.queue.tail = QueueState::tail_for(self.regs.get64(IQT), dw);
@@ -683,7 +686,7 @@ impl Vtd {
 
     fn ccmd_written(&mut self, fx: &mut Effects) {
         let val = self.regs.get64(CCMD);
-        if val & CCMD_ICC == 0 {
+        if !CcmdReg::from(val).icc() {
             return;
         }
         let caig = if self.queue.enabled {
@@ -704,13 +707,15 @@ impl Vtd {
                 }
             }
         };
-        self.regs
-            .clear_set64(CCMD, CCMD_ICC | CCMD_CAIG_MASK, caig << CCMD_CAIG_SHIFT);
+        let mut ccmd = CcmdReg::from(self.regs.get64(CCMD));
+        ccmd.set_icc(false);
+        ccmd.set_caig(u2::new(caig as u8));
+        self.regs.set64(CCMD, ccmd.into());
     }
 
     fn iotlb_written(&mut self, fx: &mut Effects) {
         let val = self.regs.get64(IOTLB);
-        if val & IOTLB_IVT == 0 {
+        if !IotlbReg::from(val).ivt() {
             return;
         }
         let iaig = if self.queue.enabled {
@@ -731,8 +736,10 @@ impl Vtd {
                 }
             }
         };
-        self.regs
-            .clear_set64(IOTLB, IOTLB_IVT | IOTLB_IAIG_MASK, iaig << IOTLB_IAIG_SHIFT);
+        let mut iotlb = IotlbReg::from(self.regs.get64(IOTLB));
+        iotlb.set_ivt(false);
+        iotlb.set_iaig(u2::new(iaig as u8));
+        self.regs.set64(IOTLB, iotlb.into());
     }
 
     /// Descriptor width in effect: latched while QI is enabled, else the
@@ -741,14 +748,16 @@ impl Vtd {
         if self.queue.enabled {
             self.queue.dw
         } else {
-            EcapReg::from(self.ecap).smts() && self.regs.get64(IQA) & IQA_DW != 0
+            EcapReg::from(self.ecap).smts() && IqaReg::from(self.regs.get64(IQA)).dw()
         }
     }
 
     fn iqt_written(&mut self, mem: &dyn GuestMemory, fx: &mut Effects) {
         let iqt = self.regs.get64(IQT);
         let dw = self.queue_dw();
-        if dw && iqt & IQT_256_RSVD != 0 {
+        // With 256-bit descriptors QT counts 16-byte units of 32-byte
+        // descriptors: an odd QT (bit 4) is reserved.
+        if dw && IqIndexReg::from(iqt).q().value() & 1 != 0 {
             self.queue_error(
                 format!("IQT {iqt:#x}: bit 4 is reserved with 256-bit descriptors"),
                 fx,

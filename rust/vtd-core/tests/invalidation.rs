@@ -4,7 +4,6 @@
 
 mod common;
 use common::*;
-use vtd_core::registers::*;
 use vtd_core::InvalidationEvent;
 
 const S: u16 = 0x0108;

@@ -18,8 +18,9 @@ use bilge::prelude::*;
 
 use crate::effects::{Effects, Msi};
 use crate::registers::{
+    FstsReg,
     RegisterFile, EVT_IM, EVT_IP, FEADDR, FECTL, FEDATA, FEUADDR, FRCD_REG_NR,
-    FRCD_REG_OFFSET, FSTS, FSTS_EVENT_FIELDS, FSTS_FRI_MASK, FSTS_FRI_SHIFT, FSTS_PFO,
+    FRCD_REG_OFFSET, FSTS, FSTS_EVENT_FIELDS, FSTS_PFO,
     FSTS_PPF,
 };
 
@@ -706,11 +707,10 @@ pub fn record_fault(
     hi.set_f(true);
     regs.set64(hi_off, hi.into());
     if fsts & FSTS_PPF == 0 {
-        regs.clear_set32(
-            FSTS,
-            FSTS_FRI_MASK,
-            (u32::from(index) << FSTS_FRI_SHIFT) & FSTS_FRI_MASK,
-        );
+        let mut fsts = FstsReg::from(regs.get32(FSTS));
+        // FRI is 8 bits wide (there is one fault recording register).
+        fsts.set_fri(index as u8);
+        regs.set32(FSTS, fsts.into());
     }
     update_ppf(regs);
     *next_frcd = if index + 1 >= FRCD_REG_NR { 0 } else { index + 1 };

@@ -68,6 +68,13 @@ impl GuestMemory for TestMem {
     }
 }
 
+// Register bits as the specification numbers them, independent of the
+// crate's layouts (the tests check the layouts against them).
+pub const CCMD_ICC: u64 = 1 << 63;
+pub const CCMD_CAIG_MASK: u64 = 3 << 59;
+pub const IOTLB_IVT: u64 = 1 << 63;
+pub const IOTLB_IAIG_MASK: u64 = 3 << 57;
+
 pub const ROOT: u64 = 0x10_0000;
 pub const R: u64 = 1;
 pub const W: u64 = 2;
