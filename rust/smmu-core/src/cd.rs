@@ -85,62 +85,91 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct CdWord0 {
         /// Bits 5:0, T0SZ.
+        #[inline]
         pub t0sz: u6,
         /// Bits 7:6, TG0.
+        #[inline]
         pub tg0: Tg0,
         /// Bits 9:8, IR0: inner cacheability of TTB0 walks.
+        #[inline]
         pub ir0: u2,
         /// Bits 11:10, OR0.
+        #[inline]
         pub or0: u2,
         /// Bits 13:12, SH0.
+        #[inline]
         pub sh0: u2,
         /// Bit 14, EPD0: no walks through TTB0.
+        #[inline]
         pub epd0: bool,
         /// Bit 15, ENDI: big-endian tables.
+        #[inline]
         pub endi: bool,
         /// Bits 21:16, T1SZ.
+        #[inline]
         pub t1sz: u6,
         /// Bits 23:22, TG1 (encoded unlike TG0).
+        #[inline]
         pub tg1: Tg1,
         /// Bits 25:24, IR1.
+        #[inline]
         pub ir1: u2,
         /// Bits 27:26, OR1.
+        #[inline]
         pub or1: u2,
         /// Bits 29:28, SH1.
+        #[inline]
         pub sh1: u2,
         /// Bit 30, EPD1.
+        #[inline]
         pub epd1: bool,
         /// Bit 31, V: the CD is valid.
+        #[inline]
         pub v: bool,
         /// Bits 34:32, IPS.
+        #[inline]
         pub ips: PaSize,
         /// Bit 35, AFFD: no Access flag faults.
+        #[inline]
         pub affd: bool,
         /// Bit 36, WXN.
+        #[inline]
         pub wxn: bool,
         /// Bit 37, UWXN.
+        #[inline]
         pub uwxn: bool,
         /// Bit 38, TBI0.
+        #[inline]
         pub tbi0: bool,
         /// Bit 39, TBI1.
+        #[inline]
         pub tbi1: bool,
         /// Bit 40, PAN.
+        #[inline]
         pub pan: bool,
         /// Bit 41, AA64: VMSAv8-64 tables.
+        #[inline]
         pub aa64: bool,
         /// Bit 42, HD: hardware dirty state.
+        #[inline]
         pub hd: bool,
         /// Bit 43, HA: hardware Access flag.
+        #[inline]
         pub ha: bool,
         /// Bit 44, S: stall on stage-1 faults.
+        #[inline]
         pub s: bool,
         /// Bit 45, R: record stage-1 faults.
+        #[inline]
         pub r: bool,
         /// Bit 46, A: abort terminated transactions (else RAZ/WI).
+        #[inline]
         pub a: bool,
         /// Bit 47, ASET: ASID not shared with PE broadcast invalidation.
+        #[inline]
         pub aset: bool,
         /// Bits 63:48, ASID.
+        #[inline]
         pub asid: u16,
     }
 
@@ -149,21 +178,30 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct CdWord1 {
         /// Bit 64, NSCFG0 (secure streams only).
+        #[inline]
         pub nscfg0: bool,
         /// Bit 65, HAD0: hierarchical attributes of TTB0 ignored.
+        #[inline]
         pub had0: bool,
         /// Bit 66, E0PD0.
+        #[inline]
         pub e0pd0: bool,
         /// Bit 67, HAFT.
+        #[inline]
         pub haft: bool,
         /// Bits 119:68, TTB0\[55:4\].
+        #[inline]
         pub ttb0: u52,
+        #[inline]
         reserved: u2,
         /// Bit 122, PnCH.
+        #[inline]
         pub pnch: bool,
         /// Bit 123, EPAN.
+        #[inline]
         pub epan: bool,
         /// Bits 127:124, HWU059..HWU062.
+        #[inline]
         pub hwu0: u4,
     }
 
@@ -172,21 +210,30 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct CdWord2 {
         /// Bit 128, NSCFG1.
+        #[inline]
         pub nscfg1: bool,
         /// Bit 129, HAD1.
+        #[inline]
         pub had1: bool,
         /// Bit 130, E0PD1.
+        #[inline]
         pub e0pd1: bool,
         /// Bit 131, AIE.
+        #[inline]
         pub aie: bool,
         /// Bits 183:132, TTB1\[55:4\].
+        #[inline]
         pub ttb1: u52,
+        #[inline]
         reserved: u2,
         /// Bit 186, DS: 52-bit addresses with 4/16 KiB granules.
+        #[inline]
         pub ds: bool,
         /// Bit 187, PIE.
+        #[inline]
         pub pie: bool,
         /// Bits 191:188, HWU159..HWU162.
+        #[inline]
         pub hwu1: u4,
     }
 
@@ -195,10 +242,14 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct L1Cd {
         /// Bit 0, V: L2Ptr is valid.
+        #[inline]
         pub v: bool,
+        #[inline]
         reserved: u11,
         /// Bits 55:12, L2Ptr\[55:12\].
+        #[inline]
         pub l2_ptr: u44,
+        #[inline]
         reserved: u8,
     }
 }

@@ -114,7 +114,9 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct CmdHeader {
         /// Bits 7:0: opcode.
+        #[inline]
         pub opcode: Opcode,
+        #[inline]
         reserved: u120,
     }
 
@@ -124,18 +126,26 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct CmdStream {
         /// Bits 7:0: opcode.
+        #[inline]
         pub opcode: u8,
+        #[inline]
         reserved: u2,
         /// Bit 10: SSec, the StreamID is Secure (ILLEGAL on this queue).
+        #[inline]
         pub ssec: bool,
         /// Bit 11: SSV, SubstreamID valid (PREFETCH_CONFIG).
+        #[inline]
         pub ssv: bool,
         /// Bits 31:12: SubstreamID (PREFETCH_CONFIG, CFGI_CD).
+        #[inline]
         pub ssid: u20,
         /// Bits 63:32: StreamID.
+        #[inline]
         pub sid: u32,
         /// Bit 64: Leaf (CFGI_STE, CFGI_CD).
+        #[inline]
         pub leaf: bool,
+        #[inline]
         reserved: u63,
     }
 
@@ -144,26 +154,38 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct CmdPrefetchAddr {
         /// Bits 7:0: opcode (0x02).
+        #[inline]
         pub opcode: u8,
+        #[inline]
         reserved: u2,
         /// Bit 10: SSec.
+        #[inline]
         pub ssec: bool,
         /// Bit 11: SSV.
+        #[inline]
         pub ssv: bool,
         /// Bits 31:12: SubstreamID.
+        #[inline]
         pub ssid: u20,
         /// Bits 63:32: StreamID.
+        #[inline]
         pub sid: u32,
         /// Bits 68:64: Size, 2^Size translations.
+        #[inline]
         pub size: u5,
         /// Bits 73:69: Stride, 2^(12+Stride) bytes apart.
+        #[inline]
         pub stride: u5,
+        #[inline]
         reserved: bool,
         /// Bit 75: NS (Secure queue only; RES0 here).
+        #[inline]
         pub ns: bool,
         /// Bits 119:76: Addr\[55:12\].
+        #[inline]
         pub addr_55_12: u44,
         /// Bits 127:120: Addr\[63:56\].
+        #[inline]
         pub addr_63_56: u8,
     }
 
@@ -172,15 +194,22 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct CmdCfgiRange {
         /// Bits 7:0: opcode (0x04).
+        #[inline]
         pub opcode: u8,
+        #[inline]
         reserved: u2,
         /// Bit 10: SSec.
+        #[inline]
         pub ssec: bool,
+        #[inline]
         reserved: u21,
         /// Bits 63:32: StreamID.
+        #[inline]
         pub sid: u32,
         /// Bits 68:64: Range, 2^(Range+1) StreamIDs.
+        #[inline]
         pub range: u5,
+        #[inline]
         reserved: u59,
     }
 
@@ -190,14 +219,21 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct CmdVmsPidm {
         /// Bits 7:0: opcode (0x07).
+        #[inline]
         pub opcode: u8,
+        #[inline]
         reserved: u2,
         /// Bit 10: SSec.
+        #[inline]
         pub ssec: bool,
+        #[inline]
         reserved: u21,
         /// Bits 47:32: VMID.
+        #[inline]
         pub vmid: u16,
+        #[inline]
         reserved: u16,
+        #[inline]
         reserved: u64,
     }
 
@@ -206,32 +242,48 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct CmdTlbi {
         /// Bits 7:0: opcode.
+        #[inline]
         pub opcode: u8,
+        #[inline]
         reserved: u4,
         /// Bits 16:12: NUM, range multiplier minus one.
+        #[inline]
         pub num: u5,
+        #[inline]
         reserved: u3,
         /// Bits 24:20: SCALE bits 4:0.
+        #[inline]
         pub scale: u5,
         /// Bit 25: SCALE bit 5 (only with SMMU_IDR5.DS; RES0 otherwise).
+        #[inline]
         pub scale_ds: bool,
+        #[inline]
         reserved: u6,
         /// Bits 47:32: VMID.
+        #[inline]
         pub vmid: u16,
         /// Bits 63:48: ASID.
+        #[inline]
         pub asid: u16,
         /// Bit 64: Leaf, only last-level entries.
+        #[inline]
         pub leaf: bool,
+        #[inline]
         reserved: u6,
         /// Bit 71: TTL128, the TTL hint is for 128-bit descriptors.
+        #[inline]
         pub ttl128: bool,
         /// Bits 73:72: TTL, level hint.
+        #[inline]
         pub ttl: u2,
         /// Bits 75:74: TG, granule of the entries (0: any, no range).
+        #[inline]
         pub tg: u2,
         /// Bits 119:76: Address\[55:12\] (VA or IPA).
+        #[inline]
         pub addr_55_12: u44,
         /// Bits 127:120: Address\[63:56\] (VA only; RES0 for an IPA).
+        #[inline]
         pub addr_63_56: u8,
     }
 
@@ -240,23 +292,34 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct CmdAtcInv {
         /// Bits 7:0: opcode (0x40).
+        #[inline]
         pub opcode: u8,
+        #[inline]
         reserved: bool,
         /// Bit 9: Global (with SSV).
+        #[inline]
         pub global: bool,
+        #[inline]
         reserved: bool,
         /// Bit 11: SSV.
+        #[inline]
         pub ssv: bool,
         /// Bits 31:12: SubstreamID.
+        #[inline]
         pub ssid: u20,
         /// Bits 63:32: StreamID.
+        #[inline]
         pub sid: u32,
         /// Bits 69:64: Size, a span of 4 KiB << Size.
+        #[inline]
         pub size: u6,
+        #[inline]
         reserved: u6,
         /// Bits 119:76: Address\[55:12\].
+        #[inline]
         pub addr_55_12: u44,
         /// Bits 127:120: Address\[63:56\].
+        #[inline]
         pub addr_63_56: u8,
     }
 
@@ -279,19 +342,28 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct CmdPriResp {
         /// Bits 7:0: opcode (0x41).
+        #[inline]
         pub opcode: u8,
+        #[inline]
         reserved: u3,
         /// Bit 11: SSV.
+        #[inline]
         pub ssv: bool,
         /// Bits 31:12: SubstreamID.
+        #[inline]
         pub ssid: u20,
         /// Bits 63:32: StreamID.
+        #[inline]
         pub sid: u32,
         /// Bits 72:64: PRGIndex.
+        #[inline]
         pub prg_index: u9,
+        #[inline]
         reserved: u3,
         /// Bits 77:76: Resp.
+        #[inline]
         pub resp: PriResponse,
+        #[inline]
         reserved: u50,
     }
 
@@ -300,20 +372,30 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct CmdResume {
         /// Bits 7:0: opcode (0x44).
+        #[inline]
         pub opcode: u8,
+        #[inline]
         reserved: u2,
         /// Bit 10: SSec.
+        #[inline]
         pub ssec: bool,
+        #[inline]
         reserved: bool,
         /// Bit 12: Ac, retry (1) or terminate (0).
+        #[inline]
         pub retry: bool,
         /// Bit 13: Ab, terminate with an abort (1) or RAZ/WI (0).
+        #[inline]
         pub abort: bool,
+        #[inline]
         reserved: u18,
         /// Bits 63:32: StreamID.
+        #[inline]
         pub sid: u32,
         /// Bits 79:64: STAG.
+        #[inline]
         pub stag: u16,
+        #[inline]
         reserved: u48,
     }
 
@@ -336,23 +418,35 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct CmdSync {
         /// Bits 7:0: opcode (0x46).
+        #[inline]
         pub opcode: u8,
+        #[inline]
         reserved: u4,
         /// Bits 13:12: CS, the completion signal.
+        #[inline]
         pub cs: SyncCs,
+        #[inline]
         reserved: u8,
         /// Bits 23:22: MSH, shareability of the MSI write.
+        #[inline]
         pub msh: u2,
         /// Bits 27:24: MSIAttr, memory type of the MSI write.
+        #[inline]
         pub msi_attr: u4,
+        #[inline]
         reserved: u4,
         /// Bits 63:32: MSIData.
+        #[inline]
         pub msi_data: u32,
+        #[inline]
         reserved: u2,
         /// Bits 75:66: MSIAddress\[11:2\].
+        #[inline]
         pub msi_addr_11_2: u10,
         /// Bits 119:76: MSIAddress\[55:12\].
+        #[inline]
         pub msi_addr_55_12: u44,
+        #[inline]
         reserved: u8,
     }
 
@@ -361,12 +455,16 @@ pub mod layout {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct CmdAddr {
+        #[inline]
         reserved: u2,
         /// Bits 11:2.
+        #[inline]
         pub bits_11_2: u10,
         /// Bits 55:12.
+        #[inline]
         pub bits_55_12: u44,
         /// Bits 63:56.
+        #[inline]
         pub bits_63_56: u8,
     }
 
@@ -375,8 +473,10 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct CmdWords {
         /// Bits 63:0.
+        #[inline]
         pub lo: u64,
         /// Bits 127:64.
+        #[inline]
         pub hi: u64,
     }
 }

@@ -68,13 +68,18 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct EvtWord0 {
         /// Bits 7:0: event number.
+        #[inline]
         pub event: u8,
+        #[inline]
         reserved: u3,
         /// Bit 11: SSV, the SubstreamID is valid.
+        #[inline]
         pub ssv: bool,
         /// Bits 31:12: SubstreamID.
+        #[inline]
         pub ssid: u20,
         /// Bits 63:32: StreamID.
+        #[inline]
         pub sid: u32,
     }
 
@@ -87,29 +92,44 @@ pub mod layout {
     pub struct EvtWord1 {
         /// Bits 79:64: STAG (stall faults) or Reason (F_UUT, fetch aborts,
         /// F_WALK_EABT).
+        #[inline]
         pub tag: u16,
         /// Bit 80: GPCF, the abort came from a granule protection check.
+        #[inline]
         pub gpcf: bool,
+        #[inline]
         reserved: u14,
         /// Bit 95: Stall, the transaction is stalled.
+        #[inline]
         pub stall: bool,
+        #[inline]
         reserved: bool,
         /// Bit 97: PnU, privileged.
+        #[inline]
         pub pnu: bool,
         /// Bit 98: InD, instruction.
+        #[inline]
         pub ind: bool,
         /// Bit 99: RnW, read.
+        #[inline]
         pub rnw: bool,
         /// Bit 100: NSIPA (Secure streams only).
+        #[inline]
         pub nsipa: bool,
+        #[inline]
         reserved: u2,
         /// Bit 103: S2, a stage-2 fault.
+        #[inline]
         pub s2: bool,
         /// Bits 105:104: CLASS.
+        #[inline]
         pub class: FaultClass,
+        #[inline]
         reserved: u2,
         /// Bit 108: TTRnW, a translation table read (not write) faulted.
+        #[inline]
         pub ttrnw: bool,
+        #[inline]
         reserved: u19,
     }
 
@@ -119,19 +139,28 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct EvtWord1Conflict {
         /// Bits 95:64: Reason (IMPLEMENTATION DEFINED).
+        #[inline]
         pub reason: u32,
+        #[inline]
         reserved: bool,
         /// Bit 97: PnU (F_TLB_CONFLICT).
+        #[inline]
         pub pnu: bool,
         /// Bit 98: InD (F_TLB_CONFLICT).
+        #[inline]
         pub ind: bool,
         /// Bit 99: RnW (F_TLB_CONFLICT).
+        #[inline]
         pub rnw: bool,
         /// Bit 100: NSIPA (F_TLB_CONFLICT).
+        #[inline]
         pub nsipa: bool,
+        #[inline]
         reserved: u2,
         /// Bit 103: S2, the IPA is valid (F_TLB_CONFLICT).
+        #[inline]
         pub s2: bool,
+        #[inline]
         reserved: u24,
     }
 
@@ -139,23 +168,34 @@ pub mod layout {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct EvtWord1PageRequest {
+        #[inline]
         reserved: u33,
         /// Bit 97: uX, unprivileged execute.
+        #[inline]
         pub ux: bool,
         /// Bit 98: uW, unprivileged write.
+        #[inline]
         pub uw: bool,
         /// Bit 99: uR, unprivileged read.
+        #[inline]
         pub ur: bool,
+        #[inline]
         reserved: bool,
         /// Bit 101: pX, privileged execute.
+        #[inline]
         pub px: bool,
         /// Bit 102: pW, privileged write.
+        #[inline]
         pub pw: bool,
         /// Bit 103: pR, privileged read.
+        #[inline]
         pub pr: bool,
+        #[inline]
         reserved: u4,
         /// Bits 115:108: Span, in 4 KiB pages.
+        #[inline]
         pub span: u8,
+        #[inline]
         reserved: u12,
     }
 
@@ -163,15 +203,21 @@ pub mod layout {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct EvtWord1AtsRequest {
+        #[inline]
         reserved: u32,
         /// Bit 96: Priv requested.
+        #[inline]
         pub privileged: bool,
         /// Bit 97: X (execute) requested.
+        #[inline]
         pub exec: bool,
         /// Bit 98: W (write, = !NW) requested.
+        #[inline]
         pub write: bool,
         /// Bit 99: R (read) requested.
+        #[inline]
         pub read: bool,
+        #[inline]
         reserved: u28,
     }
 
@@ -181,8 +227,10 @@ pub mod layout {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct EvtWord2Page {
         /// Bits 139:128: Span in STUs (F_BAD_ATS_TREQ).
+        #[inline]
         pub span: u12,
         /// Bits 191:140: InputAddr\[63:12\].
+        #[inline]
         pub page: u52,
     }
 
@@ -190,9 +238,12 @@ pub mod layout {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct EvtWord3Fetch {
+        #[inline]
         reserved: u3,
         /// Bits 247:195: FetchAddr\[55:3\].
+        #[inline]
         pub fetch_addr: u53,
+        #[inline]
         reserved: u8,
     }
 
@@ -200,9 +251,12 @@ pub mod layout {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct EvtWord3Ipa {
+        #[inline]
         reserved: u12,
         /// Bits 247:204: IPA\[55:12\].
+        #[inline]
         pub ipa: u44,
+        #[inline]
         reserved: u8,
     }
 }

@@ -172,56 +172,83 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct Idr0 {
         /// Bit 0: stage-2 translation supported.
+        #[inline]
         pub s2p: bool,
         /// Bit 1: stage-1 translation supported.
+        #[inline]
         pub s1p: bool,
         /// Bits 3:2: table formats.
+        #[inline]
         pub ttf: TableFormats,
         /// Bit 4: coherent table walks and queue accesses.
+        #[inline]
         pub cohacc: bool,
         /// Bit 5: broadcast TLB maintenance.
+        #[inline]
         pub btm: bool,
         /// Bits 7:6: hardware access/dirty flag updates.
+        #[inline]
         pub httu: Httu,
         /// Bit 8: dormant hint.
+        #[inline]
         pub dormhint: bool,
         /// Bit 9: hypervisor stage 1 contexts.
+        #[inline]
         pub hyp: bool,
         /// Bit 10: PCIe ATS.
+        #[inline]
         pub ats: bool,
         /// Bit 11: stage-1-only ATS.
+        #[inline]
         pub ns1ats: bool,
         /// Bit 12: 16-bit ASIDs.
+        #[inline]
         pub asid16: bool,
         /// Bit 13: MSIs.
+        #[inline]
         pub msi: bool,
         /// Bit 14: WFE wake-up events.
+        #[inline]
         pub sev: bool,
         /// Bit 15: address translation operations.
+        #[inline]
         pub atos: bool,
         /// Bit 16: PRI.
+        #[inline]
         pub pri: bool,
         /// Bit 17: VMID wildcard matching.
+        #[inline]
         pub vmw: bool,
         /// Bit 18: 16-bit VMIDs.
+        #[inline]
         pub vmid16: bool,
         /// Bit 19: 2-level CD tables.
+        #[inline]
         pub cd2l: bool,
         /// Bit 20: virtual ATOS.
+        #[inline]
         pub vatos: bool,
         /// Bits 22:21: table endianness.
+        #[inline]
         pub ttendian: TtEndian,
         /// Bit 23: ATS recoverable error.
+        #[inline]
         pub atsrecerr: bool,
         /// Bits 25:24: stall model.
+        #[inline]
         pub stall_model: StallModel,
         /// Bit 26: terminated transactions with an abort (1) or RAZ/WI (0).
+        #[inline]
         pub term_model: bool,
         /// Bits 28:27: stream table formats.
+        #[inline]
         pub st_level: StLevel,
+        #[inline]
         reserved: u1,
         /// Bit 30: Realm Management Extension.
+        #[inline]
         pub rme_impl: bool,
+        #[inline]
         reserved: u1,
     }
 
@@ -230,26 +257,37 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct Idr1 {
         /// Bits 5:0: StreamID bits.
+        #[inline]
         pub sidsize: u6,
         /// Bits 10:6: SubstreamID bits.
+        #[inline]
         pub ssidsize: u5,
         /// Bits 15:11: log2 of the largest PRI queue.
+        #[inline]
         pub priqs: u5,
         /// Bits 20:16: log2 of the largest event queue.
+        #[inline]
         pub eventqs: u5,
         /// Bits 25:21: log2 of the largest command queue.
+        #[inline]
         pub cmdqs: u5,
         /// Bit 26: incoming permission attributes can be overridden.
+        #[inline]
         pub attr_perms_ovr: bool,
         /// Bit 27: incoming memory attributes can be overridden.
+        #[inline]
         pub attr_types_ovr: bool,
         /// Bit 28: base addresses are relative to the SMMU base.
+        #[inline]
         pub rel: bool,
         /// Bit 29: queue bases and sizes are fixed.
+        #[inline]
         pub queues_preset: bool,
         /// Bit 30: table bases are fixed.
+        #[inline]
         pub tables_preset: bool,
         /// Bit 31: enhanced command queues.
+        #[inline]
         pub ecmdq: bool,
     }
 
@@ -258,7 +296,9 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct Idr2 {
         /// Bits 9:0: VATOS page offset.
+        #[inline]
         pub ba_vatos: u10,
+        #[inline]
         reserved: u22,
     }
 
@@ -266,32 +306,47 @@ mod layouts {
     #[bitsize(32)]
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct Idr3 {
+        #[inline]
         reserved: u2,
         /// Bit 2: hierarchical attribute disables.
+        #[inline]
         pub had: bool,
         /// Bit 3: page-based hardware attributes.
+        #[inline]
         pub pbha: bool,
         /// Bit 4: stage-2 execute-never by privilege.
+        #[inline]
         pub xnx: bool,
         /// Bit 5: PASID with PRI responses.
+        #[inline]
         pub pps: bool,
+        #[inline]
         reserved: u1,
         /// Bit 7: MPAM.
+        #[inline]
         pub mpam: bool,
         /// Bit 8: stage-2 forced write-back.
+        #[inline]
         pub fwb: bool,
         /// Bit 9: small translation tables.
+        #[inline]
         pub stt: bool,
         /// Bit 10: range invalidation.
+        #[inline]
         pub ril: bool,
         /// Bits 12:11: break-before-make level.
+        #[inline]
         pub bbml: u2,
         /// Bit 13: E0PD.
+        #[inline]
         pub e0pd: bool,
         /// Bit 14: non-cacheable PTW accesses.
+        #[inline]
         pub ptwnnc: bool,
         /// Bit 15: device permission table.
+        #[inline]
         pub dpt: bool,
+        #[inline]
         reserved: u16,
     }
 
@@ -300,19 +355,28 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct Idr5 {
         /// Bits 2:0: output address size.
+        #[inline]
         pub oas: PaSize,
+        #[inline]
         reserved: u1,
         /// Bit 4: 4 KiB granule.
+        #[inline]
         pub gran4k: bool,
         /// Bit 5: 16 KiB granule.
+        #[inline]
         pub gran16k: bool,
         /// Bit 6: 64 KiB granule.
+        #[inline]
         pub gran64k: bool,
+        #[inline]
         reserved: u3,
         /// Bits 11:10: virtual address extension (0 = 48-bit VAs).
+        #[inline]
         pub vax: u2,
+        #[inline]
         reserved: u4,
         /// Bits 31:16: maximum outstanding stalled transactions.
+        #[inline]
         pub stall_max: u16,
     }
 
@@ -321,12 +385,16 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct Iidr {
         /// Bits 11:0: JEP106 implementer code.
+        #[inline]
         pub implementer: u12,
         /// Bits 15:12: revision.
+        #[inline]
         pub revision: u4,
         /// Bits 19:16: variant.
+        #[inline]
         pub variant: u4,
         /// Bits 31:20: product ID.
+        #[inline]
         pub product_id: u12,
     }
 
@@ -335,9 +403,12 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct Aidr {
         /// Bits 3:0: minor revision (SMMUv3.x).
+        #[inline]
         pub arch_minor_rev: u4,
         /// Bits 7:4: major revision minus 3.
+        #[inline]
         pub arch_major_rev: u4,
+        #[inline]
         reserved: u24,
     }
 
@@ -346,18 +417,26 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct Cr0 {
         /// Bit 0: SMMUEN, translation enabled.
+        #[inline]
         pub smmuen: bool,
         /// Bit 1: PRI queue enabled.
+        #[inline]
         pub priqen: bool,
         /// Bit 2: event queue enabled.
+        #[inline]
         pub eventqen: bool,
         /// Bit 3: command queue enabled.
+        #[inline]
         pub cmdqen: bool,
         /// Bit 4: ATS check.
+        #[inline]
         pub atschk: bool,
+        #[inline]
         reserved: u1,
         /// Bits 8:6: VMID wildcard.
+        #[inline]
         pub vmw: u3,
+        #[inline]
         reserved: u23,
     }
 
@@ -366,17 +445,24 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct Cr1 {
         /// Bits 1:0: queue inner cacheability.
+        #[inline]
         pub queue_ic: u2,
         /// Bits 3:2: queue outer cacheability.
+        #[inline]
         pub queue_oc: u2,
         /// Bits 5:4: queue shareability.
+        #[inline]
         pub queue_sh: u2,
         /// Bits 7:6: table inner cacheability.
+        #[inline]
         pub table_ic: u2,
         /// Bits 9:8: table outer cacheability.
+        #[inline]
         pub table_oc: u2,
         /// Bits 11:10: table shareability.
+        #[inline]
         pub table_sh: u2,
+        #[inline]
         reserved: u20,
     }
 
@@ -385,13 +471,18 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct Cr2 {
         /// Bit 0: EL2-E2H translation regime.
+        #[inline]
         pub e2h: bool,
         /// Bit 1: record C_BAD_STREAMID for invalid input StreamIDs.
+        #[inline]
         pub recinvsid: bool,
         /// Bit 2: private TLB maintenance (ignore broadcast).
+        #[inline]
         pub ptm: bool,
         /// Bit 3: record ATS translation requests' configuration errors.
+        #[inline]
         pub rec_cfg_atc: bool,
+        #[inline]
         reserved: u28,
     }
 
@@ -400,7 +491,9 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct Statusr {
         /// Bit 0: the SMMU is dormant.
+        #[inline]
         pub dormant: bool,
+        #[inline]
         reserved: u31,
     }
 
@@ -409,23 +502,34 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct Gbpa {
         /// Bits 3:0: memory type.
+        #[inline]
         pub memattr: u4,
         /// Bit 4: memory type override.
+        #[inline]
         pub mtcfg: bool,
+        #[inline]
         reserved: u3,
         /// Bits 11:8: allocation hints.
+        #[inline]
         pub alloccfg: u4,
         /// Bits 13:12: shareability.
+        #[inline]
         pub shcfg: u2,
+        #[inline]
         reserved: u2,
         /// Bits 17:16: privilege.
+        #[inline]
         pub privcfg: u2,
         /// Bits 19:18: instruction/data.
+        #[inline]
         pub instcfg: u2,
         /// Bit 20: abort incoming transactions (else bypass).
+        #[inline]
         pub abort: bool,
+        #[inline]
         reserved: u10,
         /// Bit 31: the guest requests an update; reads 0 once done.
+        #[inline]
         pub update: bool,
     }
 
@@ -434,11 +538,15 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct IrqCtrl {
         /// Bit 0: GERROR interrupt enabled.
+        #[inline]
         pub gerror_irqen: bool,
         /// Bit 1: PRI queue interrupt enabled.
+        #[inline]
         pub priq_irqen: bool,
         /// Bit 2: event queue interrupt enabled.
+        #[inline]
         pub eventq_irqen: bool,
+        #[inline]
         reserved: u29,
     }
 
@@ -448,22 +556,32 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct Gerror {
         /// Bit 0: command queue error (CMDQ_CONS.ERR says which).
+        #[inline]
         pub cmdq_err: bool,
+        #[inline]
         reserved: u1,
         /// Bit 2: an event could not be written to the event queue.
+        #[inline]
         pub eventq_abt_err: bool,
         /// Bit 3: a PRI request could not be written to the PRI queue.
+        #[inline]
         pub priq_abt_err: bool,
         /// Bit 4: a CMD_SYNC MSI write was aborted.
+        #[inline]
         pub msi_cmdq_abt_err: bool,
         /// Bit 5: an event queue MSI write was aborted.
+        #[inline]
         pub msi_eventq_abt_err: bool,
         /// Bit 6: a PRI queue MSI write was aborted.
+        #[inline]
         pub msi_priq_abt_err: bool,
         /// Bit 7: a GERROR MSI write was aborted.
+        #[inline]
         pub msi_gerror_abt_err: bool,
         /// Bit 8: service failure mode.
+        #[inline]
         pub sfm_err: bool,
+        #[inline]
         reserved: u23,
     }
 
@@ -471,9 +589,12 @@ mod layouts {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct IrqCfg0 {
+        #[inline]
         reserved: u2,
         /// Bits 51:2: MSI address bits 51:2.
+        #[inline]
         pub addr: u50,
+        #[inline]
         reserved: u12,
     }
 
@@ -483,12 +604,16 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct IrqCfg2 {
         /// Bits 3:0: memory type of the MSI write.
+        #[inline]
         pub memattr: u4,
         /// Bits 5:4: shareability of the MSI write.
+        #[inline]
         pub sh: u2,
+        #[inline]
         reserved: u25,
         /// Bit 31: PRIQ_IRQ_CFG2.LO, PRI queue overflow behaviour
         /// (reserved in the other two).
+        #[inline]
         pub lo: bool,
     }
 
@@ -497,12 +622,17 @@ mod layouts {
     #[bitsize(64)]
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct StrtabBase {
+        #[inline]
         reserved: u6,
         /// Bits 55:6: ADDR, address bits 55:6.
+        #[inline]
         pub addr: u50,
+        #[inline]
         reserved: u6,
         /// Bit 62: RA, read-allocate hint.
+        #[inline]
         pub ra: bool,
+        #[inline]
         reserved: u1,
     }
 
@@ -525,12 +655,17 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct StrtabBaseCfg {
         /// Bits 5:0: log2 of the number of StreamIDs the table covers.
+        #[inline]
         pub log2size: u6,
         /// Bits 10:6: StreamID bits resolved by the second level.
+        #[inline]
         pub split: u5,
+        #[inline]
         reserved: u5,
         /// Bits 17:16: format.
+        #[inline]
         pub fmt: StrtabFormat,
+        #[inline]
         reserved: u14,
     }
 
@@ -540,13 +675,18 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct QueueBase {
         /// Bits 4:0: log2 of the number of entries.
+        #[inline]
         pub log2size: u5,
         /// Bits 51:5: address bits 51:5.
+        #[inline]
         pub addr: u47,
+        #[inline]
         reserved: u10,
         /// Bit 62: read-allocate (CMDQ) or write-allocate (EVENTQ, PRIQ)
         /// hint.
+        #[inline]
         pub alloc_hint: bool,
+        #[inline]
         reserved: u1,
     }
 
@@ -555,7 +695,9 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct CmdqProd {
         /// Bits 19:0: index (low LOG2SIZE bits) and wrap bit above it.
+        #[inline]
         pub wr: u20,
+        #[inline]
         reserved: u12,
     }
 
@@ -584,10 +726,14 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct CmdqCons {
         /// Bits 19:0: index (low LOG2SIZE bits) and wrap bit above it.
+        #[inline]
         pub rd: u20,
+        #[inline]
         reserved: u4,
         /// Bits 30:24: error code.
+        #[inline]
         pub err: CmdqError,
+        #[inline]
         reserved: u1,
     }
 
@@ -596,9 +742,12 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct EventqProd {
         /// Bits 19:0: index (low LOG2SIZE bits) and wrap bit above it.
+        #[inline]
         pub wr: u20,
+        #[inline]
         reserved: u11,
         /// Bit 31: overflow flag, toggled when records were lost.
+        #[inline]
         pub ovflg: bool,
     }
 
@@ -607,9 +756,12 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq, Default)]
     pub struct EventqCons {
         /// Bits 19:0: index (low LOG2SIZE bits) and wrap bit above it.
+        #[inline]
         pub rd: u20,
+        #[inline]
         reserved: u11,
         /// Bit 31: overflow acknowledge flag.
+        #[inline]
         pub ovackflg: bool,
     }
 }

@@ -166,15 +166,21 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct SteWord0 {
         /// Bit 0, V: the STE is valid.
+        #[inline]
         pub v: bool,
         /// Bits 3:1, Config.
+        #[inline]
         pub config: Config,
         /// Bits 5:4, S1Fmt.
+        #[inline]
         pub s1_fmt: S1FmtField,
         /// Bits 55:6, S1ContextPtr\[55:6\].
+        #[inline]
         pub s1_context_ptr: u50,
+        #[inline]
         reserved: u3,
         /// Bits 63:59, S1CDMax: log2 of the number of CDs.
+        #[inline]
         pub s1_cd_max: u5,
     }
 
@@ -183,55 +189,81 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct SteWord1 {
         /// Bits 65:64, S1DSS.
+        #[inline]
         pub s1_dss: S1DssField,
         /// Bits 67:66, S1CIR: inner cacheability of CD fetches.
+        #[inline]
         pub s1_cir: u2,
         /// Bits 69:68, S1COR: outer cacheability of CD fetches.
+        #[inline]
         pub s1_cor: u2,
         /// Bits 71:70, S1CSH: shareability of CD fetches.
+        #[inline]
         pub s1_csh: u2,
         /// Bits 75:72, S2HWU59..S2HWU62 (PBHA).
+        #[inline]
         pub s2_hwu: u4,
         /// Bit 76, DRE: destructive reads allowed.
+        #[inline]
         pub dre: bool,
         /// Bits 80:77, CONT: contiguous hint, 2^CONT identical STEs.
+        #[inline]
         pub cont: u4,
         /// Bit 81, DCP: directed cache prefetch allowed.
+        #[inline]
         pub dcp: bool,
         /// Bit 82, PPAR: PRI auto-responses carry a PASID.
+        #[inline]
         pub ppar: bool,
         /// Bit 83, MEV: similar events may be merged.
+        #[inline]
         pub mev: bool,
         /// Bits 87:84, software use.
+        #[inline]
         pub sw_reserved: u4,
         /// Bit 88, S1PIE: CDs may enable stage-1 permission indirection.
+        #[inline]
         pub s1_pie: bool,
         /// Bit 89, S2FWB.
+        #[inline]
         pub s2_fwb: bool,
         /// Bit 90, S1MPAM.
+        #[inline]
         pub s1_mpam: bool,
         /// Bit 91, S1STALLD: CDs may not select the stall model.
+        #[inline]
         pub s1_stalld: bool,
         /// Bits 93:92, EATS.
+        #[inline]
         pub eats: EatsField,
         /// Bits 95:94, STRW: StreamWorld control.
+        #[inline]
         pub strw: u2,
         /// Bits 99:96, MemAttr override.
+        #[inline]
         pub mem_attr: u4,
         /// Bit 100, MTCFG: MemAttr replaces the incoming type.
+        #[inline]
         pub mtcfg: bool,
         /// Bits 104:101, ALLOCCFG.
+        #[inline]
         pub alloccfg: u4,
+        #[inline]
         reserved: u3,
         /// Bits 109:108, SHCFG.
+        #[inline]
         pub shcfg: u2,
         /// Bits 111:110, NSCFG.
+        #[inline]
         pub nscfg: u2,
         /// Bits 113:112, PRIVCFG.
+        #[inline]
         pub privcfg: u2,
         /// Bits 115:114, INSTCFG.
+        #[inline]
         pub instcfg: u2,
         /// Bits 127:116, IMPLEMENTATION DEFINED.
+        #[inline]
         pub impdef: u12,
     }
 
@@ -240,46 +272,67 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct SteWord2 {
         /// Bits 143:128, S2VMID.
+        #[inline]
         pub s2_vmid: u16,
         /// Bits 159:144, IMPLEMENTATION DEFINED.
+        #[inline]
         pub impdef: u16,
         /// Bits 165:160, S2T0SZ.
+        #[inline]
         pub s2_t0sz: u6,
         /// Bits 167:166, S2SL0.
+        #[inline]
         pub s2_sl0: u2,
         /// Bits 169:168, S2IR0.
+        #[inline]
         pub s2_ir0: u2,
         /// Bits 171:170, S2OR0.
+        #[inline]
         pub s2_or0: u2,
         /// Bits 173:172, S2SH0.
+        #[inline]
         pub s2_sh0: u2,
         /// Bits 175:174, S2TG (encoded as CD.TG0).
+        #[inline]
         pub s2_tg: Tg0,
         /// Bits 178:176, S2PS.
+        #[inline]
         pub s2_ps: PaSize,
         /// Bit 179, S2AA64: VMSAv8-64 stage-2 tables.
+        #[inline]
         pub s2_aa64: bool,
         /// Bit 180, S2ENDI: big-endian stage-2 tables.
+        #[inline]
         pub s2_endi: bool,
         /// Bit 181, S2AFFD: no Access flag faults.
+        #[inline]
         pub s2_affd: bool,
         /// Bit 182, S2PTW: stage-1 walks to Device memory fault.
+        #[inline]
         pub s2_ptw: bool,
         /// Bit 183, S2HD: hardware dirty state.
+        #[inline]
         pub s2_hd: bool,
         /// Bit 184, S2HA: hardware Access flag.
+        #[inline]
         pub s2_ha: bool,
         /// Bit 185, S2S: stall on stage-2 faults.
+        #[inline]
         pub s2_s: bool,
         /// Bit 186, S2R: record stage-2 faults.
+        #[inline]
         pub s2_r: bool,
         /// Bit 187, S2HAFT.
+        #[inline]
         pub s2_haft: bool,
         /// Bit 188, S2PIE.
+        #[inline]
         pub s2_pie: bool,
         /// Bit 189, S2POE.
+        #[inline]
         pub s2_poe: bool,
         /// Bits 191:190, DPT_VMATCH.
+        #[inline]
         pub dpt_vmatch: u2,
     }
 
@@ -288,18 +341,26 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
     pub struct SteWord3 {
         /// Bit 192, S2NSW (secure STEs only).
+        #[inline]
         pub s2_nsw: bool,
         /// Bit 193, S2NSA (secure STEs only).
+        #[inline]
         pub s2_nsa: bool,
         /// Bit 194, S2SL0\[2\] (4 KiB with S2DS).
+        #[inline]
         pub s2_sl0_2: bool,
         /// Bit 195, S2DS: 52-bit addresses with 4/16 KiB granules.
+        #[inline]
         pub s2_ds: bool,
         /// Bits 247:196, S2TTB\[55:4\].
+        #[inline]
         pub s2_ttb: u52,
+        #[inline]
         reserved: u5,
         /// Bits 254:253, S2SKL (VMSAv9-128 only).
+        #[inline]
         pub s2_skl: u2,
+        #[inline]
         reserved: bool,
     }
 }

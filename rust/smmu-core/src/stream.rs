@@ -68,10 +68,14 @@ mod layouts {
     pub struct L1Std {
         /// Bits 4:0, Span: 0 invalid, else the level-2 table holds
         /// 2^(Span - 1) STEs.
+        #[inline]
         pub span: u5,
+        #[inline]
         reserved: bool,
         /// Bits 55:6, L2Ptr\[55:6\].
+        #[inline]
         pub l2_ptr: u50,
+        #[inline]
         reserved: u8,
     }
 }

@@ -109,21 +109,30 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct DescOa {
         /// Bit 0: the descriptor is valid.
+        #[inline]
         pub valid: bool,
         /// Bit 1: table (levels below 3) or page (level 3); block when
         /// clear below level 3.
+        #[inline]
         pub table: bool,
+        #[inline]
         reserved: u6,
         /// Bits 9:8: address bits 51:50 with `DS`.
+        #[inline]
         pub oa_51_50: u2,
+        #[inline]
         reserved: u2,
         /// Bits 15:12: address bits 15:12 (4 KiB), 15:14 (16 KiB) or
         /// 51:48 (64 KiB with a 52-bit output size).
+        #[inline]
         pub oa_15_12: u4,
         /// Bits 47:16: address bits 47:16.
+        #[inline]
         pub oa_47_16: u32,
         /// Bits 49:48: address bits 49:48 with `DS`.
+        #[inline]
         pub oa_49_48: u2,
+        #[inline]
         reserved: u14,
     }
 
@@ -133,28 +142,41 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct TableDesc {
         /// Bit 0: valid.
+        #[inline]
         pub valid: bool,
         /// Bit 1: set for a table descriptor.
+        #[inline]
         pub table: bool,
+        #[inline]
         reserved: u6,
         /// Bits 9:8: next-level table address bits 51:50 with `DS`.
+        #[inline]
         pub nlta_51_50: u2,
+        #[inline]
         reserved: u2,
         /// Bits 15:12: address bits 15:12, or 51:48 (64 KiB, 52-bit).
+        #[inline]
         pub nlta_15_12: u4,
         /// Bits 47:16: next-level table address bits 47:16.
+        #[inline]
         pub nlta_47_16: u32,
         /// Bits 49:48: next-level table address bits 49:48 with `DS`.
+        #[inline]
         pub nlta_49_48: u2,
+        #[inline]
         reserved: u9,
         /// Bit 59: PXNTable, privileged execute-never below.
+        #[inline]
         pub pxn_table: bool,
         /// Bit 60: UXNTable (XNTable), unprivileged execute-never below.
+        #[inline]
         pub uxn_table: bool,
         /// Bits 62:61: APTable; bit 61 denies unprivileged accesses
         /// below, bit 62 denies writes below.
+        #[inline]
         pub ap_table: u2,
         /// Bit 63: NSTable.
+        #[inline]
         pub ns_table: bool,
     }
 
@@ -163,43 +185,63 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct S1LeafDesc {
         /// Bit 0: valid.
+        #[inline]
         pub valid: bool,
         /// Bit 1: set for a page (level 3), clear for a block.
+        #[inline]
         pub page: bool,
         /// Bits 4:2: AttrIndx, index into the CD's MAIR.
+        #[inline]
         pub attr_indx: u3,
         /// Bit 5: NS.
+        #[inline]
         pub ns: bool,
         /// Bit 6: AP\[1\], unprivileged accesses allowed.
+        #[inline]
         pub ap_unpriv: bool,
         /// Bit 7: AP\[2\], read-only.
+        #[inline]
         pub ap_ro: bool,
         /// Bits 9:8: shareability, or output address bits 51:50 with `DS`.
+        #[inline]
         pub oa_51_50: u2,
         /// Bit 10: AF, the access flag.
+        #[inline]
         pub af: bool,
         /// Bit 11: nG, not global (tagged with the ASID).
+        #[inline]
         pub ng: bool,
         /// Bits 15:12: output address bits 15:12, or 51:48 (64 KiB, 52-bit).
+        #[inline]
         pub oa_15_12: u4,
         /// Bits 47:16: output address bits 47:16.
+        #[inline]
         pub oa_47_16: u32,
         /// Bits 49:48: output address bits 49:48 with `DS`.
+        #[inline]
         pub oa_49_48: u2,
         /// Bit 50: GP (guarded page).
+        #[inline]
         pub gp: bool,
         /// Bit 51: DBM, dirty bit modifier.
+        #[inline]
         pub dbm: bool,
         /// Bit 52: contiguous hint.
+        #[inline]
         pub contiguous: bool,
         /// Bit 53: PXN, privileged execute-never.
+        #[inline]
         pub pxn: bool,
         /// Bit 54: UXN, unprivileged execute-never.
+        #[inline]
         pub uxn: bool,
         /// Bits 58:55: reserved for software.
+        #[inline]
         pub software: u4,
         /// Bits 62:59: page-based hardware attributes.
+        #[inline]
         pub pbha: u4,
+        #[inline]
         reserved: bool,
     }
 
@@ -208,35 +250,52 @@ mod layouts {
     #[derive(FromBits, DebugBits, Clone, Copy)]
     pub struct S2LeafDesc {
         /// Bit 0: valid.
+        #[inline]
         pub valid: bool,
         /// Bit 1: set for a page (level 3), clear for a block.
+        #[inline]
         pub page: bool,
         /// Bits 5:2: MemAttr.
+        #[inline]
         pub mem_attr: u4,
         /// Bit 6: S2AP\[0\], reads allowed.
+        #[inline]
         pub s2ap_read: bool,
         /// Bit 7: S2AP\[1\], writes allowed.
+        #[inline]
         pub s2ap_write: bool,
         /// Bits 9:8: shareability, or output address bits 51:50 with `DS`.
+        #[inline]
         pub oa_51_50: u2,
         /// Bit 10: AF, the access flag.
+        #[inline]
         pub af: bool,
+        #[inline]
         reserved: bool,
         /// Bits 15:12: output address bits 15:12, or 51:48 (64 KiB, 52-bit).
+        #[inline]
         pub oa_15_12: u4,
         /// Bits 47:16: output address bits 47:16.
+        #[inline]
         pub oa_47_16: u32,
         /// Bits 49:48: output address bits 49:48 with `DS`.
+        #[inline]
         pub oa_49_48: u2,
+        #[inline]
         reserved: bool,
         /// Bit 51: DBM, dirty bit modifier.
+        #[inline]
         pub dbm: bool,
         /// Bit 52: contiguous hint.
+        #[inline]
         pub contiguous: bool,
         /// Bits 54:53: XN\[1:0\] (only XN\[1\], bit 54, without FEAT_XNX).
+        #[inline]
         pub xn: u2,
         /// Bits 58:55: reserved for software.
+        #[inline]
         pub software: u4,
+        #[inline]
         reserved: u5,
     }
 
