@@ -5,6 +5,7 @@
 use std::{
     collections::BTreeMap,
     ffi::{c_int, c_void, CStr, CString},
+    mem::{offset_of, size_of},
     ptr::null_mut,
     sync::{Mutex, PoisonError},
 };
@@ -13,6 +14,22 @@ use std::{
 use iommu_core::nesting::iommufd::{Invalidation, Invalidations, NestedHwpt};
 
 use crate::{bindings, device::IntelIommuState};
+
+// iommu-core encodes the uAPI payloads byte by byte (so that the QEMU-free
+// crate tests them): their layout must be the one QEMU's linux-headers
+// declare, which bindgen gives here. NestedHwpt::VtdS1::data: flags,
+// pgtbl_addr, addr_width, reserved; Invalidation::VtdS1: addr, npages,
+// flags, reserved.
+const _: () = {
+    assert!(size_of::<bindings::iommu_hwpt_vtd_s1>() == 24);
+    assert!(offset_of!(bindings::iommu_hwpt_vtd_s1, flags) == 0);
+    assert!(offset_of!(bindings::iommu_hwpt_vtd_s1, pgtbl_addr) == 8);
+    assert!(offset_of!(bindings::iommu_hwpt_vtd_s1, addr_width) == 16);
+    assert!(size_of::<bindings::iommu_hwpt_vtd_s1_invalidate>() == 24);
+    assert!(offset_of!(bindings::iommu_hwpt_vtd_s1_invalidate, addr) == 0);
+    assert!(offset_of!(bindings::iommu_hwpt_vtd_s1_invalidate, npages) == 8);
+    assert!(offset_of!(bindings::iommu_hwpt_vtd_s1_invalidate, flags) == 16);
+};
 // The other interfaces' items (some modules use none).
 #[allow(unused_imports)]
 use super::*;
