@@ -4,4 +4,4 @@
 cd "$REPO"
 step "cargo test (QEMU-free crates)"
 command -v cargo >/dev/null || die "cargo not found"
-cargo test --workspace --quiet 2>&1 | grep -v "^$" || die "cargo test failed"
+cargo test --workspace --locked --quiet 2>&1 | grep -v "^$" || die "cargo test failed"

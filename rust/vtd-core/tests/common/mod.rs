@@ -5,7 +5,11 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use bilge::prelude::*;
+use vtd_core::queues::inv_queue::{CcmdReg, InvAddr, IotlbReg};
 use vtd_core::registers::*;
+use vtd_core::translation::page_walk::SsPte;
+use vtd_core::translation::root_context::{ContextEntry, ContextHi, ContextLo, RootEntry, TranslationType};
 use vtd_core::{Config, Effects, Fault, GuestMemory, MemError, Request, Translation, Vtd};
 
 /// Sparse little-endian guest memory with optional unmapped ranges.
@@ -89,6 +93,26 @@ pub struct Env {
     pub iq_base: u64,
 }
 
+/// A legacy context entry built from the crate's layouts: present,
+/// `levels`-level second-stage tables at `pgd`, domain `did`.
+pub fn legacy_context(pgd: u64, tt: TranslationType, levels: u8, did: u16) -> ContextEntry {
+    ContextEntry::from_words(
+        ContextLo::new(true, false, tt, u52::new(pgd >> 12)),
+        ContextHi::new(u3::new(levels - 2), u4::new(0), did),
+    )
+}
+
+/// A second-stage paging entry built from the layout: `addr` (4 KiB
+/// aligned; other bits it carries, such as ignored ones a test sets, stay)
+/// with R, W, and PS for a superpage leaf.
+pub fn ss_pte(addr: u64, r: bool, w: bool, ps: bool) -> u64 {
+    let mut e = SsPte::from(addr);
+    e.set_r(r);
+    e.set_w(w);
+    e.set_ps(ps);
+    e.into()
+}
+
 pub fn sid(bus: u8, dev: u8, func: u8) -> u16 {
     (u16::from(bus) << 8) | (u16::from(dev) << 3) | u16::from(func)
 }
@@ -163,12 +187,13 @@ impl Env {
 
     /// Context table of `bus`, creating a present root entry if needed.
     pub fn context_table(&mut self, bus: u8) -> u64 {
-        let re = self.mem.r64(ROOT + u64::from(bus) * 16);
-        if re & 1 != 0 {
-            return re & !0xfff;
+        let re = RootEntry { lo: self.mem.r64(ROOT + u64::from(bus) * 16), hi: 0 };
+        if re.present() {
+            return re.context_table();
         }
         let t = self.alloc_page();
-        self.set_root_entry(bus, t | 1, 0);
+        let re = RootEntry::new(true, t);
+        self.set_root_entry(bus, re.lo, re.hi);
         t
     }
 
@@ -190,7 +215,8 @@ impl Env {
     /// Context entry for second-stage translation with `levels` levels.
     pub fn setup_device(&mut self, sid: u16, did: u16, levels: u8) -> u64 {
         let pgd = self.new_pgd();
-        self.set_context(sid, pgd | 1, u64::from(levels - 2) | (u64::from(did) << 8));
+        let ce = legacy_context(pgd, TranslationType::SecondStage, levels, did);
+        self.set_context(sid, ce.lo, ce.hi);
         pgd
     }
 
@@ -205,23 +231,23 @@ impl Env {
             if l == level {
                 return a;
             }
-            let e = self.mem.r64(a);
-            if e & 3 == 0 {
+            let e = SsPte::from(self.mem.r64(a));
+            if !e.r() && !e.w() {
                 let t = self.alloc_page();
-                self.mem.w64(a, t | RW);
+                self.mem.w64(a, ss_pte(t, true, true, false));
                 table = t;
             } else {
-                table = e & 0x000f_ffff_ffff_f000;
+                table = e.addr().value() << 12;
             }
             l -= 1;
         }
     }
 
-    /// Map `iova` to `phys` with a leaf at `level` (1 = 4K, 2 = 2M, 3 = 1G).
+    /// Map `iova` to `phys` with a leaf at `level` (1 = 4K, 2 = 2M, 3 = 1G);
+    /// `perm` is R, W or RW.
     pub fn map(&mut self, pgd: u64, levels: u8, iova: u64, phys: u64, level: u8, perm: u64) {
         let a = self.pte_addr(pgd, levels, iova, level);
-        let ps = if level > 1 { PS } else { 0 };
-        self.mem.w64(a, phys | perm | ps);
+        self.mem.w64(a, ss_pte(phys, perm & R != 0, perm & W != 0, level > 1));
     }
 
     pub fn tr(&mut self, sid: u16, iova: u64, write: bool) -> (Result<Translation, Fault>, Effects) {
@@ -242,39 +268,62 @@ impl Env {
 
     /// Returns the CCMD value read back after the command.
     pub fn ccmd(&mut self, val: u64) -> u64 {
-        self.w64(CCMD, val | CCMD_ICC);
+        let mut r = CcmdReg::from(val);
+        r.set_icc(true);
+        self.w64(CCMD, r.into());
         self.rd64(CCMD)
     }
 
+    fn ccmd_with(&mut self, cirg: u8, did: u16, sid: u16, fm: u8) -> u64 {
+        let mut r = CcmdReg::from(0u64);
+        r.set_cirg(u2::new(cirg));
+        r.set_did(did);
+        r.set_sid(sid);
+        r.set_fm(u2::new(fm));
+        self.ccmd(r.into())
+    }
+
     pub fn cc_global(&mut self) -> u64 {
-        self.ccmd(1 << 61)
+        self.ccmd_with(1, 0, 0, 0)
     }
 
     pub fn cc_domain(&mut self, did: u16) -> u64 {
-        self.ccmd((2 << 61) | u64::from(did))
+        self.ccmd_with(2, did, 0, 0)
     }
 
     pub fn cc_device(&mut self, sid: u16, fm: u64) -> u64 {
-        self.ccmd((3 << 61) | (fm << 32) | (u64::from(sid) << 16))
+        self.ccmd_with(3, 0, sid, fm as u8)
     }
 
     /// Returns the IOTLB register read back after the command.
     pub fn iotlb_reg(&mut self, val: u64, iva: u64) -> u64 {
         self.w64(IVA, iva);
-        self.w64(IOTLB, val | IOTLB_IVT);
+        let mut r = IotlbReg::from(val);
+        r.set_ivt(true);
+        self.w64(IOTLB, r.into());
         self.rd64(IOTLB)
     }
 
+    fn iotlb_with(&mut self, iirg: u8, did: u16, iva: u64) -> u64 {
+        let mut r = IotlbReg::from(0u64);
+        r.set_iirg(u2::new(iirg));
+        r.set_did(did);
+        self.iotlb_reg(r.into(), iva)
+    }
+
     pub fn iotlb_global(&mut self) -> u64 {
-        self.iotlb_reg(1 << 60, 0)
+        self.iotlb_with(1, 0, 0)
     }
 
     pub fn iotlb_domain(&mut self, did: u16) -> u64 {
-        self.iotlb_reg((2 << 60) | (u64::from(did) << 32), 0)
+        self.iotlb_with(2, did, 0)
     }
 
+    /// `addr` page aligned, `am` the address mask (IVA's AM field).
     pub fn iotlb_pages(&mut self, did: u16, addr: u64, am: u64) -> u64 {
-        self.iotlb_reg((3 << 60) | (u64::from(did) << 32), addr | am)
+        let mut iva = InvAddr::from(addr);
+        iva.set_am(u6::new(am as u8));
+        self.iotlb_with(3, did, iva.into())
     }
 
     // ---- queued invalidation -------------------------------------------
