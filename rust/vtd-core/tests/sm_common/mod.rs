@@ -4,7 +4,13 @@
 #![allow(dead_code)]
 
 use crate::common::{Env, TestMem, ROOT};
+use bilge::prelude::*;
+use vtd_core::queues::inv_queue::{InvAddr, IqIndexReg, IqaReg, PasidDescQ0};
 use vtd_core::registers::*;
+use vtd_core::translation::scalable::{
+    PasidDirEntry, PasidEntry, PasidQ0, PasidQ1, PasidQ2, SmContextEntry, SmContextQ0, SmContextQ1,
+    SmRootEntry, SmRootHalf,
+};
 
 // First-stage entry flags.
 pub const P: u64 = 1;
@@ -150,12 +156,13 @@ pub fn sm_context_addr(e: &mut Env, sid: u16) -> u64 {
     let bus = u64::from(sid >> 8);
     let devfn = u64::from(sid & 0xff);
     let half = ROOT + bus * 16 + if devfn >= 128 { 8 } else { 0 };
-    let mut re = e.mem.r64(half);
-    if re & 1 == 0 {
-        re = e.alloc_page() | 1;
-        e.mem.w64(half, re);
+    let mut re = SmRootEntry { lo: e.mem.r64(half), hi: 0 };
+    if !re.lower_present() {
+        let t = e.alloc_page();
+        re = SmRootEntry::from_halves(SmRootHalf::new(true, u52::new(t >> 12)), SmRootHalf::from(0u64));
+        e.mem.w64(half, re.lo);
     }
-    (re & !0xfff) + (devfn & 0x7f) * 32
+    re.lower_context_table() + (devfn & 0x7f) * 32
 }
 
 pub fn sm_set_context(e: &mut Env, sid: u16, val: [u64; 4]) {
@@ -172,7 +179,11 @@ pub fn sm_setup_context(e: &mut Env, sid: u16, pdts: u64, rid_pasid: u64, lo: u6
     for _ in 1..(1u64 << (pdts + 7)) * 8 / 4096 {
         e.alloc_page();
     }
-    sm_set_context(e, sid, [dir | (pdts << 9) | 1 | lo, rid_pasid | hi, 0, 0]);
+    let ce = SmContextEntry::from_words(
+        SmContextQ0::new(true, false, false, false, false, u3::new(pdts as u8), u52::new(dir >> 12)),
+        SmContextQ1::new(u20::new(rid_pasid as u32), false),
+    );
+    sm_set_context(e, sid, [ce.val[0] | lo, ce.val[1] | hi, 0, 0]);
     dir
 }
 
@@ -180,12 +191,13 @@ pub fn sm_setup_context(e: &mut Env, sid: u16, pdts: u64, rid_pasid: u64, lo: u6
 /// creating a present directory entry and table if needed.
 pub fn pasid_entry_addr(e: &mut Env, dir: u64, pasid: u32) -> u64 {
     let de_addr = dir + u64::from(pasid >> 6) * 8;
-    let mut de = e.mem.r64(de_addr);
-    if de & 1 == 0 {
-        de = e.alloc_page() | 1;
-        e.mem.w64(de_addr, de);
+    let mut de = PasidDirEntry(e.mem.r64(de_addr));
+    if !de.present() {
+        let t = e.alloc_page();
+        de = PasidDirEntry(vtd_core::translation::scalable::PasidDirWord::new(true, false, u52::new(t >> 12)).into());
+        e.mem.w64(de_addr, de.0);
     }
-    (de & !0xfff) + u64::from(pasid & 0x3f) * 64
+    de.pasid_table() + u64::from(pasid & 0x3f) * 64
 }
 
 pub fn set_pasid_entry(e: &mut Env, dir: u64, pasid: u32, val: [u64; 8]) {
@@ -195,10 +207,21 @@ pub fn set_pasid_entry(e: &mut Env, dir: u64, pasid: u32, val: [u64; 8]) {
     }
 }
 
-/// PASID entry quadwords for the given PGTT, DID, second-stage root/AW and
-/// first-stage root/flags (quadword 2 extra bits in `q2`).
+/// PASID entry quadwords for the given PGTT (one of the `PGTT_*` values, in
+/// place), DID, second-stage root/AW and first-stage root/flags (quadword 2
+/// extra bits in `q2`), built from the crate's layouts.
 pub fn pe(pgtt: u64, did: u16, ss_root: u64, aw: u64, fs_root: u64, q2: u64) -> [u64; 8] {
-    [ss_root | pgtt | (aw << 2) | 1, u64::from(did), fs_root | q2, 0, 0, 0, 0, 0]
+    let pgtt = PasidQ0::from(pgtt).pgtt();
+    let mut q0 = PasidQ0::from(0u64);
+    q0.set_present(true);
+    q0.set_aw(u3::new(aw as u8));
+    q0.set_pgtt(pgtt);
+    q0.set_ssptptr(u52::new(ss_root >> 12));
+    let mut q1 = PasidQ1::from(0u64);
+    q1.set_did(did);
+    let mut q2w = PasidQ2::from(q2);
+    q2w.set_fsptptr(u52::new(fs_root >> 12));
+    PasidEntry::from_words(q0, q1, q2w).val
 }
 
 // ---- 256-bit queued invalidation ----------------------------------------
@@ -211,7 +234,7 @@ pub fn enable_qi256(e: &mut Env, qs: u64) {
         e.alloc_page();
     }
     e.iq_base = base;
-    let fx = e.w64(IQA, base | IQA_DW | qs);
+    let fx = e.w64(IQA, IqaReg::new(u3::new(qs as u8), true, u52::new(base >> 12)).into());
     assert!(fx.is_empty(), "{fx:?}");
     e.w32(IQT, 0);
     let fx = e.gcmd(GCMD_QIE, 0);
@@ -221,20 +244,21 @@ pub fn enable_qi256(e: &mut Env, qs: u64) {
 
 /// Write 256-bit descriptors at the current tail and move the tail.
 pub fn submit256(e: &mut Env, descs: &[[u64; 4]]) -> vtd_core::Effects {
-    let size = 1u64 << ((e.rd64(IQA) & 7) + 7);
-    let mut tail = (e.rd64(IQT) >> 5) & 0x3fff;
+    let size = 1u64 << (IqaReg::from(e.rd64(IQA)).qs().value() + 7);
+    // QT counts 16-byte units: a 256-bit descriptor is two.
+    let mut tail = u64::from(IqIndexReg::from(e.rd64(IQT)).q().value() >> 1);
     for d in descs {
         for (i, q) in d.iter().enumerate() {
             e.mem.w64(e.iq_base + tail * 32 + 8 * i as u64, *q);
         }
         tail = (tail + 1) % size;
     }
-    e.w32(IQT, (tail << 5) as u32)
+    e.w32(IQT, u64::from(IqIndexReg::new(u15::new((tail << 1) as u16))) as u32)
 }
 
 /// IQH.QH with 256-bit descriptors.
 pub fn iq_head256(e: &mut Env) -> u64 {
-    e.rd64(IQH) >> 5
+    u64::from(IqIndexReg::from(e.rd64(IQH)).q().value() >> 1)
 }
 
 /// A legacy descriptor in 256-bit form.
@@ -242,32 +266,36 @@ pub fn wide((lo, hi): (u64, u64)) -> [u64; 4] {
     [lo, hi, 0, 0]
 }
 
+/// Quadword 0 of a PASID-cache (type 7) or PASID-based IOTLB (type 6)
+/// invalidate descriptor, from the crate's layout.
+fn pasid_desc(ty: u8, g: u8, did: u16, pasid: u32) -> u64 {
+    PasidDescQ0::new(u4::new(ty), u2::new(g), u3::new(0), did, u20::new(pasid)).into()
+}
+
 /// PASID-cache invalidate, domain-selective.
 pub fn d_pc_domain(did: u16) -> [u64; 4] {
-    [0x7 | (u64::from(did) << 16), 0, 0, 0]
+    [pasid_desc(7, 0, did, 0), 0, 0, 0]
 }
 
 /// PASID-cache invalidate, PASID-selective within domain.
 pub fn d_pc_pasid(did: u16, pasid: u32) -> [u64; 4] {
-    [0x7 | (1 << 4) | (u64::from(did) << 16) | (u64::from(pasid) << 32), 0, 0, 0]
+    [pasid_desc(7, 1, did, pasid), 0, 0, 0]
 }
 
 /// PASID-cache invalidate, global.
 pub fn d_pc_global() -> [u64; 4] {
-    [0x7 | (3 << 4), 0, 0, 0]
+    [pasid_desc(7, 3, 0, 0), 0, 0, 0]
 }
 
 /// PASID-based IOTLB invalidate, PASID-selective within domain.
 pub fn d_piotlb_pasid(did: u16, pasid: u32) -> [u64; 4] {
-    [0x6 | (2 << 4) | (u64::from(did) << 16) | (u64::from(pasid) << 32), 0, 0, 0]
+    [pasid_desc(6, 2, did, pasid), 0, 0, 0]
 }
 
 /// PASID-based IOTLB invalidate, page-selective within PASID.
 pub fn d_piotlb_pages(did: u16, pasid: u32, addr: u64, am: u64, ih: bool) -> [u64; 4] {
-    [
-        0x6 | (3 << 4) | (u64::from(did) << 16) | (u64::from(pasid) << 32),
-        addr | am | (u64::from(ih) << 6),
-        0,
-        0,
-    ]
+    let mut a = InvAddr::from(addr);
+    a.set_am(u6::new(am as u8));
+    a.set_ih(ih);
+    [pasid_desc(6, 3, did, pasid), a.into(), 0, 0]
 }
