@@ -24,7 +24,7 @@ from pathlib import Path
 
 from qemu_test import QemuSystemTest
 
-from rviommu_kit import repo_dir
+from rviommu_kit import cache_dir, repo_dir
 
 
 class LibvirtError(Exception):
@@ -217,6 +217,30 @@ class LibvirtTest(QemuSystemTest):
     def tearDown(self):
         self.lv.stop(keep_dir=self.outputdir)
         super().tearDown()
+
+    def domcaps(self, emulator, machine, arch):
+        """`virsh domcapabilities` of `emulator` for `machine` (TCG): the
+        versioned machine type it names and the capability flags libvirt
+        probed (its capabilities cache)."""
+        out = self.lv.virsh('domcapabilities', '--emulatorbin', str(emulator),
+                            '--machine', machine, '--virttype', 'qemu', '--arch', arch)
+        m = re.search(r'<machine>([^<]+)</machine>', out)
+        self.assertIsNotNone(m, f'domcapabilities names no {machine} machine')
+        flags = set(re.findall(r"<flag name='([^']*)'/>", self.lv.capabilities_cache(emulator)))
+        return m[1], flags
+
+    def same_capabilities_as_reference(self, binary, machine, arch):
+        """domcapabilities of our installed `binary` and of the reference
+        build's (the C devices): the same machine and the same capability
+        flags; ours."""
+        ref = self.lv.install(cache_dir() / 'ref' / 'build', 'ref')
+        ours_machine, ours = self.domcaps(self.prefix / 'bin' / binary, machine, arch)
+        ref_machine, theirs = self.domcaps(ref / 'bin' / binary, machine, arch)
+        self.log.info('%s: %s', ours_machine, sorted(f for f in ours if 'iommu' in f))
+        self.assertEqual(ours_machine, ref_machine)
+        self.assertEqual(sorted(ours ^ theirs), [],
+                         'libvirt probes other capabilities from our build than from the C one')
+        return ours_machine, ours
 
     @staticmethod
     def random_disk(path, mib, seed):
