@@ -255,6 +255,26 @@ class LibvirtTest(QemuSystemTest):
         os.chmod(path, 0o644)
         return h.hexdigest()
 
+    # Rounds of disk reads (tests/guest/disk-rounds.sh): a disk of this size
+    # of seeded random bytes, read once a second until the test ends the domain.
+    DISK_MIB = 8
+
+    def rounds_guest(self, kit, name, seed, cmdline):
+        """The files of a domain `name` whose guest reads its disk in rounds, in
+        the session's directory: (kernel, initrd, disk, its sha256, console file,
+        the kernel command line: `cmdline` and the rounds' parameters)."""
+        disk = self.lv.dir / 'disk.img'
+        sha = self.random_disk(disk, self.DISK_MIB, seed)
+        guest = repo_dir() / 'tests' / 'guest'
+        body = (guest / 'disk-rounds.sh').read_text()
+        modules = (guest / 'dma-read.modules').read_text().split()
+        initrd = self.lv.copy_in(kit.initramfs('disk-rounds', body, modules), f'initrd-{kit.arch}')
+        kernel = self.lv.copy_in(kit.kernel, f'vmlinuz-{kit.arch}')
+        console = self.lv.writable('out') / f'{name}.console'
+        cmdline = (f'{cmdline} rviommu.timeout=900 rviommu.rounds=1000 rviommu.round_pause=1 '
+                   f'rviommu.sha256={sha}')
+        return kernel, initrd, disk, sha, console, cmdline
+
     def wait_console(self, path, pattern, timeout, count=1, after=0):
         """Wait until the console file `path` holds `count` matches of the regex
         `pattern` that end after byte `after`; the whole text. Fails on a guest

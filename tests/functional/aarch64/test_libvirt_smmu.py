@@ -27,12 +27,11 @@ import re
 from qemu_test import QemuSystemTest
 
 from libvirt_session import LibvirtTest
-from rviommu_kit import Kit, cache_dir, repo_dir
+from rviommu_kit import Kit, cache_dir
 
 
 class LibvirtSmmu(LibvirtTest):
 
-    DISK_MIB = 8
     NAME = 'rv-smmu'
 
     def setUp(self):
@@ -50,16 +49,8 @@ class LibvirtSmmu(LibvirtTest):
     def start_rounds(self, name):
         """Domain `name` (the machine's SMMUv3, UEFI, ACPI) whose guest reads its
         disk in rounds; (its command line, console file, sha256)."""
-        out = self.lv.writable('out')
-        disk = self.lv.dir / 'disk.img'
-        sha = self.random_disk(disk, self.DISK_MIB, 'rviommu-libvirt-smmu')
-        body = (repo_dir() / 'tests' / 'guest' / 'disk-rounds.sh').read_text()
-        modules = (repo_dir() / 'tests' / 'guest' / 'dma-read.modules').read_text().split()
-        initrd = self.lv.copy_in(self.kit.initramfs('disk-rounds', body, modules), 'initrd-arm64')
-        kernel = self.lv.copy_in(self.kit.kernel, 'vmlinuz-arm64')
-        console = out / f'{name}.console'
-        cmdline = ('console=ttyAMA0 panic=-1 rviommu.timeout=900 rviommu.rounds=1000 '
-                   f'rviommu.round_pause=1 rviommu.sha256={sha}')
+        kernel, initrd, disk, sha, console, cmdline = self.rounds_guest(
+            self.kit, name, 'rviommu-libvirt-smmu', 'console=ttyAMA0 panic=-1')
         xml = f'''<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>1024</memory>

@@ -24,12 +24,11 @@ import re
 from qemu_test import QemuSystemTest
 
 from libvirt_session import LibvirtTest
-from rviommu_kit import Kit, cache_dir, repo_dir
+from rviommu_kit import Kit, cache_dir
 
 
 class LibvirtIntel(LibvirtTest):
 
-    DISK_MIB = 8
     NAME = 'rv-intel'
 
     def setUp(self):
@@ -46,11 +45,12 @@ class LibvirtIntel(LibvirtTest):
                      'intel-iommu.eim', 'intel-iommu.device-iotlb', 'intel-iommu.aw-bits'):
             self.assertIn(flag, ours)
 
-    def domain_xml(self, name, console, override=None, cmdline='', initrd=None, disk=None):
+    def domain_xml(self, name, console, override=None, cmdline='', initrd=None, disk=None,
+                   kernel=None):
         """A q35 TCG domain booting the kit's kernel, with the intel IOMMU and all its
         driver attributes; `override`: the value of x-scalable-mode set through
         <qemu:override>."""
-        kernel = self.lv.copy_in(self.kit.kernel, 'vmlinuz-x86')
+        kernel = kernel or self.lv.copy_in(self.kit.kernel, 'vmlinuz-amd64')
         boot = f'<kernel>{kernel}</kernel>'
         if initrd:
             boot += f'<initrd>{initrd}</initrd><cmdline>{cmdline}</cmdline>'
@@ -111,18 +111,11 @@ class LibvirtIntel(LibvirtTest):
     def start_rounds(self, name, override, sm_on):
         """Domain `name` (intel IOMMU, x-scalable-mode `override` if given) whose
         guest reads its disk in rounds; (its command line, console file, sha256)."""
-        out = self.lv.writable('out')
-        disk = self.lv.dir / 'disk.img'
-        sha = self.random_disk(disk, self.DISK_MIB, 'rviommu-libvirt-intel')
-        body = (repo_dir() / 'tests' / 'guest' / 'disk-rounds.sh').read_text()
-        modules = (repo_dir() / 'tests' / 'guest' / 'dma-read.modules').read_text().split()
-        initrd = self.lv.copy_in(self.kit.initramfs('disk-rounds', body, modules), 'initrd-x86')
-        console = out / f'{name}.console'
-        cmdline = ('console=ttyS0 panic=-1 no_timer_check '
-                   f'intel_iommu=on{",sm_on" if sm_on else ""} '
-                   f'rviommu.timeout=900 rviommu.rounds=1000 rviommu.round_pause=1 '
-                   f'rviommu.sha256={sha}')
-        cmd = self.create(name, self.domain_xml(name, console, override, cmdline, initrd, disk))
+        kernel, initrd, disk, sha, console, cmdline = self.rounds_guest(
+            self.kit, name, 'rviommu-libvirt-intel',
+            f'console=ttyS0 panic=-1 no_timer_check intel_iommu=on{",sm_on" if sm_on else ""}')
+        cmd = self.create(name, self.domain_xml(name, console, override, cmdline, initrd, disk,
+                                                kernel))
         self.log.info('QEMU command line: %s', cmd)
         return cmd, console, sha
 
