@@ -103,6 +103,10 @@ pub struct Vtd {
     ecap: u64,
     /// What scalable-mode validation needs of CAP/ECAP (fixed, as they are).
     sm_caps: SmCaps,
+    /// What legacy context validation and the page walks need of them.
+    context_checks: ContextChecks,
+    walk_config: WalkConfig,
+    fs_walk_config: FsWalkConfig,
     regs: RegisterFile,
     root: u64,
     root_scalable: bool,
@@ -132,12 +136,35 @@ impl Vtd {
         let cap = cfg.cap();
         let ecap = cfg.ecap();
         let sm_caps = SmCaps { strict: cfg.strict_dma, ..SmCaps::from_regs(cap, ecap, cfg.aw_bits) };
+        let (c, e) = (CapReg::from(cap), EcapReg::from(ecap));
+        let context_checks = ContextChecks {
+            haw_mask: cfg.haw_mask(),
+            sagaw: c.sagaw().value(),
+            pass_through: e.pt(),
+            device_tlb: e.dt(),
+        };
+        let walk_config = WalkConfig {
+            haw_bits: cfg.aw_bits,
+            mgaw_bits: cfg.aw_bits,
+            large_2m: c.sllps_2m(),
+            large_1g: c.sllps_1g(),
+            snoop_control: cfg.snoop_control || cfg.scalable_mode,
+            tm_allowed: cfg.stale_tm && cfg.device_tlb,
+        };
+        let fs_walk_config = FsWalkConfig {
+            haw_bits: cfg.aw_bits,
+            large_1g: c.fs1gp(),
+            user_checks_per_level: !cfg.strict_dma,
+        };
         Vtd {
             regs: RegisterFile::new(cap, ecap),
             cfg,
             cap,
             ecap,
             sm_caps,
+            context_checks,
+            walk_config,
+            fs_walk_config,
             root: 0,
             root_scalable: false,
             dmar_enabled: false,
@@ -960,21 +987,12 @@ impl Vtd {
     // ----------------------------------------------------------------
 
     pub(crate) fn context_checks(&self) -> ContextChecks {
-        ContextChecks {
-            haw_mask: self.haw_mask(),
-            sagaw: CapReg::from(self.cap).sagaw().value(),
-            pass_through: EcapReg::from(self.ecap).pt(),
-            device_tlb: EcapReg::from(self.ecap).dt(),
-        }
+        self.context_checks
     }
 
     /// The first-stage walk's configuration.
     pub(crate) fn fs_walk_config(&self) -> FsWalkConfig {
-        FsWalkConfig {
-            haw_bits: self.cfg.aw_bits,
-            large_1g: CapReg::from(self.cap).fs1gp(),
-            user_checks_per_level: !self.cfg.strict_dma,
-        }
+        self.fs_walk_config
     }
 
     /// The first-stage controls of PASID entry `pe`.
@@ -991,14 +1009,7 @@ impl Vtd {
     }
 
     pub(crate) fn walk_config(&self) -> WalkConfig {
-        WalkConfig {
-            haw_bits: self.cfg.aw_bits,
-            mgaw_bits: self.cfg.aw_bits,
-            large_2m: CapReg::from(self.cap).sllps_2m(),
-            large_1g: CapReg::from(self.cap).sllps_1g(),
-            snoop_control: self.cfg.snoop_control || self.cfg.scalable_mode,
-            tm_allowed: self.cfg.stale_tm && self.cfg.device_tlb,
-        }
+        self.walk_config
     }
 
     /// Translate a DMA request. With translation disabled the result is
