@@ -304,8 +304,9 @@ pub fn lookup_device_context(
     sid: u16,
     checks: &ContextChecks,
 ) -> Result<DeviceContext, ContextFault> {
-    let bus = (sid >> 8) as u8;
-    let devfn = sid as u8;
+    // The PCI requester id: bus in bits 15:8 (the root table index), devfn
+    // in bits 7:0 (the context table index).
+    let [devfn, bus] = sid.to_le_bytes();
     let re = RootEntry::read(mem, root_table, bus)
         .map_err(|_| fail(FaultReason::RootTableInvalid, false))?;
     if !re.present() {

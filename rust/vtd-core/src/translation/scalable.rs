@@ -364,7 +364,8 @@ impl SmRootEntry {
     /// The half used by `devfn`: (present, context table address, raw
     /// quadword).
     pub fn half(&self, devfn: u8) -> (bool, u64, u64) {
-        if devfn & 0x80 != 0 {
+        // Devfn 128..=255 use the upper half.
+        if devfn >= 0x80 {
             (self.upper_present(), self.upper_context_table(), self.hi)
         } else {
             (self.lower_present(), self.lower_context_table(), self.lo)
@@ -398,7 +399,8 @@ impl SmContextEntry {
     /// Read the entry for `devfn` from the context table `table` (the
     /// table of the root-entry half that covers `devfn`).
     pub fn read(mem: &dyn GuestMemory, table: u64, devfn: u8) -> Result<SmContextEntry, MemError> {
-        let addr = table.wrapping_add(u64::from(devfn & 0x7f) * SM_CONTEXT_ENTRY_SIZE);
+        // Each half's table holds 128 entries: devfn bits 6:0 index it.
+        let addr = table.wrapping_add(u64::from(devfn % 128) * SM_CONTEXT_ENTRY_SIZE);
         Ok(SmContextEntry { val: read_quads::<4>(mem, addr)? })
     }
 
@@ -502,7 +504,8 @@ pub struct PasidDirEntry(pub u64);
 impl PasidDirEntry {
     /// Read the entry covering `pasid` from the directory at `dir`.
     pub fn read(mem: &dyn GuestMemory, dir: u64, pasid: u32) -> Result<PasidDirEntry, MemError> {
-        let addr = dir.wrapping_add(u64::from(pasid >> 6) * PASID_DIR_ENTRY_SIZE);
+        // PASID bits 19:6 index the directory (64 PASIDs per table).
+        let addr = dir.wrapping_add(u64::from(pasid / 64) * PASID_DIR_ENTRY_SIZE);
         mem.read_u64(addr).map(PasidDirEntry)
     }
 
@@ -573,7 +576,8 @@ pub struct PasidEntry {
 impl PasidEntry {
     /// Read the entry for `pasid` from the PASID table at `table`.
     pub fn read(mem: &dyn GuestMemory, table: u64, pasid: u32) -> Result<PasidEntry, MemError> {
-        let addr = table.wrapping_add(u64::from(pasid & 0x3f) * PASID_ENTRY_SIZE);
+        // PASID bits 5:0 index the table.
+        let addr = table.wrapping_add(u64::from(pasid % 64) * PASID_ENTRY_SIZE);
         Ok(PasidEntry { val: read_quads::<8>(mem, addr)? })
     }
 
@@ -814,8 +818,10 @@ pub fn lookup_sm_context(
     sid: u16,
     caps: &SmCaps,
 ) -> Result<SmContextEntry, ContextFault> {
-    let bus = (sid >> 8) as u8;
-    let devfn = sid as u8;
+    // The PCI requester id: bus in bits 15:8 (the root table index), devfn
+    // in bits 7:0 (devfn bit 7 selects the root entry's half, bits 6:0 the
+    // context entry).
+    let [devfn, bus] = sid.to_le_bytes();
     let fail = |reason, fpd| ContextFault { reason, fpd };
     let re = SmRootEntry::read(mem, root_table, bus)
         .map_err(|_| fail(FaultReason::SmRootEntryAccess, false))?;
