@@ -12,6 +12,11 @@
 //! window; accessors never panic on any offset (out-of-range raw accesses
 //! read as 0 and are dropped).
 
+use bilge::prelude::*;
+
+use crate::interrupts::irq_remap::IrtaReg;
+use crate::queues::inv_queue::{CcmdReg, InvAddr, IotlbReg, IqIndexReg, IqaReg};
+
 /// Size of the register window (`DMAR_REG_SIZE` in the C device).
 pub const DMAR_REG_SIZE: usize = 0x230;
 
@@ -225,13 +230,7 @@ pub const EVT_IP: u32 = 1 << 30;
 /// ICS.IWC: invalidation wait descriptor complete.
 pub const ICS_IWC: u32 = 1;
 
-/// IQA.QS: queue size (2^(QS+8) entries).
-pub const IQA_QS: u64 = 7;
-/// IQA.DW: descriptor width (256-bit; scalable mode only).
-pub const IQA_DW: u64 = 1 << 11;
 
-/// IQH/IQT queue-index mask, in place, for 128-bit descriptors.
-pub const IQ_INDEX_MASK: u64 = 0x7fff0;
 
 /// FRCD high quadword: F (fault) bit.
 pub const FRCD_F: u64 = 1 << 63;
@@ -430,6 +429,13 @@ pub struct RegisterFile {
     womask: [u8; DMAR_REG_SIZE],
 }
 
+/// The bits of a 64-bit register layout `T` that `set` sets in a zero value.
+fn bits<T: From<u64> + Into<u64>>(set: impl FnOnce(&mut T)) -> u64 {
+    let mut v = T::from(0);
+    set(&mut v);
+    v.into()
+}
+
 fn range(offset: u64, len: usize) -> Option<std::ops::Range<usize>> {
     let start = usize::try_from(offset).ok()?;
     let end = start.checked_add(len)?;
@@ -463,15 +469,58 @@ impl RegisterFile {
             w1cmask: [0; DMAR_REG_SIZE],
             womask: [0; DMAR_REG_SIZE],
         };
-        let iqa_dw = if crate::config::EcapReg::from(ecap).smts() { IQA_DW } else { 0 };
+        let smts = crate::config::EcapReg::from(ecap).smts();
+        // The writable fields of the registers with layouts, from the layouts
+        // (the values are the C device's, `vtd_init`).
+        let rtaddr_rw = bits(|r: &mut RtaddrReg| {
+            r.set_ttm(Ttm::AbortDma);
+            r.set_rta(<u52 as Number>::MAX);
+        });
+        let ccmd_rw = bits(|r: &mut CcmdReg| {
+            r.set_did(u16::MAX);
+            r.set_sid(u16::MAX);
+            r.set_fm(<u2 as Number>::MAX);
+            r.set_icc(true);
+            r.set_cirg(<u2 as Number>::MAX);
+        });
+        // SID and FM read as 0 (the C device's write-only mask).
+        let ccmd_wo = bits(|r: &mut CcmdReg| {
+            r.set_sid(u16::MAX);
+            r.set_fm(<u2 as Number>::MAX);
+        });
+        let iqt_rw = bits(|r: &mut IqIndexReg| r.set_q(<u15 as Number>::MAX));
+        // DW is reserved without ECAP.SMTS.
+        let iqa_rw = bits(|r: &mut IqaReg| {
+            r.set_qs(<u3 as Number>::MAX);
+            r.set_dw(smts);
+            r.set_base(<u52 as Number>::MAX);
+        });
+        let irta_rw = bits(|r: &mut IrtaReg| {
+            r.set_s(<u4 as Number>::MAX);
+            r.set_eime(true);
+            r.set_base(<u52 as Number>::MAX);
+        });
+        let iotlb_rw = bits(|r: &mut IotlbReg| {
+            r.set_did(u16::MAX);
+            r.set_dw(true);
+            r.set_dr(true);
+            r.set_iirg(<u2 as Number>::MAX);
+            r.set_ivt(true);
+        });
+        let iva_rw = bits(|r: &mut InvAddr| {
+            r.set_am(<u6 as Number>::MAX);
+            r.set_ih(true);
+            r.set_addr(<u52 as Number>::MAX);
+        });
+
         // (offset, width, reset, RW mask, RW1C mask, write-only mask)
         let defs: [(u64, usize, u64, u64, u64, u64); 19] = [
             (VER, 4, 0x10, 0, 0, 0),
             (CAP, 8, cap, 0, 0, 0),
             (ECAP, 8, ecap, 0, 0, 0),
             (GCMD, 4, 0, 0xff80_0000, 0, 0xff80_0000),
-            (RTADDR, 8, 0, 0xffff_ffff_ffff_fc00, 0, 0),
-            (CCMD, 8, 0, 0xe000_0003_ffff_ffff, 0, 0x3_ffff_0000),
+            (RTADDR, 8, 0, rtaddr_rw, 0, 0),
+            (CCMD, 8, 0, ccmd_rw, 0, ccmd_wo),
             (
                 FSTS,
                 4,
@@ -485,17 +534,16 @@ impl RegisterFile {
             (FEADDR, 4, 0, 0xffff_fffc, 0, 0),
             // FEUADDR/IEUADDR are RsvdZ without ECAP.EIM; PMEN and the
             // protected-region registers are RO 0 without CAP.PLMR/PHMR.
-            (IQT, 8, 0, IQ_INDEX_MASK, 0, 0),
-            // DW (bit 11) is reserved without ECAP.SMTS.
-            (IQA, 8, 0, 0xffff_ffff_ffff_f000 | IQA_QS | iqa_dw, 0, 0),
+            (IQT, 8, 0, iqt_rw, 0, 0),
+            (IQA, 8, 0, iqa_rw, 0, 0),
             (ICS, 4, 0, 0, u64::from(ICS_IWC), 0),
             (IECTL, 4, u64::from(EVT_IM), u64::from(EVT_IM), 0, 0),
             (IEDATA, 4, 0, 0xffff_ffff, 0, 0),
             (IEADDR, 4, 0, 0xffff_fffc, 0, 0),
             // Kept read/write as in the C device even without ECAP.IR.
-            (IRTA, 8, 0, 0xffff_ffff_ffff_f80f, 0, 0),
-            (IOTLB, 8, 0, 0xb003_ffff_0000_0000, 0, 0),
-            (IVA, 8, 0, 0xffff_ffff_ffff_f07f, 0, 0xffff_ffff_ffff_f07f),
+            (IRTA, 8, 0, irta_rw, 0, 0),
+            (IOTLB, 8, 0, iotlb_rw, 0, 0),
+            (IVA, 8, 0, iva_rw, 0, iva_rw),
         ];
         for (off, len, val, w, w1c, wo) in defs {
             store(&mut rf.csr, off, len, val);

@@ -78,6 +78,7 @@ pub const CCMD_ICC: u64 = 1 << 63;
 pub const CCMD_CAIG_MASK: u64 = 3 << 59;
 pub const IOTLB_IVT: u64 = 1 << 63;
 pub const IOTLB_IAIG_MASK: u64 = 3 << 57;
+pub const IQA_DW: u64 = 1 << 11;
 
 pub const ROOT: u64 = 0x10_0000;
 pub const R: u64 = 1;
