@@ -85,7 +85,7 @@ pub const FRCD_REG_OFFSET: u64 = 0x220;
 /// Number of fault recording registers (CAP.NFR + 1).
 pub const FRCD_REG_NR: u16 = 1;
 
-pub use layouts::{FstsReg, RtaddrReg, Ttm};
+pub use layouts::{EventAddrReg, EventDataReg, FstsReg, RtaddrReg, Ttm};
 
 /// Architected bit layouts of the registers with multi-bit fields that
 /// this module owns (VT-d 3.4, 11.4.5 and 11.4.9.1); the invalidation
@@ -127,6 +127,30 @@ mod layouts {
         /// Bits 63:12, RTA: the root table >> 12.
         #[inline]
         pub rta: u52,
+    }
+
+    /// FEDATA / IEDATA: the event interrupt's message data.
+    #[bitsize(32)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct EventDataReg {
+        /// Bits 15:0, IMD / FED: message data.
+        #[inline]
+        pub data: u16,
+        /// Bits 31:16, EIMD: extended message data (with ECAP.EIM).
+        #[inline]
+        pub eimd: u16,
+    }
+
+    /// FEADDR / IEADDR: the event interrupt's message address.
+    #[bitsize(32)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct EventAddrReg {
+        /// Bits 1:0, reserved.
+        #[inline]
+        pub reserved: u2,
+        /// Bits 31:2, MA: message address >> 2.
+        #[inline]
+        pub ma: u30,
     }
 
     /// FSTS register.
@@ -429,6 +453,13 @@ pub struct RegisterFile {
     womask: [u8; DMAR_REG_SIZE],
 }
 
+/// The bits of a 32-bit register layout `T` that `set` sets in a zero value.
+fn bits32<T: From<u32> + Into<u32>>(set: impl FnOnce(&mut T)) -> u64 {
+    let mut v = T::from(0);
+    set(&mut v);
+    u64::from(v.into())
+}
+
 /// The bits of a 64-bit register layout `T` that `set` sets in a zero value.
 fn bits<T: From<u64> + Into<u64>>(set: impl FnOnce(&mut T)) -> u64 {
     let mut v = T::from(0);
@@ -507,6 +538,22 @@ impl RegisterFile {
             r.set_iirg(<u2 as Number>::MAX);
             r.set_ivt(true);
         });
+        let gcmd_flags = GCMD_TE | GCMD_SRTP | GCMD_SFL | GCMD_EAFL | GCMD_WBF | GCMD_QIE | GCMD_IRE
+            | GCMD_SIRTP | GCMD_CFI;
+        let fsts_w1c = bits32(|r: &mut FstsReg| {
+            r.set_pfo(true);
+            r.set_iqe(true);
+            r.set_ice(true);
+            r.set_ite(true);
+        });
+        // FEDATA's writable bits are the C device's: the data only; IEDATA's
+        // its EIMD too.
+        let fedata_rw = bits32(|r: &mut EventDataReg| r.set_data(u16::MAX));
+        let iedata_rw = bits32(|r: &mut EventDataReg| {
+            r.set_data(u16::MAX);
+            r.set_eimd(u16::MAX);
+        });
+        let eaddr_rw = bits32(|r: &mut EventAddrReg| r.set_ma(<u30 as Number>::MAX));
         let iva_rw = bits(|r: &mut InvAddr| {
             r.set_am(<u6 as Number>::MAX);
             r.set_ih(true);
@@ -518,28 +565,21 @@ impl RegisterFile {
             (VER, 4, 0x10, 0, 0, 0),
             (CAP, 8, cap, 0, 0, 0),
             (ECAP, 8, ecap, 0, 0, 0),
-            (GCMD, 4, 0, 0xff80_0000, 0, 0xff80_0000),
+            (GCMD, 4, 0, u64::from(gcmd_flags), 0, u64::from(gcmd_flags)),
             (RTADDR, 8, 0, rtaddr_rw, 0, 0),
             (CCMD, 8, 0, ccmd_rw, 0, ccmd_wo),
-            (
-                FSTS,
-                4,
-                0,
-                0,
-                u64::from(FSTS_PFO | FSTS_IQE | FSTS_ICE | FSTS_ITE),
-                0,
-            ),
+            (FSTS, 4, 0, 0, fsts_w1c, 0),
             (FECTL, 4, u64::from(EVT_IM), u64::from(EVT_IM), 0, 0),
-            (FEDATA, 4, 0, 0xffff, 0, 0),
-            (FEADDR, 4, 0, 0xffff_fffc, 0, 0),
+            (FEDATA, 4, 0, fedata_rw, 0, 0),
+            (FEADDR, 4, 0, eaddr_rw, 0, 0),
             // FEUADDR/IEUADDR are RsvdZ without ECAP.EIM; PMEN and the
             // protected-region registers are RO 0 without CAP.PLMR/PHMR.
             (IQT, 8, 0, iqt_rw, 0, 0),
             (IQA, 8, 0, iqa_rw, 0, 0),
             (ICS, 4, 0, 0, u64::from(ICS_IWC), 0),
             (IECTL, 4, u64::from(EVT_IM), u64::from(EVT_IM), 0, 0),
-            (IEDATA, 4, 0, 0xffff_ffff, 0, 0),
-            (IEADDR, 4, 0, 0xffff_fffc, 0, 0),
+            (IEDATA, 4, 0, iedata_rw, 0, 0),
+            (IEADDR, 4, 0, eaddr_rw, 0, 0),
             // Kept read/write as in the C device even without ECAP.IR.
             (IRTA, 8, 0, irta_rw, 0, 0),
             (IOTLB, 8, 0, iotlb_rw, 0, 0),
