@@ -4,9 +4,9 @@
 //!
 //! Conventions: every structure is read little-endian from guest memory
 //! and kept raw (`val` quadwords, quadword 0 holding bits 63:0), read
-//! through its quadwords' bilge layouts (module `layouts`: [`SmRootHalf`],
-//! [`SmContextQ0`], [`PasidQ0`], ...), like the legacy structures in
-//! [`crate::translation::root_context`]. Fields (bit numbers within the
+//! through its quadwords' bilge layouts ([`SmRootHalf`], the legacy root
+//! entry's layout; module `layouts`: [`SmContextQ0`], [`PasidQ0`], ...),
+//! like the legacy structures in [`crate::translation::root_context`]. Fields (bit numbers within the
 //! whole entry):
 //!
 //! * root entry (128 bits, indexed by bus): bit 0 LP and bits 63:12 LCTP
@@ -76,7 +76,11 @@ pub const PASID_DIR_ENTRY_SIZE: u64 = 8;
 /// Size of a PASID table entry.
 pub const PASID_ENTRY_SIZE: u64 = 64;
 
-pub use layouts::{PasidDirWord, PasidQ0, PasidQ1, PasidQ2, SmContextQ0, SmContextQ1, SmRootHalf};
+pub use layouts::{PasidDirWord, PasidQ0, PasidQ1, PasidQ2, SmContextQ0, SmContextQ1};
+/// One half of a scalable-mode root entry: bits 63:0 (LP, LCTP: devfn
+/// 0..=127) or bits 127:64 (UP, UCTP: devfn 128..=255), laid out as the
+/// legacy root entry's bits 63:0 (P, reserved 11:1, the table >> 12).
+pub use crate::translation::root_context::RootLo as SmRootHalf;
 
 /// Architected bit layouts of the scalable-mode structures (VT-d 3.4, 9.2,
 /// 9.4, 9.5, 9.6), one 64-bit word each: a root entry is two
@@ -90,22 +94,6 @@ mod layouts {
     // getter and setter, which QEMU's build (debug assertions on) would
     // otherwise leave out of line (+10% instructions on a page walk).
     use bilge::prelude::*;
-
-    /// One half of a scalable-mode root entry: bits 63:0 (LP, LCTP: devfn
-    /// 0..=127) or bits 127:64 (UP, UCTP: devfn 128..=255).
-    #[bitsize(64)]
-    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
-    pub struct SmRootHalf {
-        /// Bit 0 / 64, LP / UP: the context table pointer is valid.
-        #[inline]
-        pub present: bool,
-        /// Bits 11:1 / 75:65, reserved.
-        #[inline]
-        pub reserved: u11,
-        /// Bits 63:12 / 127:76, LCTP / UCTP: the context table >> 12.
-        #[inline]
-        pub ctp: u52,
-    }
 
     /// Scalable-mode context entry bits 63:0.
     #[bitsize(64)]
