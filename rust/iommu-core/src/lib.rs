@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod cache;
+pub mod layout;
 pub mod memory;
 pub mod nesting;
 pub mod queues;

@@ -60,6 +60,7 @@
 //! table access (CLASS = TT), so such a stage-2 fault arises at the first
 //! translation rather than at decode, with the same event.
 
+use iommu_core::layout::field_address;
 use bilge::prelude::*;
 use iommu_core::memory::GuestMemory;
 use iommu_core::translation::vmsa::{self, Access, ConfigError, Fault, Granule, S1Config, S1Tables, S2Tables, TtConfig};
@@ -406,6 +407,7 @@ pub fn select(s1: &Stage1, ssid: Option<u32>, caps: &SteCaps) -> Result<CdSelect
         };
     };
     let bits = u32::from(s1.cd_max).min(20);
+    // Arithmetic: a SubstreamID beyond S1CDMax.
     if caps.ssid_bits == 0 || s1.cd_max == 0 || u64::from(ssid) >> bits != 0 {
         return Err(CdFault::BadSubstreamId { ssid });
     }
@@ -472,6 +474,7 @@ pub fn fetch_index(
             (ptr & !width_mask(cd_max + 6)).wrapping_add(index64 * 64)
         }
         (_, Some(split)) => {
+            // Arithmetic: an index beyond S1CDMax; then the L1 descriptor's index.
             if index64 >> cd_max != 0 {
                 return Err(bad);
             }
@@ -485,7 +488,7 @@ pub fn fetch_index(
                 return Err(bad);
             }
             // L2Ptr[11:0] are zero; with 64 KiB tables [15:12] are RES0.
-            let l2 = (l1.l2_ptr().value() << 12) & !width_mask(split + 6);
+            let l2 = field_address(l1.l2_ptr(), 12) & !width_mask(split + 6);
             if l2 >> caps.oas() != 0 {
                 return Err(bad);
             }
@@ -558,6 +561,7 @@ pub fn decode(words: [u64; 8], s1: &Stage1, caps: &SteCaps) -> Result<ContextCon
         return Err(CdError::Httu);
     }
     let asid = w0.asid();
+    // Arithmetic: an ASID wider than 8 bits without IDR0.ASID16.
     if caps.strict && !caps.asid16 && asid >> 8 != 0 {
         return Err(CdError::Asid16);
     }
@@ -578,7 +582,7 @@ pub fn decode(words: [u64; 8], s1: &Stage1, caps: &SteCaps) -> Result<ContextCon
             epd: w0.epd0(),
             tsz: w0.t0sz().value(),
             granule: Granule::from_tg0(u2::from(w0.tg0()).value()),
-            ttb: w1.ttb0().value() << 4,
+            ttb: field_address(w1.ttb0(), 4),
             tbi: w0.tbi0(),
             had: w1.had0(),
         },
@@ -586,7 +590,7 @@ pub fn decode(words: [u64; 8], s1: &Stage1, caps: &SteCaps) -> Result<ContextCon
             epd: w0.epd1(),
             tsz: w0.t1sz().value(),
             granule: Granule::from_tg1(u2::from(w0.tg1()).value()),
-            ttb: w2.ttb1().value() << 4,
+            ttb: field_address(w2.ttb1(), 4),
             tbi: w0.tbi1(),
             had: w2.had1(),
         },
@@ -622,6 +626,7 @@ pub fn decode(words: [u64; 8], s1: &Stage1, caps: &SteCaps) -> Result<ContextCon
             }
             (r.ttb & width_mask(51), running)
         };
+        // Arithmetic: a table base beyond the address size.
         if base >> limit != 0 {
             return Err(CdError::TtbOutOfRange { table });
         }

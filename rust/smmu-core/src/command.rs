@@ -712,6 +712,7 @@ impl TlbiAddr {
         };
         let num = u128::from(self.num % 32) + 1;
         let scale = u32::from((self.scale % 64).min(39));
+        // Arithmetic: (NUM + 1) << SCALE granules, in bytes.
         let bytes = num << (scale + granule.shift());
         let end = u128::from(first) + bytes - 1;
         let last = u64::try_from(end).unwrap_or(u64::MAX);
@@ -785,6 +786,8 @@ impl Iterator for AlignedBlocks {
         }
         let start = self.next;
         let room = self.last - start;
+        // Arithmetic: the largest naturally aligned power-of-two block at start
+        // that fits in what remains.
         let align = if start == 0 { u64::MAX } else { (1u64 << start.trailing_zeros()) - 1 };
         let mask = if align <= room {
             align
@@ -1195,6 +1198,7 @@ impl Command {
     pub fn sid_range(&self) -> Option<(u32, u32)> {
         match *self {
             Command::CfgiSteRange { sid, range } => {
+                // Arithmetic: 2^(Range + 1) StreamIDs, aligned to their number.
                 let span = 2u64 << (range % 32);
                 let first = u64::from(sid) - u64::from(sid) % span;
                 let last = first + span - 1;
@@ -1214,6 +1218,7 @@ impl Command {
                 if shift >= 64 {
                     return Some((0, u64::MAX));
                 }
+                // Arithmetic: the span in bytes.
                 let span = 1u64 << shift;
                 let first = addr - addr % span;
                 Some((first, first + (span - 1)))

@@ -33,6 +33,7 @@
 //! CR1, CR2, the *_IRQ_CFG registers, STRTAB_BASE, STRTAB_BASE_CFG, the
 //! queue bases' address bits and the queues' effective sizes survive it.
 
+use iommu_core::layout::field_address;
 use std::fmt;
 
 use bilge::prelude::*;
@@ -770,7 +771,7 @@ impl StrtabBase {
     /// ADDR in place: the table address as the architecture reads it,
     /// bits 55:6.
     pub fn address(self) -> u64 {
-        self.addr().value() << 6
+        field_address(self.addr(), 6)
     }
 
     /// ADDR bits 51:6 in place: the address as the C device reads it (its
@@ -1215,6 +1216,7 @@ impl Queue {
 
 fn deposit_word(old: u64, word: Word, value: u32) -> u64 {
     match word {
+        // A 32-bit access to one half of a 64-bit register (arithmetic).
         Word::Low => (old & 0xFFFF_FFFF_0000_0000) | u64::from(value),
         Word::High => (old & 0x0000_0000_FFFF_FFFF) | (u64::from(value) << 32),
     }
@@ -1222,6 +1224,7 @@ fn deposit_word(old: u64, word: Word, value: u32) -> u64 {
 
 fn extract_word(value: u64, word: Word) -> u32 {
     match word {
+        // The 32-bit half of a 64-bit register an access reads (arithmetic).
         Word::Low => value as u32,
         Word::High => (value >> 32) as u32,
     }

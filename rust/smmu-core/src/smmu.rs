@@ -28,6 +28,7 @@
 //!   set, and CMD_SYNC with CS = SIG_IRQ by its MSIAddress ([`Msi`]).
 //! * ATS Translation Requests are [`crate::ats`]'s.
 
+use iommu_core::layout::field_address;
 use iommu_core::cache::pages::{Classes, PageCache};
 use iommu_core::cache::BoundedMap;
 use iommu_core::memory::GuestMemory;
@@ -133,6 +134,7 @@ pub enum Kind {
     Nested = 2,
 }
 
+// Sets of cached-entry kinds, one bit per Kind (bookkeeping, not a layout).
 const STAGE1_CLASSES: Classes = Classes(1 << Kind::Stage1 as u8 | 1 << Kind::Nested as u8);
 const STAGE2_ONLY: Classes = Classes(1 << Kind::Stage2 as u8);
 const NESTED: Classes = Classes(1 << Kind::Nested as u8);
@@ -324,6 +326,7 @@ impl Smmu {
         match cmd {
             Command::CfgiSte { sid, .. } => self.invalidate_streams(sid, 0),
             Command::CfgiSteRange { sid, range } => {
+                // Arithmetic: the 2^(Range + 1) StreamIDs around `sid`.
                 let mask = if range >= 31 { u32::MAX } else { (2u32 << range) - 1 };
                 self.invalidate_streams(sid & !mask, mask);
             }
@@ -450,7 +453,7 @@ impl Smmu {
             Irq::Gerror => (self.regs.gerror_irq_cfg0, self.regs.gerror_irq_cfg1),
             Irq::Priq | Irq::CmdSync => (Default::default(), 0),
         };
-        self.signal_to(irq, cfg0.addr().value() << 2, data, fx);
+        self.signal_to(irq, field_address(cfg0.addr(), 2), data, fx);
     }
 
     /// Signal `irq`: an MSI of `data` to `addr` when MSIs are advertised
@@ -647,6 +650,7 @@ fn atc_span(addr: u64, size: u8) -> (u64, u64) {
     if size >= 52 {
         return (0, u64::MAX);
     }
+    // Arithmetic: the span in bytes.
     let span = 1u64 << (12 + u32::from(size));
     let first = addr & !(span - 1);
     (first, first | (span - 1))

@@ -77,6 +77,7 @@
 //! * The StreamWorld is always NS-EL1: the model implements no EL2
 //!   (SMMU_IDR0.HYP = 0), so STRW is RES0 and ignored, as in the C device.
 
+use iommu_core::layout::field_address;
 use bilge::prelude::*;
 use iommu_core::translation::vmsa::{self, ConfigError, Granule, S2Config, S2Tables};
 use iommu_core::translation::width_mask;
@@ -720,6 +721,7 @@ pub fn decode(words: [u64; 8], caps: &SteCaps) -> Result<StreamConfig, SteError>
     let w3 = SteWord3::from(words[3]);
 
     let vmid = caps.s2.then(|| w2.s2_vmid());
+    // Arithmetic: a VMID wider than 8 bits without IDR0.VMID16.
     if caps.strict && !caps.vmid16 && vmid.is_some_and(|v| v >> 8 != 0) {
         return Err(SteError::Vmid16);
     }
@@ -767,8 +769,9 @@ fn overrides(w1: &SteWord1) -> Overrides {
 }
 
 fn decode_s1(w0: &SteWord0, w1: &SteWord1, caps: &SteCaps) -> Result<Stage1, SteError> {
-    let field = w0.s1_context_ptr().value() << 6;
+    let field = field_address(w0.s1_context_ptr(), 6);
     let context_ptr = if caps.strict {
+        // Arithmetic: an address beyond the output address size.
         if field >> caps.oas() != 0 {
             return Err(SteError::ContextPtrOutOfRange);
         }
@@ -825,8 +828,9 @@ fn decode_s2(w2: &SteWord2, w3: &SteWord3, caps: &SteCaps) -> Result<Stage2, Ste
     if granule != Granule::Size64K && !ds {
         eff_ps = eff_ps.min(48);
     }
-    let field = w3.s2_ttb().value() << 4;
+    let field = field_address(w3.s2_ttb(), 4);
     let vttb = if caps.strict { field & width_mask(52) } else { field & width_mask(48) };
+    // Arithmetic: an address beyond the effective PS.
     if vttb >> eff_ps != 0 {
         return Err(SteError::S2TtbOutOfRange);
     }

@@ -44,6 +44,7 @@
 //!    L1STD address at or above 2^OAS is F_STE_FETCH, one of the two
 //!    behaviours §3.4.3 allows).
 
+use iommu_core::layout::field_address;
 use iommu_core::memory::{GuestMemory, MemError};
 use iommu_core::translation::vmsa::Fault;
 use iommu_core::translation::width_mask;
@@ -265,10 +266,11 @@ impl StreamTable {
                     if span == 0 || span > 11 || span > split + 1 {
                         return Err(StreamError::BadStreamId(BadStreamId::InvalidL1));
                     }
+                    // Arithmetic: an index beyond the level-2 table's Span.
                     if l2_index >> (span - 1) != 0 {
                         return Err(StreamError::BadStreamId(BadStreamId::BeyondSpan));
                     }
-                    (l1.l2_ptr().value() << 6) & !width_mask(span + 5)
+                    field_address(l1.l2_ptr(), 6) & !width_mask(span + 5)
                 } else {
                     if span == 0 {
                         return Err(StreamError::BadStreamId(BadStreamId::InvalidL1));
@@ -281,6 +283,7 @@ impl StreamTable {
                 l2_ptr.wrapping_add(l2_index * 64)
             }
         };
+        // Arithmetic: an address beyond the output address size.
         if caps.strict && addr >> caps.oas() != 0 {
             return Err(StreamError::SteFetch { addr });
         }

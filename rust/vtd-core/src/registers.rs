@@ -15,6 +15,7 @@
 use bilge::prelude::*;
 
 use crate::interrupts::irq_remap::IrtaReg;
+use iommu_core::layout::{bits, bits32};
 use crate::queues::inv_queue::{CcmdReg, InvAddr, IotlbReg, IqIndexReg, IqaReg};
 
 /// Size of the register window (`DMAR_REG_SIZE` in the C device).
@@ -256,10 +257,6 @@ pub const ICS_IWC: u32 = 1;
 
 
 
-/// FRCD high quadword: F (fault) bit.
-pub const FRCD_F: u64 = 1 << 63;
-/// FRCD high quadword: T (type, 1 = read) bit.
-pub const FRCD_T: u64 = 1 << 62;
 
 /// Width of an architectural register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -453,20 +450,6 @@ pub struct RegisterFile {
     womask: [u8; DMAR_REG_SIZE],
 }
 
-/// The bits of a 32-bit register layout `T` that `set` sets in a zero value.
-fn bits32<T: From<u32> + Into<u32>>(set: impl FnOnce(&mut T)) -> u64 {
-    let mut v = T::from(0);
-    set(&mut v);
-    u64::from(v.into())
-}
-
-/// The bits of a 64-bit register layout `T` that `set` sets in a zero value.
-fn bits<T: From<u64> + Into<u64>>(set: impl FnOnce(&mut T)) -> u64 {
-    let mut v = T::from(0);
-    set(&mut v);
-    v.into()
-}
-
 fn range(offset: u64, len: usize) -> Option<std::ops::Range<usize>> {
     let start = usize::try_from(offset).ok()?;
     let end = start.checked_add(len)?;
@@ -594,7 +577,7 @@ impl RegisterFile {
         // Fault recording registers: all RO except the RW1C F bit.
         for n in 0..FRCD_REG_NR {
             let off = FRCD_REG_OFFSET + 16 * u64::from(n) + 8;
-            store(&mut rf.w1cmask, off, 8, FRCD_F);
+            store(&mut rf.w1cmask, off, 8, bits::<crate::queues::fault::FrcdHi>(|h| h.set_f(true)));
         }
         rf
     }

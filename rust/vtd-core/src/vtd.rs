@@ -10,6 +10,7 @@
 //! exposed as [`VtdState`]; caches are rebuilt on demand. Interrupt
 //! remapping ([`Vtd::remap_interrupt`]) is decoded in [`crate::interrupts::irq_remap`].
 
+use iommu_core::layout::field_address;
 use bilge::prelude::*;
 
 use crate::translation::cache::{
@@ -26,7 +27,7 @@ use crate::translation::first_stage::{
     fs_walk, nested_walk, ss_output_fault, FsAccess, FsControls, FsOutput, FsWalkConfig,
 };
 use crate::queues::inv_queue::{
-    decode, decode_256, decode_ccmd, decode_iotlb_reg, descriptor_type, ContextInvalidation,
+    decode_256_typed, decode_ccmd, decode_iotlb_reg, decode_typed, descriptor_type, ContextInvalidation,
     DecodeContext, IecInvalidation, InvRequest, IotlbInvalidation, PasidCacheInvalidation,
     PasidIotlbInvalidation, QueueState, DESC_NONE, CcmdReg, IotlbReg, IqIndexReg, IqaReg,
 };
@@ -339,6 +340,7 @@ impl Vtd {
         if st.intr_eime && !self.cfg.eim && self.cfg.strict_ir {
             return Err("vtd: migrated extended interrupt mode without eim".into());
         }
+        // Arithmetic: a power of two of at most 2^16 entries.
         let size_ok = st.intr_size.is_power_of_two() && (2..=1 << 16).contains(&st.intr_size);
         if st.intr_size != 0 && !size_ok {
             return Err(format!("vtd: invalid migrated interrupt table size {}", st.intr_size));
@@ -404,6 +406,7 @@ impl Vtd {
         }
         let lo = self.read_dword(offset, &mut fx);
         let val = if size == 8 {
+            // Arithmetic: a 64-bit access is two 32-bit halves.
             lo | (self.read_dword(offset + 4, &mut fx) << 32)
         } else {
             lo
@@ -439,6 +442,7 @@ impl Vtd {
             }
             _ if size == 8 => {
                 self.write_dword(offset, value as u32, mem, &mut fx);
+                // Arithmetic: a 64-bit access is two 32-bit halves.
                 self.write_dword(offset + 4, (value >> 32) as u32, mem, &mut fx);
             }
             _ => self.write_dword(offset, value as u32, mem, &mut fx),
@@ -623,7 +627,7 @@ impl Vtd {
                 ttm as u8
             ));
         }
-        self.root = (RtaddrReg::from(rtaddr).rta().value() << 12) & self.haw_mask();
+        self.root = field_address(RtaddrReg::from(rtaddr).rta(), 12) & self.haw_mask();
         self.regs.clear_set32(GSTS, 0, GSTS_RTPS);
         // CAP.ESRTPS: setting the root table pointer invalidates all caches.
         self.flush_caches();
@@ -634,7 +638,7 @@ impl Vtd {
         if enable {
             let iqa = self.regs.get64(IQA);
             let dw = EcapReg::from(self.ecap).smts() && IqaReg::from(iqa).dw();
-            self.queue.base = (IqaReg::from(iqa).base().value() << 12) & self.haw_mask();
+            self.queue.base = field_address(IqaReg::from(iqa).base(), 12) & self.haw_mask();
             self.queue.dw = dw;
             self.queue.size = QueueState::size_for(iqa, dw);
             self.queue.tail = QueueState::tail_for(self.regs.get64(IQT), dw);
@@ -842,16 +846,17 @@ impl Vtd {
                 self.queue_error(format!("cannot read descriptor at {addr:#x}"), fx);
                 return;
             };
-            self.queue.last_desc_type = descriptor_type(val[0]);
+            let ty = descriptor_type(val[0]);
+            self.queue.last_desc_type = ty;
             let decoded = if dw {
-                decode_256(val, ctx)
+                decode_256_typed(ty, val, ctx)
             } else if ctx.scalable {
                 Err(format!(
                     "128-bit descriptor {:#x} {:#x} while the root table is in scalable mode (IQA.DW=0)",
                     val[1], val[0]
                 ))
             } else {
-                decode(val[0], val[1], ctx.device_tlb)
+                decode_typed(ty, val[0], val[1], ctx.device_tlb)
             };
             if self.queue_barriers
                 && matches!(decoded, Ok(InvRequest::Wait(_)))
@@ -964,6 +969,7 @@ impl Vtd {
 
     fn completion_msi(&self) -> Msi {
         Msi {
+            // Arithmetic: IEUADDR holds the address's upper 32 bits.
             address: (u64::from(self.regs.get32(IEUADDR)) << 32)
                 | u64::from(self.regs.get32(IEADDR)),
             data: self.regs.get32(IEDATA),
@@ -1391,18 +1397,33 @@ impl Vtd {
     /// for [`Vtd::translate_miss`].
     #[inline]
     pub fn lookup_cached(&self, req: &Request) -> Result<Translation, CacheMiss> {
+        match self.recent_hit(req) {
+            Some(t) => Ok(t),
+            None => self.lookup_caches(req),
+        }
+    }
+
+    /// The first step of [`Vtd::lookup_cached`], small enough to inline
+    /// into a glue's translate: translation disabled, or a recent
+    /// translation (see [`RecentTranslations`]).  `None` sends the request
+    /// on to [`Vtd::lookup_caches`].
+    #[inline]
+    pub fn recent_hit(&self, req: &Request) -> Option<Translation> {
+        if !self.dmar_enabled {
+            return Some(Translation::identity_4k(req.iova, 0));
+        }
+        self.recent_translation(req.sid, req.iova, req.write).map(|(t, _)| t)
+    }
+
+    /// The rest of [`Vtd::lookup_cached`] after [`Vtd::recent_hit`]: the
+    /// context (or scalable-mode context and PASID) cache and the IOTLB.
+    /// Out of line, so that a recent hit's code stays small.
+    #[inline(never)]
+    pub fn lookup_caches(&self, req: &Request) -> Result<Translation, CacheMiss> {
         const NOT_PROBED: CacheMiss = CacheMiss { iotlb_probed: false };
         const PROBED: CacheMiss = CacheMiss { iotlb_probed: true };
-        if !self.dmar_enabled {
-            return Ok(Translation::identity_4k(req.iova, 0));
-        }
-        let scalable = self.root_scalable;
-        let epoch = self.cache_epoch();
         let device_tlb;
-        if let Some((t, _)) = self.recent.get(req.sid, req.iova, req.write, scalable, epoch) {
-            return Ok(t);
-        }
-        let t = if scalable {
+        let t = if self.root_scalable {
             let pc = self.resolve_hit(req.sid, None).ok_or(NOT_PROBED)?;
             let sreq = SmRequest { sid: req.sid, iova: req.iova, write: req.write, pasid: None };
             device_tlb = pc.context.dte();
@@ -1412,7 +1433,7 @@ impl Vtd {
             device_tlb = ctx.entry.translation_type() == TranslationType::DeviceTlb;
             self.legacy_hit_in(&ctx, req).ok_or(PROBED)?
         };
-        self.recent.put(req.sid, req.iova, scalable, epoch, t, device_tlb);
+        self.remember_translation(req.sid, req.iova, t, device_tlb);
         Ok(t)
     }
 

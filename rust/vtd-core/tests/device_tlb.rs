@@ -4,7 +4,7 @@
 mod common;
 mod sm_common;
 
-use common::{d_wait, sid, Env, PS, R, RW};
+use common::{Env, FRCD_F, PS, R, RW, d_wait, sid};
 use sm_common::*;
 use vtd_core::queues::fault::FaultReason as F;
 use vtd_core::queues::inv_queue::DeviceTlbInvalidation;

@@ -5,7 +5,7 @@
 //! stay well formed.
 
 mod common;
-use common::{notify_all, Notified, Rng, IQA_DW};
+use common::{notify_all, Notified, Rng, FRCD_F, IQA_DW};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use vtd_core::translation::first_stage::{fs_walk, nested_walk, FsAccess, FsControls, FsTable, FsWalkConfig, SsTable};

@@ -5,7 +5,7 @@
 mod common;
 mod sm_common;
 
-use common::{sid, Env, ROOT};
+use common::{Env, FRCD_F, ROOT, sid};
 use sm_common::*;
 use vtd_core::config::EcapReg;
 use vtd_core::queues::fault::FaultReason as F;

@@ -45,11 +45,13 @@ impl Classes {
 
 #[inline]
 fn bucket_key(outer: u32, inner: u32) -> u64 {
+    // Cache key arithmetic (not a layout): two 32-bit ids in one u64.
     (u64::from(outer) << 32) | u64::from(inner)
 }
 
 #[inline]
 fn page_key(addr: u64, shift: u32) -> u64 {
+    // Cache key arithmetic: the page number above the 6-bit size shift.
     ((addr >> shift) << 6) | u64::from(shift)
 }
 
@@ -104,6 +106,7 @@ impl<V: Copy> Bucket<V> {
     #[inline]
     fn update_masks(&mut self, shift: u32, class: u8) {
         let (s, c) = (shift & 63, class & 7);
+        // Bit sets indexed by size shift and class (bookkeeping, not a layout).
         if self.per_size[s as usize] == 0 {
             self.sizes &= !(1 << s);
         } else {
@@ -122,6 +125,7 @@ impl<V: Copy> Bucket<V> {
     }
 
     fn rebuild_masks(&mut self) {
+        // Bit sets indexed by size shift and class (bookkeeping, not a layout).
         self.sizes = self.per_size.iter().enumerate().filter(|(_, &n)| n != 0).fold(0, |m, (s, _)| m | 1 << s);
         self.classes = self.per_class.iter().enumerate().filter(|(_, &n)| n != 0).fold(0, |m, (c, _)| m | 1 << c);
     }
@@ -149,12 +153,14 @@ impl<V: Copy> Bucket<V> {
         while sizes != 0 {
             let shift = sizes.trailing_zeros();
             sizes &= sizes - 1;
+            // Arithmetic: the number of size-aligned pages in first..=last.
             candidates = candidates.saturating_add((last >> shift) - (first >> shift) + 1);
         }
         if self.has_class(all) || candidates > self.pages.len() as u64 {
             let (per_size, per_class) = (&mut self.per_size, &mut self.per_class);
             self.pages.retain(|k, slot| {
                 let shift = (*k & 63) as u32;
+                // The page key's fields (see page_key): the page's first and last byte.
                 let start = (*k >> 6) << shift;
                 let end = start | (1u64 << shift).wrapping_sub(1);
                 let hit = all.has(slot.class) || (pick.has(slot.class) && end >= first && start <= last);
@@ -169,6 +175,7 @@ impl<V: Copy> Bucket<V> {
             while sizes != 0 {
                 let shift = sizes.trailing_zeros();
                 sizes &= sizes - 1;
+                // Every page key of this size in first..=last (see page_key).
                 for page in (first >> shift)..=(last >> shift) {
                     let key = (page << 6) | u64::from(shift);
                     if let Some(slot) = self.pages.get(&key) {
@@ -315,6 +322,7 @@ impl<V: Copy, const MAX: usize> PageCache<V, MAX> {
         self.changes += 1;
         let mut emptied = Vec::new();
         for (&bkey, b) in self.buckets.iter_mut() {
+            // The bucket key's two ids (see bucket_key).
             let (outer, inner) = ((bkey >> 32) as u32, bkey as u32);
             let before = b.pages.len();
             let (per_size, per_class) = (&mut b.per_size, &mut b.per_class);

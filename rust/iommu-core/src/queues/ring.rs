@@ -103,6 +103,7 @@ pub struct Wrapped {
 impl Wrapped {
     #[inline]
     fn mask(log2: u8) -> u32 {
+        // Arithmetic: the index with its wrap bit, 2^(log2 + 1) - 1.
         (2u32 << log2.min(31)).wrapping_sub(1)
     }
 

@@ -40,6 +40,7 @@ pub fn width_mask(bits: u32) -> u64 {
     if bits >= 64 {
         u64::MAX
     } else {
+        // Arithmetic, not a layout: the low `bits` ones.
         (1u64 << bits) - 1
     }
 }

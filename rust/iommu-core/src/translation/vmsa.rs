@@ -88,6 +88,7 @@
 
 use bilge::prelude::*;
 
+use crate::layout::field_address;
 use super::walk::{self, Format, Geometry, Located, Next, Pending, Step, Walked};
 use super::{width_mask, Perm};
 use crate::memory::GuestMemory;
@@ -892,15 +893,18 @@ impl Layout {
     #[inline]
     fn address(&self, raw: u64) -> u64 {
         let d = DescOa::from(raw);
-        let b15_12 = u64::from(d.oa_15_12().value());
-        let mut a = (u64::from(d.oa_47_16()) << 16) | (b15_12 << 12);
+        // OA is split over DescOa's fields: bits 47:16 in place; bits 15:12
+        // are OA 15:12, or OA 51:48 with 64 KiB LPA; with DS, bits 49:48
+        // in place and bits 9:8 are OA 51:50.
+        let b15_12 = d.oa_15_12().value();
+        let mut a = field_address(d.oa_47_16(), 16) | field_address(b15_12, 12);
         a &= !width_mask(self.granule.shift());
         if self.lpa64 {
-            a |= b15_12 << 48;
+            a |= field_address(b15_12, 48);
         }
         if self.ds {
-            a |= u64::from(d.oa_49_48().value()) << 48;
-            a |= u64::from(d.oa_51_50().value()) << 50;
+            a |= field_address(d.oa_49_48().value(), 48);
+            a |= field_address(d.oa_51_50().value(), 50);
         }
         a
     }
@@ -1431,7 +1435,7 @@ impl S2Tables {
 
     /// Walk for `ipa` without making the hardware update yet; the update's
     /// failure is reported with `class`.
-    #[inline]
+    #[inline(always)]
     fn walk(
         &self,
         mem: &dyn GuestMemory,

@@ -171,17 +171,13 @@ mod layouts {
 /// field mask; constant-folded where `set` is).
 #[inline(always)]
 pub fn ss_bits(set: impl FnOnce(&mut SsPte)) -> u64 {
-    let mut e = SsPte::from(0u64);
-    set(&mut e);
-    e.into()
+    crate::layout::bits(set)
 }
 
 /// The bits of a first-stage entry that `set` sets in a zero entry.
 #[inline(always)]
 pub fn fs_bits(set: impl FnOnce(&mut FsPte)) -> u64 {
-    let mut e = FsPte::from(0u64);
-    set(&mut e);
-    e.into()
+    crate::layout::bits(set)
 }
 
 /// Every flag a first-stage walk may set: A, D, EA.
@@ -525,6 +521,7 @@ pub fn is_canonical_bits(iova: u64, bits: u8) -> bool {
     if bits >= 64 || bits == 0 {
         return true;
     }
+    // Arithmetic: canonical means bits 63:bits-1 all equal (sign extension).
     let top = iova >> (bits - 1);
     top == 0 || top == u64::MAX >> (bits - 1)
 }
@@ -562,7 +559,7 @@ impl Format for FirstStage<'_> {
         x86_geometry(self.levels)
     }
 
-    #[inline]
+    #[inline(always)]
     fn step(&self, st: &mut FsState, height: u32, pte: u64) -> Result<Step, FsError> {
         let level = height as u8 + 1;
         let e = FsPte::from(pte);

@@ -58,6 +58,7 @@
 //! The model has no interrupt entry cache: every request reads its IRTE
 //! from guest memory, which the spec permits.
 
+use iommu_core::layout::field_address;
 use bilge::prelude::*;
 
 use crate::effects::Msi;
@@ -321,8 +322,9 @@ impl IrTable {
     /// is treated as 0.
     pub fn from_irta(irta: u64, haw_mask: u64, eim_supported: bool) -> IrTable {
         IrTable {
-            base: (IrtaReg::from(irta).base().value() << 12) & haw_mask,
+            base: field_address(IrtaReg::from(irta).base(), 12) & haw_mask,
             entries: 2u32 << IrtaReg::from(irta).s().value(),
+            // Arithmetic: S encodes 2^(S+1) entries.
             eime: eim_supported && IrtaReg::from(irta).eime(),
         }
     }
@@ -500,12 +502,28 @@ impl Irte {
     /// `strict` rules also IM (posted interrupts are not supported), SVT =
     /// 11b, and in xAPIC mode (`eime` false) destination bits 39:32 and
     /// 63:48.
+    #[inline]
     pub fn reserved(&self, eime: bool, strict: bool) -> bool {
-        let (lo, hi) = (self.low(), self.high());
-        let c_rsvd = lo.reserved_i().value() != 0 || lo.reserved_ii() != 0 || hi.reserved_i().value() != 0;
+        // The reserved bits are those no field of the layout names: the
+        // complement of every field at its maximum (constants).
+        let lo_rsvd = !u64::from(IrteLo::new(
+            true,
+            true,
+            true,
+            true,
+            true,
+            <u3 as Number>::MAX,
+            <u4 as Number>::MAX,
+            true,
+            u8::MAX,
+            u32::MAX,
+        ));
+        let hi_rsvd = !u64::from(IrteHi::new(u16::MAX, <u2 as Number>::MAX, <u2 as Number>::MAX));
+        let c_rsvd = self.lo & lo_rsvd != 0 || self.hi & hi_rsvd != 0;
         if !strict {
             return c_rsvd;
         }
+        let lo = self.low();
         let dst = IrteDstXapic::from(lo.dst());
         let xapic = !eime && (dst.reserved_i() != 0 || dst.reserved_ii() != 0);
         c_rsvd || lo.im() || xapic || self.source_validation_type() == 3
@@ -516,6 +534,7 @@ impl Irte {
     /// SQ (01b: bit 2, 10b: bits 2:1, 11b: bits 2:0); 10b requires the
     /// requester's bus within SID\[7:0\] (start) ..= SID\[15:8\] (end).
     /// SVT = 11b (reserved) accepts nobody.
+    #[inline(always)]
     pub fn source_valid(&self, sid: u16) -> bool {
         let want = self.source_id();
         match self.source_validation_type() {
@@ -536,6 +555,7 @@ impl Irte {
 
     /// The message delivered for this entry. `addr_low_bits` are the
     /// request's address bits 1:0, which are kept as the C device does.
+    #[inline(always)]
     pub fn message(&self, eime: bool, addr_low_bits: u64) -> Msi {
         // The destination id is split: bits 7:0 and 31:8.
         let [d0, d1, d2, d3] = self.destination(eime).to_le_bytes();

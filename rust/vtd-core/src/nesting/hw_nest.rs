@@ -116,10 +116,37 @@ pub struct S1Flags {
     pub wpe: bool,
 }
 
+pub use layouts::VtdS1FlagsWord;
+
+/// The uAPI word of the host binding. A module of its own because bilge's
+/// generated constructors carry no documentation.
+#[allow(missing_docs)]
+mod layouts {
+    use bilge::prelude::*;
+
+    /// `iommu_hwpt_vtd_s1.flags` (the uAPI's `enum iommu_hwpt_vtd_s1_flags`).
+    #[bitsize(64)]
+    #[derive(FromBits, DebugBits, Clone, Copy, PartialEq, Eq)]
+    pub struct VtdS1FlagsWord {
+        /// Bit 0, IOMMU_VTD_S1_SRE.
+        #[inline]
+        pub sre: bool,
+        /// Bit 1, IOMMU_VTD_S1_EAFE.
+        #[inline]
+        pub eafe: bool,
+        /// Bit 2, IOMMU_VTD_S1_WPE.
+        #[inline]
+        pub wpe: bool,
+        /// Bits 63:3, not defined by the uAPI.
+        #[inline]
+        pub reserved: u61,
+    }
+}
+
 impl S1Flags {
-    /// The uapi encoding (IOMMU_VTD_S1_SRE 1, EAFE 2, WPE 4).
+    /// The uAPI encoding ([`VtdS1FlagsWord`]).
     pub fn bits(&self) -> u64 {
-        u64::from(self.sre) | (u64::from(self.eafe) << 1) | (u64::from(self.wpe) << 2)
+        VtdS1FlagsWord::new(self.sre, self.eafe, self.wpe).into()
     }
 }
 
@@ -219,6 +246,7 @@ impl Vtd {
         if !ce.paside() || caps.pasid_bits == 0 {
             return (out, false);
         }
+        // Arithmetic: 2^PASID-bits PASIDs.
         let pasids = 1u64 << u32::from(caps.pasid_bits.min(20));
         let dir_entries = u64::from(ce.pasid_dir_entries()).min(pasids.div_ceil(64));
         let dir = ce.pasid_dir() & caps.haw_mask;
@@ -335,6 +363,7 @@ pub fn host_invalidation(event: &InvalidationEvent, did: u16, pasid: u32) -> Opt
         E::IotlbDomain { did: d } | E::IotlbPages { did: d, .. } if d == did => Some(S1Invalidation::ALL),
         E::PasidIotlb { did: d, pasid: p } if d == did && p == pasid => Some(S1Invalidation::ALL),
         E::PasidIotlbPages { did: d, pasid: p, addr, size, leaf_only } if d == did && p == pasid => {
+            // Arithmetic: the size in 4 KiB pages.
             Some(S1Invalidation { addr, npages: (size >> 12).max(1), leaf: leaf_only })
         }
         _ => None,

@@ -49,6 +49,7 @@
 //! the work by 512 per level) while a full-range walk over sparse tables
 //! reads only the present entries' tables.
 
+use iommu_core::layout::field_address;
 use std::collections::BTreeMap;
 
 use crate::config::width_mask;
@@ -668,6 +669,7 @@ impl RangeWalk<'_> {
             }
             let base = va & !(size - 1);
             let end = base.saturating_add(size - 1);
+            // Arithmetic: the 9-bit table index of va at this level.
             let index = (va >> level_shift(level)) & 0x1ff;
             if let Some(pte) = self.read(table.wrapping_add(index * 8)) {
                 let e = SsPte::from(pte);
@@ -683,7 +685,7 @@ impl RangeWalk<'_> {
                     && (!large || large_ok)
                     && (p.read || p.write);
                 // The address field within the host address width.
-                let addr = (e.addr().value() << 12) & haw;
+                let addr = field_address(e.addr(), 12) & haw;
                 if valid {
                     if level == 1 || large {
                         out.push(Leaf { iova: base, size, phys: addr & !(size - 1), perm: p });
@@ -706,6 +708,7 @@ impl RangeWalk<'_> {
             return;
         }
         let bits = 12 + 9 * u32::from(fs.levels);
+        // Arithmetic: the lower half of a canonical address space.
         let half = 1u64 << (bits - 1);
         let upper_start = !(half - 1); // sign-extended start of the upper half
         let va_mask = width_mask(bits);
@@ -769,6 +772,7 @@ impl RangeWalk<'_> {
             }
             let base = va & !(size - 1);
             let end = base.saturating_add(size - 1);
+            // Arithmetic: the 9-bit table index of va at this level.
             let index = (va >> level_shift(level)) & 0x1ff;
             if let Some(pte) = self.read(host_table.wrapping_add(index * 8)) {
                 let e = FsPte::from(pte);
@@ -780,7 +784,7 @@ impl RangeWalk<'_> {
                     && (pte & set_flags == set_flags || writable);
                 let a = FsAcc { rw: acc.rw && e.rw(), us: acc.us && e.us() };
                 // The address field within the host address width.
-                let addr = (e.addr().value() << 12) & haw;
+                let addr = field_address(e.addr(), 12) & haw;
                 if valid && (a.us || fw.supervisor) {
                     if level == 1 || large {
                         let write_ok = (a.rw || (fw.supervisor && !fw.ctl.wpe))

@@ -14,6 +14,7 @@
 //! of all F bits; a fault event (FECTL.IP, then an MSI unless FECTL.IM) is
 //! raised only when no FSTS status field was already set.
 
+use iommu_core::layout::{address_field, field_address};
 use bilge::prelude::*;
 
 use crate::effects::{Effects, Msi};
@@ -566,7 +567,7 @@ impl FaultRecord {
             pending: hi.f(),
             reason_code: hi.fr(),
             sid: hi.sid(),
-            address: FrcdLo::from(lo).fi().value() << 12,
+            address: field_address(FrcdLo::from(lo).fi(), 12),
             write: !hi.t(),
             pasid: hi.pp().then_some(hi.pv().value()),
             privileged: hi.pp() && hi.priv_(),
@@ -585,7 +586,7 @@ impl FaultRecord {
 
     /// Encode a fault into the (low, high) quadwords, without the F bit.
     pub fn encode(fault: &Fault) -> (u64, u64) {
-        let lo = FrcdLo::new(u52::new(fault.address >> 12));
+        let lo = FrcdLo::new(u52::new(address_field(fault.address, 12)));
         let at = if fault.translation_request {
             AddressType::TranslationRequest
         } else {
@@ -721,7 +722,10 @@ pub fn record_fault(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registers::{FRCD_F, FRCD_T};
+    /// FRCD bits 127 (F) and 126 (T) as the specification numbers them,
+    /// in the high quadword: an independent check of FrcdHi.
+    const FRCD_F: u64 = 1 << 63;
+    const FRCD_T: u64 = 1 << 62;
 
     // Raw bit positions of the record's high quadword from the
     // specification, independent of the layouts.

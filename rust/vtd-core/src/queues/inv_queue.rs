@@ -27,6 +27,7 @@
 //! spec treats 128-bit descriptors as invalid then. In 256-bit form the
 //! upper 128 bits of the legacy descriptors are reserved (zero).
 
+use iommu_core::layout::field_address;
 use bilge::prelude::*;
 
 use crate::config::MAMV;
@@ -581,6 +582,7 @@ impl IecInvalidation {
             IecInvalidation::Global => true,
             IecInvalidation::Index { index: base, mask } => {
                 let m = u32::from(mask);
+                // Arithmetic: the 2^IM entries aligned around IIDX.
                 m >= 32 || (index >> m) == (u32::from(base) >> m)
             }
         }
@@ -660,6 +662,8 @@ impl DeviceTlbInvalidation {
         if !self.size {
             return (addr, 0xfff);
         }
+        // Arithmetic: S=1 encodes the size in the address's low ones (the
+        // 2^(13 + ones)-byte block around it).
         let ones = (addr >> 12).trailing_ones();
         let log2 = 13 + ones;
         if log2 >= 64 {
@@ -687,7 +691,12 @@ pub struct DecodeContext {
 
 /// Decode a 256-bit descriptor (`val[0]` holds bits 63:0).
 pub fn decode_256(val: [u64; 4], ctx: DecodeContext) -> Result<InvRequest, String> {
-    let ty = descriptor_type(val[0]);
+    decode_256_typed(descriptor_type(val[0]), val, ctx)
+}
+
+/// [`decode_256`] of a descriptor whose type the caller has read already
+/// (the queue keeps it for the last-descriptor-type state).
+pub(crate) fn decode_256_typed(ty: u8, val: [u64; 4], ctx: DecodeContext) -> Result<InvRequest, String> {
     let [v0, v1, v2, v3] = val;
     let reserved = |what: &str, set: bool| -> Result<(), String> {
         if set {
@@ -737,7 +746,7 @@ pub fn decode_256(val: [u64; 4], ctx: DecodeContext) -> Result<InvRequest, Strin
                     Ok(InvRequest::PasidIotlb(PasidIotlbInvalidation::Pages {
                         domain_id,
                         pasid,
-                        addr: q1.addr().value() << 12,
+                        addr: field_address(q1.addr(), 12),
                         am,
                         ih: q1.ih(),
                     }))
@@ -780,7 +789,7 @@ pub fn decode_256(val: [u64; 4], ctx: DecodeContext) -> Result<InvRequest, Strin
                 mip: q0.mip().value(),
                 pasid: Some(q0.pasid().value()),
                 global: q1.g(),
-                addr: q1.addr().value() << 12,
+                addr: field_address(q1.addr(), 12),
                 size: q1.s(),
             }))
         }
@@ -795,14 +804,21 @@ fn pasid_desc_reserved(q0: PasidDescQ0) -> bool {
 }
 
 /// Descriptor type from the low quadword: type bits 3:0 and 6:4.
+#[inline]
 pub fn descriptor_type(lo: u64) -> u8 {
     let h = DescHeader::from(lo);
+    // The type is split: bits 3:0 of the descriptor are its bits 3:0,
+    // bits 11:9 its bits 6:4.
     h.ty().value() | (h.ty_hi().value() << 4)
 }
 
 /// Decode a legacy 128-bit descriptor.
 pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> {
-    let ty = descriptor_type(lo);
+    decode_typed(descriptor_type(lo), lo, hi, device_tlb)
+}
+
+/// [`decode`] of a descriptor whose type the caller has read already.
+pub(crate) fn decode_typed(ty: u8, lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> {
     let reserved = |what: &str, set: bool| -> Result<(), String> {
         if set {
             Err(format!(
@@ -856,7 +872,7 @@ pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> 
                     }
                     IotlbInvalidation::Pages {
                         domain_id: did,
-                        addr: a.addr().value() << 12,
+                        addr: field_address(a.addr(), 12),
                         am,
                         ih: a.ih(),
                     }
@@ -889,7 +905,7 @@ pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> 
                 mip: d.mip().value(),
                 pasid: None,
                 global: false,
-                addr: h.addr().value() << 12,
+                addr: field_address(h.addr(), 12),
                 size: h.s(),
             }))
         }
@@ -925,7 +941,7 @@ pub fn decode(lo: u64, hi: u64, device_tlb: bool) -> Result<InvRequest, String> 
                 ));
             }
             Ok(InvRequest::Wait(WaitRequest {
-                status_write: d.sw().then_some((h.status_addr().value() << 2, d.status_data())),
+                status_write: d.sw().then_some((field_address(h.status_addr(), 2), d.status_data())),
                 interrupt: d.if_(),
                 fence: d.fn_(),
             }))
@@ -966,7 +982,7 @@ pub fn decode_iotlb_reg(val: u64, iva: u64) -> Result<IotlbInvalidation, String>
             }
             Ok(IotlbInvalidation::Pages {
                 domain_id: did,
-                addr: a.addr().value() << 12,
+                addr: field_address(a.addr(), 12),
                 am,
                 ih: a.ih(),
             })

@@ -155,6 +155,7 @@ const FIRST_STAGE: Classes = Classes(1 << MappingKind::FirstStage as u8 | 1 << M
 fn page_range(addr: u64, am: u8) -> (u64, u64) {
     let shift = 12 + u32::from(am.min(51));
     let first = (addr >> shift) << shift;
+    // Arithmetic: the 2^shift-aligned block holding addr.
     (first, first | ((1u64 << shift) - 1))
 }
 

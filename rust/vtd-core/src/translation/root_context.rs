@@ -11,6 +11,7 @@
 //! order as the C device and yields either a validated [`DeviceContext`]
 //! or the fault reason (plus whether the context entry's FPD applies).
 
+use iommu_core::layout::{address_field, field_address};
 use bilge::prelude::*;
 
 use crate::mem::GuestMemory;
@@ -128,7 +129,7 @@ impl RootEntry {
 
     /// An entry pointing at the context table `table` (4 KiB aligned).
     pub fn new(present: bool, table: u64) -> RootEntry {
-        RootEntry { lo: RootLo::new(present, u52::new(table >> 12)).into(), hi: 0 }
+        RootEntry { lo: RootLo::new(present, u52::new(address_field(table, 12))).into(), hi: 0 }
     }
 
     #[inline]
@@ -145,7 +146,7 @@ impl RootEntry {
     /// CTP: context table address.
     #[inline]
     pub fn context_table(&self) -> u64 {
-        self.lo().ctp().value() << 12
+        field_address(self.lo().ctp(), 12)
     }
 
     /// Whether a reserved bit is set: bits 11:1, the whole upper quadword,
@@ -215,7 +216,7 @@ impl ContextEntry {
     /// SLPTPTR: second-stage page table root.
     #[inline]
     pub fn slptptr(&self) -> u64 {
-        self.lo().slptptr().value() << 12
+        field_address(self.lo().slptptr(), 12)
     }
 
     /// AW: adjusted guest address width encoding (0 = 30 bits, 1 = 39, ...).
@@ -325,6 +326,7 @@ pub fn lookup_device_context(
         return Err(fail(FaultReason::ContextEntryReserved, fpd));
     }
     let aw = ce.aw();
+    // SAGAW has one bit per AW value (bit n: AW = n supported).
     if aw > 4 || checks.sagaw & (1 << aw) == 0 {
         return Err(fail(FaultReason::ContextEntryInvalid, fpd));
     }

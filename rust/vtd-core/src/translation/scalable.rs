@@ -61,6 +61,7 @@
 //! both (the C device reports legacy codes for root, context and
 //! second-stage faults in scalable mode).
 
+use iommu_core::layout::field_address;
 use crate::config::{width_mask, CapReg, EcapReg, MAX_PASID_BITS};
 use crate::queues::fault::FaultReason;
 use crate::translation::first_stage::{FsTable, SsTable};
@@ -340,13 +341,13 @@ impl SmRootEntry {
     /// LCTP: context table for devfn 0..=127.
     #[inline]
     pub fn lower_context_table(&self) -> u64 {
-        SmRootHalf::from(self.lo).ctp().value() << 12
+        field_address(SmRootHalf::from(self.lo).ctp(), 12)
     }
 
     /// UCTP: context table for devfn 128..=255.
     #[inline]
     pub fn upper_context_table(&self) -> u64 {
-        SmRootHalf::from(self.hi).ctp().value() << 12
+        field_address(SmRootHalf::from(self.hi).ctp(), 12)
     }
 
     /// The half used by `devfn`: (present, context table address, raw
@@ -366,7 +367,7 @@ impl SmRootEntry {
     pub fn has_reserved_bits(&self, devfn: u8, haw_mask: u64, strict: bool) -> bool {
         let bad = |raw: u64| {
             let h = SmRootHalf::from(raw);
-            h.reserved_i().value() != 0 || (h.ctp().value() << 12) & !haw_mask != 0
+            h.reserved_i().value() != 0 || field_address(h.ctp(), 12) & !haw_mask != 0
         };
         if strict {
             bad(self.half(devfn).2)
@@ -454,7 +455,7 @@ impl SmContextEntry {
     /// PASIDDIRPTR: PASID directory address.
     #[inline]
     pub fn pasid_dir(&self) -> u64 {
-        self.q0().pasid_dir_ptr().value() << 12
+        field_address(self.q0().pasid_dir_ptr(), 12)
     }
 
     /// RID_PASID: PASID used for requests without PASID.
@@ -517,7 +518,7 @@ impl PasidDirEntry {
     /// SMPTBLPTR: PASID table address.
     #[inline]
     pub fn pasid_table(&self) -> u64 {
-        self.word().smptblptr().value() << 12
+        field_address(self.word().smptblptr(), 12)
     }
 
     /// Whether reserved bits are set (11:2, or table pointer bits at or
@@ -636,7 +637,7 @@ impl PasidEntry {
     /// SSPTPTR (SLPTPTR): second-stage table root.
     #[inline]
     pub fn ssptptr(&self) -> u64 {
-        self.q0().ssptptr().value() << 12
+        field_address(self.q0().ssptptr(), 12)
     }
 
     /// DID.
@@ -687,7 +688,7 @@ impl PasidEntry {
     /// FSPTPTR (FLPTPTR): first-stage table root.
     #[inline]
     pub fn fsptptr(&self) -> u64 {
-        self.q2().fsptptr().value() << 12
+        field_address(self.q2().fsptptr(), 12)
     }
 
     /// Whether reserved bits are set (see the module documentation for the
@@ -763,6 +764,7 @@ pub fn decode_pasid_entry(
     }
     let ss = || {
         let aw = pe.aw();
+        // SAGAW has one bit per AW value (bit n: AW = n supported).
         if aw > 4 || caps.sagaw & (1 << aw) == 0 {
             return Err(fail(FaultReason::PasidEntryInvalid));
         }
@@ -841,6 +843,7 @@ pub fn effective_pasid(
     caps: &SmCaps,
 ) -> Result<u32, FaultReason> {
     let width = if caps.pasid_bits == 0 { MAX_PASID_BITS } else { caps.pasid_bits };
+    // Arithmetic: PASIDs below 2^width; 64 PASID entries per directory entry.
     let limit = 1u32 << u32::from(width.min(MAX_PASID_BITS));
     match pasid {
         None => {

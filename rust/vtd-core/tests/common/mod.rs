@@ -79,6 +79,10 @@ pub const CCMD_CAIG_MASK: u64 = 3 << 59;
 pub const IOTLB_IVT: u64 = 1 << 63;
 pub const IOTLB_IAIG_MASK: u64 = 3 << 57;
 pub const IQA_DW: u64 = 1 << 11;
+/// FRCD bit 127 (F), in the record's high quadword.
+pub const FRCD_F: u64 = 1 << 63;
+/// FRCD bit 126 (T: 1 = read), in the record's high quadword.
+pub const FRCD_T: u64 = 1 << 62;
 
 pub const ROOT: u64 = 0x10_0000;
 pub const R: u64 = 1;

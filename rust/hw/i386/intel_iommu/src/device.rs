@@ -893,14 +893,22 @@ impl IntelIommuState {
     /// faults (the fault is recorded by the core as architected).
     pub(crate) fn translate(&self, sid: u16, iova: u64, write: bool) -> Option<Translation> {
         let req = Request { sid, iova, write };
-        // IOTLB hits: no effects to carry out, no re-entrancy guard to set.
-        self.with_core_or_hit(
-            |vtd| vtd.lookup_cached(&req).map(Some),
-            |vtd, miss| {
-                let (result, effects) = vtd.translate_miss(&req, miss, &SystemMemory);
-                (result.ok(), effects)
-            },
-        )
+        // Cache hits: no effects to carry out, no re-entrancy guard to set.
+        // The recent translations are probed inline, the other caches and
+        // the full path out of line.
+        let guard = self.lock_core()?;
+        let vtd = guard.as_ref()?;
+        if let Some(t) = vtd.recent_hit(&req) {
+            return Some(t);
+        }
+        let miss = match vtd.lookup_caches(&req) {
+            Ok(t) => return Some(t),
+            Err(miss) => miss,
+        };
+        self.after_miss(guard, miss, |vtd, miss| {
+            let (result, effects) = vtd.translate_miss(&req, miss, &SystemMemory);
+            (result.ok(), effects)
+        })
         .flatten()
     }
 }
