@@ -7,12 +7,13 @@
 #   make unit       cargo tests of the QEMU-free crates only
 #   make iommufd-kernel  the guest kernel with iommufd/VFIO cdevs (part of check)
 #   make bench      translation benchmark, our device against the C one (callgrind + wall clock)
+#   make fuzz-device [FUZZ_SECONDS=600]  hostile-guest fuzzing of the whole device, ours and C
 #   make install [PREFIX=/usr/local]   both system emulators with firmware and docs (any prefix)
 
 SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -eo pipefail -c
-.PHONY: all qemu ref kit iommufd-kernel testdeps demo check unit functional upstream bench bench-quick install clean-cache
+.PHONY: all qemu ref kit iommufd-kernel testdeps demo check unit functional upstream bench bench-quick fuzz-device fuzz-device-slice install clean-cache
 
 all: demo
 
@@ -51,7 +52,15 @@ bench: qemu ref kit
 bench-quick: qemu ref kit
 	scripts/bench.sh --quick
 
-check: unit qemu ref kit iommufd-kernel functional upstream bench-quick
+FUZZ_SECONDS ?= 600
+fuzz-device: qemu ref kit
+	scripts/fuzz-device.sh --seconds "$(FUZZ_SECONDS)"
+
+# In check: fixed seeds, a few hundred programs per IOMMU.
+fuzz-device-slice: qemu ref kit
+	scripts/fuzz-device.sh --slice
+
+check: unit qemu ref kit iommufd-kernel functional upstream bench-quick fuzz-device-slice
 	@echo "==> all tests passed"
 
 PREFIX ?= /usr/local

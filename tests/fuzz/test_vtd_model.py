@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The isolation model and the check it feeds can fail: tables written
+with the functional tests' encoders, answers made up."""
+
+import struct
+import sys
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vtd_fuzz as F  # pylint: disable=wrong-import-position
+import vtd_model as M  # pylint: disable=wrong-import-position
+
+V = F.V
+SID = F.TD_DEVFN
+IOVA = F.POOL[0]
+
+
+def answers(status, word):
+    return [f'OK 0x{status:x}', 'OK 0x' + struct.pack('<Q', word).hex()]
+
+
+class Legacy(unittest.TestCase):
+
+    def setUp(self):
+        self.qt = F.Recorder()
+        self.vtd = V.LegacyVtd(self.qt, F.TABLES, F.TABLES_END)
+        self.top = self.vtd.new_address_space()
+        self.leaf = self.vtd.map_4k(self.top, IOVA, F.DATA + 0x3000)
+        self.vtd.set_context(0, SID, self.top, did=7)
+        self.model = M.Model(self.qt.ram, F.RAM, [SID], [IOVA])
+        self.model.latch_root(self.vtd.root)
+        self.model.update()
+
+    def check(self, status, word):
+        prog = F.Program.__new__(F.Program)
+        prog.checks = [(0, SID, None, IOVA + 0x10, self.model.allowed(SID, None, IOVA))]
+        return prog.verify({0: answers(status, word)})
+
+    def test_mapped_page_passes(self):
+        self.assertEqual(self.model.allowed(SID, None, IOVA), ({F.DATA + 0x3000}, False))
+        self.assertEqual(self.check(1, F.tag(F.DATA + 0x3010)), [])
+
+    def test_other_page_is_a_violation(self):
+        bad = self.check(1, F.tag(F.DATA + 0x5010))
+        self.assertEqual(len(bad), 1)
+        self.assertIn('reached page 0x805000', bad[0])
+
+    def test_wrong_offset_is_a_violation(self):
+        self.assertIn('wrong offset', self.check(1, F.tag(F.DATA + 0x3018))[0])
+
+    def test_faulted_read_is_not_checked(self):
+        self.assertEqual(self.check(2, 0), [])
+
+    def test_completion_without_any_mapping_is_a_violation(self):
+        self.vtd.write_quads(self.leaf, 0)
+        self.model = M.Model(self.qt.ram, F.RAM, [SID], [IOVA])
+        self.model.latch_root(self.vtd.root)
+        self.model.update()
+        self.assertIn('no table ever mapped it', self.check(1, 0)[0])
+
+    def test_stale_mapping_stays_allowed(self):
+        # remapped without invalidation: a cached translation may still be used
+        self.vtd.write_quads(self.leaf, (F.DATA + 0x4000) | 3)
+        self.model.update()
+        pages, identity = self.model.allowed(SID, None, IOVA)
+        self.assertEqual(pages, {F.DATA + 0x3000, F.DATA + 0x4000})
+        self.assertFalse(identity)
+
+    def test_translation_off_allows_identity(self):
+        self.model.translation_off()
+        self.assertEqual(self.model.allowed(SID, None, IOVA)[1], True)
+
+    def test_table_in_device_memory_is_unknown(self):
+        self.vtd.write_quads(self.vtd.root, V.VTD_BASE | 1, 0)
+        self.model.update()
+        self.assertIsNone(self.model.allowed(SID, None, IOVA))
+
+    def test_table_beyond_ram_maps_nothing(self):
+        self.vtd.write_quads(self.vtd.root, (1 << 40) | 1, 0)
+        model = M.Model(self.qt.ram, F.RAM, [SID], [IOVA])
+        model.latch_root(self.vtd.root)
+        model.update()
+        self.assertEqual(model.allowed(SID, None, IOVA), (set(), False))
+
+
+class Scalable(unittest.TestCase):
+
+    def test_first_stage_and_nested(self):
+        qt = F.Recorder()
+        vtd = V.ScalableVtd(qt, F.TABLES, F.TABLES_END)
+        pdir = vtd.new_pasid_dir()
+        vtd.set_context(0, SID, pdir, paside=True)
+        ss = vtd.new_address_space()
+        fs = vtd.first_stage()
+        fs.map_4k(IOVA, F.DATA + 0x1000)
+        vtd.set_pasid_entry(pdir, 0, V.PGTT_FS, did=3, flptptr=fs.root)
+        nested_ss = vtd.new_address_space()
+        nfs = vtd.first_stage(nested_ss, iova_base=0x4000000)
+        nfs.map_4k(IOVA, 0x7000000)
+        vtd.map_4k(nested_ss, 0x7000000, F.DATA + 0x2000)
+        vtd.set_pasid_entry(pdir, 5, V.PGTT_NESTED, did=4, slptptr=nested_ss, flptptr=nfs.root)
+        vtd.set_pasid_entry(pdir, 9, V.PGTT_SS, did=5, slptptr=ss)
+        model = M.Model(qt.ram, F.RAM, [SID], [IOVA])
+        model.pasids = {5, 9}
+        model.latch_root(vtd.root | (1 << 10))
+        model.update()
+        self.assertEqual(model.allowed(SID, None, IOVA), ({F.DATA + 0x1000}, False))
+        self.assertEqual(model.allowed(SID, 5, IOVA), ({F.DATA + 0x2000}, False))
+        self.assertEqual(model.allowed(SID, 9, IOVA), (set(), False))
+
+
+if __name__ == '__main__':
+    unittest.main()
