@@ -1,14 +1,14 @@
 #!/bin/bash
 # Whole-device fuzzing of the IOMMUs over qtest, our build against the C
 # reference build with the same seeds (tests/fuzz/device_fuzz.py).
-#   scripts/fuzz-device.sh [--slice] [--seconds N] [--iommu vtd] [--first-seed S]
+#   scripts/fuzz-device.sh [--slice] [--seconds N] [--iommu "vtd smmu"] [--first-seed S]
 # --slice: the fixed seeds `make check` runs (a few hundred programs, well
 # under a minute per IOMMU); otherwise N seconds (default 600) per IOMMU from
 # a seed derived from the clock, printed so that any run can be repeated.
 # Fails when our build had a run that was not ok (abort, panic, signal, exit,
 # hang, memory growth); the C build's findings are reported beside them.
 . "$(dirname "$0")/common.sh"
-SLICE=0 SECS=600 IOMMUS="vtd" FIRST=""
+SLICE=0 SECS=600 IOMMUS="vtd smmu" FIRST=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --slice) SLICE=1 ;;
@@ -27,15 +27,16 @@ for b in "$BUILD_RS" "$BUILD_REF"; do
     [ -x "$b/qemu-system-x86_64" ] || die "no QEMU in $b (make qemu ref)"
 done
 OUT=$CACHE/fuzz-device
-rm -rf "$OUT/repro"     # reproducers of this run only
 step "the isolation model's own tests"
 python3 "$REPO/tests/fuzz/test_vtd_model.py" 2>&1 | tail -3 || die "tests/fuzz/test_vtd_model.py failed"
 rc=0
 for iommu in $IOMMUS; do
     case "$iommu" in
         vtd) BIN=qemu-system-x86_64 ;;
+        smmu) BIN=qemu-system-aarch64 ;;
         *) die "unknown IOMMU '$iommu'" ;;
     esac
+    rm -f "$OUT/repro/$iommu"-seed*     # reproducers of this run only
     if [ "$SLICE" = 1 ]; then
         step "device fuzzing, $iommu: the fixed slice (seeds 1-200, 300 steps each)"
         RANGE=(--seeds 1-200)

@@ -14,8 +14,10 @@ run is classified:
 * signal    any other fatal signal (SIGSEGV, SIGBUS, SIGFPE, ...)
 * exit      QEMU exited by itself (exit(1) after an error message)
 * hang      a step got no answer within --step-timeout seconds
-* memory    QEMU's own anonymous memory (guest RAM is a memfd, not counted)
-            grew by more than --max-growth MiB between the prologue and the end
+* memory    the random steps run twice; QEMU's own anonymous memory (guest
+            RAM is a memfd, not counted) grew by more than --max-growth MiB
+            over the second pass (one-off allocations, such as QEMU's flash
+            storage on a first flash write, happen in the first)
 * isolation a test-device read completed to a page that no version of the
             tables allowed for that requester (vtd_model.py), or completed
             where nothing was ever mapped
@@ -45,9 +47,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import smmu_fuzz  # pylint: disable=wrong-import-position
 import vtd_fuzz  # pylint: disable=wrong-import-position
 
-GENERATORS = {'vtd': vtd_fuzz}
+GENERATORS = {'vtd': vtd_fuzz, 'smmu': smmu_fuzz}
 BAD = ('panic', 'abort', 'signal', 'exit', 'hang', 'memory', 'isolation')
 
 
@@ -64,8 +67,9 @@ def rss_anon_kib(pid):
 class Run:
     """One program on one QEMU binary."""
 
-    def __init__(self, binary, args, firmware, step_timeout, max_growth_mib, workdir):
+    def __init__(self, binary, args, firmware, step_timeout, max_growth_mib, workdir, ram_mib=256):
         self.binary, self.args, self.firmware = binary, args, firmware
+        self.ram_mib = ram_mib
         self.step_timeout, self.max_growth = step_timeout, max_growth_mib * 1024
         self.workdir = workdir
         self.watch = set()       # command lines whose answers are counted
@@ -74,14 +78,20 @@ class Run:
         self.answers = {}
 
     def command(self, sock):
-        return [self.binary, '-accel', 'qtest', '-m', '256M', '-nodefaults', '-display', 'none',
-                '-L', self.firmware, '-qtest', f'unix:{sock}', '-qtest-log', 'none',
-                '-object', 'memory-backend-memfd,id=ram,size=256M',
+        return [self.binary, '-accel', 'qtest', '-m', f'{self.ram_mib}M', '-nodefaults',
+                '-display', 'none', '-L', self.firmware, '-qtest', f'unix:{sock}',
+                '-qtest-log', 'none', '-object', f'memory-backend-memfd,id=ram,size={self.ram_mib}M',
                 '-machine', 'memory-backend=ram', *self.args]
 
-    def execute(self, steps, prologue_steps):
-        """Run the steps; returns (outcome, index of the last step sent,
-        detail, seconds, growth KiB)."""
+    def execute(self, steps, prologue_steps, repeat=True):
+        """Run the steps, the random ones twice (with `repeat`); returns
+        (outcome, index of the last step sent, detail, seconds, growth KiB
+        over the second pass).  A one-off allocation (QEMU's flash storage
+        on a first flash write, a buffer sized by the largest request)
+        happens in the first pass; what grows again in the second is a leak."""
+        first_pass_end = len(steps) - 1
+        if repeat:
+            steps = steps + steps[prologue_steps:]
         sock = os.path.join(self.workdir, 'qtest.sock')
         if os.path.exists(sock):
             os.unlink(sock)
@@ -128,7 +138,7 @@ class Run:
                                 key = (batch[answers], line.decode(errors='replace').strip())
                                 self.watched[key] = self.watched.get(key, 0) + 1
                             answers += 1
-                if index == prologue_steps - 1:
+                if index == first_pass_end:
                     base = rss_anon_kib(proc.pid)
         except (TimeoutError, socket.timeout):
             proc.kill()
@@ -158,8 +168,8 @@ class Run:
         if proc.returncode not in (0, -signal.SIGTERM):
             return self.classify(proc, log_path, 'at exit', index, '', t0, growth)
         if growth is not None and growth > self.max_growth:
-            return ('memory', index, f'RssAnon +{growth // 1024} MiB', time.monotonic() - t0,
-                    growth)
+            return ('memory', index, f'RssAnon +{growth // 1024} MiB over the second pass',
+                    time.monotonic() - t0, growth)
         return ('ok', index, '', time.monotonic() - t0, growth)
 
     @staticmethod
@@ -181,8 +191,9 @@ class Run:
         return (kind, index, f'{when}: {detail}{tail}', time.monotonic() - t0, growth)
 
 
-def write_repro(path, args, steps, upto):
+def write_repro(path, args, steps, upto, ram_mib=256):
     with open(path, 'w') as f:
+        f.write(f'# ram: {ram_mib}\n')
         f.write(f'# args: {shlex.join(args)}\n')
         for label, lines in steps[:upto + 1]:
             f.write(f'# step: {label}\n')
@@ -191,15 +202,17 @@ def write_repro(path, args, steps, upto):
 
 
 def read_repro(path):
-    args, steps = None, []
+    args, steps, ram = None, [], 256
     for line in Path(path).read_text().splitlines():
-        if line.startswith('# args: '):
+        if line.startswith('# ram: '):
+            ram = int(line.split()[2])
+        elif line.startswith('# args: '):
             args = shlex.split(line[len('# args: '):])
         elif line.startswith('# step: '):
             steps.append((line[len('# step: '):], []))
         elif line and steps:
             steps[-1][1].append(line)
-    return args, steps
+    return args, steps, ram
 
 
 def parse_seeds(text):
@@ -229,9 +242,9 @@ def main():
     work = tempfile.mkdtemp(prefix='rviommu-fuzz-')
 
     if opts.replay:
-        args, steps = read_repro(opts.replay)
-        run = Run(opts.ours, args, opts.firmware, opts.step_timeout, opts.max_growth, work)
-        kind, index, detail, secs, _ = run.execute(steps, 1)
+        args, steps, ram = read_repro(opts.replay)
+        run = Run(opts.ours, args, opts.firmware, opts.step_timeout, opts.max_growth, work, ram)
+        kind, index, detail, secs, _ = run.execute(steps, 1, repeat=False)
         print(f'{kind} at step {index} ({steps[index][0] if index >= 0 else "-"}): {detail}')
         return 0 if kind == 'ok' else 1
 
@@ -251,9 +264,12 @@ def main():
         prog = gen.Program(seed, opts.steps)
         args = prog.qemu_args()
         prologue = prog.prologue_steps
+        all_steps = prog.steps + prog.steps[prologue:]
         row = {'seed': seed, 'mode': prog.mode, 'steps': len(prog.steps)}
         for name, binary in builds:
-            run = Run(binary, args, opts.firmware, opts.step_timeout, opts.max_growth, work)
+            run = Run(binary, args, opts.firmware, opts.step_timeout,
+                      max(opts.max_growth, getattr(prog, 'MAX_GROWTH_MIB', 0)), work,
+                      getattr(prog, 'RAM_MIB', 256))
             run.watch = set(getattr(prog, 'WATCH', ()))
             run.capture = {c[0] for c in prog.checks}
             kind, index, detail, secs, growth = run.execute(prog.steps, prologue)
@@ -268,10 +284,10 @@ def main():
                 totals[key] = totals.get(key, 0) + n
             row[name] = {'outcome': kind, 'step': index, 'detail': detail,
                          'seconds': round(secs, 1), 'growth_kib': growth,
-                         'label': prog.steps[index][0] if 0 <= index < len(prog.steps) else None}
+                         'label': all_steps[index][0] if 0 <= index < len(all_steps) else None}
             if kind != 'ok':
                 repro = out / 'repro' / f'{opts.iommu}-seed{seed}-{name}.txt'
-                write_repro(repro, args, prog.steps, max(index, 0))
+                write_repro(repro, args, all_steps, max(index, 0), getattr(prog, 'RAM_MIB', 256))
                 row[name]['repro'] = str(repro)
         results.append(row)
         line = f'  seed {seed:5d} {prog.mode:14s}'

@@ -127,6 +127,8 @@ class Program:
     """One seed's configuration and steps (lists of qtest lines with a
     label)."""
 
+    RAM_MIB = RAM >> 20
+
     # Reads whose answers the runner counts: the test device's status
     # after each DMA (low byte: 1 ok, 2 DMA error, 3/4 ATS refused).
     WATCH = (f'readl 0x{V.TD_BAR0 + V.TD_STATUS:x}',)

@@ -1,0 +1,373 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Hostile-guest programs for arm-smmuv3 on -M virt, generated from a seed
+(the SMMUv3 counterpart of vtd_fuzz.py; device_fuzz.py runs them).
+
+A valid prologue (stream table, linear or two-level; context descriptors and
+stage-1/stage-2 tables for rviommu-testdev and edu; command and event
+queues; the SMMU enabled), then random and mutated-valid register writes
+(both register pages), STE, CD, L1-descriptor and page-table words mutated,
+commands of every opcode with random fields (CMD_SYNC with MSI completion
+to random addresses), DMA from the test device (SubstreamIDs as PASIDs,
+ATS) and from edu, edu's MSIs (which the SMMU translates too), event queue
+consumption and clock steps.  The table encoders are the functional tests'
+(smmu_qtest.py).
+"""
+
+import random
+import struct
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'functional'))
+# pylint: disable=wrong-import-position
+import smmu_qtest as S
+import vtd_qtest as V
+
+RAM_SIZE = 512 << 20
+TABLES, TABLES_END = S.RAM_BASE + 0x100000, S.RAM_BASE + 0x1000000
+DATA, DATA_PAGES = S.RAM_BASE + 0x2000000, 32
+TD_BDF, EDU_BDF = 2 << 3, 3 << 3
+TD_BAR0, EDU_BAR0 = S.PCI_MMIO_BASE, S.PCI_MMIO_BASE + 0x100000
+POOL = [0x8000000 + 0x1000 * k for k in range(8)] + [0x40000000 + 0x201000 * k for k in range(1, 5)]
+EDU_MSI_CAP = 0x40
+
+# Page 0 and page 1 registers (IHI 0070 6.3) with their widths.
+REGS = [(0x00, 4), (0x04, 4), (0x08, 4), (0x0c, 4), (0x10, 4), (0x14, 4), (0x18, 4),
+        (0x1c, 4), (0x20, 4), (0x24, 4), (0x28, 4), (0x2c, 4), (0x3c, 4), (0x40, 4),
+        (0x44, 4), (0x48, 4), (0x4c, 4), (0x50, 4), (0x54, 4), (0x58, 8), (0x60, 4),
+        (0x64, 4), (0x68, 8), (0x70, 4), (0x74, 4), (0x78, 4), (0x80, 8), (0x88, 4),
+        (0x90, 8), (0x98, 4), (0x9c, 4), (0xa0, 8), (0xa8, 4), (0xac, 4), (0xb0, 8),
+        (0xb8, 4), (0xbc, 4), (0xc0, 8), (0xc8, 4), (0xcc, 4), (0xd0, 8), (0xd8, 4),
+        (0xdc, 4), (0x100a8, 4), (0x100ac, 4), (0x100c8, 4), (0x100cc, 4)]
+OPCODES = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x13, 0x18, 0x1a, 0x20,
+           0x28, 0x2a, 0x30, 0x40, 0x41, 0x44, 0x46]
+
+
+class SmmuRecorder:
+    """The qtest connection while a program is generated (see
+    vtd_fuzz.Recorder): the few reads the encoders make get what a
+    working SMMU answers (CONS follows PROD, CR0ACK follows CR0)."""
+
+    def __init__(self):
+        self.lines = []
+        self.ram = {}
+        self.last = {}
+
+    def cmd(self, line):
+        self.lines.append(line)
+        return '0'
+
+    def take(self):
+        out, self.lines = self.lines, []
+        return out
+
+    def readl(self, addr):
+        if addr == S.SMMU_BASE + S.CMDQ_CONS:
+            return self.last.get(S.SMMU_BASE + S.CMDQ_PROD, 0)
+        if addr == S.SMMU_BASE + S.CR0ACK:
+            return self.last.get(S.SMMU_BASE + S.CR0, 0)
+        if addr == S.SMMU_BASE + S.CR0:
+            return self.last.get(S.SMMU_BASE + S.CR0, 0)
+        return 0
+
+    def readq(self, addr):
+        return 0
+
+    def writel(self, addr, val):
+        self.last[addr] = val & 0xffffffff
+        self.cmd(f'writel 0x{addr:x} 0x{val & 0xffffffff:x}')
+
+    def writeq(self, addr, val):
+        self.last[addr] = val
+        self.cmd(f'writeq 0x{addr:x} 0x{val & (2**64 - 1):x}')
+
+    def memwrite(self, addr, data):
+        for i, b in enumerate(data):
+            self.ram[addr + i] = b
+        self.cmd(f'write 0x{addr:x} 0x{len(data):x} 0x{data.hex()}')
+
+    def memread(self, addr, size):
+        return bytes(self.ram.get(addr + i, 0) for i in range(size))
+
+    def clock_step(self, ns):
+        self.cmd(f'clock_step {ns}')
+
+    def pci_cfg_writel(self, bdf, off, val):
+        self.writel(S.ECAM_BASE + (bdf << 12) + off, val)
+
+
+def tag(addr):
+    return 0xd47a_0000_0000_0000 | addr
+
+
+class Program:
+    """One seed's configuration and steps (see vtd_fuzz.Program)."""
+
+    RAM_MIB = RAM_SIZE >> 20
+    # Writes that reach virt's flash (at 0, where bypass and hostile tables
+    # send many DMAs) make QEMU hold a few hundred MiB for a while, on both
+    # builds alike: only growth beyond that is reported.
+    MAX_GROWTH_MIB = 1024
+
+    WATCH = (f'readl 0x{TD_BAR0 + S.TD_STATUS:x}',)
+    checks = ()
+
+    @staticmethod
+    def watch_key(_line, answer):
+        try:
+            return 'testdev ' + V.TD_STATUS_NAMES.get(int(answer.split()[1], 16) & 0xff, '?')
+        except (IndexError, ValueError):
+            return answer
+
+    def verify(self, answers, stats=None):
+        return []
+
+    def __init__(self, seed, steps):
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.mode = self.rng.choice(['s1', 's2', 'nested', 'bypass', 'mixed', '2lvl'])
+        self.steps = []
+        self.qt = SmmuRecorder()
+        self.words = []
+        self.prologue()
+        self.prologue_steps = len(self.steps)
+        for _ in range(steps):
+            self.random_step()
+
+    def emit(self, label):
+        lines = self.qt.take()
+        if lines:
+            self.steps.append((label, lines))
+
+    def quad(self, addr):
+        return struct.unpack('<Q', self.qt.memread(addr, 8))[0]
+
+    def r64(self):
+        rng = self.rng
+        return rng.choice([rng.getrandbits(64), rng.getrandbits(32), rng.getrandbits(12),
+                           0, 2**64 - 1, 1 << rng.randrange(64)])
+
+    def pointer(self):
+        rng = self.rng
+        if rng.random() < 0.25:
+            return rng.choice([S.SMMU_BASE, S.SMMU_BASE + 0x10000, TD_BAR0, EDU_BAR0,
+                               0x08000000, S.ECAM_BASE, 0])
+        return rng.choice([
+            rng.randrange(TABLES, TABLES_END, 0x1000),
+            rng.randrange(DATA, DATA + DATA_PAGES * 0x1000, 0x1000),
+            S.RAM_BASE + RAM_SIZE, S.RAM_BASE - 0x1000, 1 << 44, (1 << 52) - 0x1000,
+            2**64 - 0x1000, rng.getrandbits(48) & ~0xfff,
+        ])
+
+    def mutate(self, val):
+        rng = self.rng
+        how = rng.randrange(6)
+        if how == 0:
+            for _ in range(rng.randint(1, 3)):
+                val ^= 1 << rng.randrange(64)
+            return val
+        if how == 1:
+            return (val & 0xfff) | (self.pointer() & 0x000f_ffff_ffff_f000)
+        if how == 2:
+            return val | (rng.getrandbits(64) & rng.getrandbits(64))
+        if how == 3:
+            return val & rng.getrandbits(64)
+        if how == 4:
+            return self.r64()
+        return val ^ (1 << rng.randrange(12))
+
+    # -- prologue ----------------------------------------------------------
+
+    def prologue(self):
+        qt, rng = self.qt, self.rng
+        qt.pci_cfg_writel(TD_BDF, 0x10, TD_BAR0)
+        qt.pci_cfg_writel(TD_BDF, 0x14, 0)
+        qt.pci_cfg_writel(TD_BDF, 0x04, 0x6)
+        cfg = S.ECAM_BASE + (TD_BDF << 12)
+        qt.cmd(f'writew 0x{cfg + S.ATS_CAP + 6:x} 0x8000')
+        qt.cmd(f'writew 0x{cfg + S.PASID_CAP + 6:x} 0x7')
+        qt.pci_cfg_writel(EDU_BDF, 0x10, EDU_BAR0)
+        qt.pci_cfg_writel(EDU_BDF, 0x04, 0x6)
+        self.emit('devices')
+        for p in range(DATA_PAGES):
+            base = DATA + p * 0x1000
+            qt.cmd(f'write 0x{base:x} 0x1000 0x'
+                   + b''.join(struct.pack('<Q', tag(base + 8 * i)) for i in range(512)).hex())
+        self.emit('data tags')
+        smmu = S.Smmu(qt, S.SMMU_BASE, TABLES, TABLES_END)
+        self.smmu = smmu
+        if self.mode == '2lvl':
+            smmu.two_level(rng.choice([4, 6, 8]))
+        smmu.enable()
+        self.emit('enable')
+        for sid in (TD_BDF, EDU_BDF):
+            kind = self.mode if self.mode in ('s1', 's2', 'nested', 'bypass') else \
+                rng.choice(['s1', 's2', 'nested', 'bypass'])
+            s1 = S.PageTable(smmu, 1)
+            s2 = S.PageTable(smmu, 2)
+            for i, iova in enumerate(POOL):
+                out = DATA + ((i + sid) % DATA_PAGES) * 0x1000
+                if kind == 's1':
+                    s1.map(iova, out, write=rng.random() < 0.7)
+                elif kind == 's2':
+                    s2.map(iova, out, write=rng.random() < 0.7)
+                elif kind == 'nested':
+                    s1.map(iova, out, write=rng.random() < 0.7)
+            if kind == 'nested':
+                # stage 2: identity over the tables and the data (1 GiB blocks at level 1)
+                for a in (S.RAM_BASE, S.RAM_BASE + 0x40000000):
+                    smmu.put(s2.root + 8 * ((a >> 30) & 0x1ff),
+                             a | S.DESC_BLOCK | s2.attrs(True))
+            cd = smmu.cd(s1.root, asid=sid) if kind in ('s1', 'nested') else 0
+            config = {'s1': S.STE_S1, 's2': S.STE_S2, 'nested': S.STE_NESTED,
+                      'bypass': S.STE_BYPASS}[kind]
+            smmu.ste(sid, config, cd=cd, s2ttb=s2.root, vmid=sid)
+            self.words += [smmu.ste_addr(sid), smmu.ste_addr(sid) + 8, smmu.ste_addr(sid) + 16,
+                           smmu.ste_addr(sid) + 24]
+            if cd:
+                self.words += [cd, cd + 8]
+            self.words += [t + 8 * ((POOL[0] >> 12) & 0x1ff) for t in
+                           list(s1.tables.values()) + list(s2.tables.values())]
+            self.words += [s1.root, s2.root]
+        self.emit('streams')
+        qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 4, 0x08020040)   # GICv2m frame SETSPI
+        qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 8, 0)
+        qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 12, 0x60)
+        qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP, 0x800005 | (1 << 16))
+        self.emit('edu msi')
+
+    # -- random steps -------------------------------------------------------
+
+    def random_step(self):
+        ops = [(self.op_register, 6), (self.op_table, 8), (self.op_command, 8),
+               (self.op_testdev_dma, 8), (self.op_edu_dma, 3), (self.op_msi, 2),
+               (self.op_eventq, 2), (self.op_clock, 1), (self.op_config, 1), (self.op_read, 2),
+               (self.op_mirror, 1)]
+        fn = self.rng.choices([f for f, _ in ops], [w for _, w in ops])[0]
+        fn()
+
+    def op_register(self):
+        rng, qt = self.rng, self.qt
+        off, width = rng.choice(REGS) if rng.random() < 0.9 else \
+            (rng.choice([0, 0x10000]) + rng.randrange(0, 0x1000, 4), 4)
+        if off in (S.STRTAB_BASE, S.CMDQ_BASE, S.EVENTQ_BASE, 0xc0) and rng.random() < 0.6:
+            val = (self.pointer() & 0x000f_ffff_ffff_ffc0) | rng.randrange(20) \
+                | (rng.getrandbits(1) << 62)
+        elif off == S.CR0 and rng.random() < 0.7:
+            val = rng.getrandbits(5)
+        elif off == S.CMDQ_PROD and rng.random() < 0.5:
+            val = (self.smmu.cmd_prod + rng.randrange(-2, 300)) & 0xfffff
+        else:
+            val = self.r64()
+        (qt.writeq if width == 8 else qt.writel)(S.SMMU_BASE + off, val)
+        self.emit(f'register 0x{off:x}')
+
+    def op_table(self):
+        rng = self.rng
+        if self.words and rng.random() < 0.8:
+            addr = rng.choice(self.words)
+        else:
+            addr = rng.randrange(TABLES, TABLES_END, 8)
+        self.smmu.put(addr, self.mutate(self.quad(addr)) & (2**64 - 1))
+        self.emit(f'table 0x{addr:x}')
+
+    def op_command(self):
+        rng, smmu = self.rng, self.smmu
+        for _ in range(rng.randint(1, 4)):
+            op = rng.choice(OPCODES) if rng.random() < 0.9 else rng.randrange(256)
+            d0 = op | (rng.getrandbits(56) << 8 if rng.random() < 0.3 else 0)
+            d0 |= rng.choice([TD_BDF, EDU_BDF, rng.getrandbits(32)]) << 32 if rng.random() < 0.5 else 0
+            d1 = rng.choice([0, 31, rng.choice(POOL) | rng.randrange(64), self.r64()])
+            if op == S.CMD_SYNC:
+                d0 |= rng.randrange(4) << 12
+                d1 = self.pointer() & 0x000f_ffff_ffff_fffc
+            mask = (1 << smmu.LOG2_ENTRIES) - 1
+            slot = smmu.cmd_prod & mask
+            smmu.put(smmu.cmdq + 16 * slot, d0 & (2**64 - 1), d1 & (2**64 - 1))
+            smmu.cmd_prod = (smmu.cmd_prod + 1) & ((2 << smmu.LOG2_ENTRIES) - 1)
+        self.qt.writel(S.SMMU_BASE + S.CMDQ_PROD, smmu.cmd_prod)
+        self.emit('commands')
+
+    def op_testdev_dma(self):
+        rng, qt = self.rng, self.qt
+        iova = rng.choice(POOL) + rng.randrange(0, 0x1000, 8) if rng.random() < 0.8 else self.r64()
+        length = rng.choice([8, 64, 4096, rng.randint(1, 4096)]) if rng.random() < 0.95 \
+            else rng.choice([0, 4097])
+        ats = rng.random() < 0.3
+        pasid = 0
+        if rng.random() < (0.5 if ats else 0.05):
+            pasid = (1 << 31) | rng.choice([0, 1, 2, rng.getrandbits(20)]) | rng.choice([0, 1 << 30])
+        cmd = rng.choice([S.TD_READ, S.TD_READ, S.TD_WRITE, 3]) if rng.random() < 0.97 \
+            else rng.getrandbits(8)
+        if ats:
+            cmd |= S.TD_ATS
+        qt.writeq(TD_BAR0 + S.TD_IOVA, iova)
+        qt.writel(TD_BAR0 + S.TD_LEN, length)
+        qt.writel(TD_BAR0 + S.TD_PASID, pasid)
+        qt.writel(TD_BAR0 + S.TD_CMD, cmd)
+        qt.cmd(f'readl 0x{TD_BAR0 + S.TD_STATUS:x}')
+        self.emit('testdev dma')
+
+    def op_edu_dma(self):
+        rng, qt = self.rng, self.qt
+        iova = rng.choice(POOL) + rng.randrange(0, 0x1000, 8) if rng.random() < 0.7 \
+            else rng.getrandbits(28)
+        count = rng.choice([8, 64, rng.randint(1, 4096)])
+        to_pci = rng.random() < 0.5
+        src, dst = (V.EDU_BUF, iova) if to_pci else (iova, V.EDU_BUF)
+        qt.writeq(EDU_BAR0 + V.EDU_DMA_SRC, src)
+        qt.writeq(EDU_BAR0 + V.EDU_DMA_DST, dst)
+        qt.writeq(EDU_BAR0 + V.EDU_DMA_CNT, count)
+        qt.writeq(EDU_BAR0 + V.EDU_DMA_CMD, (V.EDU_DMA_TO_PCI if to_pci else 0) | V.EDU_DMA_RUN)
+        qt.clock_step(200_000_000)
+        self.emit('edu dma')
+
+    def op_msi(self):
+        rng, qt = self.rng, self.qt
+        if rng.random() < 0.5:
+            addr = rng.choice([0x08020040, rng.choice(POOL), self.r64() & ~3])
+            qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 4, addr & 0xffffffff)
+            qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 8, addr >> 32)
+            qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 12, rng.getrandbits(16))
+        qt.writel(EDU_BAR0 + 0x60, rng.getrandbits(32) | 1)
+        qt.writel(EDU_BAR0 + 0x64, 0xffffffff)
+        self.emit('msi')
+
+    def op_eventq(self):
+        rng, qt = self.rng, self.qt
+        qt.cmd(f'readl 0x{S.SMMU_BASE + S.EVENTQ_PROD:x}')
+        qt.writel(S.SMMU_BASE + S.EVENTQ_CONS, rng.choice([0, rng.getrandbits(20)]))
+        qt.writel(S.SMMU_BASE + S.GERRORN, rng.getrandbits(32))
+        self.emit('event queue')
+
+    def op_clock(self):
+        self.qt.clock_step(self.rng.choice([1, 1000, 1_000_000, 1_000_000_000]))
+        self.emit('clock')
+
+    def op_config(self):
+        rng, qt = self.rng, self.qt
+        cfg = S.ECAM_BASE + (TD_BDF << 12)
+        which = rng.randrange(4)
+        if which == 0:
+            qt.cmd(f'writew 0x{cfg + S.ATS_CAP + 6:x} 0x{rng.choice([0, 0x8000, 0x801f]):x}')
+        elif which == 1:
+            qt.cmd(f'writew 0x{cfg + S.PASID_CAP + 6:x} 0x{rng.randrange(8):x}')
+        elif which == 2:
+            qt.pci_cfg_writel(rng.choice([TD_BDF, EDU_BDF]), 0x04, rng.choice([0x2, 0x6]))
+        else:
+            qt.writel(TD_BAR0 + 0x38, 1)
+        self.emit('config')
+
+    def op_read(self):
+        off, width = self.rng.choice(REGS)
+        self.qt.cmd(f'read{"q" if width == 8 else "l"} 0x{S.SMMU_BASE + off:x}')
+        self.emit(f'read 0x{off:x}')
+
+    def op_mirror(self):
+        self.qt.writel(TD_BAR0 + 0x40, self.rng.randrange(4))
+        self.emit('mirror notifier')
+
+    def qemu_args(self):
+        return ['-machine', 'virt,iommu=smmuv3',
+                '-device', f'rviommu-testdev,addr={TD_BDF >> 3:02x}.0',
+                '-device', f'edu,addr={EDU_BDF >> 3:02x}.0']
