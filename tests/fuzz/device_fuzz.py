@@ -77,8 +77,9 @@ class Run:
         self.capture = set()     # steps whose answers are kept (isolation checks)
         self.answers = {}
 
-    def command(self, sock):
-        return [self.binary, '-accel', 'qtest', '-m', f'{self.ram_mib}M', '-nodefaults',
+    def command(self, sock, qmp=None):
+        extra = ['-qmp', f'unix:{qmp},server=on,wait=off'] if qmp else []
+        return [self.binary, *extra, '-accel', 'qtest', '-m', f'{self.ram_mib}M', '-nodefaults',
                 '-display', 'none', '-L', self.firmware, '-qtest', f'unix:{sock}',
                 '-qtest-log', 'none', '-object', f'memory-backend-memfd,id=ram,size={self.ram_mib}M',
                 '-machine', 'memory-backend=ram', *self.args]
@@ -101,7 +102,12 @@ class Run:
         log_path = os.path.join(self.workdir, 'qemu.log')
         log = open(log_path, 'wb')
         t0 = time.monotonic()
-        proc = subprocess.Popen(self.command(sock), stdout=log, stderr=subprocess.STDOUT)
+        # '#hmp COMMAND' lines go to the monitor (QMP human-monitor-command)
+        needs_qmp = any(l.startswith('#hmp ') for _, lines in steps for l in lines)
+        qmp_path = os.path.join(self.workdir, 'qmp.sock') if needs_qmp else None
+        if qmp_path and os.path.exists(qmp_path):
+            os.unlink(qmp_path)
+        proc = subprocess.Popen(self.command(sock, qmp_path), stdout=log, stderr=subprocess.STDOUT)
         listener.settimeout(30)
         try:
             conn, _ = listener.accept()
@@ -112,6 +118,14 @@ class Run:
         finally:
             listener.close()
         conn.settimeout(self.step_timeout)
+        qmp = None
+        if qmp_path:
+            try:
+                qmp = Qmp(qmp_path, self.step_timeout)
+            except OSError as e:
+                proc.kill()
+                proc.wait()
+                return self.classify(proc, log_path, 'start', -1, f'no QMP: {e}', t0, None)
         buf = b''
         base = None
         index = -1
@@ -121,6 +135,13 @@ class Run:
                 # socket while we are still sending.
                 for first in range(0, len(lines), 16):
                     batch = lines[first:first + 16]
+                    if any(l.startswith('#hmp ') for l in batch):
+                        for l in batch:      # one at a time, in order
+                            answer = self.one(conn, qmp, l, buf)
+                            buf = answer[1]
+                            if index in self.capture:
+                                self.answers.setdefault(index, []).append(answer[0])
+                        continue
                     conn.sendall(''.join(l + '\n' for l in batch).encode())
                     answers = 0
                     while answers < len(batch):
@@ -173,6 +194,23 @@ class Run:
         return ('ok', index, '', time.monotonic() - t0, growth)
 
     @staticmethod
+    def one(conn, qmp, line, buf):
+        """Send one line (qtest, or '#hmp' to the monitor); (its answer,
+        the qtest buffer left)."""
+        if line.startswith('#hmp '):
+            return qmp.hmp(line[5:]), buf
+        conn.sendall((line + '\n').encode())
+        while True:
+            while b'\n' not in buf:
+                chunk = conn.recv(1 << 16)
+                if not chunk:
+                    raise ConnectionError('qtest connection closed')
+                buf += chunk
+            ans, buf = buf.split(b'\n', 1)
+            if not ans.startswith(b'IRQ'):
+                return ans.decode(errors='replace').strip(), buf
+
+    @staticmethod
     def classify(proc, log_path, when, index, detail, t0, growth):
         text = Path(log_path).read_text(errors='replace')
         rc = proc.returncode
@@ -189,6 +227,49 @@ class Run:
             kind = 'exit'
             tail = f'exit {rc} {tail}'
         return (kind, index, f'{when}: {detail}{tail}', time.monotonic() - t0, growth)
+
+
+class Qmp:
+    """Just enough QMP for human-monitor-command."""
+
+    def __init__(self, path, timeout):
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.sock.settimeout(timeout)
+        self.buf = b''
+        self.read()                      # greeting
+        self.call('qmp_capabilities')
+
+    def read(self):
+        while True:
+            while b'\n' not in self.buf:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    raise ConnectionError('QMP connection closed')
+                self.buf += chunk
+            line, self.buf = self.buf.split(b'\n', 1)
+            msg = json.loads(line)
+            if 'event' not in msg:
+                return msg
+
+    def call(self, cmd, **args):
+        self.sock.sendall(json.dumps({'execute': cmd, 'arguments': args}).encode() + b'\n')
+        return self.read()
+
+    def hmp(self, command):
+        reply = self.call('human-monitor-command', **{'command-line': command})
+        if 'return' not in reply:
+            raise ConnectionError(f'QMP: {reply}')
+        return reply['return']
 
 
 def write_repro(path, args, steps, upto, ram_mib=256):
@@ -271,7 +352,7 @@ def main():
                       max(opts.max_growth, getattr(prog, 'MAX_GROWTH_MIB', 0)), work,
                       getattr(prog, 'RAM_MIB', 256))
             run.watch = set(getattr(prog, 'WATCH', ()))
-            run.capture = {c[0] for c in prog.checks}
+            run.capture = {c[0] for c in prog.checks} | {c[0] for c in getattr(prog, 'irq_checks', ())}
             kind, index, detail, secs, growth = run.execute(prog.steps, prologue)
             stats = check_totals.setdefault(name, {})
             violations = prog.verify(run.answers, stats)
@@ -315,7 +396,8 @@ def main():
     for name, n in check_totals.items():
         print(f'{name}: isolation model: {n.get("checked", 0)} test-device reads checked, '
               f'{n.get("completed", 0)} completed, {n.get("tagged", 0)} of them from the '
-              'tagged pages')
+              f'tagged pages; {n.get("irr checked", 0)} IRR readings checked, '
+              f'{n.get("vectors delivered", 0)} new vectors in them')
     for name, totals in watched_totals.items():
         print(f'{name}: answers to watched reads: '
               + ', '.join(f'{a} x{n}' for a, n in sorted(totals.items(), key=lambda x: -x[1])[:8]))

@@ -35,6 +35,7 @@ class Legacy(unittest.TestCase):
 
     def check(self, status, word):
         prog = F.Program.__new__(F.Program)
+        prog.irq_checks = []
         prog.checks = [(0, SID, None, IOVA + 0x10, self.model.allowed(SID, None, IOVA))]
         return prog.verify({0: answers(status, word)})
 
@@ -83,6 +84,52 @@ class Legacy(unittest.TestCase):
         model.latch_root(self.vtd.root)
         model.update()
         self.assertEqual(model.allowed(SID, None, IOVA), (set(), False))
+
+
+class Interrupts(unittest.TestCase):
+
+    def program(self):
+        prog = F.Program.__new__(F.Program)
+        prog.qt = F.Recorder()
+        prog.model = M.Model(prog.qt.ram, F.RAM, [SID], [IOVA])
+        prog.checks, prog.irq_checks, prog.steps = [], [], []
+        prog.irq_allowed, prog.irte_vectors, prog.irq_unknown = {0}, {}, False
+        prog.regs = {}
+        for i, b in enumerate((F.IRT | 7).to_bytes(8, 'little')):
+            prog.regs[0xb8 + i] = b
+        prog.irtas = {prog.irta_version()}
+        prog.write_irte(5, (1 | (0x61 << 16), 0))
+        return prog
+
+    @staticmethod
+    def lapic(*vectors):
+        return [f'IRR {" ".join(str(v) for v in vectors)}\nISR (none)']
+
+    def test_remapped_vector_allowed_others_not(self):
+        prog = self.program()
+        prog.irq_check()
+        prog.allow_msi(0xfee00000 | (5 << 5) | (1 << 4), 0)     # handle 5
+        prog.irq_check()
+        ok = prog.verify_irqs({0: self.lapic(), 1: self.lapic(0x61)})
+        self.assertEqual(ok, [])
+        bad = prog.verify_irqs({0: self.lapic(), 1: self.lapic(0x61, 0x77)})
+        self.assertEqual(len(bad), 1)
+        self.assertIn('[119]', bad[0])
+
+    def test_compatibility_format_vector_allowed(self):
+        prog = self.program()
+        prog.irq_check()
+        prog.allow_msi(0xfee00000, 0x4077)
+        prog.irq_check()
+        self.assertEqual(prog.verify_irqs({0: self.lapic(), 1: self.lapic(0x77)}), [])
+
+    def test_table_in_device_memory_is_not_checked(self):
+        prog = self.program()
+        prog.irtas = {(V.VTD_BASE, 256)}
+        prog.irq_check()
+        prog.allow_msi(0xfee00000 | (5 << 5) | (1 << 4), 0)
+        prog.irq_check()
+        self.assertEqual(prog.verify_irqs({0: self.lapic(), 1: self.lapic(0x99)}), [])
 
 
 class Scalable(unittest.TestCase):

@@ -14,6 +14,7 @@ from the specification, independent of the device's code).
 """
 
 import random
+import re
 import struct
 import sys
 from pathlib import Path
@@ -152,6 +153,15 @@ class Program:
         self.isolation = seed % 4 == 0 if isolation is None else isolation
         self.checks = []                 # (step index, sid, pasid, iova, allowed)
         self.regs = {}                   # register bytes the fuzzer wrote
+        # Interrupts: vectors that may appear in CPU 0's IRR (sticky under
+        # qtest), IRTE vectors seen per index (the interrupt entry cache
+        # keeps them), interrupt remapping tables ever latched.
+        self.irq_checks = []             # (step index, allowed vectors or None)
+        self.irq_allowed = {0}
+        self.irte_vectors = {}
+        self.irtas = set()
+        self.ir_off_ever = True
+        self.irq_unknown = False
         self.scalable = 'scalable' in self.props
         self.first_stage = 'x-flts=on' in self.props
         self.steps = []
@@ -297,16 +307,23 @@ class Program:
             qt.writeq(V.VTD_BASE + 0xb8, IRT | eime | 7)      # 256 entries
             qt.writel(V.VTD_BASE + V.GCMD, (1 << 31) | (1 << 26) | (1 << 24))
             qt.writel(V.VTD_BASE + V.GCMD, (1 << 31) | (1 << 26) | (1 << 25))
+            for i in range(8):
+                self.regs[0xb8 + i] = ((IRT | eime | 7) >> (8 * i)) & 0xff
+            self.irtas.add(self.irta_version())
+            self.ir_off_ever = False
             self.emit('enable interrupt remapping')
         # edu's MSI: enabled, compatibility format to vector 0x40
         self.edu_msi(0xfee00000, 0x40)
         self.emit('edu msi')
+        if self.isolation:
+            self.irq_check()                 # the baseline
 
     def valid_irte(self, i):
         rng = self.rng
         vector = 0x30 + i
-        lo = 1 | (vector << 16) | (rng.choice([0, 0, 1]) << 2) | (rng.randrange(8) << 5)
-        lo |= rng.randrange(256) << (32 + 8 if 'eim' not in self.props else 32)
+        lo = 1 | (vector << 16) | (rng.choice([0, 0, 0, 1]) << 2) | (rng.choice([0, 0, 0, 1, 2, 4]) << 5)
+        # mostly CPU 0 (APIC id 0), the only CPU: what reaches it is checked
+        lo |= rng.choice([0, 0, 0, rng.randrange(256)]) << (32 + 8 if 'eim' not in self.props else 32)
         hi = rng.choice([0, (1 << 18) | EDU_DEVFN, (2 << 18) | 0x0000])
         return lo, hi
 
@@ -347,8 +364,14 @@ class Program:
         (qt.writeq if width == 8 else qt.writel)(V.VTD_BASE + off, val)
         for i in range(width):
             self.regs[off + i] = (val >> (8 * i)) & 0xff
+        for vec_reg in (V.FEDATA, 0xa4):     # fault and completion event vectors
+            self.irq_allowed.add(self.regs.get(vec_reg, 0))
         if off <= V.GCMD < off + width:
             gcmd = (val >> (8 * (V.GCMD - off))) & 0xffffffff
+            if gcmd & (1 << 24):
+                self.irtas.add(self.irta_version())
+            if not gcmd & (1 << 25):
+                self.ir_off_ever = True
             if gcmd & (1 << 30):
                 rt = sum(self.regs.get(V.RTADDR + i, 0) << (8 * i) for i in range(8))
                 self.model.latch_root(rt)
@@ -495,8 +518,8 @@ class Program:
         """Isolation violations in a run's answers ({step: [answer lines]});
         `stats` (a dict) counts the checked reads: completed, and of those
         the ones whose data named their page."""
-        bad = []
         stats = {} if stats is None else stats
+        bad = self.verify_irqs(answers, stats)
         for step, sid, pasid, iova, allowed in self.checks:
             got = answers.get(step)
             if got is None or allowed is None:
@@ -531,13 +554,71 @@ class Program:
             addr = 0xfee00000 | ((handle & 0x7fff) << 5) | (1 << 4) | ((handle >> 15) << 2) \
                 | (rng.randrange(2) << 3)
         else:
-            addr = rng.choice([0xfee00000 | (rng.randrange(256) << 12), 0xfee00000
+            addr = rng.choice([0xfee00000, 0xfee00000 | (rng.randrange(256) << 12), 0xfee00000
                                | rng.getrandbits(20), self.r64()])
         data = rng.getrandbits(16)
         self.edu_msi(addr, data, enable=rng.random() < 0.95)
         self.qt.writel(EDU_BAR0 + EDU_RAISE, rng.getrandbits(32) | 1)
         self.qt.writel(EDU_BAR0 + EDU_ACK, 0xffffffff)
+        self.allow_msi(addr, data)
         self.emit('msi')
+        if self.isolation:
+            self.irq_check()
+
+    # -- interrupt isolation ------------------------------------------------
+
+    def irta_version(self):
+        irta = sum(self.regs.get(0xb8 + i, 0) << (8 * i) for i in range(8))
+        return irta & vtd_model.ADDR, 2 << (irta & 0xf)
+
+    def allow_msi(self, addr, data):
+        """Add the vectors the MSI (address, data) from edu may deliver:
+        as it is (compatibility format, or remapping off at some point), or
+        through any IRTE ever found at its index in a latched table."""
+        self.irq_allowed.add(data & 0xff)
+        if not (addr >> 4) & 1 or addr >> 32 or addr & 0xfff00000 != 0xfee00000:
+            return
+        handle = ((addr >> 5) & 0x7fff) | (((addr >> 2) & 1) << 15)
+        index = handle + (data & 0xffff if (addr >> 3) & 1 else 0)
+        for idx in {index, index & 0xffff}:
+            vectors = self.irte_vectors.setdefault(idx, set())
+            for base, _entries in self.irtas:
+                kind = self.model.where(base + 16 * idx, 16)
+                if kind == 'unknown':
+                    self.irq_unknown = True
+                elif kind == 'ram':
+                    lo = self.quad(base + 16 * idx)
+                    if lo & 1:
+                        vectors.add((lo >> 16) & 0xff)
+            self.irq_allowed |= vectors
+
+    def irq_check(self):
+        """Read CPU 0's IRR; the runner checks that what appeared since the
+        last reading is allowed."""
+        self.qt.cmd('#hmp info lapic')
+        self.irq_checks.append((len(self.steps), None if self.irq_unknown
+                                else frozenset(self.irq_allowed)))
+        self.emit('interrupt check')
+
+    def verify_irqs(self, answers, stats=None):
+        bad, before = [], None
+        stats = {} if stats is None else stats
+        for step, allowed in self.irq_checks:
+            got = answers.get(step)
+            if not got:
+                break
+            if allowed is not None and before is not None:
+                stats['irr checked'] = stats.get('irr checked', 0) + 1
+            line = next((l for l in got[-1].splitlines() if l.startswith('IRR')), '')
+            irr = {int(v) for v in re.findall(r'\d+', line[3:])}
+            if before is not None and allowed is not None:
+                stats['vectors delivered'] = stats.get('vectors delivered', 0) + len(irr - before)
+                new = irr - before - allowed
+                if new:
+                    bad.append(f'step {step}: vectors {sorted(new)} delivered; no MSI, IRTE '
+                               f'or event register allowed them')
+            before = irr
+        return bad
 
     def op_irte(self):
         rng = self.rng
