@@ -28,7 +28,7 @@ for b in "$BUILD_RS" "$BUILD_REF"; do
 done
 OUT=$CACHE/fuzz-device
 step "the isolation model's own tests"
-python3 "$REPO/tests/fuzz/test_vtd_model.py" 2>&1 | tail -3 || die "tests/fuzz/test_vtd_model.py failed"
+python3 "$REPO/tests/fuzz/test_models.py" 2>&1 | tail -3 || die "tests/fuzz/test_models.py failed"
 rc=0
 for iommu in $IOMMUS; do
     case "$iommu" in

@@ -20,12 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'functional'))
 # pylint: disable=wrong-import-position
+import smmu_model
 import smmu_qtest as S
 import vtd_qtest as V
 
 RAM_SIZE = 512 << 20
 TABLES, TABLES_END = S.RAM_BASE + 0x100000, S.RAM_BASE + 0x1000000
 DATA, DATA_PAGES = S.RAM_BASE + 0x2000000, 32
+SCRATCH = S.RAM_BASE + 0x1800000        # where isolation programs let the SMMU write
 TD_BDF, EDU_BDF = 2 << 3, 3 << 3
 TD_BAR0, EDU_BAR0 = S.PCI_MMIO_BASE, S.PCI_MMIO_BASE + 0x100000
 POOL = [0x8000000 + 0x1000 * k for k in range(8)] + [0x40000000 + 0x201000 * k for k in range(1, 5)]
@@ -110,7 +112,6 @@ class Program:
     MAX_GROWTH_MIB = 1024
 
     WATCH = (f'readl 0x{TD_BAR0 + S.TD_STATUS:x}',)
-    checks = ()
 
     @staticmethod
     def watch_key(_line, answer):
@@ -119,16 +120,22 @@ class Program:
         except (IndexError, ValueError):
             return answer
 
-    def verify(self, answers, stats=None):
-        return []
-
-    def __init__(self, seed, steps):
+    def __init__(self, seed, steps, isolation=None):
         self.seed = seed
         self.rng = random.Random(seed)
         self.mode = self.rng.choice(['s1', 's2', 'nested', 'bypass', 'mixed', '2lvl'])
+        # Isolation programs (every fourth seed): the devices and the SMMU
+        # write no memory but a scratch area (no DMA writes; event queue,
+        # MSI and CMD_SYNC addresses in the scratch area), and the test
+        # device's reads are checked against smmu_model.py.
+        self.isolation = seed % 4 == 0 if isolation is None else isolation
         self.steps = []
+        self.checks = []
+        self.regs = {}
         self.qt = SmmuRecorder()
         self.words = []
+        self.model = smmu_model.Model(self.qt.ram, S.RAM_BASE, RAM_SIZE, [TD_BDF, EDU_BDF],
+                                      [p & ~0xfff for p in POOL])
         self.prologue()
         self.prologue_steps = len(self.steps)
         for _ in range(steps):
@@ -149,7 +156,7 @@ class Program:
 
     def pointer(self):
         rng = self.rng
-        if rng.random() < 0.25:
+        if rng.random() < (0.05 if self.isolation else 0.25):
             return rng.choice([S.SMMU_BASE, S.SMMU_BASE + 0x10000, TD_BAR0, EDU_BAR0,
                                0x08000000, S.ECAM_BASE, 0])
         return rng.choice([
@@ -199,6 +206,10 @@ class Program:
         if self.mode == '2lvl':
             smmu.two_level(rng.choice([4, 6, 8]))
         smmu.enable()
+        base = smmu.l1 if smmu.l2 else smmu.strtab
+        cfg = (1 << 16 | smmu.split << 6 | smmu.strtab_log2) if smmu.l2 else smmu.strtab_log2
+        self.model.strtab(base, cfg)
+        self.regs[S.STRTAB_BASE], self.regs[S.STRTAB_BASE_CFG] = base, cfg
         self.emit('enable')
         for sid in (TD_BDF, EDU_BDF):
             kind = self.mode if self.mode in ('s1', 's2', 'nested', 'bypass') else \
@@ -229,6 +240,8 @@ class Program:
             self.words += [t + 8 * ((POOL[0] >> 12) & 0x1ff) for t in
                            list(s1.tables.values()) + list(s2.tables.values())]
             self.words += [s1.root, s2.root]
+        self.model.ssids = {1, 2}
+        self.model.update()
         self.emit('streams')
         qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 4, 0x08020040)   # GICv2m frame SETSPI
         qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 8, 0)
@@ -259,7 +272,20 @@ class Program:
             val = (self.smmu.cmd_prod + rng.randrange(-2, 300)) & 0xfffff
         else:
             val = self.r64()
+        if self.isolation and off in (0xa0, 0xc0):             # event / PRI queue bases
+            val = SCRATCH | (val & (1 << 62)) | min(val & 0x1f, 7)
+        if self.isolation and off in (0x68, 0xb0, 0xd0):       # MSI addresses
+            val = SCRATCH + 0x8000 + (val & 0xffc)
         (qt.writeq if width == 8 else qt.writel)(S.SMMU_BASE + off, val)
+        if off in (S.STRTAB_BASE, S.STRTAB_BASE_CFG):
+            self.regs[off] = val
+            self.model.strtab(self.regs[S.STRTAB_BASE], self.regs[S.STRTAB_BASE_CFG])
+        if off == S.CR0 and not val & 1:
+            self.model.smmu_off()
+        if off == S.GBPA or off in (S.STRTAB_BASE, S.STRTAB_BASE_CFG, S.CR0):
+            self.model.smmu_off() if off == S.GBPA else None
+            if self.isolation:
+                self.model.update()
         self.emit(f'register 0x{off:x}')
 
     def op_table(self):
@@ -269,6 +295,8 @@ class Program:
         else:
             addr = rng.randrange(TABLES, TABLES_END, 8)
         self.smmu.put(addr, self.mutate(self.quad(addr)) & (2**64 - 1))
+        if self.isolation:
+            self.model.update()
         self.emit(f'table 0x{addr:x}')
 
     def op_command(self):
@@ -281,6 +309,8 @@ class Program:
             if op == S.CMD_SYNC:
                 d0 |= rng.randrange(4) << 12
                 d1 = self.pointer() & 0x000f_ffff_ffff_fffc
+            if self.isolation and op == S.CMD_SYNC:
+                d1 = SCRATCH + 0x9000 + (d1 & 0xffc)
             mask = (1 << smmu.LOG2_ENTRIES) - 1
             slot = smmu.cmd_prod & mask
             smmu.put(smmu.cmdq + 16 * slot, d0 & (2**64 - 1), d1 & (2**64 - 1))
@@ -290,6 +320,8 @@ class Program:
 
     def op_testdev_dma(self):
         rng, qt = self.rng, self.qt
+        if self.isolation and rng.random() < 0.6:
+            return self.checked_read()
         iova = rng.choice(POOL) + rng.randrange(0, 0x1000, 8) if rng.random() < 0.8 else self.r64()
         length = rng.choice([8, 64, 4096, rng.randint(1, 4096)]) if rng.random() < 0.95 \
             else rng.choice([0, 4097])
@@ -301,6 +333,8 @@ class Program:
             else rng.getrandbits(8)
         if ats:
             cmd |= S.TD_ATS
+        if self.isolation and cmd & 3 == S.TD_WRITE:
+            cmd ^= S.TD_WRITE ^ S.TD_READ
         qt.writeq(TD_BAR0 + S.TD_IOVA, iova)
         qt.writel(TD_BAR0 + S.TD_LEN, length)
         qt.writel(TD_BAR0 + S.TD_PASID, pasid)
@@ -313,7 +347,7 @@ class Program:
         iova = rng.choice(POOL) + rng.randrange(0, 0x1000, 8) if rng.random() < 0.7 \
             else rng.getrandbits(28)
         count = rng.choice([8, 64, rng.randint(1, 4096)])
-        to_pci = rng.random() < 0.5
+        to_pci = rng.random() < 0.5 and not self.isolation
         src, dst = (V.EDU_BUF, iova) if to_pci else (iova, V.EDU_BUF)
         qt.writeq(EDU_BAR0 + V.EDU_DMA_SRC, src)
         qt.writeq(EDU_BAR0 + V.EDU_DMA_DST, dst)
@@ -322,10 +356,35 @@ class Program:
         qt.clock_step(200_000_000)
         self.emit('edu dma')
 
+    def checked_read(self):
+        """A test-device read of 8 bytes of a pool page, checked against
+        the model (see vtd_fuzz.Program.checked_read)."""
+        rng, qt = self.rng, self.qt
+        page = rng.choice(POOL) & ~0xfff
+        iova = page + rng.randrange(0, 0x1000, 8)
+        ats = rng.random() < 0.3
+        ssid = rng.choice([1, 2]) if ats and rng.random() < 0.5 else None
+        qt.writeq(TD_BAR0 + S.TD_IOVA, iova)
+        qt.writel(TD_BAR0 + S.TD_LEN, 8)
+        qt.writel(TD_BAR0 + S.TD_PASID, 0 if ssid is None else (1 << 31) | ssid)
+        qt.writel(TD_BAR0 + S.TD_CMD, S.TD_READ | (S.TD_ATS if ats else 0))
+        qt.cmd(f'readl 0x{TD_BAR0 + S.TD_STATUS:x}')
+        qt.cmd(f'read 0x{TD_BAR0 + S.TD_BUF:x} 0x8')
+        self.checks.append((len(self.steps), TD_BDF, ssid, iova,
+                            self.model.allowed(TD_BDF, ssid, page)))
+        self.emit('checked read')
+
+    def verify(self, answers, stats=None):
+        """As vtd_fuzz.Program.verify (the same tags and checks)."""
+        import vtd_fuzz                  # pylint: disable=import-outside-toplevel
+        return vtd_fuzz.Program.verify_reads(self, answers, {} if stats is None else stats)
+
     def op_msi(self):
         rng, qt = self.rng, self.qt
         if rng.random() < 0.5:
             addr = rng.choice([0x08020040, rng.choice(POOL), self.r64() & ~3])
+            if self.isolation and addr != 0x08020040:
+                addr = 0x08020040            # an MSI to a pool IOVA would write memory
             qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 4, addr & 0xffffffff)
             qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 8, addr >> 32)
             qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 12, rng.getrandbits(16))

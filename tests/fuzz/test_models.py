@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The isolation model and the check it feeds can fail: tables written
-with the functional tests' encoders, answers made up."""
+"""The isolation models (VT-d and SMMUv3) and the checks they feed can
+fail: tables written with the functional tests' encoders, answers made up."""
 
 import struct
 import sys
@@ -9,6 +9,7 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import smmu_fuzz as SF  # pylint: disable=wrong-import-position
 import vtd_fuzz as F  # pylint: disable=wrong-import-position
 import vtd_model as M  # pylint: disable=wrong-import-position
 
@@ -130,6 +131,46 @@ class Interrupts(unittest.TestCase):
         prog.allow_msi(0xfee00000 | (5 << 5) | (1 << 4), 0)
         prog.irq_check()
         self.assertEqual(prog.verify_irqs({0: self.lapic(), 1: self.lapic(0x99)}), [])
+
+
+class Smmu(unittest.TestCase):
+
+    def setUp(self):
+        self.qt = SF.SmmuRecorder()
+        S = SF.S
+        self.smmu = S.Smmu(self.qt, S.SMMU_BASE, SF.TABLES, SF.TABLES_END)
+        self.smmu.enable()
+        iova = SF.POOL[0]
+        s1, s2 = S.PageTable(self.smmu, 1), S.PageTable(self.smmu, 2)
+        s1.map(iova, SF.DATA + 0x3000)
+        s2.map(iova, SF.DATA + 0x5000)
+        self.smmu.ste(SF.TD_BDF, S.STE_S1, cd=self.smmu.cd(s1.root, asid=3))
+        self.smmu.ste(SF.EDU_BDF, S.STE_S2, s2ttb=s2.root, vmid=4)
+        self.model = SF.smmu_model.Model(self.qt.ram, S.RAM_BASE, SF.RAM_SIZE,
+                                         [SF.TD_BDF, SF.EDU_BDF], [iova])
+        self.model.strtab(self.smmu.strtab, self.smmu.strtab_log2)
+        self.model.update()
+
+    def test_stage1_and_stage2(self):
+        # (the union over start levels may add the tables' own pages)
+        pages, identity = self.model.allowed(SF.TD_BDF, None, SF.POOL[0])
+        self.assertIn(SF.DATA + 0x3000, pages)
+        self.assertNotIn(SF.DATA + 0x5000, pages)
+        self.assertFalse(identity)
+        pages, identity = self.model.allowed(SF.EDU_BDF, None, SF.POOL[0])
+        self.assertIn(SF.DATA + 0x5000, pages)
+        self.assertNotIn(SF.DATA + 0x3000, pages)
+
+    def test_other_page_is_a_violation(self):
+        prog = SF.Program.__new__(SF.Program)
+        prog.checks = [(0, SF.TD_BDF, None, SF.POOL[0] + 8,
+                        self.model.allowed(SF.TD_BDF, None, SF.POOL[0]))]
+        self.assertEqual(prog.verify({0: answers(1, SF.tag(SF.DATA + 0x3008))}), [])
+        self.assertIn('reached page', prog.verify({0: answers(1, SF.tag(SF.DATA + 0x5008))})[0])
+
+    def test_disabled_smmu_allows_identity(self):
+        self.model.smmu_off()
+        self.assertTrue(self.model.allowed(SF.TD_BDF, None, SF.POOL[0])[1])
 
 
 class Scalable(unittest.TestCase):
