@@ -107,7 +107,15 @@ class Run:
         qmp_path = os.path.join(self.workdir, 'qmp.sock') if needs_qmp else None
         if qmp_path and os.path.exists(qmp_path):
             os.unlink(qmp_path)
-        proc = subprocess.Popen(self.command(sock, qmp_path), stdout=log, stderr=subprocess.STDOUT)
+        for attempt in range(20):
+            try:
+                proc = subprocess.Popen(self.command(sock, qmp_path), stdout=log,
+                                        stderr=subprocess.STDOUT)
+                break
+            except OSError:          # the binary is being relinked: wait for it
+                if attempt == 19:
+                    raise
+                time.sleep(3)
         listener.settimeout(30)
         try:
             conn, _ = listener.accept()
@@ -377,7 +385,8 @@ def main():
             line += f' {name}: {r["outcome"]:6s} ({r["seconds"]:5.1f} s)'
             if r['outcome'] != 'ok':
                 line += f' at step {r["step"]} [{r["label"]}] {r["detail"][:160]}'
-        if not opts.brief or row['ours']['outcome'] != 'ok':
+        crashed = [n for n, _ in builds if row[n]['outcome'] in ('panic', 'abort', 'signal', 'hang')]
+        if not opts.brief or row['ours']['outcome'] != 'ok' or crashed:
             print(line, flush=True)
         elif time.monotonic() - last_progress > 30:
             last_progress = time.monotonic()

@@ -325,6 +325,13 @@ impl IntelIommuState {
             ffi::ON_OFF_AUTO_ON => true,
             _ => false,
         };
+        // As the C device: x2APIC destinations through a split irqchip need
+        // KVM's x2APIC API (32-bit ids, no broadcast quirk).
+        if eim && !self.buggy_eim && !ffi::kvm_x2apic_for_eim() {
+            return Err(Error::msg(
+                "eim=on requires support on the KVM side(X2APIC_API, first shipped in v4.7)",
+            ));
+        }
         let mode = self.scalable_mode()?;
         let scalable = mode != ScalableMode::Off;
         let flts = self.flts || self.fsts || mode == ScalableMode::Modern;

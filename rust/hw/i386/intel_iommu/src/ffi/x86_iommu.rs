@@ -176,6 +176,19 @@ extern "C" {
     static kvm_kernel_irqchip: bool;
 }
 
+extern "C" {
+    /// hw/i386/x86-iommu.c (patches/0001): with a split irqchip, enable
+    /// KVM's x2APIC API; false when KVM lacks it.
+    fn x86_iommu_kvm_x2apic_for_eim() -> bool;
+}
+
+/// With a split irqchip, KVM's x2APIC API (32-bit destinations), which
+/// interrupt remapping in x2APIC mode needs: false when KVM lacks it.
+pub fn kvm_x2apic_for_eim() -> bool {
+    // SAFETY: no arguments; callable at realize (KVM is initialised by then).
+    unsafe { x86_iommu_kvm_x2apic_for_eim() }
+}
+
 /// `kvm_irqchip_in_kernel()`, a macro in C.
 pub fn kvm_irqchip_in_kernel() -> bool {
     // SAFETY: a plain global bool, written once at accelerator init.
