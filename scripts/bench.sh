@@ -26,14 +26,7 @@ fi
 python3 -c 'import matplotlib' 2>/dev/null && info "matplotlib $(python3 -c 'import matplotlib; print(matplotlib.__version__)')" \
     || info "matplotlib unavailable: no plot"
 
-step "guest kit (firmware)"
-"$REPO/scripts/guest/kit.sh" > "$CACHE/guest-kit.log" 2>&1 \
-    || { cat "$CACHE/guest-kit.log"; die "scripts/guest/kit.sh failed"; }
-. "$CACHE/guest/kit.env"
-
-for b in "$BUILD_RS" "$BUILD_REF"; do
-    [ -x "$b/qemu-system-x86_64" ] || die "no QEMU in $b (make qemu ref)"
-done
+kit_and_both_builds qemu-system-x86_64 qemu-system-aarch64
 step "benchmark (each configuration under callgrind, then timed; C first)"
 export PYTHONDONTWRITEBYTECODE=1
 python3 "$REPO/tests/bench/vtd_bench.py" --ours "$BUILD_RS/qemu-system-x86_64" \

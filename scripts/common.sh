@@ -48,3 +48,19 @@ ninja_progress() {
       { print; fflush() }
       END { if (warnings) printf("    (%d compiler warnings not shown)\n", warnings) }'
 }
+
+# The x86 guest kit (its kit.env: FIRMWARE_DIR and the guests) and both
+# builds' emulators named as arguments, for the tools that compare our
+# build with the reference one (bench, device fuzzing).
+kit_and_both_builds() {
+    local bin b
+    step "guest kit (firmware)"
+    "$REPO/scripts/guest/kit.sh" > "$CACHE/guest-kit.log" 2>&1 \
+        || { cat "$CACHE/guest-kit.log"; die "scripts/guest/kit.sh failed"; }
+    . "$CACHE/guest/kit.env"
+    for bin in "$@"; do
+        for b in "$BUILD_RS" "$BUILD_REF"; do
+            [ -x "$b/$bin" ] || die "no $bin in $b (make qemu ref)"
+        done
+    done
+}

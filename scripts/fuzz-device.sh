@@ -19,13 +19,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-step "guest kit (firmware)"
-"$REPO/scripts/guest/kit.sh" > "$CACHE/guest-kit.log" 2>&1 \
-    || { cat "$CACHE/guest-kit.log"; die "scripts/guest/kit.sh failed"; }
-. "$CACHE/guest/kit.env"
-for b in "$BUILD_RS" "$BUILD_REF"; do
-    [ -x "$b/qemu-system-x86_64" ] || die "no QEMU in $b (make qemu ref)"
-done
+kit_and_both_builds qemu-system-x86_64 qemu-system-aarch64
 OUT=$CACHE/fuzz-device
 step "the isolation model's own tests"
 python3 "$REPO/tests/fuzz/test_models.py" 2>&1 | tail -3 || die "tests/fuzz/test_models.py failed"

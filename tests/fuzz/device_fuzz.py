@@ -47,8 +47,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'functional'))
 import smmu_fuzz  # pylint: disable=wrong-import-position
 import vtd_fuzz  # pylint: disable=wrong-import-position
+from vtd_qtest import Channel, QtestError  # pylint: disable=wrong-import-position
 
 GENERATORS = {'vtd': vtd_fuzz, 'smmu': smmu_fuzz}
 BAD = ('panic', 'abort', 'signal', 'exit', 'hang', 'memory', 'isolation')
@@ -130,7 +132,7 @@ class Run:
         if qmp_path:
             try:
                 qmp = Qmp(qmp_path, self.step_timeout)
-            except OSError as e:
+            except (OSError, QtestError) as e:
                 proc.kill()
                 proc.wait()
                 return self.classify(proc, log_path, 'start', -1, f'no QMP: {e}', t0, None)
@@ -151,22 +153,12 @@ class Run:
                                 self.answers.setdefault(index, []).append(answer[0])
                         continue
                     conn.sendall(''.join(l + '\n' for l in batch).encode())
-                    answers = 0
-                    while answers < len(batch):
-                        while b'\n' not in buf:
-                            chunk = conn.recv(1 << 16)
-                            if not chunk:
-                                raise ConnectionError('qtest connection closed')
-                            buf += chunk
-                        line, buf = buf.split(b'\n', 1)
-                        if not line.startswith(b'IRQ'):
-                            if index in self.capture:
-                                self.answers.setdefault(index, []).append(
-                                    line.decode(errors='replace').strip())
-                            if batch[answers] in self.watch:
-                                key = (batch[answers], line.decode(errors='replace').strip())
-                                self.watched[key] = self.watched.get(key, 0) + 1
-                            answers += 1
+                    for sent in batch:
+                        line, buf = self.answer(conn, buf)
+                        if index in self.capture:
+                            self.answers.setdefault(index, []).append(line)
+                        if sent in self.watch:
+                            self.watched[(sent, line)] = self.watched.get((sent, line), 0) + 1
                 if index == first_pass_end:
                     base = rss_anon_kib(proc.pid)
         except (TimeoutError, socket.timeout):
@@ -175,7 +167,7 @@ class Run:
             conn.close()
             return ('hang', index, f'no answer within {self.step_timeout}s',
                     time.monotonic() - t0, None)
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, QtestError):
             conn.close()
             try:
                 proc.wait(timeout=30)
@@ -202,21 +194,25 @@ class Run:
         return ('ok', index, '', time.monotonic() - t0, growth)
 
     @staticmethod
-    def one(conn, qmp, line, buf):
-        """Send one line (qtest, or '#hmp' to the monitor); (its answer,
-        the qtest buffer left)."""
-        if line.startswith('#hmp '):
-            return qmp.hmp(line[5:]), buf
-        conn.sendall((line + '\n').encode())
+    def answer(conn, buf):
+        """The next qtest answer (IRQ notices skipped) and the buffer left."""
         while True:
             while b'\n' not in buf:
                 chunk = conn.recv(1 << 16)
                 if not chunk:
                     raise ConnectionError('qtest connection closed')
                 buf += chunk
-            ans, buf = buf.split(b'\n', 1)
-            if not ans.startswith(b'IRQ'):
-                return ans.decode(errors='replace').strip(), buf
+            line, buf = buf.split(b'\n', 1)
+            if not line.startswith(b'IRQ'):
+                return line.decode(errors='replace').strip(), buf
+
+    def one(self, conn, qmp, line, buf):
+        """Send one line (qtest, or '#hmp' to the monitor); (its answer,
+        the qtest buffer left)."""
+        if line.startswith('#hmp '):
+            return qmp.hmp(line[5:]), buf
+        conn.sendall((line + '\n').encode())
+        return self.answer(conn, buf)
 
     @staticmethod
     def classify(proc, log_path, when, index, detail, t0, growth):
@@ -238,39 +234,21 @@ class Run:
 
 
 class Qmp:
-    """Just enough QMP for human-monitor-command."""
+    """Just enough QMP for human-monitor-command, on vtd_qtest's Channel."""
 
     def __init__(self, path, timeout):
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(path)
-                break
-            except OSError:
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.sock.settimeout(timeout)
-        self.buf = b''
+        self.chan, self.timeout = Channel(path, connect_timeout=30), timeout
         self.read()                      # greeting
         self.call('qmp_capabilities')
 
     def read(self):
         while True:
-            while b'\n' not in self.buf:
-                chunk = self.sock.recv(1 << 16)
-                if not chunk:
-                    raise ConnectionError('QMP connection closed')
-                self.buf += chunk
-            line, self.buf = self.buf.split(b'\n', 1)
-            msg = json.loads(line)
+            msg = json.loads(self.chan.read_until(b'\n', self.timeout))
             if 'event' not in msg:
                 return msg
 
     def call(self, cmd, **args):
-        self.sock.sendall(json.dumps({'execute': cmd, 'arguments': args}).encode() + b'\n')
+        self.chan.send(json.dumps({'execute': cmd, 'arguments': args}) + '\n')
         return self.read()
 
     def hmp(self, command):

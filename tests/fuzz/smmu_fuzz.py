@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'functional'))
 # pylint: disable=wrong-import-position
+import fuzz_program
 import smmu_model
 import smmu_qtest as S
 import vtd_qtest as V
@@ -45,64 +46,26 @@ OPCODES = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x13, 0x18, 0x1
            0x28, 0x2a, 0x30, 0x40, 0x41, 0x44, 0x46]
 
 
-class SmmuRecorder:
-    """The qtest connection while a program is generated (see
-    vtd_fuzz.Recorder): the few reads the encoders make get what a
-    working SMMU answers (CONS follows PROD, CR0ACK follows CR0)."""
+class SmmuRecorder(fuzz_program.Recorder):
+    """The recorder on -M virt: the few reads the encoders make get what a
+    working SMMU answers (CONS follows PROD, CR0ACK follows CR0);
+    configuration space through the ECAM."""
 
-    def __init__(self):
-        self.lines = []
-        self.ram = {}
-        self.last = {}
-
-    def cmd(self, line):
-        self.lines.append(line)
-        return '0'
-
-    def take(self):
-        out, self.lines = self.lines, []
-        return out
-
-    def readl(self, addr):
-        if addr == S.SMMU_BASE + S.CMDQ_CONS:
-            return self.last.get(S.SMMU_BASE + S.CMDQ_PROD, 0)
-        if addr == S.SMMU_BASE + S.CR0ACK:
-            return self.last.get(S.SMMU_BASE + S.CR0, 0)
-        if addr == S.SMMU_BASE + S.CR0:
-            return self.last.get(S.SMMU_BASE + S.CR0, 0)
+    def answer(self, addr, width):
+        if width == 4 and addr in (S.SMMU_BASE + S.CMDQ_CONS, S.SMMU_BASE + S.CR0ACK,
+                                   S.SMMU_BASE + S.CR0):
+            src = S.CMDQ_PROD if addr == S.SMMU_BASE + S.CMDQ_CONS else S.CR0
+            return self.last.get(S.SMMU_BASE + src, 0)
         return 0
-
-    def readq(self, addr):
-        return 0
-
-    def writel(self, addr, val):
-        self.last[addr] = val & 0xffffffff
-        self.cmd(f'writel 0x{addr:x} 0x{val & 0xffffffff:x}')
-
-    def writeq(self, addr, val):
-        self.last[addr] = val
-        self.cmd(f'writeq 0x{addr:x} 0x{val & (2**64 - 1):x}')
-
-    def memwrite(self, addr, data):
-        for i, b in enumerate(data):
-            self.ram[addr + i] = b
-        self.cmd(f'write 0x{addr:x} 0x{len(data):x} 0x{data.hex()}')
-
-    def memread(self, addr, size):
-        return bytes(self.ram.get(addr + i, 0) for i in range(size))
-
-    def clock_step(self, ns):
-        self.cmd(f'clock_step {ns}')
 
     def pci_cfg_writel(self, bdf, off, val):
         self.writel(S.ECAM_BASE + (bdf << 12) + off, val)
 
 
-def tag(addr):
-    return 0xd47a_0000_0000_0000 | addr
+tag = fuzz_program.tag
 
 
-class Program:
+class Program(fuzz_program.ProgramBase):
     """One seed's configuration and steps (see vtd_fuzz.Program)."""
 
     RAM_MIB = RAM_SIZE >> 20
@@ -111,14 +74,9 @@ class Program:
     # builds alike: only growth beyond that is reported.
     MAX_GROWTH_MIB = 1024
 
-    WATCH = (f'readl 0x{TD_BAR0 + S.TD_STATUS:x}',)
-
-    @staticmethod
-    def watch_key(_line, answer):
-        try:
-            return 'testdev ' + V.TD_STATUS_NAMES.get(int(answer.split()[1], 16) & 0xff, '?')
-        except (IndexError, ValueError):
-            return answer
+    TD_BAR0, TD_BDF, EDU_BDF = TD_BAR0, TD_BDF, EDU_BDF
+    TD_CFG = S.ECAM_BASE + (TD_BDF << 12)
+    POINTER_MASK = 0x000f_ffff_ffff_f000
 
     def __init__(self, seed, steps, isolation=None):
         self.seed = seed
@@ -141,19 +99,6 @@ class Program:
         for _ in range(steps):
             self.random_step()
 
-    def emit(self, label):
-        lines = self.qt.take()
-        if lines:
-            self.steps.append((label, lines))
-
-    def quad(self, addr):
-        return struct.unpack('<Q', self.qt.memread(addr, 8))[0]
-
-    def r64(self):
-        rng = self.rng
-        return rng.choice([rng.getrandbits(64), rng.getrandbits(32), rng.getrandbits(12),
-                           0, 2**64 - 1, 1 << rng.randrange(64)])
-
     def pointer(self):
         rng = self.rng
         if rng.random() < (0.05 if self.isolation else 0.25):
@@ -166,25 +111,6 @@ class Program:
             2**64 - 0x1000, rng.getrandbits(48) & ~0xfff,
         ])
 
-    def mutate(self, val):
-        rng = self.rng
-        how = rng.randrange(6)
-        if how == 0:
-            for _ in range(rng.randint(1, 3)):
-                val ^= 1 << rng.randrange(64)
-            return val
-        if how == 1:
-            return (val & 0xfff) | (self.pointer() & 0x000f_ffff_ffff_f000)
-        if how == 2:
-            return val | (rng.getrandbits(64) & rng.getrandbits(64))
-        if how == 3:
-            return val & rng.getrandbits(64)
-        if how == 4:
-            return self.r64()
-        return val ^ (1 << rng.randrange(12))
-
-    # -- prologue ----------------------------------------------------------
-
     def prologue(self):
         qt, rng = self.qt, self.rng
         qt.pci_cfg_writel(TD_BDF, 0x10, TD_BAR0)
@@ -196,11 +122,7 @@ class Program:
         qt.pci_cfg_writel(EDU_BDF, 0x10, EDU_BAR0)
         qt.pci_cfg_writel(EDU_BDF, 0x04, 0x6)
         self.emit('devices')
-        for p in range(DATA_PAGES):
-            base = DATA + p * 0x1000
-            qt.cmd(f'write 0x{base:x} 0x1000 0x'
-                   + b''.join(struct.pack('<Q', tag(base + 8 * i)) for i in range(512)).hex())
-        self.emit('data tags')
+        self.tag_pages(DATA, DATA_PAGES)
         smmu = S.Smmu(qt, S.SMMU_BASE, TABLES, TABLES_END)
         self.smmu = smmu
         if self.mode == '2lvl':
@@ -335,11 +257,7 @@ class Program:
             cmd |= S.TD_ATS
         if self.isolation and cmd & 3 == S.TD_WRITE:
             cmd ^= S.TD_WRITE ^ S.TD_READ
-        qt.writeq(TD_BAR0 + S.TD_IOVA, iova)
-        qt.writel(TD_BAR0 + S.TD_LEN, length)
-        qt.writel(TD_BAR0 + S.TD_PASID, pasid)
-        qt.writel(TD_BAR0 + S.TD_CMD, cmd)
-        qt.cmd(f'readl 0x{TD_BAR0 + S.TD_STATUS:x}')
+        self.testdev_dma(iova, length, pasid, cmd)
         self.emit('testdev dma')
 
     def op_edu_dma(self):
@@ -357,27 +275,16 @@ class Program:
         self.emit('edu dma')
 
     def checked_read(self):
-        """A test-device read of 8 bytes of a pool page, checked against
-        the model (see vtd_fuzz.Program.checked_read)."""
-        rng, qt = self.rng, self.qt
+        """A checked test-device read of a pool page (ProgramBase)."""
+        rng = self.rng
         page = rng.choice(POOL) & ~0xfff
         iova = page + rng.randrange(0, 0x1000, 8)
         ats = rng.random() < 0.3
         ssid = rng.choice([1, 2]) if ats and rng.random() < 0.5 else None
-        qt.writeq(TD_BAR0 + S.TD_IOVA, iova)
-        qt.writel(TD_BAR0 + S.TD_LEN, 8)
-        qt.writel(TD_BAR0 + S.TD_PASID, 0 if ssid is None else (1 << 31) | ssid)
-        qt.writel(TD_BAR0 + S.TD_CMD, S.TD_READ | (S.TD_ATS if ats else 0))
-        qt.cmd(f'readl 0x{TD_BAR0 + S.TD_STATUS:x}')
-        qt.cmd(f'read 0x{TD_BAR0 + S.TD_BUF:x} 0x8')
-        self.checks.append((len(self.steps), TD_BDF, ssid, iova,
-                            self.model.allowed(TD_BDF, ssid, page)))
-        self.emit('checked read')
+        super().checked_read(page, iova, ssid, ats, self.model.allowed(TD_BDF, ssid, page))
 
     def verify(self, answers, stats=None):
-        """As vtd_fuzz.Program.verify (the same tags and checks)."""
-        import vtd_fuzz                  # pylint: disable=import-outside-toplevel
-        return vtd_fuzz.Program.verify_reads(self, answers, {} if stats is None else stats)
+        return self.verify_reads(answers, {} if stats is None else stats)
 
     def op_msi(self):
         rng, qt = self.rng, self.qt
@@ -399,32 +306,10 @@ class Program:
         qt.writel(S.SMMU_BASE + S.GERRORN, rng.getrandbits(32))
         self.emit('event queue')
 
-    def op_clock(self):
-        self.qt.clock_step(self.rng.choice([1, 1000, 1_000_000, 1_000_000_000]))
-        self.emit('clock')
-
-    def op_config(self):
-        rng, qt = self.rng, self.qt
-        cfg = S.ECAM_BASE + (TD_BDF << 12)
-        which = rng.randrange(4)
-        if which == 0:
-            qt.cmd(f'writew 0x{cfg + S.ATS_CAP + 6:x} 0x{rng.choice([0, 0x8000, 0x801f]):x}')
-        elif which == 1:
-            qt.cmd(f'writew 0x{cfg + S.PASID_CAP + 6:x} 0x{rng.randrange(8):x}')
-        elif which == 2:
-            qt.pci_cfg_writel(rng.choice([TD_BDF, EDU_BDF]), 0x04, rng.choice([0x2, 0x6]))
-        else:
-            qt.writel(TD_BAR0 + 0x38, 1)
-        self.emit('config')
-
     def op_read(self):
         off, width = self.rng.choice(REGS)
         self.qt.cmd(f'read{"q" if width == 8 else "l"} 0x{S.SMMU_BASE + off:x}')
         self.emit(f'read 0x{off:x}')
-
-    def op_mirror(self):
-        self.qt.writel(TD_BAR0 + 0x40, self.rng.randrange(4))
-        self.emit('mirror notifier')
 
     def qemu_args(self):
         return ['-machine', 'virt,iommu=smmuv3',

@@ -16,7 +16,7 @@ unknown.  Permissions are not modelled (reads only), nor access flags.
 
 import struct
 
-UNKNOWN = 'unknown'
+from model_common import UNKNOWN, History
 OA_MASKS = ((1 << 44) - 1, (1 << 48) - 1)
 
 
@@ -24,9 +24,10 @@ def bits(v, hi, lo):
     return (v >> lo) & ((1 << (hi - lo + 1)) - 1)
 
 
-class Model:
+class Model(History):
 
     def __init__(self, ram, ram_base, ram_size, sids, pages):
+        super().__init__()
         self.ram, self.ram_base, self.ram_end = ram, ram_base, ram_base + ram_size
         self.sids, self.pages = sids, pages
         self.ssids = set()
@@ -34,7 +35,6 @@ class Model:
         self.identity_ever = False       # SMMU disabled (GBPA) or a bypass stream
         self.stes = {s: set() for s in sids}
         self.tags = {s: set() for s in sids}          # (vmid, asid) a stream used
-        self.hist = {}                   # (tag, ssid, page) -> pages | UNKNOWN
         self.ident = set()               # (sid, ssid) with a bypass configuration ever
         self.unknown_sids = set()
 
@@ -88,16 +88,6 @@ class Model:
         for sid in self.sids:
             for ste in list(self.stes[sid]):
                 self.stream(sid, ste)
-
-    def record(self, tag, ssid, page, pas):
-        key = (tag, ssid, page)
-        cur = self.hist.setdefault(key, set())
-        if cur == UNKNOWN:
-            return
-        if pas == UNKNOWN:
-            self.hist[key] = UNKNOWN
-        else:
-            cur |= pas
 
     def stream(self, sid, ste):
         q0, q1, q2, q3 = ste[0], ste[1], ste[2], ste[3]

@@ -21,8 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'functional'))
 # pylint: disable=wrong-import-position
-import vtd_qtest as V
+import fuzz_program
 import vtd_model
+import vtd_qtest as V
 
 RAM = 256 << 20
 TABLES, TABLES_END = 0x100000, 0x300000
@@ -62,52 +63,20 @@ MODES = [
 ]
 
 
-class Recorder:
-    """Stands for the qtest connection while a program is generated: writes
-    become command lines, guest RAM is shadowed so the encoders can read
-    back what they wrote, and the few register reads the encoders make get
-    the values both devices report (CAP with 4-level tables, ECAP.IRO)."""
+class Recorder(fuzz_program.Recorder):
+    """The recorder on q35: the register reads the encoders make get the
+    values both devices report (CAP with 4-level tables, ECAP.IRO, every
+    GSTS handshake complete at once); configuration space through the
+    0xcf8/0xcfc ports."""
 
-    def __init__(self):
-        self.lines = []
-        self.ram = {}
-
-    def cmd(self, line):
-        self.lines.append(line)
-        return '0'
-
-    def take(self):
-        out, self.lines = self.lines, []
-        return out
-
-    def readl(self, addr):
+    def answer(self, addr, width):
         if addr == V.VTD_BASE + V.GSTS:
-            return 0xffffffff            # every handshake "completes" at once
-        return 0
-
-    def readq(self, addr):
+            return 0xffffffff
         if addr == V.VTD_BASE + V.CAP:
             return 0x4 << 8              # SAGAW: 4-level
         if addr == V.VTD_BASE + V.ECAP:
             return 0xf << 8              # IRO
         return 0
-
-    def writel(self, addr, val):
-        self.cmd(f'writel 0x{addr:x} 0x{val & 0xffffffff:x}')
-
-    def writeq(self, addr, val):
-        self.cmd(f'writeq 0x{addr:x} 0x{val & (2**64 - 1):x}')
-
-    def memwrite(self, addr, data):
-        for i, b in enumerate(data):
-            self.ram[addr + i] = b
-        self.cmd(f'write 0x{addr:x} 0x{len(data):x} 0x{data.hex()}')
-
-    def memread(self, addr, size):
-        return bytes(self.ram.get(addr + i, 0) for i in range(size))
-
-    def clock_step(self, ns):
-        self.cmd(f'clock_step {ns}')
 
     def pci_cfg_writel(self, bdf, reg, val):
         self.cmd(f'outl 0xcf8 0x{0x80000000 | (bdf << 8) | (reg & 0xfc):x}')
@@ -119,28 +88,17 @@ class Recorder:
         return 0
 
 
-def tag(addr):
-    """The 8-byte word at RAM address `addr` of the data region: names it."""
-    return 0xd47a_0000_0000_0000 | addr
+tag = fuzz_program.tag
 
 
-class Program:
+class Program(fuzz_program.ProgramBase):
     """One seed's configuration and steps (lists of qtest lines with a
     label)."""
 
     RAM_MIB = RAM >> 20
 
-    # Reads whose answers the runner counts: the test device's status
-    # after each DMA (low byte: 1 ok, 2 DMA error, 3/4 ATS refused).
-    WATCH = (f'readl 0x{V.TD_BAR0 + V.TD_STATUS:x}',)
-
-    @staticmethod
-    def watch_key(_line, answer):
-        """How the runner counts a watched answer: the status's name."""
-        try:
-            return 'testdev ' + V.TD_STATUS_NAMES.get(int(answer.split()[1], 16) & 0xff, '?')
-        except (IndexError, ValueError):
-            return answer
+    TD_BAR0, TD_BDF, EDU_BDF = V.TD_BAR0, TD_DEVFN, EDU_DEVFN
+    TD_CFG = V.ecam(TD_DEVFN)
 
     def __init__(self, seed, steps, isolation=None):
         self.seed = seed
@@ -176,21 +134,8 @@ class Program:
 
     # -- helpers --------------------------------------------------------
 
-    def emit(self, label):
-        lines = self.qt.take()
-        if lines:
-            self.steps.append((label, lines))
-
-    def quad(self, addr):
-        return struct.unpack('<Q', self.qt.memread(addr, 8))[0]
-
     def write_quad(self, addr, val):
         self.qt.memwrite(addr, struct.pack('<Q', val & (2**64 - 1)))
-
-    def r64(self):
-        rng = self.rng
-        return rng.choice([rng.getrandbits(64), rng.getrandbits(32), rng.getrandbits(12),
-                           0, 2**64 - 1, 1 << rng.randrange(64)])
 
     def pointer(self):
         """An address a hostile entry points at (device memory rarely in
@@ -206,23 +151,6 @@ class Program:
             rng.getrandbits(52) << 12,
         ])
 
-    def mutate(self, val):
-        rng = self.rng
-        how = rng.randrange(6)
-        if how == 0:
-            for _ in range(rng.randint(1, 3)):
-                val ^= 1 << rng.randrange(64)
-            return val
-        if how == 1:
-            return (val & 0xfff) | self.pointer()
-        if how == 2:
-            return val | (rng.getrandbits(64) & rng.getrandbits(64))   # extra bits
-        if how == 3:
-            return val & rng.getrandbits(64)
-        if how == 4:
-            return self.r64()
-        return val ^ (1 << rng.randrange(12))                             # flags only
-
     # -- prologue: a valid configuration ---------------------------------
 
     def prologue(self):
@@ -236,11 +164,7 @@ class Program:
         qt.cmd(f'writew 0x{cfg + V.ATS_CAP + 6:x} 0x8000')
         qt.cmd(f'writew 0x{cfg + V.PASID_CAP + 6:x} 0x7')
         self.emit('devices')
-        for p in range(DATA_PAGES):
-            base = DATA + p * 0x1000
-            qt.cmd(f'write 0x{base:x} 0x1000 0x'
-                   + b''.join(struct.pack('<Q', tag(base + 8 * i)) for i in range(512)).hex())
-        self.emit('data tags')
+        self.tag_pages(DATA, DATA_PAGES)
         vtd = (V.ScalableVtd if self.scalable else V.LegacyVtd)(qt, TABLES, TABLES_END)
         self.vtd = vtd
         self.pasids = set()
@@ -485,18 +409,12 @@ class Program:
             cmd |= V.TD_ATS
         if rng.random() < 0.03:
             cmd |= V.TD_MIRROR
-        qt.writeq(V.TD_BAR0 + V.TD_IOVA, iova)
-        qt.writel(V.TD_BAR0 + V.TD_LEN, length)
-        qt.writel(V.TD_BAR0 + V.TD_PASID, pasid)
-        qt.writel(V.TD_BAR0 + V.TD_CMD, cmd)
-        qt.cmd(f'readl 0x{V.TD_BAR0 + V.TD_STATUS:x}')
+        self.testdev_dma(iova, length, pasid, cmd)
         self.emit('testdev dma')
 
     def checked_read(self):
-        """A test-device read of 8 bytes in a pool page whose outcome the
-        runner checks against the model: a completed read must come from a
-        page the tables allowed (the data-region tags name the page)."""
-        rng, qt = self.rng, self.qt
+        """A checked test-device read of a pool page (ProgramBase)."""
+        rng = self.rng
         page = rng.choice(POOL) & ~0xfff
         iova = page + rng.randrange(0, 0x1000, 8)
         dt = 'device-iotlb' in self.props
@@ -504,15 +422,7 @@ class Program:
         pasid = None
         if ats and self.scalable and rng.random() < 0.5:
             pasid = rng.choice(sorted(self.pasids))
-        qt.writeq(V.TD_BAR0 + V.TD_IOVA, iova)
-        qt.writel(V.TD_BAR0 + V.TD_LEN, 8)
-        qt.writel(V.TD_BAR0 + V.TD_PASID, 0 if pasid is None else (1 << 31) | pasid)
-        qt.writel(V.TD_BAR0 + V.TD_CMD, V.TD_READ | (V.TD_ATS if ats else 0))
-        qt.cmd(f'readl 0x{V.TD_BAR0 + V.TD_STATUS:x}')
-        qt.cmd(f'read 0x{V.TD_BAR0 + V.TD_BUFFER:x} 0x8')
-        self.checks.append((len(self.steps), TD_DEVFN, pasid, iova,
-                            self.model.allowed(TD_DEVFN, pasid, page)))
-        self.emit('checked read')
+        super().checked_read(page, iova, pasid, ats, self.model.allowed(TD_DEVFN, pasid, page))
 
     def verify(self, answers, stats=None):
         """Isolation violations in a run's answers ({step: [answer lines]});
@@ -520,36 +430,6 @@ class Program:
         the ones whose data named their page."""
         stats = {} if stats is None else stats
         return self.verify_irqs(answers, stats) + self.verify_reads(answers, stats)
-
-    def verify_reads(self, answers, stats):
-        """The checked reads' part of verify (shared with smmu_fuzz)."""
-        bad = []
-        for step, sid, pasid, iova, allowed in self.checks:
-            got = answers.get(step)
-            if got is None or allowed is None:
-                continue
-            status = int(got[-2].split()[1], 16) & 0xff
-            stats['checked'] = stats.get('checked', 0) + 1
-            if status != 1:
-                continue
-            stats['completed'] = stats.get('completed', 0) + 1
-            word = int.from_bytes(bytes.fromhex(got[-1].split()[1][2:]), 'little')
-            if word >> 48 == 0xd47a:
-                stats['tagged'] = stats.get('tagged', 0) + 1
-            pages, identity = allowed
-            where = f'step {step}: read of sid 0x{sid:x} pasid {pasid} iova 0x{iova:x}'
-            if not pages and not identity:
-                bad.append(f'{where} completed, but no table ever mapped it')
-                continue
-            if word >> 48 == 0xd47a:
-                pa = word & 0xffff_ffff_ffff
-                if pa & 0xfff != iova & 0xfff:
-                    bad.append(f'{where} returned the word at 0x{pa:x} (wrong offset)')
-                elif pa & ~0xfff not in pages and not (identity and pa & ~0xfff == iova & ~0xfff):
-                    bad.append(f'{where} reached page 0x{pa & ~0xfff:x}; the tables allowed '
-                               f'{sorted(hex(p) for p in pages)[:6]}'
-                               f'{" or identity" if identity else ""}')
-        return bad
 
     def op_msi(self):
         rng = self.rng
@@ -633,33 +513,11 @@ class Program:
         self.write_irte(index, (lo, hi))
         self.emit('irte')
 
-    def op_clock(self):
-        self.qt.clock_step(self.rng.choice([1, 1000, 1_000_000, 1_000_000_000]))
-        self.emit('clock')
-
-    def op_config(self):
-        rng, qt = self.rng, self.qt
-        which = rng.randrange(4)
-        cfg = V.ecam(TD_DEVFN)
-        if which == 0:
-            qt.cmd(f'writew 0x{cfg + V.ATS_CAP + 6:x} 0x{rng.choice([0, 0x8000, 0x801f]):x}')
-        elif which == 1:
-            qt.cmd(f'writew 0x{cfg + V.PASID_CAP + 6:x} 0x{rng.randrange(8):x}')
-        elif which == 2:
-            qt.pci_cfg_writel(rng.choice([EDU_DEVFN, TD_DEVFN]), 0x04, rng.choice([0x2, 0x6]))
-        else:
-            qt.writel(V.TD_BAR0 + V.TD_ATC_CTRL, 1)
-        self.emit('config')
-
     def op_read(self):
         rng, qt = self.rng, self.qt
         off, width = rng.choice(REGS)
         qt.cmd(f'read{"q" if width == 8 else "l"} 0x{V.VTD_BASE + off:x}')
         self.emit(f'read 0x{off:x}')
-
-    def op_mirror(self):
-        self.qt.writel(V.TD_BAR0 + 0x40, self.rng.randrange(4))
-        self.emit('mirror notifier')
 
     def op_fault_clear(self):
         self.qt.writeq(V.VTD_BASE + FRCD + 8, 1 << 63)

@@ -22,12 +22,13 @@ import struct
 
 ADDR = 0x000f_ffff_ffff_f000
 MASKS = ((1 << 39) - 1, (1 << 48) - 1, (1 << 52) - 1)   # host address widths
-UNKNOWN = 'unknown'
+from model_common import UNKNOWN, History
 
 
-class Model:
+class Model(History):
 
     def __init__(self, ram, ram_size, sids, pages):
+        super().__init__()
         self.ram, self.ram_size = ram, ram_size
         self.sids, self.pages = sids, pages
         self.pasids = set()
@@ -38,7 +39,6 @@ class Model:
         self.dids = {s: set() for s in sids}            # domains a requester was in
         self.rid_pasids = {s: set() for s in sids}
         self.ident = set()               # (sid, pasid) with a pass-through entry ever
-        self.hist = {}                   # (did, pasid, page) -> set of pages | UNKNOWN
 
     # -- guest RAM -------------------------------------------------------
 
@@ -104,16 +104,6 @@ class Model:
                 else:
                     self.scalable_context(sid, ce[1:])
 
-    def record(self, did, pasid, page, pas):
-        key = (did, pasid, page)
-        cur = self.hist.setdefault(key, set())
-        if cur == UNKNOWN:
-            return
-        if pas == UNKNOWN:
-            self.hist[key] = UNKNOWN
-        else:
-            cur |= pas
-
     def legacy_context(self, sid, lo, hi):
         if not lo & 1:
             return
@@ -178,48 +168,16 @@ class Model:
 
     def ss_walk(self, top, iova):
         """Every output page a second-stage walk from `top` may give for
-        `iova`, over 3, 4 and 5 levels and the host address widths; UNKNOWN
-        when a walk reads outside RAM."""
-        out = set()
-        for levels in (3, 4, 5):
-            tables = {top & m for m in MASKS}
-            for level in range(levels, 0, -1):
-                nxt = set()
-                shift = 12 + 9 * (level - 1)
-                for table in tables:
-                    a = table + ((iova >> shift) & 0x1ff) * 8
-                    kind = self.where(a)
-                    if kind == 'unknown':
-                        return UNKNOWN
-                    if kind == 'none':
-                        continue
-                    e = self.quad(a)
-                    if not e & 3:
-                        continue
-                    large = level in (2, 3) and e & (1 << 7)
-                    if level == 1 or large:
-                        size = 1 << shift
-                        for m in MASKS:
-                            out.add(((e & ADDR & m) & ~(size - 1)) | (iova & (size - 1) & ~0xfff))
-                        if level == 1 or not large:
-                            continue
-                    if level > 1:
-                        # (with PS set too: a device that ignores a reserved PS
-                        # walks on)
-                        nxt |= {e & ADDR & m for m in MASKS}
-                tables = nxt
-                if not tables:
-                    break
-        return out
+        `iova` (R or W makes an entry present), over 3, 4 and 5 levels and
+        the host address widths; UNKNOWN when a walk reads device memory."""
+        return self.x86_walk(top, iova, (3, 4, 5), 0b11)
 
     def fs_walk(self, root, va, ss_top=None):
-        """Every output page a first-stage (x86-64 paging) walk from `root`
-        may give for `va`, over 4 and 5 levels and the address widths; with
-        `ss_top` (nested translation) every table address and the output
-        are second-stage input addresses, walked by ss_walk."""
+        """The same for a first-stage (x86-64 paging) walk (P makes an entry
+        present) over 4 and 5 levels; with `ss_top` (nested translation)
+        every table address and the output are second-stage input
+        addresses, walked by ss_walk."""
         def through_ss(gpas):
-            if ss_top is None:
-                return gpas
             out = set()
             for g in gpas:
                 pas = self.ss_walk(ss_top, g & ~0xfff)
@@ -227,37 +185,44 @@ class Model:
                     return UNKNOWN
                 out |= {p | (g & 0xfff) for p in pas}
             return out
+        return self.x86_walk(root, va, (4, 5), 0b1, through_ss if ss_top is not None else None)
+
+    def x86_walk(self, top, addr, level_counts, present, through=None):
+        """The walk both x86 formats share (9 bits a level, PS at levels 2
+        and 3; with PS also walked on, for a device that ignores a reserved
+        PS); `through` maps table and output addresses (nesting)."""
+        def conv(addrs):
+            return addrs if through is None or not addrs else through(addrs)
 
         out = set()
-        for levels in (4, 5):
-            tables = through_ss({root & m for m in MASKS})
+        for levels in level_counts:
+            tables = conv({top & m for m in MASKS})
             if tables == UNKNOWN:
                 return UNKNOWN
             for level in range(levels, 0, -1):
                 nxt = set()
                 shift = 12 + 9 * (level - 1)
                 for table in tables:
-                    a = table + ((va >> shift) & 0x1ff) * 8
+                    a = table + ((addr >> shift) & 0x1ff) * 8
                     kind = self.where(a)
                     if kind == 'unknown':
                         return UNKNOWN
                     if kind == 'none':
                         continue
                     e = self.quad(a)
-                    if not e & 1:
+                    if not e & present:
                         continue
                     large = level in (2, 3) and e & (1 << 7)
                     if level == 1 or large:
                         size = 1 << shift
-                        gpas = {((e & ADDR & m) & ~(size - 1)) | (va & (size - 1) & ~0xfff)
-                                for m in MASKS}
-                        pas = through_ss(gpas)
+                        pas = conv({((e & ADDR & m) & ~(size - 1)) | (addr & (size - 1) & ~0xfff)
+                                    for m in MASKS})
                         if pas == UNKNOWN:
                             return UNKNOWN
                         out |= pas
                     if level > 1:
                         nxt |= {e & ADDR & m for m in MASKS}
-                tables = through_ss(nxt)
+                tables = conv(nxt)
                 if tables == UNKNOWN:
                     return UNKNOWN
                 if not tables:
