@@ -14,7 +14,6 @@ consumption and clock steps.  The table encoders are the functional tests'
 """
 
 import random
-import struct
 import sys
 from pathlib import Path
 
@@ -241,7 +240,7 @@ class Program(fuzz_program.ProgramBase):
         self.emit('commands')
 
     def op_testdev_dma(self):
-        rng, qt = self.rng, self.qt
+        rng = self.rng
         if self.isolation and rng.random() < 0.6:
             return self.checked_read()
         iova = rng.choice(POOL) + rng.randrange(0, 0x1000, 8) if rng.random() < 0.8 else self.r64()

@@ -388,7 +388,7 @@ class Program(fuzz_program.ProgramBase):
         self.emit('edu dma')
 
     def op_testdev_dma(self):
-        rng, qt = self.rng, self.qt
+        rng = self.rng
         iova = rng.choice(POOL) + rng.randrange(0, 0x1000, 8) if rng.random() < 0.8 \
             else self.r64()
         length = rng.choice([8, 64, 4096, rng.randint(1, 4096)]) if rng.random() < 0.95 \
