@@ -184,6 +184,8 @@ class Program(fuzz_program.ProgramBase):
         rng, qt = self.rng, self.qt
         off, width = rng.choice(REGS) if rng.random() < 0.9 else \
             (rng.choice([0, 0x10000]) + rng.randrange(0, 0x1000, 4), 4)
+        if rng.random() < 0.05:
+            width = 12 - width           # an access of the other width
         if off in (S.STRTAB_BASE, S.CMDQ_BASE, S.EVENTQ_BASE, 0xc0) and rng.random() < 0.6:
             val = (self.pointer() & 0x000f_ffff_ffff_ffc0) | rng.randrange(20) \
                 | (rng.getrandbits(1) << 62)

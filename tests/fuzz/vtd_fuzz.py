@@ -274,6 +274,8 @@ class Program(fuzz_program.ProgramBase):
     def op_register(self):
         rng, qt = self.rng, self.qt
         off, width = rng.choice(REGS) if rng.random() < 0.9 else (rng.randrange(0, 0x1000, 4), 4)
+        if rng.random() < 0.05:
+            width = 12 - width           # an access of the other width
         if off == V.GCMD and rng.random() < 0.7:
             val = 0
             for b in GCMD_BITS:
