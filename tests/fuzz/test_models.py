@@ -19,7 +19,8 @@ IOVA = F.POOL[0]
 
 
 def answers(status, word):
-    return [f'OK 0x{status:x}', 'OK 0x' + struct.pack('<Q', word).hex()]
+    """A checked read's answers: four register writes, the status, the data."""
+    return ['OK'] * 4 + [f'OK 0x{status:x}', 'OK 0x' + struct.pack('<Q', word).hex()]
 
 
 class Legacy(unittest.TestCase):
@@ -54,6 +55,13 @@ class Legacy(unittest.TestCase):
 
     def test_faulted_read_is_not_checked(self):
         self.assertEqual(self.check(2, 0), [])
+
+    def test_read_cut_short_is_not_checked(self):
+        # QEMU died inside the step: only some of its answers came
+        prog = F.Program.__new__(F.Program)
+        prog.irq_checks = []
+        prog.checks = [(0, SID, None, IOVA, self.model.allowed(SID, None, IOVA))]
+        self.assertEqual(prog.verify({0: ['OK', 'OK']}), [])
 
     def test_completion_without_any_mapping_is_a_violation(self):
         self.vtd.write_quads(self.leaf, 0)
