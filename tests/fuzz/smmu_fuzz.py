@@ -203,12 +203,10 @@ class Program(fuzz_program.ProgramBase):
         if off in (S.STRTAB_BASE, S.STRTAB_BASE_CFG):
             self.regs[off] = val
             self.model.strtab(self.regs[S.STRTAB_BASE], self.regs[S.STRTAB_BASE_CFG])
-        if off == S.CR0 and not val & 1:
-            self.model.smmu_off()
-        if off == S.GBPA or off in (S.STRTAB_BASE, S.STRTAB_BASE_CFG, S.CR0):
-            self.model.smmu_off() if off == S.GBPA else None
-            if self.isolation:
-                self.model.update()
+        if (off == S.CR0 and not val & 1) or off == S.GBPA:
+            self.model.smmu_off()        # GBPA decides while disabled: maybe bypass
+        if self.isolation and off in (S.STRTAB_BASE, S.STRTAB_BASE_CFG, S.CR0, S.GBPA):
+            self.model.update()
         self.emit(f'register 0x{off:x}')
 
     def op_table(self):

@@ -303,7 +303,8 @@ class Program(fuzz_program.ProgramBase):
                 self.model.latch_root(rt)
             if not gcmd & (1 << 31):
                 self.model.translation_off()
-            self.model.update()
+            if self.isolation:
+                self.model.update()
         if off == V.IQA:
             self.queue_base = val & ~0xfff & (2**64 - 1)
             self.queue_order = val & 7

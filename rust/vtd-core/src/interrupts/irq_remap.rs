@@ -323,8 +323,8 @@ impl IrTable {
     pub fn from_irta(irta: u64, haw_mask: u64, eim_supported: bool) -> IrTable {
         IrTable {
             base: field_address(IrtaReg::from(irta).base(), 12) & haw_mask,
-            entries: 2u32 << IrtaReg::from(irta).s().value(),
             // Arithmetic: S encodes 2^(S+1) entries.
+            entries: 2u32 << IrtaReg::from(irta).s().value(),
             eime: eim_supported && IrtaReg::from(irta).eime(),
         }
     }
