@@ -489,6 +489,22 @@ class RvIommuGuestTest(QemuSystemTest):
             files.append((os.path.join(fw, name), f'/usr/share/qemu/{name}'))
         return files
 
+    def host_fail_files(self):
+        """(host, guest) pairs that put tests/guest/host-fail.c, the LD_PRELOAD
+        library that makes chosen iommufd and vfio requests of L2's QEMU
+        fail, at /usr/lib/rviommu-host-fail.so of an L1 initramfs (compiled
+        here, cached by the source's content)."""
+        src = repo_dir() / 'tests' / 'guest' / 'host-fail.c'
+        key = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+        out = self.kit.dir / 'host-fail' / f'host-fail-{key}.so'
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix('.tmp')
+            subprocess.run(['gcc', '-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC',
+                            '-o', str(tmp), str(src), '-ldl'], check=True)
+            tmp.rename(out)
+        return [(str(out), '/usr/lib/rviommu-host-fail.so')]
+
     @staticmethod
     def shared_libraries(*binaries):
         """(host, guest) pairs of the libraries and loader `ldd` lists for

@@ -17,6 +17,9 @@
 # Kernel parameters:
 #   rviommu.l2_iommu=PROPS     L2's -device intel-iommu,PROPS
 #   rviommu.l2_timeout=SECONDS how long L2 may run (default 600)
+#   rviommu.l2_host_fail=1     L2's QEMU runs with /usr/lib/rviommu-host-fail.so preloaded
+#                              (tests/guest/host-fail.c): the rule in /tmp/host-fail makes its
+#                              iommufd/vfio requests fail, each is logged in /tmp/host-fail.log
 # Console lines:
 #   RVIOMMU-L1-PCI-DEVICE: <bdf> <vendor>:<device>   the function handed to L2
 #   RVIOMMU-L1-L2-COMMAND: <qemu command line>
@@ -74,6 +77,11 @@ set -- -machine q35 -accel qtest -m 256M -nodefaults -no-user-config -display no
     -trace 'enable=iommufd_backend_free_id' -trace 'enable=iommufd_backend_invalidate_cache' \
     -trace 'enable=iommufd_cdev_attach_ioas_hwpt' -trace 'enable=iommufd_cdev_detach_ioas_hwpt' \
     -D /tmp/l2-trace.log
+if [ "$(kparam l2_host_fail)" = 1 ]; then
+    : > /tmp/host-fail
+    export LD_PRELOAD=/usr/lib/rviommu-host-fail.so RVIOMMU_FAIL_CTL=/tmp/host-fail \
+        RVIOMMU_FAIL_LOG=/tmp/host-fail.log
+fi
 echo "RVIOMMU-L1-L2-STARTED"
 run_l2 "$l2_timeout" "$@"
 dmar_faults

@@ -919,6 +919,25 @@ impl Vtd {
         fx
     }
 
+    /// The glue could not make the host IOMMU translate requests of `sid`
+    /// (with `pasid`, or without PASID) as the guest's tables say, outside
+    /// the invalidation queue (a register write, a reset, a device plugged
+    /// in): there is no descriptor to stop at, so the guest learns it from a
+    /// primary fault record, reason 58h (SPT.1, the hardware could not use
+    /// the PASID table entry), address 0, a read. The requests are blocked
+    /// meanwhile (the glue detached them); the next invalidation of the entry
+    /// retries.
+    pub fn host_binding_failed(&mut self, sid: u16, pasid: Option<u32>, msg: &str) -> Effects {
+        let mut fx = Effects::default();
+        fx.guest_error(format!("vtd: {msg}"));
+        let f = match pasid {
+            Some(p) => Fault::with_pasid(FaultReason::PasidEntryAccess, sid, 0, false, p, false),
+            None => Fault::new(FaultReason::PasidEntryAccess, sid, 0, false),
+        };
+        fault::record_fault(&mut self.regs, &mut self.next_frcd, &f, &mut fx);
+        fx
+    }
+
     fn execute(
         &mut self,
         req: InvRequest,

@@ -427,6 +427,25 @@ fn failed_invalidation_outside_the_queue_is_only_logged() {
 }
 
 #[test]
+fn host_binding_failure_outside_the_queue_is_a_primary_fault() {
+    let mut e = barrier_env();
+    unmask_faults(&mut e);
+    let fx = e.vtd.host_binding_failed(0x0100, Some(5), "host refused the binding");
+    assert_eq!(fx.interrupts, vec![Msi { address: 0xfee0_2000, data: 0x4022 }]);
+    assert!(fx.guest_errors.iter().any(|m| m.contains("host refused")), "{fx:?}");
+    assert_ne!(e.fsts() & FSTS_PPF, 0);
+    assert_eq!(e.fsts() & FSTS_IQE, 0, "no queue error: no descriptor asked");
+    let rec = e.vtd.fault_record(0).unwrap();
+    assert_eq!((rec.reason_code, rec.sid, rec.address, rec.write, rec.pasid), (0x58, 0x0100, 0, false, Some(5)));
+    // Requests without PASID: no PASID in the record (once software has
+    // read and cleared the one fault recording register).
+    e.w32(FRCD_REG_OFFSET + 12, 1 << 31);
+    e.vtd.host_binding_failed(0x0200, None, "again");
+    let rec = e.vtd.fault_record(0).unwrap();
+    assert_eq!((rec.reason_code, rec.sid, rec.pasid), (0x58, 0x0200, None));
+}
+
+#[test]
 fn barriers_survive_reset() {
     let mut e = barrier_env();
     e.vtd.reset();

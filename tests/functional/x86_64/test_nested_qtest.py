@@ -32,6 +32,7 @@
 import os
 import re
 import shutil
+import struct
 import sys
 import tempfile
 import time
@@ -40,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rviommu_kit import RvIommuGuestTest  # noqa: E402
 from vtd_qtest import (Channel, StreamQtest, ScalableVtd, QtestError, ecam, enable_ecam,  # noqa: E402
-                       PGTT_FS, PGTT_PT, TD_ID, TD_BAR0, TD_READ, TD_IOVA, TD_LEN, TD_PASID,
+                       VTD_BASE, FSTS, FSTS_IQE, FSTS_PPF, IQH, GCMD, GSTS, GCMD_TE, PGTT_FS, PGTT_PT, TD_ID, TD_BAR0, TD_READ, TD_IOVA, TD_LEN, TD_PASID,
                        TD_CMD, TD_STATUS, TD_BUFFER, TD_STATUS_NAMES, TD_ATS, TD_PASID_VALID)
 
 # L2's view: root ports 00:04.0 and 00:06.0, an assigned test device behind each, at
@@ -263,7 +264,7 @@ class NestedQtest(RvIommuGuestTest):
             self.assertIn(expect, out, f'L2 with {what}: unclear error')
             self.assertIn('intel-iommu', out, f'L2 with {what}: error does not name the device')
 
-    def drive(self):
+    def drive(self, scenario=None, config_errors=True):
         ch = {n: Channel(os.path.join(self.sockdir, n)) for n in ('qt', 'mon', 'sh')}
         sh = Shell(ch['sh'])
         # L1's shell answers once L1 is up; the function vfio-pci holds is the device.
@@ -271,12 +272,13 @@ class NestedQtest(RvIommuGuestTest):
         out, _ = sh.run('ls /sys/bus/pci/drivers/vfio-pci/')
         bdfs = sorted(re.findall(r'0000:([0-9a-f]{2}:[0-9a-f]{2}\.[0-7])', out))
         self.assertEqual(len(bdfs), 2, f'functions bound to vfio-pci in L1: {out!r}')
-        self.config_errors(sh, '0000:' + bdfs[0])
+        if config_errors:
+            self.config_errors(sh, '0000:' + bdfs[0])
         sh.run('touch /tmp/l2-go')
         mon = Monitor(ch['mon'])
         mon.banner(300)
         qt = StreamQtest(ch['qt'])
-        self.scenario(qt, mon, sh, *bdfs)
+        (scenario or self.scenario)(qt, mon, sh, *bdfs)
         mon.quit()
 
     def scenario(self, qt, mon, sh, l1_bdf, l1_bdf_b):
@@ -399,15 +401,17 @@ class NestedQtest(RvIommuGuestTest):
         # No HWPT of L2's QEMU outlives the device.
         out, _ = sh.run('cat /tmp/l2-trace.log')
         self.trace = out
-        # iommufd reuses ids: follow allocations and frees in order.
+        # iommufd reuses ids: follow allocations and frees in order (vfio's
+        # through QEMU's backend, ours traced by the device).
         live, allocated = set(), 0
-        for m in re.finditer(r'iommufd_backend_(alloc_hwpt .*out_hwpt|free_id .* id)=(\d+) \(0\)',
-                             out):
-            if m.group(1).startswith('alloc'):
+        for m in re.finditer(r'iommufd_backend_alloc_hwpt .*out_hwpt=(\d+) \(0\)|'
+                             r'iommufd_backend_free_id .* id=(\d+) \(0\)|'
+                             r'vtd_hw_nested_free .* hwpt (\d+) \(0\)', out):
+            if m.group(1):
                 allocated += 1
-                live.add(m.group(2))
+                live.add(m.group(1))
             else:
-                live.discard(m.group(2))
+                live.discard(m.group(2) or m.group(3))
         self.log.info('%d HWPTs allocated; live after the last unplug: %s', allocated, live)
         self.assertGreaterEqual(allocated, 6, 'parents and nested HWPTs')
         self.assertEqual(live, set(), 'HWPTs left allocated after hot-unplug')
@@ -468,6 +472,259 @@ class NestedQtest(RvIommuGuestTest):
         vtd.invalidate(vtd.desc_pasid_cache_pasid(DID_P, PASID))
         self.assertEqual(self.dma_read_pasid(qt, IOVA, PASID), self.pattern(0), 'bound again')
 
+    # -- host failures -----------------------------------------------------------
+    # L2's QEMU runs with tests/guest/host-fail.c preloaded: a rule written to
+    # L1's /tmp/host-fail makes its next iommufd or vfio request of a kind
+    # fail; /tmp/host-fail.log has every such request with the kernel's answer.
+
+    def rule(self, sh, rule):
+        self.host_log(sh)           # what follows is this rule's
+        out, rc = sh.run(f"echo '{rule}' > /tmp/host-fail")
+        self.assertEqual(rc, 0, out)
+
+    def host_log(self, sh):
+        """The host-fail log lines since the last call (all of them: self.host_lines)."""
+        out, rc = sh.run('cat /tmp/host-fail.log')
+        self.assertEqual(rc, 0, out)
+        lines = [l for l in out.splitlines() if l.strip()]
+        new, self.host_lines = lines[len(self.host_lines):], lines
+        return new
+
+    def injected(self, sh, name, count=1):
+        """The log since the last look: `count` requests `name` were failed."""
+        lines = self.host_log(sh)
+        failed = [l for l in lines if l.endswith(' injected')]
+        self.assertEqual([l.split()[0] for l in failed], [name] * count,
+                         f'injected failures: {lines}')
+        self.log.info('%s refused: %s', name, '; '.join(lines))
+        return lines
+
+    def submit_failing(self, vtd, descs, at, what):
+        """Submit `descs` and a wait: the queue must stop at descs[at] with an
+        invalidation queue error, the wait not done.  Returns the wait."""
+        self.marker += 1
+        wait = (self.wait_status, 0x6a000000 | self.marker)
+        start = vtd.queue_tail
+        vtd.submit(*descs, vtd.desc_wait(*wait))
+        fsts = vtd.reg(FSTS)
+        if not fsts & FSTS_IQE:
+            log, _ = self.sh.run('cat /tmp/host-fail.log /tmp/l2-trace.log')
+            self.fail(f'{what} refused: no invalidation queue error (FSTS {fsts:#x}); '
+                      f'requests and trace:\n{log}')
+        self.assertEqual(vtd.reg(IQH, 8), vtd.queue_index_reg((start + at) % vtd.queue_entries),
+                         f'{what} refused: IQH is not at the descriptor that asked for it')
+        self.assertNotEqual(struct.unpack('<I', vtd.qt.memread(wait[0], 4))[0], wait[1],
+                            f'{what} refused: the wait behind the failed descriptor completed')
+        return wait
+
+    def resume(self, vtd, wait, what):
+        """Clear FSTS.IQE: the queue is fetched again from the failed
+        descriptor and must complete up to the wait."""
+        vtd.qt.writel(VTD_BASE + FSTS, FSTS_IQE)
+        self.assertFalse(vtd.reg(FSTS) & FSTS_IQE, f'{what}: the retry failed again')
+        self.assertEqual(struct.unpack('<I', vtd.qt.memread(wait[0], 4))[0], wait[1],
+                         f'{what}: the wait did not complete after the retry')
+        self.assertEqual(vtd.reg(IQH, 8), vtd.queue_index_reg(vtd.queue_tail))
+
+    def alive(self, mon, qt):
+        self.assertIn('running', mon.cmd('info status'), "L2's QEMU is not running")
+        self.assertEqual(qt.readl(TD_BAR0 + TD_ID), 0x44545652, "L2's device does not answer")
+
+    def l1_pgtt(self, sh, bdf, pasid=0):
+        entry = self.l1_pasid_entry(sh, bdf, pasid, missing_ok=True)
+        return entry and entry[0]
+
+    def live_hwpts(self, sh):
+        """HWPT ids allocated and not destroyed, by the kernel's answers in
+        the host-fail log (iommufd reuses ids: in order)."""
+        self.host_log(sh)
+        live = set()
+        for line in self.host_lines:
+            m = re.match(r'(HWPT_ALLOC|DESTROY) ret=0 .*\bid=(\d+)', line)
+            if m and m.group(1) == 'HWPT_ALLOC':
+                live.add(int(m.group(2)))
+            elif m:
+                live.discard(int(m.group(2)))
+        return live
+
+    def host_failures(self, qt, mon, sh, l1_bdf, _l1_bdf_b):
+        """Each iommufd/vfio request L2's intel-iommu makes, refused in turn."""
+        self.host_lines, self.marker, self.sh = [], 0, sh
+        self.pci_setup(qt)
+        # One device (the other's requests would take turns with its own).
+        self.unplug(qt, mon, 'tdb', rp=RP_B_BDF)
+        vtd = ScalableVtd(qt, table_base=0x100000, table_limit=0x200000)
+        self.wait_status = vtd.alloc_page()
+        for i, ram in enumerate((RAM_A, RAM_B, RAM_C)):
+            for p in range(PAGES):
+                qt.memwrite(ram + p * 0x1000, self.pattern(i * PAGES + p))
+        A, B, C = ([self.pattern(i * PAGES + p) for p in range(PAGES)] for i in range(3))
+        fs = vtd.first_stage()
+        for p in range(PAGES):
+            fs.map_4k(IOVA + p * 0x1000, RAM_A + p * 0x1000)
+        vtd.enable()
+        vtd.enable_queue()
+        # (after enabling: translation enabled over present entries binds them)
+        pdir = vtd.new_pasid_dir()
+        vtd.set_pasid_entry(pdir, 0, PGTT_FS, did=DID, flptptr=fs.root)
+        vtd.set_context(1, 0, pdir)
+
+        # 1. The nested HWPT of the RID_PASID entry cannot be allocated: the
+        # queue stops at the PASID-cache invalidation that asked for it, DMA
+        # is blocked (neither the guest's table nor its RAM untranslated);
+        # clearing IQE retries it, and the host takes it now.
+        self.rule(sh, 'HWPT_ALLOC 1 ENOMEM')
+        wait = self.submit_failing(vtd, (vtd.desc_context_global(), vtd.desc_pasid_cache_global(),
+                                         vtd.desc_piotlb_pasid(DID, 0)), 1, 'HWPT_ALLOC')
+        self.injected(sh, 'HWPT_ALLOC')
+        self.assertEqual(self.dma_read(qt, IOVA), 'dma-error', 'DMA after the refused allocation')
+        self.assertNotEqual(self.l1_pgtt(sh, l1_bdf), PGTT_NESTED)
+        self.alive(mon, qt)
+        self.resume(vtd, wait, 'HWPT_ALLOC')
+        self.assertEqual(self.dma_read(qt, IOVA), A[0], 'DMA after the retried binding')
+        self.assertEqual(self.l1_pgtt(sh, l1_bdf), PGTT_NESTED)
+
+        # 2. The attach (replace) of a new nested HWPT refused: the new HWPT
+        # is destroyed, the old one detached and destroyed, DMA blocked.
+        fs2 = vtd.first_stage()
+        for p in range(PAGES):
+            fs2.map_4k(IOVA + p * 0x1000, RAM_C + p * 0x1000)
+        vtd.set_pasid_entry(pdir, 0, PGTT_FS, did=DID, flptptr=fs2.root)
+        self.rule(sh, 'ATTACH 1 EBUSY')
+        wait = self.submit_failing(vtd, (vtd.desc_pasid_cache_pasid(DID, 0),
+                                         vtd.desc_piotlb_pasid(DID, 0)), 0, 'ATTACH')
+        lines = self.injected(sh, 'ATTACH')
+        new = [re.search(r' id=(\d+)', l).group(1) for l in lines if l.startswith('HWPT_ALLOC ret=0')]
+        self.assertEqual(len(new), 1, lines)
+        self.assertIn(f'DESTROY ret=0 errno=0 id={new[0]}', lines, 'the unattached HWPT was not freed')
+        self.assertEqual(self.dma_read(qt, IOVA), 'dma-error', 'DMA after the refused attach')
+        self.alive(mon, qt)
+        self.resume(vtd, wait, 'ATTACH')
+        for p in range(PAGES):
+            self.assertEqual(self.dma_read(qt, IOVA + p * 0x1000), C[p], f'page {p} after the retry')
+
+        # 3. A forwarded invalidation the host carries out in part: of three
+        # pages, the first is invalidated, then the host fails.  The queue
+        # stops at the second descriptor; the first page is fresh, the others
+        # stale until the retry.
+        for p in range(PAGES):
+            fs2.map_4k(IOVA + p * 0x1000, RAM_B + p * 0x1000)
+        self.rule(sh, 'HWPT_INVALIDATE 1 EIO 1')
+        wait = self.submit_failing(vtd, [vtd.desc_piotlb_page(DID, 0, IOVA + p * 0x1000)
+                                         for p in range(PAGES)], 1, 'HWPT_INVALIDATE')
+        lines = self.injected(sh, 'HWPT_INVALIDATE')
+        self.assertEqual(len([l for l in lines if l.startswith('HWPT_INVALIDATE')]), 1,
+                         f'the three pages were not forwarded in one call: {lines}')
+        self.assertEqual([self.dma_read(qt, IOVA + p * 0x1000) for p in range(PAGES)],
+                         [B[0], C[1], C[2]], 'pages after a partly carried out invalidation')
+        self.alive(mon, qt)
+        self.resume(vtd, wait, 'HWPT_INVALIDATE')
+        self.assertEqual([self.dma_read(qt, IOVA + p * 0x1000) for p in range(PAGES)], B)
+
+        # 4. A PASID's attach refused.
+        ctl = ecam(TD_BDF, PASID_CAP_AT + 4)
+        qt.writel(ctl, 1 << 16)     # PASID Enable (emulated)
+        fs_p = vtd.first_stage()
+        fs_p.map_4k(IOVA, RAM_A)
+        vtd.set_pasid_entry(pdir, PASID, PGTT_FS, did=DID_P, flptptr=fs_p.root)
+        vtd.set_context(1, 0, pdir, paside=True)
+        self.rule(sh, 'ATTACH_PASID 1 ENOMEM')
+        wait = self.submit_failing(vtd, (vtd.desc_context_global(),
+                                         vtd.desc_pasid_cache_pasid(DID_P, PASID)), 1, 'ATTACH_PASID')
+        lines = self.injected(sh, 'ATTACH_PASID')
+        new = [re.search(r' id=(\d+)', l).group(1) for l in lines if l.startswith('HWPT_ALLOC ret=0')]
+        self.assertEqual(len(new), 1, lines)
+        self.assertIn(f'DESTROY ret=0 errno=0 id={new[0]}', lines, 'the unattached HWPT was not freed')
+        self.assertNotEqual(self.dma_read_pasid(qt, IOVA, PASID), 'ok', 'PASID DMA after the refusal')
+        self.assertIsNone(self.l1_pgtt(sh, l1_bdf, PASID))
+        self.alive(mon, qt)
+        self.resume(vtd, wait, 'ATTACH_PASID')
+        self.assertEqual(self.dma_read_pasid(qt, IOVA, PASID), A[0], 'PASID DMA after the retry')
+        self.assertEqual(self.l1_pgtt(sh, l1_bdf, PASID), PGTT_NESTED)
+
+        # 5. A PASID's detach refused, every time: the queue stops (the guest
+        # must not take the PASID for unbound; the host still translates it
+        # with the old table), and stops again while the host refuses; once
+        # the host takes the detach the HWPT is freed.
+        vtd.set_pasid_entry(pdir, PASID, 0, present=False)
+        self.rule(sh, 'DETACH_PASID * EBUSY')
+        wait = self.submit_failing(vtd, (vtd.desc_pasid_cache_pasid(DID_P, PASID),
+                                         vtd.desc_piotlb_pasid(DID_P, PASID)), 0, 'DETACH_PASID')
+        self.injected(sh, 'DETACH_PASID', count=2)       # the binding, then the clean-up
+        self.assertEqual(self.l1_pgtt(sh, l1_bdf, PASID), PGTT_NESTED)
+        self.alive(mon, qt)
+        qt.writel(VTD_BASE + FSTS, FSTS_IQE)
+        self.assertTrue(vtd.reg(FSTS) & FSTS_IQE, 'the retry the host refused again did not stop the queue')
+        self.injected(sh, 'DETACH_PASID', count=2)
+        self.rule(sh, '')
+        self.resume(vtd, wait, 'DETACH_PASID')
+        self.assertIsNone(self.l1_pgtt(sh, l1_bdf, PASID), 'PASID still bound after the detach')
+        self.assertNotEqual(self.dma_read_pasid(qt, IOVA, PASID), 'ok', 'PASID DMA after the detach')
+
+        # 6. A destroy refused (the old nested HWPT, after a replace by
+        # pass-through): the guest's request was carried out and it sees no
+        # error; the HWPT (attached to nothing) is destroyed again at the next
+        # binding change, here in step 7.
+        vtd.set_pasid_entry(pdir, 0, PGTT_PT, did=DID)
+        self.rule(sh, 'DESTROY 1 EBUSY')
+        vtd.invalidate(vtd.desc_pasid_cache_pasid(DID, 0), vtd.desc_piotlb_pasid(DID, 0))
+        lines = self.injected(sh, 'DESTROY')
+        unfreed = [re.search(r' id=(\d+)', l).group(1) for l in lines if l.endswith(' injected')]
+        self.assertEqual(self.dma_read(qt, RAM_A), A[0], 'pass-through DMA')
+        self.assertEqual(self.l1_pgtt(sh, l1_bdf), PGTT_SS)
+        self.alive(mon, qt)
+
+        # 7. Outside the queue, where no descriptor can stop: translation
+        # disabled (GCMD.TE), and the host refuses the parent's attach.  The
+        # device is blocked and the guest finds a primary fault record
+        # (reason 58h, its source-id); enabling translation binds it again.
+        vtd.set_pasid_entry(pdir, 0, PGTT_FS, did=DID, flptptr=fs2.root)
+        vtd.invalidate(vtd.desc_pasid_cache_pasid(DID, 0))
+        self.assertEqual(self.dma_read(qt, IOVA), B[0])
+        self.assertIn(f'DESTROY ret=0 errno=0 id={unfreed[0]}', self.host_log(sh),
+                      'the HWPT whose destroy was refused was not destroyed again')
+        self.rule(sh, 'ATTACH 1 EIO')
+        qt.writel(VTD_BASE + GCMD, vtd.reg(GSTS) & 0x96ffffff & ~GCMD_TE)
+        self.assertFalse(vtd.reg(GSTS) & GCMD_TE)
+        self.injected(sh, 'ATTACH')
+        self.assertTrue(vtd.reg(FSTS) & FSTS_PPF, 'no primary fault after the refused binding')
+        faults = vtd.pending_faults()
+        self.assertEqual([(r['reason'], r['sid'], r['pasid']) for _, r in faults],
+                         [(0x58, TD_BDF, None)], faults)
+        self.assertEqual(self.dma_read(qt, RAM_B), 'dma-error', 'DMA after the refused binding')
+        self.alive(mon, qt)
+        vtd.clear_fault_record(faults[0][0])
+        self.assertFalse(vtd.reg(FSTS) & FSTS_PPF)
+        vtd._gcmd(GCMD_TE, GCMD_TE)
+        self.assertEqual(self.dma_read(qt, IOVA), B[0], 'DMA once translation is on again')
+
+        # 8. The same at a reset.  The fault record names the function by
+        # the bus number it has then: none yet (firmware has not numbered the
+        # buses again), so only its device and function are checked.
+        self.rule(sh, 'ATTACH 1 EIO')
+        self.assertEqual(mon.cmd('system_reset'), '')
+        self.pci_setup(qt, devices=((RP_BDF, TD_BDF, TD_BAR0),))
+        self.injected(sh, 'ATTACH')
+        faults = vtd.pending_faults()
+        self.assertEqual([(r['reason'], r['sid'] & 0xff, r['pasid']) for _, r in faults],
+                         [(0x58, TD_BDF & 0xff, None)], faults)
+        self.assertEqual(self.dma_read(qt, RAM_B), 'dma-error', 'DMA after the refused binding')
+        self.alive(mon, qt)
+        vtd2 = ScalableVtd(qt, table_base=0x200000, table_limit=0x280000)
+        fs3 = vtd2.first_stage()
+        fs3.map_4k(IOVA, RAM_C)
+        pdir = vtd2.new_pasid_dir()
+        vtd2.set_pasid_entry(pdir, 0, PGTT_FS, did=DID, flptptr=fs3.root)
+        vtd2.set_context(1, 0, pdir)
+        vtd2.enable()
+        vtd2.enable_queue()
+        vtd2.invalidate(vtd2.desc_context_global(), vtd2.desc_pasid_cache_global())
+        self.assertEqual(self.dma_read(qt, IOVA), C[0], 'DMA once bound again')
+
+        # Nothing left allocated after the device goes.
+        self.unplug(qt, mon, 'td')
+        self.assertEqual(self.live_hwpts(sh), set(), 'HWPTs left allocated')
+
     # -- the tests ---------------------------------------------------------------
 
     def l0_vm(self, l0_iommu):
@@ -481,10 +738,13 @@ class NestedQtest(RvIommuGuestTest):
                                    f'name=rviommu.{port}')
         return vm
 
-    def boot_l1(self, vm, during, l1_append='intel_iommu=on,sm_on'):
+    def boot_l1(self, vm, during, l1_append='intel_iommu=on,sm_on', host_fail=False):
+        files = self.nested_qemu_files() + (self.host_fail_files() if host_fail else [])
         initrd = self.kit.initramfs('l1-qtest', self.l1_body('l1-qtest.sh'),
-                                    files=self.nested_qemu_files(), kmods='none')
+                                    files=files, kmods='none')
         append = f'{l1_append} rviommu.l2_iommu={L2_IOMMU} rviommu.l2_timeout=600'
+        if host_fail:
+            append += ' rviommu.l2_host_fail=1'
         return self.boot_and_collect(vm, initrd, append, kernel=self.kit.iommufd_kernel,
                                      during=during)
 
@@ -535,6 +795,17 @@ class NestedQtest(RvIommuGuestTest):
         pasid_calls = re.findall(rf'vtd_hw_nested_invalidate .*pasid {PASID} hwpt \d+ entries 1 in 1 ',
                                  self.trace)
         self.assertEqual(len(pasid_calls), 4, self.trace)
+
+    def test_host_failures_reach_the_guest(self):
+        """Every iommufd/vfio request of L2's intel-iommu refused in turn (an
+        LD_PRELOAD library in L1): the guest sees an invalidation queue error
+        at the descriptor that asked (a fault record outside the queue),
+        QEMU keeps running, a retry works, no HWPT is left behind."""
+        vm = self.l0_vm(L0_IOMMU)
+        self.host_lines = []
+        res = self.boot_l1(vm, lambda: self.drive(self.host_failures, config_errors=False),
+                           host_fail=True)
+        self.assertGuestPassed(res)
 
 
 if __name__ == '__main__':

@@ -157,6 +157,10 @@ enum Step {
     /// The host IOMMU did not carry out the invalidation or binding asked
     /// for by this queue descriptor.
     Failed(u16, String),
+    /// The host IOMMU did not carry out a binding of this function (and
+    /// PASID) asked for outside the queue; then resume the queue if it
+    /// stopped at a barrier.
+    Unbound(u16, Option<u32>, String, bool),
 }
 
 thread_local! {
@@ -520,6 +524,10 @@ impl IntelIommuState {
                 Step::Failed(index, msg) => self.lock_core().and_then(|g| {
                     self.core_step(g, |vtd| ((), vtd.invalidation_failed(index, &msg)))
                 }),
+                Step::Unbound(sid, pasid, msg, resume) => self
+                    .lock_core()
+                    .and_then(|g| self.core_step(g, |vtd| ((), vtd.host_binding_failed(sid, pasid, &msg))))
+                    .map(|(r, next)| (r, next.or(resume.then_some(Step::Resume)))),
             };
             // The first round has run: its result stands even if a later
             // round cannot.
@@ -568,10 +576,14 @@ impl IntelIommuState {
         }
         Self::apply_space_updates(updates);
         let failure = if nested.is_empty() { None } else { self.nested.apply(&nested) };
-        // A failure outside the queue (register write, reset) is only logged.
+        // A failure of a descriptor's request stops the queue there; one
+        // outside the queue (register write, reset) is a fault record.
         let next = match failure {
-            Some(HostFailure { source: Some(index), msg }) => Some(Step::Failed(index, msg)),
-            _ => effects.queue_barrier.then_some(Step::Resume),
+            Some(HostFailure { source: Some(index), msg, .. }) => Some(Step::Failed(index, msg)),
+            Some(HostFailure { source: None, sid, pasid, msg }) => {
+                Some(Step::Unbound(sid, pasid, msg, effects.queue_barrier))
+            }
+            None => effects.queue_barrier.then_some(Step::Resume),
         };
         Some((r, next))
     }
@@ -702,9 +714,12 @@ impl IntelIommuState {
             let plan = NestedPlan { sid, bindings, invalidations: Vec::new(), pasids_truncated };
             (vec![plan], Effects::default())
         });
-        if let Some(plan) = plan {
-            // Logged; nothing for the guest to see at attach time.
-            let _ = self.nested.apply(&plan);
+        let failure = plan.and_then(|plan| self.nested.apply(&plan));
+        if let Some(HostFailure { sid, pasid, msg, .. }) = failure {
+            // A fault record, as for a failure at a register write.
+            self.drive(self.lock_core().and_then(|g| {
+                self.core_step(g, |vtd| ((), vtd.host_binding_failed(sid, pasid, &msg)))
+            }));
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    ffi::{c_int, c_void, CStr, CString},
+    ffi::{c_int, c_ulong, c_void, CStr, CString},
     mem::{offset_of, size_of},
     ptr::null_mut,
     sync::{Mutex, PoisonError},
@@ -64,6 +64,9 @@ pub struct NestedDevice {
     rid: Slot,
     /// Requests with a PASID, for each PASID bound (not blocked).
     pasids: BTreeMap<u32, Slot>,
+    /// Nested HWPTs attached to nothing whose destroy the host refused,
+    /// destroyed again at the next binding change and at release.
+    unfreed: Vec<u32>,
 }
 
 /// What a nested device is attached to.
@@ -86,6 +89,15 @@ unsafe impl Sync for NestedDevices {}
 
 /// include/hw/iommu.h.
 const VIOMMU_CAP_HW_NESTED: u64 = bindings::VIOMMU_CAP_HW_NESTED as u64;
+
+/// linux/iommufd.h: IOMMU_DESTROY = _IO(IOMMUFD_TYPE, IOMMUFD_CMD_DESTROY)
+/// (no direction or size bits).
+const IOMMU_DESTROY: c_ulong = ((bindings::IOMMUFD_TYPE as c_ulong) << 8) | bindings::IOMMUFD_CMD_DESTROY as c_ulong;
+
+extern "C" {
+    /// libc's ioctl(2).
+    fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
+}
 
 /// Print `msg` as QEMU's `error_report` does (to the monitor or stderr).
 pub fn error_report(msg: &str) {
@@ -185,11 +197,40 @@ impl NestedDevice {
     }
 
     /// Free a nested HWPT we allocated on this device's backend (attached
-    /// to nothing).
-    fn free_hwpt(&self, id: u32) {
-        // SAFETY: idev is live while registered; id is a HWPT we allocated
-        // on its backend.
-        unsafe { bindings::iommufd_backend_free_id((*self.idev).iommufd, id) };
+    /// to nothing). Should the host refuse, it is kept for another try
+    /// (QEMU's iommufd_backend_free_id reports no result: the request is
+    /// made here).
+    fn free_hwpt(&mut self, id: u32) {
+        if let Err(e) = self.destroy(id) {
+            error_report(&format!(
+                "intel-iommu: {:04x}: the host did not free nested HWPT {id} ({e}); tried again later",
+                self.source_id()
+            ));
+            self.unfreed.push(id);
+        }
+    }
+
+    /// IOMMU_DESTROY of `id` on this device's iommufd.
+    fn destroy(&self, id: u32) -> std::io::Result<()> {
+        let mut arg = bindings::iommu_destroy { size: size_of::<bindings::iommu_destroy>() as u32, id };
+        // SAFETY: idev and its backend are live while registered; the fd is
+        // the backend's /dev/iommu; arg is a valid iommu_destroy for the call.
+        let ret = unsafe { ioctl((*(*self.idev).iommufd).fd, IOMMU_DESTROY, &mut arg as *mut bindings::iommu_destroy) };
+        let result = if ret == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+        crate::trace::trace_vtd_hw_nested_free(
+            self.source_id(),
+            id,
+            result.as_ref().map_or_else(|e| -e.raw_os_error().unwrap_or(1), |()| 0),
+        );
+        result
+    }
+
+    /// Destroy again the nested HWPTs the host refused to free.
+    fn retry_unfreed(&mut self) {
+        let ids = std::mem::take(&mut self.unfreed);
+        for id in ids {
+            self.free_hwpt(id);
+        }
     }
 
     /// Free the slot's nested HWPT (not attached any more).
@@ -216,14 +257,17 @@ impl NestedDevice {
     /// Make the host translate requests without PASID, or with `pasid`, as
     /// `binding` says (nothing to do, and no trace, when they are already).
     /// On failure they are left blocked (detached): neither the old first
-    /// stage nor guest RAM untranslated.
+    /// stage nor guest RAM untranslated. Should the host refuse the detach
+    /// too, what is attached stays attached and its nested HWPT allocated
+    /// (the kernel does not free an attached one): the next binding of the
+    /// slot, or the device's release, deals with it.
     fn bind(&mut self, pasid: Option<u32>, binding: vtd_core::HostBinding) -> Result<(), String> {
         if self.bound_as(pasid, binding) {
             return Ok(());
         }
+        self.retry_unfreed();
         let result = self.bind_inner(pasid, binding);
-        if result.is_err() {
-            let _ = self.detach(pasid);
+        if result.is_err() && self.detach(pasid).is_ok() {
             self.free_nested(pasid);
         }
         // What is attached now, after a failure too.
@@ -366,6 +410,8 @@ impl NestedDevice {
         self.pasids.clear();
         let _ = self.attach(None, self.parent, Attached::Parent);
         self.free_nested(None);
+        // Before vfio frees the parent, which a nested HWPT keeps busy.
+        self.retry_unfreed();
     }
 
     pub fn source_id(&self) -> u16 {
@@ -425,10 +471,10 @@ impl NestedDevices {
     pub fn apply(&self, plan: &[NestedPlan]) -> Option<HostFailure> {
         let mut list = self.lock();
         let mut first: Option<HostFailure> = None;
-        let mut failed = |source: Option<u16>, msg: String| {
+        let mut failed = |source: Option<u16>, sid: u16, pasid: Option<u32>, msg: String| {
             util::log_mask_ln!(util::log::Log::GuestError, "intel-iommu: {msg}");
             if first.is_none() {
-                first = Some(HostFailure { source, msg });
+                first = Some(HostFailure { source, sid, pasid, msg });
             }
         };
         for p in plan {
@@ -455,7 +501,7 @@ impl NestedDevices {
                     );
                 }
                 if let Err(e) = d.bind(pasid, b) {
-                    failed(source, format!("host binding of {what} failed (DMA blocked): {e}"));
+                    failed(source, sid, pasid, format!("host binding of {what} failed (DMA blocked): {e}"));
                 }
             }
             // One call per HWPT: the invalidations grouped by what they are
@@ -471,7 +517,7 @@ impl NestedDevices {
                 let invs: Vec<_> = mine.iter().map(|(_, inv, _)| *inv).collect();
                 if let Err((index, e)) = d.invalidate(key, &invs) {
                     let source = mine.get(index).and_then(|(_, _, s)| *s);
-                    failed(source, format!("host invalidation for {sid:04x} failed: {e}"));
+                    failed(source, sid, key, format!("host invalidation for {sid:04x} failed: {e}"));
                 }
             }
         }
@@ -498,6 +544,9 @@ pub struct NestedPlan {
 pub struct HostFailure {
     /// The invalidation queue descriptor it came from, if any.
     pub source: Option<u16>,
+    /// The function, and the PASID (`None`: requests without PASID).
+    pub sid: u16,
+    pub pasid: Option<u32>,
     pub msg: String,
 }
 
@@ -564,6 +613,7 @@ fn bind_host_device(
         pasid_bits,
         rid: Slot { nested: None, attached: Attached::Parent },
         pasids: BTreeMap::new(),
+        unfreed: Vec::new(),
     });
     owner.rebind_nested(sid_of(bus, devfn));
     Ok(())
