@@ -721,8 +721,33 @@ class NestedQtest(RvIommuGuestTest):
         vtd2.invalidate(vtd2.desc_context_global(), vtd2.desc_pasid_cache_global())
         self.assertEqual(self.dma_read(qt, IOVA), C[0], 'DMA once bound again')
 
-        # Nothing left allocated after the device goes.
+        # 9. A device plugged in while translation is on, whose nested HWPT
+        # the host refuses (vfio's nesting parent is the first allocation, the
+        # nested HWPT the second): plugged, blocked, a primary fault record;
+        # the guest's next PASID-cache invalidation binds it.
         self.unplug(qt, mon, 'td')
+        vtd2.clear_fault_record(faults[0][0])
+        self.rule(sh, 'HWPT_ALLOC 2 ENOMEM')
+        out = mon.cmd(f'device_add vfio-pci,host=0000:{l1_bdf},iommufd=ifd0,bus=rp0,id=td2,'
+                      'rombar=0')
+        self.assertNotIn('rror', out, 'device_add')
+        lines = self.injected(sh, 'HWPT_ALLOC')
+        parent = [re.search(r' id=(\d+)', l).group(1) for l in lines if l.startswith('HWPT_ALLOC ret=0')]
+        self.assertTrue(any(l.startswith(f'HWPT_ALLOC ret=-1 errno=12 pt={parent[0]} ')
+                            for l in lines), f'not the nested HWPT over the parent: {lines}')
+        self.slot_power(qt, True)
+        qt.pci_cfg_writel(TD_BDF, 0x10, TD_BAR0)
+        qt.pci_cfg_writel(TD_BDF, 0x04, 0x6)
+        faults = vtd2.pending_faults()
+        self.assertEqual([(r['reason'], r['sid'], r['pasid']) for _, r in faults],
+                         [(0x58, TD_BDF, None)], faults)
+        self.assertEqual(self.dma_read(qt, IOVA), 'dma-error', 'DMA of the device plugged in')
+        self.alive(mon, qt)
+        vtd2.invalidate(vtd2.desc_pasid_cache_pasid(DID, 0))
+        self.assertEqual(self.dma_read(qt, IOVA), C[0], 'DMA once bound')
+
+        # Nothing left allocated after the device goes.
+        self.unplug(qt, mon, 'td2')
         self.assertEqual(self.live_hwpts(sh), set(), 'HWPTs left allocated')
 
     # -- the tests ---------------------------------------------------------------
