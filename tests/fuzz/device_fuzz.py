@@ -384,7 +384,9 @@ def main():
         print(f'{name}: isolation model: {n.get("checked", 0)} test-device reads checked, '
               f'{n.get("completed", 0)} completed, {n.get("tagged", 0)} of them from the '
               f'tagged pages; {n.get("irr checked", 0)} IRR readings checked, '
-              f'{n.get("vectors delivered", 0)} new vectors in them')
+              f'{n.get("vectors delivered", 0)} new vectors in them; '
+              f'{n.get("irq checks", 0)} GIC readings checked, {n.get("ids pending", 0)} '
+              f'interrupt ids pending in them ({n.get("msi ids", 0)} from MSIs)')
     for name, totals in watched_totals.items():
         print(f'{name}: answers to watched reads: '
               + ', '.join(f'{a} x{n}' for a, n in sorted(totals.items(), key=lambda x: -x[1])[:8]))

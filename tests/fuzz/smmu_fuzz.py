@@ -32,6 +32,15 @@ TD_BDF, EDU_BDF = 2 << 3, 3 << 3
 TD_BAR0, EDU_BAR0 = S.PCI_MMIO_BASE, S.PCI_MMIO_BASE + 0x100000
 POOL = [0x8000000 + 0x1000 * k for k in range(8)] + [0x40000000 + 0x201000 * k for k in range(1, 5)]
 EDU_MSI_CAP = 0x40
+# Interrupts on -M virt (GICv2): edu's MSIs go to the GICv2m frame's SETSPI
+# register, whose data is the interrupt id (80-143: SPIs 48-111); the
+# SMMU's own wired lines are SPIs 74-77 (ids 106-109).
+GICD = 0x08000000
+DOORBELL = 0x08020040
+MSI_PAGE = DOORBELL & ~0xfff
+V2M_IDS = range(80, 144)
+SMMU_WIRED = frozenset(range(106, 110))
+PEND_WORDS = (2, 3, 4)                  # GICD_ISPENDR/ICPENDR words: ids 64-159
 
 # Page 0 and page 1 registers (IHI 0070 6.3) with their widths.
 REGS = [(0x00, 4), (0x04, 4), (0x08, 4), (0x0c, 4), (0x10, 4), (0x14, 4), (0x18, 4),
@@ -92,7 +101,14 @@ class Program(fuzz_program.ProgramBase):
         self.qt = SmmuRecorder()
         self.words = []
         self.model = smmu_model.Model(self.qt.ram, S.RAM_BASE, RAM_SIZE, [TD_BDF, EDU_BDF],
-                                      [p & ~0xfff for p in POOL])
+                                      [p & ~0xfff for p in POOL] + [MSI_PAGE])
+        # Interrupt isolation: after each MSI of an isolation program, the
+        # interrupt ids pending in the GIC since the last check (then
+        # cleared) may only be the MSI's, when edu's stream reaches the
+        # doorbell, or the SMMU's own.
+        self.irq_checks = []             # (step index, allowed ids or None)
+        self.msi_data = 0x60
+        self.irq_allowed, self.irq_unknown = set(), False
         self.prologue()
         self.prologue_steps = len(self.steps)
         for _ in range(steps):
@@ -169,6 +185,16 @@ class Program(fuzz_program.ProgramBase):
         qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 12, 0x60)
         qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP, 0x800005 | (1 << 16))
         self.emit('edu msi')
+        if self.isolation:
+            # The GICv2m ids enabled and edge-triggered (a pulse latches
+            # pending), nothing pending.
+            for n in PEND_WORDS:
+                qt.writel(GICD + 0x100 + 4 * n, 0xffffffff)
+            for n in range(4, 10):
+                qt.writel(GICD + 0xc00 + 4 * n, 0xaaaaaaaa)
+            for n in PEND_WORDS:
+                qt.writel(GICD + 0x280 + 4 * n, 0xffffffff)
+            self.emit('gic')
 
     # -- random steps -------------------------------------------------------
 
@@ -283,7 +309,53 @@ class Program(fuzz_program.ProgramBase):
         super().checked_read(page, iova, ssid, ats, self.model.allowed(TD_BDF, ssid, page))
 
     def verify(self, answers, stats=None):
-        return self.verify_reads(answers, {} if stats is None else stats)
+        stats = {} if stats is None else stats
+        return self.verify_reads(answers, stats) + self.verify_irqs(answers, stats)
+
+    # -- interrupt isolation ------------------------------------------------
+
+    def allow_msi(self):
+        """edu just sent its MSI (data self.msi_data to the doorbell): its
+        id may be pending if the SMMU lets edu's stream reach the doorbell
+        page untranslated, as the model says."""
+        allowed = self.model.allowed(EDU_BDF, None, MSI_PAGE)
+        if allowed is None:
+            self.irq_unknown = True
+        elif allowed[1] or MSI_PAGE in allowed[0]:
+            self.irq_allowed.add(self.msi_data & 0x3ff)
+
+    def irq_check(self):
+        """Read which GICv2m ids are pending, then clear them; the runner
+        checks them (verify_irqs)."""
+        for n in PEND_WORDS:
+            self.qt.cmd(f'readl 0x{GICD + 0x200 + 4 * n:x}')
+        for n in PEND_WORDS:
+            self.qt.writel(GICD + 0x280 + 4 * n, 0xffffffff)
+        self.irq_checks.append((len(self.steps), None if self.irq_unknown
+                                else frozenset(self.irq_allowed | SMMU_WIRED)))
+        self.irq_allowed, self.irq_unknown = set(), False
+        self.emit('interrupt check')
+
+    def verify_irqs(self, answers, stats):
+        bad = []
+        for step, allowed in self.irq_checks:
+            got = answers.get(step)
+            if not got or len(got) < len(PEND_WORDS):
+                continue
+            pending = set()
+            for n, line in zip(PEND_WORDS, got):
+                word = int(line.split()[1], 16)
+                pending |= {32 * n + b for b in range(32) if word >> b & 1}
+            if allowed is None:
+                continue
+            stats['irq checks'] = stats.get('irq checks', 0) + 1
+            stats['ids pending'] = stats.get('ids pending', 0) + len(pending)
+            stats['msi ids'] = stats.get('msi ids', 0) + len(pending - SMMU_WIRED)
+            new = pending - allowed
+            if new:
+                bad.append(f'step {step}: interrupt ids {sorted(new)} pending; no MSI the '
+                           f'tables let through to the doorbell sent them')
+        return bad
 
     def op_msi(self):
         rng, qt = self.rng, self.qt
@@ -293,10 +365,14 @@ class Program(fuzz_program.ProgramBase):
                 addr = 0x08020040            # an MSI to a pool IOVA would write memory
             qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 4, addr & 0xffffffff)
             qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 8, addr >> 32)
-            qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 12, rng.getrandbits(16))
+            self.msi_data = rng.getrandbits(16)
+            qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 12, self.msi_data)
         qt.writel(EDU_BAR0 + 0x60, rng.getrandbits(32) | 1)
         qt.writel(EDU_BAR0 + 0x64, 0xffffffff)
         self.emit('msi')
+        if self.isolation:
+            self.allow_msi()
+            self.irq_check()
 
     def op_eventq(self):
         rng, qt = self.rng, self.qt

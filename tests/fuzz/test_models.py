@@ -171,6 +171,7 @@ class Smmu(unittest.TestCase):
 
     def test_other_page_is_a_violation(self):
         prog = SF.Program.__new__(SF.Program)
+        prog.irq_checks = []
         prog.checks = [(0, SF.TD_BDF, None, SF.POOL[0] + 8,
                         self.model.allowed(SF.TD_BDF, None, SF.POOL[0]))]
         self.assertEqual(prog.verify({0: answers(1, SF.tag(SF.DATA + 0x3008))}), [])
@@ -179,6 +180,47 @@ class Smmu(unittest.TestCase):
     def test_disabled_smmu_allows_identity(self):
         self.model.smmu_off()
         self.assertTrue(self.model.allowed(SF.TD_BDF, None, SF.POOL[0])[1])
+
+    def msi_prog(self, doorbell_mapped):
+        """edu's stream (stage 2) with or without the doorbell page mapped to
+        itself; one MSI (id 0x61) and one check."""
+        if doorbell_mapped:
+            s2 = SF.S.PageTable(self.smmu, 2)
+            s2.map(SF.MSI_PAGE, SF.MSI_PAGE)
+            self.smmu.ste(SF.EDU_BDF, SF.S.STE_S2, s2ttb=s2.root, vmid=4)
+        prog = SF.Program.__new__(SF.Program)
+        prog.qt, prog.steps, prog.checks, prog.irq_checks = self.qt, [], [], []
+        prog.model = SF.smmu_model.Model(self.qt.ram, SF.S.RAM_BASE, SF.RAM_SIZE,
+                                         [SF.TD_BDF, SF.EDU_BDF], [SF.POOL[0], SF.MSI_PAGE])
+        prog.model.strtab(self.smmu.strtab, self.smmu.strtab_log2)
+        prog.model.update()
+        prog.msi_data, prog.irq_allowed, prog.irq_unknown = 0x61, set(), False
+        prog.allow_msi()
+        prog.irq_check()
+        return prog
+
+    @staticmethod
+    def gic(*ids):
+        """Answers to the ISPENDR reads (words 2-4) with `ids` pending, and to
+        the ICPENDR writes."""
+        words = [0, 0, 0]
+        for i in ids:
+            words[i // 32 - 2] |= 1 << (i % 32)
+        return [f'OK 0x{w:08x}' for w in words] + ['OK'] * 3
+
+    def test_msi_through_a_mapped_doorbell_passes(self):
+        prog = self.msi_prog(True)
+        self.assertEqual(prog.verify({0: self.gic(0x61)}), [])
+        self.assertEqual(prog.verify({0: self.gic(0x61, 107)}), [], 'the SMMU\'s own line')
+
+    def test_msi_without_a_doorbell_mapping_is_a_violation(self):
+        prog = self.msi_prog(False)
+        self.assertEqual(prog.verify({0: self.gic()}), [])
+        self.assertIn('interrupt ids [97] pending', prog.verify({0: self.gic(0x61)})[0])
+
+    def test_other_id_is_a_violation(self):
+        prog = self.msi_prog(True)
+        self.assertIn('[98]', prog.verify({0: self.gic(0x62)})[0])
 
 
 class Scalable(unittest.TestCase):
