@@ -11,7 +11,9 @@
 # (rviommu.l2_iommu), two PCIe root ports with native hotplug (00:04.0, 00:06.0) and a test
 # device behind each through vfio's iommufd backend (ids td and tdb).  L2's QEMU traces
 # its iommufd calls and host bindings (-trace) into /tmp/l2-trace.log, which the test reads
-# through the shell; it ends L2 with the monitor's quit.
+# through the shell; it ends L2 with the monitor's quit.  If the test wrote /tmp/l2-next
+# first, another L2 QEMU starts with the same arguments and those in the file (again
+# until there is none).
 #
 # Files: /usr/bin/qemu-system-x86_64 (+ its libraries), firmware in /usr/share/qemu.
 # Kernel parameters:
@@ -84,5 +86,14 @@ if [ "$(kparam l2_host_fail)" = 1 ]; then
 fi
 echo "RVIOMMU-L1-L2-STARTED"
 run_l2 "$l2_timeout" "$@"
+# The test may ask for another L2 QEMU with the same devices and more arguments (the
+# destination of a migration): it writes them to /tmp/l2-next before it ends this one.
+while [ -e /tmp/l2-next ]; do
+    extra=$(cat /tmp/l2-next)
+    rm -f /tmp/l2-next
+    echo "RVIOMMU-L1-L2-STARTED"
+    # shellcheck disable=SC2086 # the extra arguments are words
+    run_l2 "$l2_timeout" "$@" $extra
+done
 dmar_faults
 pass

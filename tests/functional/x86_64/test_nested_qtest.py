@@ -61,6 +61,7 @@ SLTCTL_PCC = 1 << 10              # power controller control: off
 SLTCTL_PIC_OFF = 3 << 8           # power indicator off
 SLTCTL_PIC_ON = 1 << 8            # power indicator on
 PASID, DID_P = 5, 8               # a PASID of L2's with a first stage of its own
+LPC_BDF = 0xf8                    # ICH9 LPC (00:1f.0): PMBASE at 0x40, ACPI_CNTL at 0x44
 PASID_CAP_ID, PASID_CAP_AT = 0x1b, 0xff8   # the emulated capability in L2
 # rviommu-testdev (L0): ATS control at 0x106 (bit 15 enable), PASID control at 0x126
 TD_ATS_CTRL, TD_PASID_CTRL = 0x106, 0x126
@@ -750,6 +751,92 @@ class NestedQtest(RvIommuGuestTest):
         self.unplug(qt, mon, 'td2')
         self.assertEqual(self.live_hwpts(sh), set(), 'HWPTs left allocated')
 
+    # -- migration ---------------------------------------------------------------
+
+    def wait_monitor(self, mon, command, text, what, timeout=120):
+        deadline = time.monotonic() + timeout
+        while True:
+            out = mon.cmd(command)
+            if text in out:
+                return out
+            if time.monotonic() > deadline:
+                self.fail(f'{what}: no {text!r} in {command!r}: {out}')
+            time.sleep(0.5)
+
+    def migration(self, qt, mon, sh, l1_bdf, l1_bdf_b):
+        """Nested bindings replayed after a migration.  vfio cannot migrate
+        the test device (no migration uAPI in its driver: a blocker for
+        normal migration), but QEMU's cpr-reboot mode takes a suspended
+        guest: L2 binds PASID 0 and PASID 5 of both devices, suspends (S3),
+        is saved to a file and quits; a new L2 QEMU opens the devices again
+        (vfio: the nesting parent only) and loads the file.  Its intel-iommu's
+        post_load must bind them again, before the guest runs: L1 shows the
+        nested entries, and DMA goes through L2's first-stage tables."""
+        self.pci_setup(qt)
+        vtd = ScalableVtd(qt, table_base=0x100000, table_limit=0x200000)
+        for p in range(PAGES):
+            qt.memwrite(RAM_A + p * 0x1000, self.pattern(p))
+            qt.memwrite(RAM_C + p * 0x1000, self.pattern(2 * PAGES + p))
+        fs = vtd.first_stage()
+        fs.map_4k(IOVA, RAM_A)
+        fs_p = vtd.first_stage()
+        fs_p.map_4k(IOVA, RAM_C)
+        pdir = vtd.new_pasid_dir()
+        vtd.set_pasid_entry(pdir, 0, PGTT_FS, did=DID, flptptr=fs.root)
+        vtd.set_pasid_entry(pdir, PASID, PGTT_FS, did=DID_P, flptptr=fs_p.root)
+        for bus, bdf in ((1, TD_BDF), (2, TD_B_BDF)):
+            vtd.set_context(bus, 0, pdir, paside=True)
+            qt.writel(ecam(bdf, PASID_CAP_AT + 4), 1 << 16)     # PASID Enable (emulated)
+        vtd.enable()
+        vtd.enable_queue()
+        vtd.invalidate(vtd.desc_context_global(), vtd.desc_pasid_cache_global())
+        expect = {0: fs.root, PASID: fs_p.root}
+        for bdf in (l1_bdf, l1_bdf_b):
+            for pasid, root in expect.items():
+                self.assertEqual(self.l1_pasid_entry(sh, bdf, pasid), (PGTT_NESTED, root))
+        self.assertEqual(self.dma_read(qt, IOVA), self.pattern(0))
+        self.assertEqual(self.dma_read_pasid(qt, IOVA, PASID, bar=TD_BAR0_B), self.pattern(2 * PAGES))
+
+        # Suspend to RAM as a guest does (ICH9 PM I/O at 0x600, PM1a_CNT:
+        # SLP_TYP 1 = S3, SLP_EN), then cpr-reboot migration to a file.
+        qt.pci_cfg_writel(LPC_BDF, 0x40, 0x600)
+        qt.pci_cfg_writel(LPC_BDF, 0x44, 0x80)
+        qt.cmd('outw 0x604 0x2400')
+        self.wait_monitor(mon, 'info status', 'suspended', 'S3')
+        self.assertEqual(mon.cmd('migrate_set_parameter mode cpr-reboot'), '')
+        out = mon.cmd('migrate file:/tmp/l2-cpr.mig')
+        self.assertNotIn('rror', out, 'migrate')
+        self.wait_monitor(mon, 'info migrate', 'completed', 'migration to the file')
+        sh.run('echo "-incoming defer -D /tmp/l2-trace-2.log" > /tmp/l2-next')
+        mon.quit()
+
+        # The destination: the devices are attached to vfio's nesting
+        # parents only until the state is loaded.
+        mon.banner(300)
+        for bdf in (l1_bdf, l1_bdf_b):
+            self.assertEqual(self.l1_pgtt(sh, bdf), PGTT_SS, f'{bdf} before the load')
+            self.assertIsNone(self.l1_pgtt(sh, bdf, PASID), f'{bdf} PASID {PASID} before the load')
+        self.assertEqual(mon.cmd('migrate_set_parameter mode cpr-reboot'), '')
+        out = mon.cmd('migrate_incoming file:/tmp/l2-cpr.mig')
+        self.assertNotIn('rror', out, 'migrate_incoming')
+        self.wait_monitor(mon, 'info status', 'suspended', 'the loaded guest')
+        for bdf in (l1_bdf, l1_bdf_b):
+            for pasid, root in expect.items():
+                self.assertEqual(self.l1_pasid_entry(sh, bdf, pasid), (PGTT_NESTED, root),
+                                 f'{bdf} PASID {pasid} not bound again after the load')
+        self.log.info('after the load: both devices, PASIDs 0 and %d, nested over L2 tables '
+                      '0x%x and 0x%x', PASID, fs.root, fs_p.root)
+        trace, _ = sh.run('cat /tmp/l2-trace-2.log')
+        self.log.info('destination trace:\n%s', trace)
+        # The assigned functions' own configuration (BARs, command) is the
+        # device's, not migrated: set up again as firmware does at resume.
+        # DMA goes through L2's first-stage tables as before.
+        self.log.info('TD ID after the load: 0x%x', qt.readl(TD_BAR0 + TD_ID))
+        self.pci_setup(qt)
+        self.assertEqual(self.dma_read(qt, IOVA), self.pattern(0), 'DMA after the load')
+        self.assertEqual(self.dma_read_pasid(qt, IOVA, PASID, bar=TD_BAR0_B),
+                         self.pattern(2 * PAGES), 'PASID DMA after the load')
+
     # -- the tests ---------------------------------------------------------------
 
     def l0_vm(self, l0_iommu):
@@ -830,6 +917,11 @@ class NestedQtest(RvIommuGuestTest):
         self.host_lines = []
         res = self.boot_l1(vm, lambda: self.drive(self.host_failures, config_errors=False),
                            host_fail=True)
+        self.assertGuestPassed(res)
+
+    def test_bindings_replayed_after_migration(self):
+        vm = self.l0_vm(L0_IOMMU)
+        res = self.boot_l1(vm, lambda: self.drive(self.migration, config_errors=False))
         self.assertGuestPassed(res)
 
 
