@@ -8,12 +8,13 @@
 #   make iommufd-kernel  the guest kernel with iommufd/VFIO cdevs (part of check)
 #   make bench      translation benchmark, our device against the C one (callgrind + wall clock)
 #   make fuzz-device [FUZZ_SECONDS=600]  hostile-guest fuzzing of the whole device, ours and C
+#   make fuzz-generic [FUZZ_SECONDS=600]  QEMU's own generic-fuzz (libFuzzer, clang build) on our IOMMUs
 #   make install [PREFIX=/usr/local]   both system emulators with firmware and docs (any prefix)
 
 SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -eo pipefail -c
-.PHONY: all qemu ref kit iommufd-kernel testdeps demo check unit functional upstream bench bench-quick fuzz-device fuzz-device-slice install clean-cache
+.PHONY: all qemu ref kit iommufd-kernel testdeps demo check unit functional upstream bench bench-quick fuzz-device fuzz-device-slice fuzz-generic install clean-cache
 
 all: demo
 
@@ -59,6 +60,10 @@ fuzz-device: qemu ref kit
 # In check: fixed seeds, a few hundred programs per IOMMU.
 fuzz-device-slice: qemu ref kit
 	scripts/fuzz-device.sh --slice
+
+# FUZZ_SECONDS for each of its three configurations.
+fuzz-generic:
+	scripts/fuzz-generic.sh --seconds "$(FUZZ_SECONDS)"
 
 check: unit qemu ref kit iommufd-kernel functional upstream bench-quick fuzz-device-slice
 	@echo "==> all tests passed"

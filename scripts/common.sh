@@ -12,6 +12,7 @@ TREE_RS=$CACHE/rs/qemu                          # pristine + wrap fixes + overla
 BUILD_RS=$CACHE/rs/build                        # build of TREE_RS (Rust intel-iommu)
 TREE_REF=$CACHE/ref/qemu                        # pristine + wrap fixes only
 BUILD_REF=$CACHE/ref/build                      # build of TREE_REF (C intel-iommu)
+BUILD_FUZZ=$CACHE/generic-fuzz/build            # TREE_RS with clang and --enable-fuzzing
 TARGETS=x86_64-softmmu,aarch64-softmmu
 JOBS=${JOBS:-$(nproc)}
 export CCACHE_DIR=${CCACHE_DIR:-$CACHE/ccache}

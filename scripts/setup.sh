@@ -5,6 +5,7 @@
 #
 #   scripts/setup.sh            deps, source, tree, configure, build (Rust build)
 #   scripts/setup.sh ref        the same for the pristine reference build (C device)
+#   scripts/setup.sh generic-fuzz  QEMU's libFuzzer targets (qemu-fuzz-x86_64/aarch64) of the Rust tree, with clang
 #   scripts/setup.sh deps       only install the host packages
 #   scripts/setup.sh sync       only sync the overlay and patches into the tree
 #   scripts/setup.sh testdeps   packages only the tests use (libvirt's daemon, QEMU driver, virsh)
@@ -205,6 +206,17 @@ build_qemu() {   # build dir [extra ninja targets]
     info "$(ls -la "$build/qemu-system-x86_64" | awk '{print $6, $7, $8, $9}')"
 }
 
+# Packages, the Debian source, and the tree of the Rust build (overlay, wraps, patches).
+rust_tree() {
+    install_deps
+    fetch_source
+    step "tree for the Rust build"
+    make_tree "$TREE_RS"
+    sync_overlay "$TREE_RS"
+    prepare_rust_wraps "$TREE_RS"
+    apply_patches "$TREE_RS"
+}
+
 mkdir -p "$CACHE"
 case "$WHAT" in
     deps) install_deps ;;
@@ -213,13 +225,7 @@ case "$WHAT" in
         apt_install --no-install-recommends $TEST_APT_PACKAGES
         ;;
     rs)
-        install_deps
-        fetch_source
-        step "tree for the Rust build"
-        make_tree "$TREE_RS"
-        sync_overlay "$TREE_RS"
-        prepare_rust_wraps "$TREE_RS"
-        apply_patches "$TREE_RS"
+        rust_tree
         # The guest kit links SeaBIOS, the option ROMs and iPXE there (scripts/guest/kit.sh).
         configure_build "$TREE_RS" "$BUILD_RS" --enable-rust --firmwarepath="$CACHE/firmware"
         build_qemu "$BUILD_RS"
@@ -249,6 +255,17 @@ case "$WHAT" in
         configure_build "$TREE_REF" "$BUILD_REF" --enable-rust
         build_qemu "$BUILD_REF"
         ;;
-    *) die "unknown target '$WHAT' (rs, ref, deps, sync)" ;;
+    generic-fuzz)
+        # QEMU's own libFuzzer targets (qemu-fuzz-*, the generic-fuzz target
+        # among them) from the Rust tree, with clang (scripts/fuzz-generic.sh).
+        rust_tree
+        apt_install --no-install-recommends clang-14 libclang-rt-14-dev
+        configure_build "$TREE_RS" "$BUILD_FUZZ" --enable-rust --enable-fuzzing \
+            "--cc=ccache clang-14" "--cxx=ccache clang++-14"
+        step "build $(basename "$(dirname "$BUILD_FUZZ")") (ninja -j$JOBS; a fresh build takes 15-25 min on 2 cores)"
+        ninja -C "$BUILD_FUZZ" -j"$JOBS" qemu-fuzz-x86_64 qemu-fuzz-aarch64 2>&1 | ninja_progress \
+            || die "ninja failed in $BUILD_FUZZ"
+        ;;
+    *) die "unknown target '$WHAT' (rs, ref, generic-fuzz, deps, sync)" ;;
 esac
 step "done"

@@ -372,15 +372,7 @@ class NestedQtest(RvIommuGuestTest):
                             f'PASID {PASID} DMA after the reset')
 
         # 7. Translate once more, then hot-unplug.
-        vtd2 = ScalableVtd(qt, table_base=0x200000, table_limit=0x280000)
-        fs3 = vtd2.first_stage()
-        fs3.map_4k(IOVA, RAM_A)
-        pdir = vtd2.new_pasid_dir()
-        vtd2.set_pasid_entry(pdir, 0, PGTT_FS, did=DID, flptptr=fs3.root)
-        vtd2.set_context(1, 0, pdir)
-        vtd2.enable()
-        vtd2.enable_queue()
-        vtd2.invalidate(vtd2.desc_context_global(), vtd2.desc_pasid_cache_global())
+        vtd2, fs3 = self.new_tables(qt, RAM_A)
         self.assertEqual(self.dma_read(qt, IOVA), A[0], 'DMA after reset and new tables')
         self.unplug(qt, mon, 'td')
 
@@ -416,6 +408,22 @@ class NestedQtest(RvIommuGuestTest):
         self.log.info('%d HWPTs allocated; live after the last unplug: %s', allocated, live)
         self.assertGreaterEqual(allocated, 6, 'parents and nested HWPTs')
         self.assertEqual(live, set(), 'HWPTs left allocated after hot-unplug')
+
+    @staticmethod
+    def new_tables(qt, ram):
+        """After a reset: new tables at 0x200000 that map IOVA to `ram` for
+        the first device's requests without PASID, translation and the
+        queue enabled, the caches invalidated.  (ScalableVtd, first stage)."""
+        vtd = ScalableVtd(qt, table_base=0x200000, table_limit=0x280000)
+        fs = vtd.first_stage()
+        fs.map_4k(IOVA, ram)
+        pdir = vtd.new_pasid_dir()
+        vtd.set_pasid_entry(pdir, 0, PGTT_FS, did=DID, flptptr=fs.root)
+        vtd.set_context(1, 0, pdir)
+        vtd.enable()
+        vtd.enable_queue()
+        vtd.invalidate(vtd.desc_context_global(), vtd.desc_pasid_cache_global())
+        return vtd, fs
 
     def pasid_requests(self, qt, vtd, sh, pdir, l1_bdf, l1_bdf_b):
         """PASID `PASID` of both devices (same PASID directory): an emulated
@@ -711,15 +719,7 @@ class NestedQtest(RvIommuGuestTest):
                          [(0x58, TD_BDF & 0xff, None)], faults)
         self.assertEqual(self.dma_read(qt, RAM_B), 'dma-error', 'DMA after the refused binding')
         self.alive(mon, qt)
-        vtd2 = ScalableVtd(qt, table_base=0x200000, table_limit=0x280000)
-        fs3 = vtd2.first_stage()
-        fs3.map_4k(IOVA, RAM_C)
-        pdir = vtd2.new_pasid_dir()
-        vtd2.set_pasid_entry(pdir, 0, PGTT_FS, did=DID, flptptr=fs3.root)
-        vtd2.set_context(1, 0, pdir)
-        vtd2.enable()
-        vtd2.enable_queue()
-        vtd2.invalidate(vtd2.desc_context_global(), vtd2.desc_pasid_cache_global())
+        vtd2, _ = self.new_tables(qt, RAM_C)
         self.assertEqual(self.dma_read(qt, IOVA), C[0], 'DMA once bound again')
 
         # 9. A device plugged in while translation is on, whose nested HWPT

@@ -1,0 +1,74 @@
+#!/bin/bash
+# QEMU's own generic-fuzz target (libFuzzer, tests/qtest/fuzz/generic_fuzz.c) on
+# our IOMMUs: the fuzzer drives the MMIO of the IOMMU and of two DMA-capable
+# devices, and answers every DMA read (the IOMMU's table and descriptor reads
+# among them) with bytes of its input.
+#   scripts/fuzz-generic.sh [--seconds N] [--config "NAME..."]
+# Configurations (QEMU_FUZZ_ARGS / QEMU_FUZZ_OBJECTS), N seconds each
+# (default 300):
+#   vtd-legacy   q35, intel-iommu with interrupt remapping, edu, rviommu-testdev
+#   vtd-modern   q35, intel-iommu modern scalable mode, caching mode, device-TLB
+#   smmu         virt with our arm-smmuv3, edu, rviommu-testdev
+# Builds the fuzzing binaries first (scripts/setup.sh generic-fuzz: clang, a third
+# build tree under $CACHE/generic-fuzz). Corpora persist in $CACHE/generic-fuzz/
+# corpus-NAME; a crash is written to $CACHE/generic-fuzz/crash-NAME-* and fails
+# the run (libFuzzer's verdict: a signal, an abort, a Rust panic, a timeout).
+. "$(dirname "$0")/common.sh"
+SECS=300 CONFIGS="vtd-legacy vtd-modern smmu"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --seconds) SECS=$2; shift ;;
+        --config) CONFIGS=$2; shift ;;
+        *) die "unknown argument '$1'" ;;
+    esac
+    shift
+done
+"$REPO/scripts/setup.sh" generic-fuzz || die "scripts/setup.sh generic-fuzz failed"
+step "guest kit (firmware)"
+"$REPO/scripts/guest/kit.sh" > "$CACHE/guest-kit.log" 2>&1 \
+    || { cat "$CACHE/guest-kit.log"; die "scripts/guest/kit.sh failed"; }
+. "$CACHE/guest/kit.env"
+OUT=$CACHE/generic-fuzz
+rc=0
+for name in $CONFIGS; do
+    case "$name" in
+        vtd-legacy)
+            BIN=qemu-fuzz-x86_64
+            ARGS="-M q35 -nodefaults -L $FIRMWARE_DIR -device intel-iommu,intremap=on
+                  -device edu,addr=03.0 -device rviommu-testdev,addr=04.0"
+            OBJS="intel-iommu* vtd* edu* rviommu*" ;;
+        vtd-modern)
+            BIN=qemu-fuzz-x86_64
+            ARGS="-M q35 -nodefaults -L $FIRMWARE_DIR
+                  -device intel-iommu,x-scalable-mode=modern,caching-mode=on,device-iotlb=on,intremap=on
+                  -device edu,addr=03.0 -device rviommu-testdev,addr=04.0"
+            OBJS="intel-iommu* vtd* edu* rviommu*" ;;
+        smmu)
+            BIN=qemu-fuzz-aarch64
+            ARGS="-M virt,iommu=smmuv3 -nodefaults -device edu,addr=03.0 -device rviommu-testdev,addr=02.0"
+            OBJS="smmu* edu* rviommu*" ;;
+        *) die "unknown configuration '$name'" ;;
+    esac
+    mkdir -p "$OUT/corpus-$name"
+    step "generic-fuzz, $name: ${SECS}s ($BIN; log $OUT/$name.log)"
+    export QEMU_FUZZ_ARGS QEMU_FUZZ_OBJECTS
+    QEMU_FUZZ_ARGS=$(echo $ARGS) QEMU_FUZZ_OBJECTS=$OBJS
+    info "QEMU_FUZZ_ARGS='$QEMU_FUZZ_ARGS' QEMU_FUZZ_OBJECTS='$QEMU_FUZZ_OBJECTS'"
+    rm -f "$OUT/crash-$name-"*
+    "$BUILD_FUZZ/$BIN" --fuzz-target=generic-fuzz -max_total_time="$SECS" -max_len=4096 \
+        -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
+        -artifact_prefix="$OUT/crash-$name-" "$OUT/corpus-$name" > "$OUT/$name.log" 2>&1
+    status=$?
+    grep -E "^Matching objects|^  \* " "$OUT/$name.log" | head -12 | sed 's/^/    /'
+    grep -E "^#[0-9]+ *(DONE|pulse)" "$OUT/$name.log" | tail -1 | sed 's/^/    /'
+    grep -E "^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)" "$OUT/$name.log" \
+        | sed 's/^/    /'
+    if [ $status -ne 0 ] || ls "$OUT/crash-$name-"* >/dev/null 2>&1; then
+        grep -E "panicked|ERROR|Assertion|SUMMARY|==[0-9]+==" "$OUT/$name.log" | head -10 | sed 's/^/    /'
+        info "FAILED (exit $status); reproducer: $(ls "$OUT/crash-$name-"* 2>/dev/null | head -1)"
+        rc=1
+    else
+        info "no crash"
+    fi
+done
+[ $rc = 0 ] || die "generic-fuzz found crashes (see above)"
