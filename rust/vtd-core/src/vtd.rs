@@ -920,9 +920,10 @@ impl Vtd {
     }
 
     /// The glue could not make the host IOMMU translate requests of `sid`
-    /// (with `pasid`, or without PASID) as the guest's tables say, outside
-    /// the invalidation queue (a register write, a reset, a device plugged
-    /// in): there is no descriptor to stop at, so the guest learns it from a
+    /// (with `pasid`, or without PASID) as the guest's tables say (a binding,
+    /// or an invalidation forwarded), outside the invalidation queue (a
+    /// register write, a reset, a device plugged in): there is no
+    /// descriptor to stop at, so the guest learns it from a
     /// primary fault record, reason 58h (SPT.1, the hardware could not use
     /// the PASID table entry), address 0, a read. The requests are blocked
     /// meanwhile (the glue detached them); the next invalidation of the entry
