@@ -1,20 +1,21 @@
 #!/bin/bash
 # QEMU's own generic-fuzz target (libFuzzer, tests/qtest/fuzz/generic_fuzz.c) on
-# our IOMMUs: the fuzzer drives the MMIO of the IOMMU and of two DMA-capable
-# devices, and answers every DMA read (the IOMMU's table and descriptor reads
-# among them) with bytes of its input.
+# our intel-iommu: the fuzzer drives the MMIO of the IOMMU, of its interrupt
+# windows and of two DMA-capable devices, and answers every DMA read (the
+# IOMMU's table and descriptor reads among them) with bytes of its input.
+# Our crates are coverage-instrumented too (rust/iommu-core/meson.build).
 #   scripts/fuzz-generic.sh [--seconds N] [--config "NAME..."]
 # Configurations (QEMU_FUZZ_ARGS / QEMU_FUZZ_OBJECTS), N seconds each
 # (default 300):
 #   vtd-legacy   q35, intel-iommu with interrupt remapping, edu, rviommu-testdev
 #   vtd-modern   q35, intel-iommu modern scalable mode, caching mode, device-TLB
-#   smmu         virt with our arm-smmuv3, edu, rviommu-testdev
+#   smmu         virt with our arm-smmuv3 (not in the default list: see below)
 # Builds the fuzzing binaries first (scripts/setup.sh generic-fuzz: clang, a third
 # build tree under $CACHE/generic-fuzz). Corpora persist in $CACHE/generic-fuzz/
 # corpus-NAME; a crash is written to $CACHE/generic-fuzz/crash-NAME-* and fails
 # the run (libFuzzer's verdict: a signal, an abort, a Rust panic, a timeout).
 . "$(dirname "$0")/common.sh"
-SECS=300 CONFIGS="vtd-legacy vtd-modern smmu"
+SECS=300 CONFIGS="vtd-legacy vtd-modern"
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) SECS=$2; shift ;;
@@ -44,11 +45,21 @@ for name in $CONFIGS; do
                   -device edu,addr=03.0 -device rviommu-testdev,addr=04.0"
             OBJS="intel-iommu* vtd* edu* rviommu*" ;;
         smmu)
+            # generic-fuzz enumerates PCI devices with the PC's config ports
+            # (qpci_new_pc): on -M virt it can fuzz MMIO regions only, so
+            # the SMMU alone (registers, queues; its table and queue reads
+            # get the fuzzer's bytes). And it ends every input with a
+            # clock_step to the next timer deadline, which -M virt under
+            # qtest does not have: QEMU 10.2's harness fails at the first
+            # input there, on any device (pl061 too). Kept for a QEMU whose
+            # harness runs on virt.
             BIN=qemu-fuzz-aarch64
-            ARGS="-M virt,iommu=smmuv3 -nodefaults -device edu,addr=03.0 -device rviommu-testdev,addr=02.0"
-            OBJS="smmu* edu* rviommu*" ;;
+            ARGS="-M virt,iommu=smmuv3 -nodefaults"
+            OBJS="arm-smmuv3*" ;;
         *) die "unknown configuration '$name'" ;;
     esac
+    # (setup.sh builds qemu-fuzz-x86_64; another target on demand)
+    ninja -C "$BUILD_FUZZ" -j"$JOBS" "$BIN" 2>&1 | ninja_progress || die "ninja $BIN failed"
     mkdir -p "$OUT/corpus-$name"
     step "generic-fuzz, $name: ${SECS}s ($BIN; log $OUT/$name.log)"
     export QEMU_FUZZ_ARGS QEMU_FUZZ_OBJECTS

@@ -5,7 +5,7 @@
 #
 #   scripts/setup.sh            deps, source, tree, configure, build (Rust build)
 #   scripts/setup.sh ref        the same for the pristine reference build (C device)
-#   scripts/setup.sh generic-fuzz  QEMU's libFuzzer targets (qemu-fuzz-x86_64/aarch64) of the Rust tree, with clang
+#   scripts/setup.sh generic-fuzz  QEMU's libFuzzer binary qemu-fuzz-x86_64 of the Rust tree, with clang
 #   scripts/setup.sh deps       only install the host packages
 #   scripts/setup.sh sync       only sync the overlay and patches into the tree
 #   scripts/setup.sh testdeps   packages only the tests use (libvirt's daemon, QEMU driver, virsh)
@@ -263,7 +263,7 @@ case "$WHAT" in
         configure_build "$TREE_RS" "$BUILD_FUZZ" --enable-rust --enable-fuzzing \
             "--cc=ccache clang-14" "--cxx=ccache clang++-14"
         step "build $(basename "$(dirname "$BUILD_FUZZ")") (ninja -j$JOBS; a fresh build takes 15-25 min on 2 cores)"
-        ninja -C "$BUILD_FUZZ" -j"$JOBS" qemu-fuzz-x86_64 qemu-fuzz-aarch64 2>&1 | ninja_progress \
+        ninja -C "$BUILD_FUZZ" -j"$JOBS" qemu-fuzz-x86_64 2>&1 | ninja_progress \
             || die "ninja failed in $BUILD_FUZZ"
         ;;
     *) die "unknown target '$WHAT' (rs, ref, generic-fuzz, deps, sync)" ;;
