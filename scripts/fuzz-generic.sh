@@ -1,13 +1,15 @@
 #!/bin/bash
 # QEMU's own generic-fuzz target (libFuzzer, tests/qtest/fuzz/generic_fuzz.c) on
 # our intel-iommu: the fuzzer drives the MMIO of the IOMMU, of its interrupt
-# windows and of two DMA-capable devices, and answers every DMA read (the
+# windows and of our DMA test device, and answers every DMA read (the
 # IOMMU's table and descriptor reads among them) with bytes of its input.
+# Not edu: its range check only logs, then its DMA copies outside its
+# buffer (a SEGV in edu_dma_timer within minutes, found here).
 # Our crates are coverage-instrumented too (rust/iommu-core/meson.build).
 #   scripts/fuzz-generic.sh [--seconds N] [--config "NAME..."]
 # Configurations (QEMU_FUZZ_ARGS / QEMU_FUZZ_OBJECTS), N seconds each
 # (default 300):
-#   vtd-legacy   q35, intel-iommu with interrupt remapping, edu, rviommu-testdev
+#   vtd-legacy   q35, intel-iommu with interrupt remapping, rviommu-testdev
 #   vtd-modern   q35, intel-iommu modern scalable mode, caching mode, device-TLB
 #   smmu         virt with our arm-smmuv3 (not in the default list: see below)
 # Builds the fuzzing binaries first (scripts/setup.sh generic-fuzz: clang, a third
@@ -36,14 +38,14 @@ for name in $CONFIGS; do
         vtd-legacy)
             BIN=qemu-fuzz-x86_64
             ARGS="-M q35 -nodefaults -L $FIRMWARE_DIR -device intel-iommu,intremap=on
-                  -device edu,addr=03.0 -device rviommu-testdev,addr=04.0"
-            OBJS="intel-iommu* vtd* edu* rviommu*" ;;
+                  -device rviommu-testdev,addr=04.0"
+            OBJS="intel-iommu* vtd* rviommu*" ;;
         vtd-modern)
             BIN=qemu-fuzz-x86_64
             ARGS="-M q35 -nodefaults -L $FIRMWARE_DIR
                   -device intel-iommu,x-scalable-mode=modern,caching-mode=on,device-iotlb=on,intremap=on
-                  -device edu,addr=03.0 -device rviommu-testdev,addr=04.0"
-            OBJS="intel-iommu* vtd* edu* rviommu*" ;;
+                  -device rviommu-testdev,addr=04.0"
+            OBJS="intel-iommu* vtd* rviommu*" ;;
         smmu)
             # generic-fuzz enumerates PCI devices with the PC's config ports
             # (qpci_new_pc): on -M virt it can fuzz MMIO regions only, so
