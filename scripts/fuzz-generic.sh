@@ -70,14 +70,14 @@ for name in $CONFIGS; do
     rm -f "$OUT/crash-$name-"*
     "$BUILD_FUZZ/$BIN" --fuzz-target=generic-fuzz -max_total_time="$SECS" -max_len=4096 \
         -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
-        -artifact_prefix="$OUT/crash-$name-" "$OUT/corpus-$name" > "$OUT/$name.log" 2>&1
-    status=$?
-    grep -E "^Matching objects|^  \* " "$OUT/$name.log" | head -12 | sed 's/^/    /'
-    grep -E "^#[0-9]+ *(DONE|pulse)" "$OUT/$name.log" | tail -1 | sed 's/^/    /'
-    grep -E "^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)" "$OUT/$name.log" \
-        | sed 's/^/    /'
+        -artifact_prefix="$OUT/crash-$name-" "$OUT/corpus-$name" > "$OUT/$name.log" 2>&1 \
+        && status=0 || status=$?
+    show() { grep -E "$1" "$OUT/$name.log" | sed 's/^/    /' | head -"${2:-20}" || true; }
+    info "fuzzed MemoryRegions: $(grep -c '^  \* ' "$OUT/$name.log" || true)"
+    show "^#[0-9]+[[:space:]]+DONE"
+    show "^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)"
     if [ $status -ne 0 ] || ls "$OUT/crash-$name-"* >/dev/null 2>&1; then
-        grep -E "panicked|ERROR|Assertion|SUMMARY|==[0-9]+==" "$OUT/$name.log" | head -10 | sed 's/^/    /'
+        show "panicked|ERROR|Assertion|SUMMARY|==[0-9]+==" 10
         info "FAILED (exit $status); reproducer: $(ls "$OUT/crash-$name-"* 2>/dev/null | head -1)"
         rc=1
     else

@@ -225,15 +225,41 @@ class Program(fuzz_program.ProgramBase):
             val = SCRATCH | (val & (1 << 62)) | min(val & 0x1f, 7)
         if self.isolation and off in (0x68, 0xb0, 0xd0):       # MSI addresses
             val = SCRATCH + 0x8000 + (val & 0xffc)
+        touched = set(range(off, off + width))
+        if self.isolation and any(touched & set(range(r, r + 8)) and (off, width) != (r, 8)
+                                  for r in (0xa0, 0xc0, 0x68, 0xb0, 0xd0)):
+            # Part of a queue base or MSI address (a write across it, or
+            # its upper half): a read instead, so that the SMMU keeps
+            # writing only the scratch area.
+            qt.cmd(f'readl 0x{S.SMMU_BASE + off:x}')
+            self.emit(f'register 0x{off:x} (read)')
+            return
         (qt.writeq if width == 8 else qt.writel)(S.SMMU_BASE + off, val)
-        if off in (S.STRTAB_BASE, S.STRTAB_BASE_CFG):
-            self.regs[off] = val
+        # What the model must know, from every register the write reaches
+        # (an 8-byte write at 0x1c also writes CR0).
+        if touched & set(range(S.STRTAB_BASE, S.STRTAB_BASE_CFG + 4)):
+            for reg, size in ((S.STRTAB_BASE, 8), (S.STRTAB_BASE_CFG, 4)):
+                self.regs[reg] = self.merged(reg, size, off, width, val)
             self.model.strtab(self.regs[S.STRTAB_BASE], self.regs[S.STRTAB_BASE_CFG])
-        if (off == S.CR0 and not val & 1) or off == S.GBPA:
+        cr0 = touched & set(range(S.CR0, S.CR0 + 4))
+        if (cr0 and not (off == S.CR0 and val & 1)) or touched & set(range(S.GBPA, S.GBPA + 4)):
             self.model.smmu_off()        # GBPA decides while disabled: maybe bypass
-        if self.isolation and off in (S.STRTAB_BASE, S.STRTAB_BASE_CFG, S.CR0, S.GBPA):
+        watched = (set(range(S.CR0, S.CR0 + 4)) | set(range(S.GBPA, S.GBPA + 4))
+                   | set(range(S.STRTAB_BASE, S.STRTAB_BASE_CFG + 4)))
+        if self.isolation and touched & watched:
             self.model.update()
         self.emit(f'register 0x{off:x}')
+
+    def merged(self, reg, size, off, width, val):
+        """Register `reg` (`size` bytes, value in self.regs) after a write of
+        `val` (`width` bytes at `off`), byte by byte."""
+        cur = self.regs.get(reg, 0)
+        for i in range(width):
+            a = off + i
+            if reg <= a < reg + size:
+                shift = 8 * (a - reg)
+                cur = (cur & ~(0xff << shift)) | (((val >> (8 * i)) & 0xff) << shift)
+        return cur
 
     def op_table(self):
         rng = self.rng
