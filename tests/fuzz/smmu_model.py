@@ -6,8 +6,8 @@ isolation checks (the SMMUv3 counterpart of vtd_model.py).
 It reads the fuzzer's copy of guest RAM and its register writes, never the
 device.  Both devices cache STEs, CDs and translations until invalidated, so
 what a DMA may reach is the union over every stream-table base ever written,
-every STE and CD ever readable through one, walked against the RAM of every
-later step; translations are kept per VMID and ASID, as the TLB tags them.
+every STE and CD ever readable through one (each version kept: a CD rewritten
+in RAM may still be cached), walked against the RAM of every later step; translations are kept per VMID and ASID, as the TLB tags them.
 Where the devices may read a field differently (reserved encodings, output
 address size, the start level, concatenated start tables) the model takes
 the union of the interpretations; a read of device memory makes the key
@@ -34,6 +34,10 @@ class Model(History):
         self.strtabs = set()             # (base, cfg) ever written
         self.identity_ever = False       # SMMU disabled (GBPA) or a bypass stream
         self.stes = {s: set() for s in sids}
+        # Every CD ever read for a stream, with what it was read for
+        # (SubstreamID, VMID, stage-2 configuration): the devices cache CDs
+        # too, so a CD rewritten in RAM may still be walked as it was.
+        self.cds = {s: set() for s in sids}
         self.tags = {s: set() for s in sids}          # (vmid, asid) a stream used
         self.ident = set()               # (sid, ssid) with a bypass configuration ever
         self.unknown_sids = set()
@@ -88,6 +92,11 @@ class Model(History):
         for sid in self.sids:
             for ste in list(self.stes[sid]):
                 self.stream(sid, ste)
+            for ssid, vmid, s2cfg, cd in list(self.cds[sid]):
+                tag = (vmid, bits(cd[0], 63, 48))
+                self.tags[sid].add(tag)
+                for page in self.pages:
+                    self.record(tag, ssid, page, self.s1_walk(cd, page, s2cfg, sid))
 
     def stream(self, sid, ste):
         q0, q1, q2, q3 = ste[0], ste[1], ste[2], ste[3]
@@ -127,12 +136,8 @@ class Model(History):
                     if not self.read(cd_pa, 64, sid):
                         continue
                     cd = self.quads(cd_pa, 4)
-                    if not bits(cd[0], 31, 31):
-                        continue
-                    tag = (vmid, bits(cd[0], 63, 48))
-                    self.tags[sid].add(tag)
-                    for page in self.pages:
-                        self.record(tag, ssid, page, self.s1_walk(cd, page, s2cfg, sid))
+                    if bits(cd[0], 31, 31):
+                        self.cds[sid].add((ssid, vmid, s2cfg, cd))   # walked in update()
 
     def cd_addresses(self, ptr, fmt, cdmax, index, sid, s2cfg):
         out = {ptr + 64 * index, ptr}            # linear, or a single CD (S1CDMax 0)

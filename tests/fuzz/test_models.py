@@ -181,6 +181,24 @@ class Smmu(unittest.TestCase):
         self.model.smmu_off()
         self.assertTrue(self.model.allowed(SF.TD_BDF, None, SF.POOL[0])[1])
 
+    def test_cached_cd_is_walked_after_it_changed_in_ram(self):
+        # The CD's TTB0 is overwritten, then the table it pointed to
+        # changes: a device that cached the CD walks the new entry.
+        S = SF.S
+        s1 = S.PageTable(self.smmu, 1)
+        s1.map(SF.POOL[0], SF.DATA + 0x7000)
+        cd = self.smmu.cd(s1.root, asid=5)
+        self.smmu.ste(SF.TD_BDF, S.STE_S1, cd=cd)
+        self.model.update()
+        self.smmu.put(cd + 8, S.RAM_BASE + SF.RAM_SIZE)   # TTB0 beyond RAM: maps nothing
+        self.model.update()
+        pages, _ = self.model.allowed(SF.TD_BDF, None, SF.POOL[0])
+        self.assertIn(SF.DATA + 0x7000, pages)
+        s1.map(SF.POOL[0], SF.DATA + 0x9000)      # the same L3 table, a new leaf
+        self.model.update()
+        pages, _ = self.model.allowed(SF.TD_BDF, None, SF.POOL[0])
+        self.assertIn(SF.DATA + 0x9000, pages)
+
     def msi_prog(self, doorbell_mapped):
         """edu's stream (stage 2) with or without the doorbell page mapped to
         itself; one MSI (id 0x61) and one check."""
