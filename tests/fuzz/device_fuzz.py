@@ -17,7 +17,8 @@ run is classified:
 * memory    the random steps run twice; QEMU's own anonymous memory (guest
             RAM is a memfd, not counted) grew by more than --max-growth MiB
             over the second pass (one-off allocations, such as QEMU's flash
-            storage on a first flash write, happen in the first)
+            storage on a first flash write, happen in the first; the lowest
+            samples of each pass's last quarter are compared)
 * isolation a test-device read completed to a page that no version of the
             tables allowed for that requester (vtd_model.py), or completed
             where nothing was ever mapped
