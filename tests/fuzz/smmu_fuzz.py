@@ -38,7 +38,6 @@ EDU_MSI_CAP = 0x40
 GICD = 0x08000000
 DOORBELL = 0x08020040
 MSI_PAGE = DOORBELL & ~0xfff
-V2M_IDS = range(80, 144)
 SMMU_WIRED = frozenset(range(106, 110))
 PEND_WORDS = (2, 3, 4)                  # GICD_ISPENDR/ICPENDR words: ids 64-159
 
@@ -180,7 +179,7 @@ class Program(fuzz_program.ProgramBase):
         self.model.ssids = {1, 2}
         self.model.update()
         self.emit('streams')
-        qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 4, 0x08020040)   # GICv2m frame SETSPI
+        qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 4, DOORBELL)     # GICv2m frame SETSPI
         qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 8, 0)
         qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 12, 0x60)
         qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP, 0x800005 | (1 << 16))
@@ -225,8 +224,9 @@ class Program(fuzz_program.ProgramBase):
             val = SCRATCH | (val & (1 << 62)) | min(val & 0x1f, 7)
         if self.isolation and off in (0x68, 0xb0, 0xd0):       # MSI addresses
             val = SCRATCH + 0x8000 + (val & 0xffc)
-        touched = set(range(off, off + width))
-        if self.isolation and any(touched & set(range(r, r + 8)) and (off, width) != (r, 8)
+        def reaches(reg, size):
+            return off < reg + size and reg < off + width
+        if self.isolation and any(reaches(r, 8) and (off, width) != (r, 8)
                                   for r in (0xa0, 0xc0, 0x68, 0xb0, 0xd0)):
             # Part of a queue base or MSI address (a write across it, or
             # its upper half): a read instead, so that the SMMU keeps
@@ -237,16 +237,14 @@ class Program(fuzz_program.ProgramBase):
         (qt.writeq if width == 8 else qt.writel)(S.SMMU_BASE + off, val)
         # What the model must know, from every register the write reaches
         # (an 8-byte write at 0x1c also writes CR0).
-        if touched & set(range(S.STRTAB_BASE, S.STRTAB_BASE_CFG + 4)):
+        strtab, cr0, gbpa = reaches(S.STRTAB_BASE, 12), reaches(S.CR0, 4), reaches(S.GBPA, 4)
+        if strtab:
             for reg, size in ((S.STRTAB_BASE, 8), (S.STRTAB_BASE_CFG, 4)):
                 self.regs[reg] = self.merged(reg, size, off, width, val)
             self.model.strtab(self.regs[S.STRTAB_BASE], self.regs[S.STRTAB_BASE_CFG])
-        cr0 = touched & set(range(S.CR0, S.CR0 + 4))
-        if (cr0 and not (off == S.CR0 and val & 1)) or touched & set(range(S.GBPA, S.GBPA + 4)):
+        if (cr0 and not (off == S.CR0 and val & 1)) or gbpa:
             self.model.smmu_off()        # GBPA decides while disabled: maybe bypass
-        watched = (set(range(S.CR0, S.CR0 + 4)) | set(range(S.GBPA, S.GBPA + 4))
-                   | set(range(S.STRTAB_BASE, S.STRTAB_BASE_CFG + 4)))
-        if self.isolation and touched & watched:
+        if self.isolation and (strtab or cr0 or gbpa):
             self.model.update()
         self.emit(f'register 0x{off:x}')
 
@@ -386,9 +384,9 @@ class Program(fuzz_program.ProgramBase):
     def op_msi(self):
         rng, qt = self.rng, self.qt
         if rng.random() < 0.5:
-            addr = rng.choice([0x08020040, rng.choice(POOL), self.r64() & ~3])
-            if self.isolation and addr != 0x08020040:
-                addr = 0x08020040            # an MSI to a pool IOVA would write memory
+            addr = rng.choice([DOORBELL, rng.choice(POOL), self.r64() & ~3])
+            if self.isolation and addr != DOORBELL:
+                addr = DOORBELL              # an MSI to a pool IOVA would write memory
             qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 4, addr & 0xffffffff)
             qt.pci_cfg_writel(EDU_BDF, EDU_MSI_CAP + 8, addr >> 32)
             self.msi_data = rng.getrandbits(16)
