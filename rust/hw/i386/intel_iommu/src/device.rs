@@ -717,9 +717,7 @@ impl IntelIommuState {
         let failure = plan.and_then(|plan| self.nested.apply(&plan));
         if let Some(HostFailure { sid, pasid, msg, .. }) = failure {
             // A fault record, as for a failure at a register write.
-            self.drive(self.lock_core().and_then(|g| {
-                self.core_step(g, |vtd| ((), vtd.host_binding_failed(sid, pasid, &msg)))
-            }));
+            self.drive(Some(((), Some(Step::Unbound(sid, pasid, msg, false)))));
         }
     }
 
